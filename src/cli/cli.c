@@ -1,0 +1,116 @@
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+
+void jsonl_reader_init(jsonl_reader *r, FILE *fp, const char *name) {
+    r->fp = fp;
+    r->name = name;
+    r->lineno = 0;
+    r->buf = NULL;
+    r->cap = 0;
+}
+
+cJSON *jsonl_next(jsonl_reader *r) {
+    for (;;) {
+        ssize_t len = getline(&r->buf, &r->cap, r->fp);
+        if (len < 0) return NULL;
+        r->lineno++;
+        const char *p = r->buf;
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+        if (*p == '\0') continue; /* blank line */
+        const char *end = NULL;
+        cJSON *j = cJSON_ParseWithOpts(r->buf, &end, 0);
+        if (!j) {
+            long col = end ? (long)(end - r->buf) + 1 : 0;
+            die("%s:%ld: invalid JSON near column %ld", r->name, r->lineno, col);
+        }
+        while (end && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) end++;
+        if (end && *end != '\0') {
+            cJSON_Delete(j);
+            die("%s:%ld: trailing characters after the JSON value (one value per line)", r->name, r->lineno);
+        }
+        return j;
+    }
+}
+
+void jsonl_reader_free(jsonl_reader *r) {
+    free(r->buf);
+    r->buf = NULL;
+}
+
+int32_t *json_int_array(const cJSON *j, int *n, const jsonl_reader *where) {
+    if (!cJSON_IsArray(j)) die("%s:%ld: expected a JSON array of token ids", where->name, where->lineno);
+    int count = cJSON_GetArraySize(j);
+    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)(count > 0 ? count : 1));
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, j) {
+        double v = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+        if (!(v >= INT32_MIN && v <= INT32_MAX) || v != floor(v))
+            die("%s:%ld: element %d is not an integer token id", where->name, where->lineno, i);
+        ids[i++] = (int32_t)v;
+    }
+    *n = count;
+    return ids;
+}
+
+void print_int_array(FILE *out, const int32_t *v, int n) {
+    fputc('[', out);
+    for (int i = 0; i < n; i++) fprintf(out, i ? ",%d" : "%d", v[i]);
+    fputs("]\n", out);
+}
+
+void print_float_array(FILE *out, const float *v, int n) {
+    fputc('[', out);
+    for (int i = 0; i < n; i++) {
+        if (i) fputc(',', out);
+        if (isfinite(v[i])) fprintf(out, "%.9g", (double)v[i]);
+        else fputs(v[i] < 0 ? "-1e999" : "1e999", out); /* JSON has no inf; NaN never expected here */
+    }
+    fputs("]\n", out);
+}
+
+void print_json_string(FILE *out, const char *s, size_t len) {
+    fputc('"', out);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': fputs("\\\"", out); break;
+        case '\\': fputs("\\\\", out); break;
+        case '\n': fputs("\\n", out); break;
+        case '\r': fputs("\\r", out); break;
+        case '\t': fputs("\\t", out); break;
+        case '\b': fputs("\\b", out); break;
+        case '\f': fputs("\\f", out); break;
+        default:
+            if (c < 0x20) fprintf(out, "\\u%04x", c);
+            else fputc(c, out);
+        }
+    }
+    fputc('"', out);
+}
+
+long flag_long(const char *flag, const char *value, long min, long max) {
+    if (!value) die("%s needs a value", flag);
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (errno || end == value || *end != '\0') die("%s: '%s' is not an integer", flag, value);
+    if (v < min || v > max) die("%s: %ld is out of range [%ld, %ld]", flag, v, min, max);
+    return v;
+}
+
+double flag_double(const char *flag, const char *value, double min, double max) {
+    if (!value) die("%s needs a value", flag);
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno || end == value || *end != '\0' || !isfinite(v)) die("%s: '%s' is not a number", flag, value);
+    if (v < min || v > max) die("%s: %g is out of range [%g, %g]", flag, v, min, max);
+    return v;
+}

@@ -1,0 +1,35 @@
+/* cli.h: helpers shared by the subcommands: line-oriented JSON on stdin/stdout with errors that name the
+ * source and line, and flag parsing helpers. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cjson/cJSON.h>
+
+/* Reads JSON lines from fp; `name` ("stdin" or a path) appears in errors. */
+typedef struct {
+    FILE *fp;
+    const char *name;
+    long lineno;
+    char *buf;
+    size_t cap;
+} jsonl_reader;
+
+void jsonl_reader_init(jsonl_reader *r, FILE *fp, const char *name);
+/* Next non-blank line parsed as JSON (caller cJSON_Delete's it); NULL at end of input.
+ * Invalid JSON dies with "<name>:<line>: invalid JSON ...". */
+cJSON *jsonl_next(jsonl_reader *r);
+void jsonl_reader_free(jsonl_reader *r);
+
+/* A JSON array of integers → ids (malloc'd, *n set); dies naming name:line on anything else. */
+int32_t *json_int_array(const cJSON *j, int *n, const jsonl_reader *where);
+
+void print_int_array(FILE *out, const int32_t *v, int n);   /* [1,2,3]\n */
+void print_float_array(FILE *out, const float *v, int n);   /* round-trip precision, \n */
+/* JSON string with escapes (no newline), UTF-8 passed through; len bytes. */
+void print_json_string(FILE *out, const char *s, size_t len);
+
+/* Flag helpers: parse "--name value" values with range checks; die naming the flag on bad input. */
+long flag_long(const char *flag, const char *value, long min, long max);
+double flag_double(const char *flag, const char *value, double min, double max);

@@ -1,0 +1,5 @@
+/* Placeholder until this subcommand lands; replaced by its owner. */
+#include "cli/commands.h"
+#include "core/common.h"
+int cmd_init_model(int argc, char **argv) { (void)argc; die("%s: not built yet", argv[0]); }
+int cmd_logprobs(int argc, char **argv) { (void)argc; die("%s: not built yet", argv[0]); }

@@ -1,0 +1,182 @@
+#include "core/common.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int g_rank = 0;
+static char g_role[32] = "main";
+static void (*g_abort_hook)(int) = NULL;
+
+enum { MAX_TMP_FILES = 64 };
+static char g_tmp_files[MAX_TMP_FILES][4200];
+
+void s2d_set_identity(int rank, const char *role) {
+    g_rank = rank;
+    snprintf(g_role, sizeof g_role, "%s", role);
+}
+int s2d_rank(void) { return g_rank; }
+const char *s2d_role(void) { return g_role; }
+void s2d_set_abort_hook(void (*hook)(int code)) { g_abort_hook = hook; }
+
+void s2d_tmp_register(const char *path) {
+    for (int i = 0; i < MAX_TMP_FILES; i++) {
+        if (g_tmp_files[i][0] == '\0') {
+            snprintf(g_tmp_files[i], sizeof g_tmp_files[i], "%s", path);
+            return;
+        }
+    }
+    die("too many temporary files open at once (limit %d)", MAX_TMP_FILES);
+}
+
+void s2d_tmp_unregister(const char *path) {
+    for (int i = 0; i < MAX_TMP_FILES; i++)
+        if (strcmp(g_tmp_files[i], path) == 0) g_tmp_files[i][0] = '\0';
+}
+
+static void remove_tmp_files(void) {
+    for (int i = 0; i < MAX_TMP_FILES; i++) {
+        if (g_tmp_files[i][0] != '\0') {
+            unlink(g_tmp_files[i]);
+            g_tmp_files[i][0] = '\0';
+        }
+    }
+}
+
+bool err_set(s2d_err *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+bool err_prefix(s2d_err *err, const char *fmt, ...) {
+    if (err) {
+        char prefix[512], old[sizeof err->msg];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(prefix, sizeof prefix, fmt, ap);
+        va_end(ap);
+        memcpy(old, err->msg, sizeof old);
+        snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    }
+    return false;
+}
+
+_Noreturn void die_at(const char *file, int line, const char *hint, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "s2d: error [rank %d, %s] %s:%d: %s\n", g_rank, g_role, file, line, msg);
+    if (hint) fprintf(stderr, "  hint: %s\n", hint);
+    fflush(stderr);
+    remove_tmp_files();
+    if (g_abort_hook) g_abort_hook(1);
+    exit(1);
+}
+
+_Noreturn void die_sys_at(const char *file, int line, const char *what) {
+    die_at(file, line, NULL, "%s failed: %s", what, strerror(errno));
+}
+
+void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) die("out of memory allocating %zu bytes", n);
+    return p;
+}
+void *xcalloc(size_t count, size_t size) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) die("out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) die("out of memory reallocating to %zu bytes", n);
+    return q;
+}
+char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = xmalloc(n);
+    memcpy(d, s, n);
+    return d;
+}
+
+bool read_file(const char *path, char **data, size_t *len, s2d_err *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0) {
+        fclose(fp);
+        return err_set(err, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fclose(fp);
+        return err_set(err, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = xmalloc(n + 1);
+    size_t got = fread(buf, 1, n, fp);
+    fclose(fp);
+    if (got != n) {
+        free(buf);
+        return err_set(err, "%s: short read (%zu of %zu bytes)", path, got, n);
+    }
+    buf[n] = '\0';
+    *data = buf;
+    if (len) *len = n;
+    return true;
+}
+
+void path_join(char *out, size_t n, const char *dir, const char *name) {
+    size_t dl = strlen(dir);
+    int w = (dl > 0 && dir[dl - 1] == '/') ? snprintf(out, n, "%s%s", dir, name)
+                                           : snprintf(out, n, "%s/%s", dir, name);
+    if (w < 0 || (size_t)w >= n) die("path too long: %s/%s", dir, name);
+}
+
+bool atomic_open(atomic_file *af, const char *path, s2d_err *err) {
+    memset(af, 0, sizeof *af);
+    if (snprintf(af->path, sizeof af->path, "%s", path) >= (int)sizeof af->path)
+        return err_set(err, "path too long: %s", path);
+    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", path, (long)getpid());
+    af->fp = fopen(af->tmp, "wb");
+    if (!af->fp) return err_set(err, "%s: cannot create: %s", af->tmp, strerror(errno));
+    s2d_tmp_register(af->tmp);
+    return true;
+}
+
+bool atomic_commit(atomic_file *af, s2d_err *err) {
+    bool ok = fflush(af->fp) == 0 && fsync(fileno(af->fp)) == 0;
+    ok = (fclose(af->fp) == 0) && ok;
+    af->fp = NULL;
+    if (!ok) {
+        int e = errno;
+        unlink(af->tmp);
+        s2d_tmp_unregister(af->tmp);
+        return err_set(err, "%s: write failed: %s", af->path, strerror(e));
+    }
+    if (rename(af->tmp, af->path) != 0) {
+        int e = errno;
+        unlink(af->tmp);
+        s2d_tmp_unregister(af->tmp);
+        return err_set(err, "%s: cannot rename into place: %s", af->path, strerror(e));
+    }
+    s2d_tmp_unregister(af->tmp);
+    return true;
+}
+
+void atomic_abort(atomic_file *af) {
+    if (af->fp) fclose(af->fp);
+    af->fp = NULL;
+    unlink(af->tmp);
+    s2d_tmp_unregister(af->tmp);
+}

@@ -1,0 +1,80 @@
+/* common.h: error reporting, checked-call macros and small helpers shared by all of src/.
+ *
+ * Two kinds of failure:
+ *  - bad external input (files, config, data): functions return false and fill an s2d_err, so callers and
+ *    tests can see the message; the command line turns it into die().
+ *  - everything else that cannot go on (OOM, syscalls, broken invariants): die() at once.
+ * die() prints rank, role, file:line and an optional hint, removes registered temporary files (so no partial
+ * output survives), then calls the abort hook (MPI_Abort under mpi/) or exit(1). */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    char msg[1024];
+} s2d_err;
+
+/* Formats into err (if non-NULL) and returns false, so `return err_set(err, ...)` reads naturally. */
+bool err_set(s2d_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prepends "prefix: " to an existing message (adds context such as a file name while unwinding). */
+bool err_prefix(s2d_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+_Noreturn void die_at(const char *file, int line, const char *hint, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define die(...) die_at(__FILE__, __LINE__, NULL, __VA_ARGS__)
+#define die_hint(hint, ...) die_at(__FILE__, __LINE__, (hint), __VA_ARGS__)
+
+/* CHECK: an invariant or precondition; dies with the message when false. */
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (!(cond)) die(__VA_ARGS__);                                                                       \
+    } while (0)
+/* CHECK_OK: a call returning bool that fills `err` on failure. */
+#define CHECK_OK(call, err)                                                                                  \
+    do {                                                                                                     \
+        if (!(call)) die("%s", (err)->msg);                                                                  \
+    } while (0)
+/* CHECK_SYS: a POSIX call returning -1 (or < 0) with errno set. */
+#define CHECK_SYS(call)                                                                                      \
+    do {                                                                                                     \
+        if ((call) < 0) die_sys_at(__FILE__, __LINE__, #call);                                               \
+    } while (0)
+_Noreturn void die_sys_at(const char *file, int line, const char *what);
+
+/* Process identity printed by die() and the logger; the mpi/ runtime sets it, single process is rank 0. */
+void s2d_set_identity(int rank, const char *role);
+int s2d_rank(void);
+const char *s2d_role(void);
+/* Called by die() instead of exit(1); mpi/ installs one that calls MPI_Abort. */
+void s2d_set_abort_hook(void (*hook)(int code));
+
+/* Temporary files that die() must remove (outputs are written to a temp name, then renamed). */
+void s2d_tmp_register(const char *path);
+void s2d_tmp_unregister(const char *path);
+
+/* Allocation that dies on failure (never inside a step loop: buffers are sized up front). */
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+/* Whole file into memory (NUL-terminated); false + err naming the file on failure. */
+bool read_file(const char *path, char **data, size_t *len, s2d_err *err);
+/* Joins dir and name into out (size n); dies if it does not fit. */
+void path_join(char *out, size_t n, const char *dir, const char *name);
+
+/* Atomic output: write to "<path>.tmp.<pid>", then rename over path on commit; die() removes the temp. */
+typedef struct {
+    FILE *fp;
+    char path[4096];
+    char tmp[4200];
+} atomic_file;
+bool atomic_open(atomic_file *af, const char *path, s2d_err *err);
+bool atomic_commit(atomic_file *af, s2d_err *err); /* fflush + fsync + rename */
+void atomic_abort(atomic_file *af);                /* close and remove the temp file */
+
+#define S2D_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define S2D_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define S2D_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages s2d needs to build and test, only those missing (idempotent).
+set -eu
+PKGS=(build-essential pkg-config libopenblas-openmp-dev libyaml-dev libcjson-dev libonig-dev libutf8proc-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "make deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "make deps: need root to install: ${missing[*]} (run 'sudo make deps' or install them yourself)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
