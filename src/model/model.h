@@ -1,0 +1,193 @@
+/* model.h: Qwen3 / Llama 3 decoder-only transformers, fp32 on CPU through ops.h.
+ *
+ * Architecture is data: model_config (from HF config.json) → a tensor table (HF names, shapes, offsets into
+ * ONE contiguous params buffer). Gradients (and AdamW m, v, owned by algo/optim) are buffers of the same
+ * length with the same offsets, so tensor i of any of them starts at tensors[i].offset.
+ *
+ * Batches are PACKED: n_seqs sequences laid end to end, no padding; each sequence has its own positions
+ * 0..n_i-1 and its own causal mask. A "row" is a token index t in [0, T) of the packed batch.
+ *
+ * Typical training use:
+ *     model m; model_load(&m, dir, &err); model_alloc_grads(&m);
+ *     model_ws *ws = model_ws_new(&m, max_tokens, true);
+ *     model_forward(&m, ws, &batch, &err);            // hidden states + saved activations
+ *     model_token_logprobs_from_ws(&m, ws, logp);      // or model_logits_chunks(..., cb)
+ *     model_zero_grads(&m);
+ *     model_backward_logprobs(&m, ws, dlogp);          // accumulates into m.grads
+ * Inference: model_token_logprobs(&m, ws, &batch, logp, &err) in one call (ws may be inference-only).
+ * Generation: model_kv_cache + model_prefill + model_decode_step (see the bottom of this file).
+ *
+ * Threading: the ops use OpenMP inside; the model functions themselves are not re-entrant on one ws/kv. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/common.h"
+
+typedef enum { MODEL_QWEN3 = 0, MODEL_LLAMA = 1 } model_arch;
+typedef enum { ROPE_DEFAULT = 0, ROPE_LLAMA3 = 1 } rope_type;
+
+#define MODEL_MAX_EOS 8
+
+typedef struct {
+    model_arch arch;           /* from "model_type": "qwen3" | "llama" */
+    int hidden;                /* hidden_size */
+    int n_layers;              /* num_hidden_layers */
+    int n_heads;               /* num_attention_heads */
+    int n_kv_heads;            /* num_key_value_heads (default n_heads) */
+    int head_dim;              /* head_dim, or hidden / n_heads when absent */
+    int intermediate;          /* intermediate_size */
+    int vocab;                 /* vocab_size */
+    int max_pos;               /* max_position_embeddings */
+    float rms_eps;             /* rms_norm_eps */
+    bool tie_embeddings;       /* tie_word_embeddings (default false) */
+    int bos_id;                /* bos_token_id, -1 when absent */
+    int n_eos;                 /* eos_token_id: an int or a list; 0 when absent */
+    int eos_ids[MODEL_MAX_EOS];
+    /* RoPE: rope_theta + rope_scaling (old spelling) or rope_parameters (transformers v5). */
+    double rope_theta;
+    rope_type rope_kind;
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor; /* llama3 only */
+    int rope_orig_max_pos;                                           /* llama3 only */
+} model_config;
+
+/* Parses HF config.json text; `name` (the file path) appears in errors, which name the key. */
+bool model_config_parse(const char *json_text, const char *name, model_config *cfg, s2d_err *err);
+bool model_config_load(const char *path, model_config *cfg, s2d_err *err);
+/* config.json text (malloc'd, caller frees) in the HF spelling; parse(to_json(c)) == c. */
+char *model_config_to_json(const model_config *cfg);
+/* Named presets for init-model: qwen3-tiny, llama-tiny, qwen3-small, qwen3-0.6b, qwen3-1.7b, llama3.2-1b. */
+bool model_config_preset(const char *name, model_config *cfg, s2d_err *err);
+/* Inverse frequencies of RoPE [head_dim/2], including llama3 scaling (as HF _compute_llama3_parameters). */
+void model_rope_inv_freq(const model_config *cfg, double *inv_freq /* [head_dim/2] */);
+
+typedef enum { TENSOR_EMBEDDING = 0, TENSOR_NORM = 1, TENSOR_LINEAR = 2 } tensor_kind;
+
+typedef struct {
+    char name[96];     /* HF name, e.g. "model.layers.3.self_attn.q_proj.weight" */
+    int ndim;          /* 1 or 2 */
+    int64_t shape[2];  /* [out, in] for linear (HF layout), [vocab, hidden] for the embedding, [n] for norms */
+    size_t numel;
+    size_t offset;     /* in floats, into params / grads / optimizer buffers */
+    tensor_kind kind;
+    int layer;         /* -1 for embedding, final norm, lm_head */
+} model_tensor;
+
+/* Views of one parameter-shaped buffer (params or grads). lm_head == embed when tied. */
+typedef struct {
+    float *attn_norm; /* [H] input_layernorm */
+    float *wq;        /* [n_heads*head_dim, H] */
+    float *wk;        /* [n_kv*head_dim, H] */
+    float *wv;        /* [n_kv*head_dim, H] */
+    float *wo;        /* [H, n_heads*head_dim] */
+    float *q_norm;    /* [head_dim] (Qwen3 only, else NULL) */
+    float *k_norm;    /* [head_dim] (Qwen3 only, else NULL) */
+    float *mlp_norm;  /* [H] post_attention_layernorm */
+    float *w_gate;    /* [I, H] */
+    float *w_up;      /* [I, H] */
+    float *w_down;    /* [H, I] */
+} model_layer_view;
+
+typedef struct {
+    float *embed;      /* [V, H] model.embed_tokens.weight */
+    float *final_norm; /* [H] model.norm.weight */
+    float *lm_head;    /* [V, H] lm_head.weight, or == embed when tied */
+    model_layer_view *layers; /* [n_layers] */
+} model_view;
+
+typedef struct {
+    model_config cfg;
+    model_tensor *tensors; /* [n_tensors], in HF order: embed, layers..., final norm, lm_head (untied) */
+    int n_tensors;
+    size_t n_params;       /* floats in params (= sum of numel) */
+    float *params;         /* [n_params], 64-byte aligned */
+    float *grads;          /* [n_params] or NULL until model_alloc_grads */
+    model_view w;          /* views into params */
+    model_view g;          /* views into grads (all NULL until model_alloc_grads) */
+    float *rope_cos;       /* [max_pos, head_dim/2] */
+    float *rope_sin;       /* [max_pos, head_dim/2] */
+} model;
+
+/* Builds the tensor table for cfg and allocates params (zeroed). Dies only on OOM. */
+void model_create(model *m, const model_config *cfg);
+void model_free(model *m);
+/* Normal(0, 0.02) for embeddings and linears, 1 for norm weights, from Philox stream (seed, tensor index):
+ * the same seed always gives the same model, independent of thread count. */
+void model_init_random(model *m, uint64_t seed);
+/* Loads DIR/config.json and DIR/model.safetensors (or the sharded DIR/model.safetensors.index.json).
+ * Errors name the file and the tensor: missing, wrong shape, unexpected, wrong parameter count. */
+bool model_load(model *m, const char *dir, s2d_err *err);
+/* Writes DIR/config.json and DIR/model.safetensors atomically (creates DIR); bf16 stores weights as BF16. */
+bool model_save(const model *m, const char *dir, bool bf16, s2d_err *err);
+void model_alloc_grads(model *m);
+void model_zero_grads(model *m);
+const model_tensor *model_find_tensor(const model *m, const char *name); /* NULL if none */
+
+/* A packed batch: sequence i is tokens[seq_start[i] .. seq_start[i+1]), positions restart at 0. */
+typedef struct {
+    int n_seqs;
+    const int *seq_start;   /* [n_seqs+1], seq_start[0] = 0, non-decreasing */
+    const int32_t *tokens;  /* [T = seq_start[n_seqs]] */
+} model_batch;
+
+/* Workspace: activation memory for up to max_tokens packed tokens, allocated once (size logged).
+ * training = true keeps every layer's activations for model_backward_*; false reuses one layer's. */
+typedef struct model_ws model_ws;
+model_ws *model_ws_new(const model *m, int max_tokens, bool training);
+void model_ws_free(model_ws *ws);
+size_t model_ws_bytes(const model_ws *ws);
+int model_ws_max_tokens(const model_ws *ws);
+/* Rows per LM-head chunk (default 64 rows for vocab >= 32768, else 256); chunk logits are [rows, V]. */
+int model_ws_chunk_rows(const model_ws *ws);
+
+/* Runs the decoder over the batch; keeps final hidden states (after the final norm) in ws.
+ * Errors: T > max_tokens, a token id out of [0, vocab) (names the token and its position), bad seq_start. */
+bool model_forward(const model *m, model_ws *ws, const model_batch *batch, s2d_err *err);
+
+/* LM-head callback, called for consecutive row ranges [r0, r1) of the last forward's batch, in order.
+ * logits: [r1-r0, V] fp32. With want_grad (inside model_backward_logits) the callback must overwrite logits
+ * in place with d(loss)/d(logits) for those rows (zeros for rows that do not contribute). */
+typedef void (*model_logits_fn)(void *user, int r0, int r1, float *logits, bool want_grad);
+
+/* After model_forward: calls fn over all rows chunk by chunk (never materialises [T, V]). */
+void model_logits_chunks(const model *m, model_ws *ws, model_logits_fn fn, void *user);
+/* After model_forward on a training ws: recomputes logits per chunk, calls fn(want_grad=true), and
+ * backpropagates through the LM head and every layer, ACCUMULATING into m->grads (call model_zero_grads
+ * yourself). Requires model_alloc_grads. */
+void model_backward_logits(model *m, model_ws *ws, model_logits_fn fn, void *user);
+
+/* After model_forward: logp[t] = log p(tokens[t+1] | tokens of its sequence up to t) for every row t that is
+ * not the last of its sequence; logp[t] = 0 at the last row of each sequence. logp: [T]. */
+void model_token_logprobs_from_ws(const model *m, model_ws *ws, float *logp);
+/* model_forward + model_token_logprobs_from_ws. */
+bool model_token_logprobs(const model *m, model_ws *ws, const model_batch *batch, float *logp, s2d_err *err);
+/* After model_forward on a training ws: given dlogp[t] = d(loss)/d(logp[t]) ([T]; entries at the last row of
+ * each sequence are ignored), accumulates d(loss)/d(params) into m->grads. */
+void model_backward_logprobs(model *m, model_ws *ws, const float *dlogp);
+
+/* ---- KV cache for generation ----
+ * n_slots independent sequences of up to max_len positions each. One contiguous buffer
+ * [n_layers][2 (K,V)][n_slots][max_len][n_kv_heads][head_dim]. A slot's results never depend on which other
+ * slots are active (every reduction is within a row). */
+typedef struct model_kv_scratch model_kv_scratch;
+typedef struct {
+    int n_slots, max_len;
+    int *len;            /* [n_slots] positions filled */
+    float *buf;          /* see above */
+    size_t bytes;
+    model_kv_scratch *scratch; /* decode/prefill activations, sized for max(n_slots rows, max_len tokens) */
+} model_kv_cache;
+
+bool model_kv_init(model_kv_cache *kv, const model *m, int n_slots, int max_len, s2d_err *err);
+void model_kv_free(model_kv_cache *kv);
+void model_kv_reset(model_kv_cache *kv, int slot); /* empties the slot (len = 0) */
+/* Appends n tokens to the slot (positions len..len+n-1, attending to what the slot already holds) and
+ * writes the logits of the last appended position to logits [V]. Error if len+n > max_len or a token is out
+ * of range. */
+bool model_prefill(const model *m, model_kv_cache *kv, int slot, const int32_t *tokens, int n, float *logits,
+                   s2d_err *err);
+/* One decode step for n active slots: row i appends tokens[i] to slots[i] (slots distinct) and writes
+ * logits[i, :] ([n, V]). Error if a slot is full or a token is out of range. */
+bool model_decode_step(const model *m, model_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
+                       float *logits, s2d_err *err);
