@@ -1,0 +1,352 @@
+/* ops_cpu.c: fp32 reference backend of ops.h (OpenBLAS sgemm + OpenMP). Deterministic: each output element is
+ * produced by one thread with a fixed reduction order; gradient accumulations that several rows share (norm
+ * weights, embedding rows, GQA key/value heads) are split by column or by kv head, never raced. */
+#include "ops/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "core/common.h"
+
+/* Query rows per attention block: bounds scratch to QBLOCK x seq_len per thread. */
+#define QBLOCK 64
+
+void op_matmul(float *C, const float *A, const float *B, int M, int N, int K, bool trans_a, bool trans_b,
+               bool accumulate) {
+    if (M == 0 || N == 0) return;
+    if (K == 0) {
+        if (!accumulate) memset(C, 0, sizeof(float) * (size_t)M * (size_t)N);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
+                1.0f, A, trans_a ? M : K, B, trans_b ? K : N, accumulate ? 1.0f : 0.0f, C, N);
+}
+
+void op_linear_fwd(float *y, const float *x, const float *W, int T, int in, int out) {
+    op_matmul(y, x, W, T, out, in, false, true, false);
+}
+
+void op_linear_bwd(float *dx, float *dW, const float *dy, const float *x, const float *W, int T, int in, int out,
+                   bool accumulate_dx) {
+    if (dx) op_matmul(dx, dy, W, T, in, out, false, false, accumulate_dx);
+    if (dW) op_matmul(dW, dy, x, out, in, T, true, false, true);
+}
+
+void op_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int dim, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+        float rs = (float)(1.0 / sqrt(ss / dim + (double)eps));
+        if (rstd) rstd[r] = rs;
+        for (int i = 0; i < dim; i++) yr[i] = w[i] * (xr[i] * rs);
+    }
+}
+
+void op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                    int rows, int dim, bool accumulate_dx) {
+    /* dx = rs * (w*dy) - rs^3/dim * x * sum(w*dy*x) */
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
+            float *dxr = dx + (size_t)r * dim;
+            float rs = rstd[r];
+            double dot = 0;
+            for (int i = 0; i < dim; i++) dot += (double)w[i] * dyr[i] * xr[i];
+            float c = (float)(dot * rs * rs * rs / dim);
+            if (accumulate_dx)
+                for (int i = 0; i < dim; i++) dxr[i] += rs * w[i] * dyr[i] - c * xr[i];
+            else
+                for (int i = 0; i < dim; i++) dxr[i] = rs * w[i] * dyr[i] - c * xr[i];
+        }
+    }
+    if (dw) {
+        /* Columns split across threads; rows summed in order inside each column block. */
+        const int CB = 16;
+        int nblocks = (dim + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < nblocks; b++) {
+            int c0 = b * CB, c1 = S2D_MIN(dim, c0 + CB);
+            double acc[16] = {0};
+            for (int r = 0; r < rows; r++) {
+                const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
+                float rs = rstd[r];
+                for (int c = c0; c < c1; c++) acc[c - c0] += (double)dyr[c] * xr[c] * rs;
+            }
+            for (int c = c0; c < c1; c++) dw[c] += (float)acc[c - c0];
+        }
+    }
+}
+
+static void rope_apply(float *x, const int *pos, const float *cos, const float *sin, int T, int n_heads, int hd,
+                       float sign) {
+    int half = hd / 2;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *c = cos + (size_t)pos[t] * half, *s = sin + (size_t)pos[t] * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *xh = x + ((size_t)t * n_heads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                float x1 = xh[i], x2 = xh[i + half], si = sign * s[i];
+                xh[i] = x1 * c[i] - x2 * si;
+                xh[i + half] = x2 * c[i] + x1 * si;
+            }
+        }
+    }
+}
+
+void op_rope_fwd(float *x, const int *pos, const float *cos, const float *sin, int T, int n_heads, int hd) {
+    rope_apply(x, pos, cos, sin, T, n_heads, hd, 1.0f);
+}
+void op_rope_bwd(float *dx, const int *pos, const float *cos, const float *sin, int T, int n_heads, int hd) {
+    rope_apply(dx, pos, cos, sin, T, n_heads, hd, -1.0f);
+}
+
+size_t op_attention_scratch_floats(int max_seq_len) {
+    return (size_t)omp_get_max_threads() * 2 * QBLOCK * (size_t)S2D_MAX(max_seq_len, 1);
+}
+
+/* Scaled scores of query rows [i0, i1) against keys [0, i1) into S [bq, i1]; then P = exp(S - lse) with the
+ * causal mask (zeros above the diagonal). When lse_out is given, lse is computed and stored (forward). */
+static void attn_block_probs(float *S, const float *Qb, int ldq, const float *K, int ldk, int i0, int i1, int hd,
+                             float scale, float *lse_out, int ld_lse, const float *lse_in) {
+    int bq = i1 - i0, nk = i1;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, hd, scale, Qb, ldq, K, ldk, 0.0f, S, nk);
+    for (int r = 0; r < bq; r++) {
+        float *sr = S + (size_t)r * nk;
+        int valid = i0 + r + 1;
+        float l;
+        if (lse_out) {
+            float mx = sr[0];
+            for (int j = 1; j < valid; j++) mx = sr[j] > mx ? sr[j] : mx;
+            double sum = 0;
+            for (int j = 0; j < valid; j++) {
+                float e = expf(sr[j] - mx);
+                sr[j] = e;
+                sum += e;
+            }
+            l = mx + (float)log(sum);
+            lse_out[(size_t)r * ld_lse] = l;
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j < valid; j++) sr[j] *= inv;
+        } else {
+            l = lse_in[(size_t)r * ld_lse];
+            for (int j = 0; j < valid; j++) sr[j] = expf(sr[j] - l);
+        }
+        for (int j = valid; j < nk; j++) sr[j] = 0.0f;
+    }
+}
+
+void op_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int n_seqs,
+                      const int *seq_start, int nh, int nkv, int hd, float *scratch) {
+    int group = nh / nkv, ldq = nh * hd, ldk = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int max_n = 1;
+    for (int s = 0; s < n_seqs; s++) max_n = S2D_MAX(max_n, seq_start[s + 1] - seq_start[s]);
+    size_t per_thread = 2 * QBLOCK * (size_t)max_n;
+#pragma omp parallel for schedule(dynamic)
+    for (int idx = 0; idx < n_seqs * nh; idx++) {
+        int s = idx / nh, h = idx % nh, g = h / group;
+        int b = seq_start[s], n = seq_start[s + 1] - b;
+        float *S = scratch + per_thread * (size_t)omp_get_thread_num();
+        const float *K = k + (size_t)b * ldk + (size_t)g * hd, *V = v + (size_t)b * ldk + (size_t)g * hd;
+        float lse_tmp[QBLOCK];
+        for (int i0 = 0; i0 < n; i0 += QBLOCK) {
+            int i1 = S2D_MIN(n, i0 + QBLOCK), bq = i1 - i0;
+            const float *Qb = q + (size_t)(b + i0) * ldq + (size_t)h * hd;
+            float *lse_b = lse ? lse + (size_t)(b + i0) * nh + h : lse_tmp;
+            attn_block_probs(S, Qb, ldq, K, ldk, i0, i1, hd, scale, lse_b, lse ? nh : 1, NULL);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, i1, 1.0f, S, i1, V, ldk, 0.0f,
+                        out + (size_t)(b + i0) * ldq + (size_t)h * hd, ldq);
+        }
+    }
+}
+
+void op_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                      const float *v, const float *out, const float *lse, int n_seqs, const int *seq_start, int nh,
+                      int nkv, int hd, float *scratch) {
+    int group = nh / nkv, ldq = nh * hd, ldk = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int max_n = 1;
+    for (int s = 0; s < n_seqs; s++) max_n = S2D_MAX(max_n, seq_start[s + 1] - seq_start[s]);
+    size_t per_thread = 2 * QBLOCK * (size_t)max_n;
+    /* One task per (sequence, kv head): the query heads of the group add into dK/dV in a fixed order. */
+#pragma omp parallel for schedule(dynamic)
+    for (int idx = 0; idx < n_seqs * nkv; idx++) {
+        int s = idx / nkv, g = idx % nkv;
+        int b = seq_start[s], n = seq_start[s + 1] - b;
+        float *P = scratch + per_thread * (size_t)omp_get_thread_num();
+        float *dP = P + QBLOCK * (size_t)max_n;
+        const float *K = k + (size_t)b * ldk + (size_t)g * hd, *V = v + (size_t)b * ldk + (size_t)g * hd;
+        float *dK = dk + (size_t)b * ldk + (size_t)g * hd, *dV = dv + (size_t)b * ldk + (size_t)g * hd;
+        for (int i = 0; i < n; i++) {
+            memset(dK + (size_t)i * ldk, 0, sizeof(float) * hd);
+            memset(dV + (size_t)i * ldk, 0, sizeof(float) * hd);
+        }
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            for (int i0 = 0; i0 < n; i0 += QBLOCK) {
+                int i1 = S2D_MIN(n, i0 + QBLOCK), bq = i1 - i0, nk = i1;
+                size_t row0 = (size_t)(b + i0) * ldq + (size_t)h * hd;
+                const float *Qb = q + row0, *dOb = dout + row0, *Ob = out + row0;
+                attn_block_probs(P, Qb, ldq, K, ldk, i0, i1, hd, scale, NULL, nh, lse + (size_t)(b + i0) * nh + h);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, hd, 1.0f, dOb, ldq, V, ldk, 0.0f, dP,
+                            nk);
+                for (int r = 0; r < bq; r++) {
+                    const float *dor = dOb + (size_t)r * ldq, *orow = Ob + (size_t)r * ldq;
+                    float D = 0;
+                    for (int d = 0; d < hd; d++) D += dor[d] * orow[d];
+                    float *pr = P + (size_t)r * nk, *dpr = dP + (size_t)r * nk;
+                    int valid = i0 + r + 1;
+                    for (int j = 0; j < valid; j++) dpr[j] = pr[j] * (dpr[j] - D);
+                    for (int j = valid; j < nk; j++) dpr[j] = 0.0f;
+                }
+                /* dQ = scale dS K; dK += scale dS^T Q; dV += P^T dO */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, nk, scale, dP, nk, K, ldk, 0.0f,
+                            dq + row0, ldq);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, bq, scale, dP, nk, Qb, ldq, 1.0f, dK,
+                            ldk);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, bq, 1.0f, P, nk, dOb, ldq, 1.0f, dV,
+                            ldk);
+            }
+        }
+    }
+}
+
+size_t op_attention_decode_scratch_floats(int max_ctx) {
+    return (size_t)omp_get_max_threads() * (size_t)S2D_MAX(max_ctx, 1);
+}
+
+void op_attention_decode(float *out, const float *q, const float *const *k_rows, const float *const *v_rows,
+                         const int *ctx_len, int n, int nh, int nkv, int hd, float *scratch) {
+    int group = nh / nkv, ldk = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int max_ctx = 1;
+    for (int r = 0; r < n; r++) max_ctx = S2D_MAX(max_ctx, ctx_len[r]);
+#pragma omp parallel for schedule(dynamic)
+    for (int idx = 0; idx < n * nh; idx++) {
+        int r = idx / nh, h = idx % nh, g = h / group, len = ctx_len[r];
+        float *sc = scratch + (size_t)max_ctx * (size_t)omp_get_thread_num();
+        const float *qr = q + ((size_t)r * nh + h) * hd;
+        const float *K = k_rows[r] + (size_t)g * hd, *V = v_rows[r] + (size_t)g * hd;
+        float mx = -INFINITY;
+        for (int j = 0; j < len; j++) {
+            const float *kj = K + (size_t)j * ldk;
+            float d = 0;
+            for (int c = 0; c < hd; c++) d += qr[c] * kj[c];
+            sc[j] = d * scale;
+            mx = sc[j] > mx ? sc[j] : mx;
+        }
+        double sum = 0;
+        for (int j = 0; j < len; j++) {
+            sc[j] = expf(sc[j] - mx);
+            sum += sc[j];
+        }
+        float inv = (float)(1.0 / sum);
+        float *o = out + ((size_t)r * nh + h) * hd;
+        memset(o, 0, sizeof(float) * hd);
+        for (int j = 0; j < len; j++) {
+            const float *vj = V + (size_t)j * ldk;
+            float p = sc[j] * inv;
+            for (int c = 0; c < hd; c++) o[c] += p * vj[c];
+        }
+    }
+}
+
+void op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        h[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void op_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
+        float silu = g * sg;
+        dup[i] = dh[i] * silu;
+        dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+
+void op_embedding_fwd(float *out, const float *table, const int32_t *tokens, int T, int dim) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) memcpy(out + (size_t)t * dim, table + (size_t)tokens[t] * dim, sizeof(float) * dim);
+}
+
+void op_embedding_bwd(float *dtable, const float *dout, const int32_t *tokens, int T, int dim) {
+    /* Column blocks across threads; tokens in order within a block, so repeated tokens add deterministically. */
+    const int CB = 64;
+    int nblocks = (dim + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < nblocks; b++) {
+        int c0 = b * CB, c1 = S2D_MIN(dim, c0 + CB);
+        for (int t = 0; t < T; t++) {
+            float *dst = dtable + (size_t)tokens[t] * dim;
+            const float *src = dout + (size_t)t * dim;
+            for (int c = c0; c < c1; c++) dst[c] += src[c];
+        }
+    }
+}
+
+static float row_lse(const float *x, int V) {
+    float mx = x[0];
+    for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+    double sum = 0;
+    for (int j = 0; j < V; j++) sum += expf(x[j] - mx);
+    return mx + (float)log(sum);
+}
+
+void op_logsoftmax_gather_fwd(float *logp, float *lse, const float *logits, const int32_t *target, int rows,
+                              int V) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *x = logits + (size_t)r * V;
+        float l = row_lse(x, V);
+        if (lse) lse[r] = l;
+        logp[r] = target[r] >= 0 ? x[target[r]] - l : 0.0f;
+    }
+}
+
+void op_logsoftmax_gather_bwd(float *logits, const float *lse, const float *dlogp, const int32_t *target, int rows,
+                              int V) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *x = logits + (size_t)r * V;
+        if (target[r] < 0) {
+            memset(x, 0, sizeof(float) * V);
+            continue;
+        }
+        float l = lse[r], d = dlogp[r];
+        for (int j = 0; j < V; j++) x[j] = -d * expf(x[j] - l);
+        x[target[r]] += d;
+    }
+}
+
+void op_log_softmax(float *x, int rows, int V) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * V;
+        float l = row_lse(xr, V);
+        for (int j = 0; j < V; j++) xr[j] -= l;
+    }
+}
+
+void op_add(float *y, const float *x, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+void op_scale(float *y, float s, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] *= s;
+}
+void op_axpy(float *y, float a, const float *x, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
