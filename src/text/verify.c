@@ -1,0 +1,1140 @@
+/* verify.c: answer extraction, normalisation and equivalence for the sparse reward (see verify.h).
+ * Every pass is linear in its input; recursion is depth-limited; total comparison work is budgeted. */
+#include "text/verify.h"
+
+#include "core/common.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NORM_CAP (2 * VERIFY_MAX_ANSWER + 64) /* normalisation may grow a string a little (" ." → " 0.") */
+#define EVAL_MAX_DEPTH 200                    /* recursion limit of the expression evaluator */
+#define EQUIV_MAX_DEPTH 8                     /* nesting of tuples/sets/matrices compared */
+#define EQUIV_MAX_ITEMS 64                    /* elements per tuple/set/matrix compared */
+#define EQUIV_WORK_BUDGET 1000000             /* characters examined by one verify_equivalent call */
+#define NUMBER_MAX_LEN 256                    /* longer digit runs are not numbers */
+#define REL_TOL 1e-6
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* small string helpers                                                                                     */
+
+static bool is_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool starts(const char *s, size_t n, const char *lit) {
+    size_t l = strlen(lit);
+    return n >= l && memcmp(s, lit, l) == 0;
+}
+
+/* Index of the '}' matching the '{' at s[open], or -1. Raw brace counting, as in the MATH reference code. */
+static long match_brace(const char *s, size_t n, size_t open) {
+    int depth = 0;
+    for (size_t i = open; i < n; i++) {
+        if (s[i] == '{') depth++;
+        else if (s[i] == '}' && --depth == 0) return (long)i;
+    }
+    return -1;
+}
+
+/* A growing output string in a fixed buffer; `ok` goes false (and stays) on overflow. */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    bool ok;
+} outbuf;
+
+static void out_put(outbuf *o, const char *p, size_t n) {
+    if (!o->ok) return;
+    if (o->len + n + 1 > o->cap) {
+        o->ok = false;
+        return;
+    }
+    memcpy(o->s + o->len, p, n);
+    o->len += n;
+    o->s[o->len] = '\0';
+}
+static void out_ch(outbuf *o, char c) { out_put(o, &c, 1); }
+
+/* Copies a string of cap NORM_CAP through `tmp`, replacing every `from` with `to`. */
+static bool replace_all(char *s, char *tmp, const char *from, const char *to) {
+    size_t fl = strlen(from), tl = strlen(to), n = strlen(s);
+    if (!strstr(s, from)) return true;
+    outbuf o = {tmp, 0, NORM_CAP, true};
+    tmp[0] = '\0';
+    for (size_t i = 0; i < n;) {
+        if (starts(s + i, n - i, from)) {
+            out_put(&o, to, tl);
+            i += fl;
+        } else {
+            out_ch(&o, s[i++]);
+        }
+    }
+    if (!o.ok) return false;
+    memcpy(s, tmp, o.len + 1);
+    return true;
+}
+
+static void trim_span(const char **s, size_t *n) {
+    while (*n && isspace((unsigned char)**s)) (*s)++, (*n)--;
+    while (*n && isspace((unsigned char)(*s)[*n - 1])) (*n)--;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* extraction                                                                                               */
+
+bool verify_extract_boxed(const char *text, size_t len, const char **start, size_t *n) {
+    /* Walk the occurrences from the last one back; the first usable one wins. */
+    for (size_t pos = len; pos > 0;) {
+        pos--;
+        if (text[pos] != '\\') continue;
+        size_t name = 0;
+        if (starts(text + pos, len - pos, "\\boxed")) name = 6;
+        else if (starts(text + pos, len - pos, "\\fbox")) name = 5;
+        else continue;
+        size_t i = pos + name;
+        if (i < len && text[i] == '{') {
+            long close = match_brace(text, len, i);
+            if (close < 0) return false; /* the last box is unbalanced: no answer */
+            *start = text + i + 1;
+            *n = (size_t)close - i - 1;
+            return true;
+        }
+        if (i < len && text[i] == ' ') { /* "\boxed 5": up to the next '$' or the end */
+            while (i < len && text[i] == ' ') i++;
+            if (i < len && text[i] == '{') { /* "\boxed {5}" */
+                long close = match_brace(text, len, i);
+                if (close < 0) return false;
+                *start = text + i + 1;
+                *n = (size_t)close - i - 1;
+                return true;
+            }
+            size_t j = i;
+            while (j < len && text[j] != '$') j++;
+            const char *s = text + i;
+            size_t m = j - i;
+            trim_span(&s, &m);
+            if (m == 0) continue;
+            *start = s;
+            *n = m;
+            return true;
+        }
+        /* "\boxedfoo" or "\boxed" at the end: not a box, keep looking further back */
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* normalisation                                                                                            */
+
+/* Removes `\name{X}` wrappers (keeping X) for text-like commands, repeatedly (bounded). */
+static bool unwrap_text_commands(char *s, char *tmp) {
+    static const char *const names[] = {"\\text",   "\\textbf", "\\textrm",   "\\textit", "\\mbox",
+                                        "\\mathrm", "\\mathbf", "\\textnormal", "\\mathit", "\\operatorname"};
+    for (int round = 0; round < 64; round++) {
+        size_t n = strlen(s);
+        bool changed = false;
+        for (size_t i = 0; i < n && !changed; i++) {
+            if (s[i] != '\\') continue;
+            for (size_t k = 0; k < S2D_ARRAY_LEN(names); k++) {
+                size_t l = strlen(names[k]);
+                if (!starts(s + i, n - i, names[k]) || i + l >= n || s[i + l] != '{') continue;
+                long close = match_brace(s, n, i + l);
+                if (close < 0) continue;
+                /* s[0..i) + content + s[close+1..n) */
+                outbuf o = {tmp, 0, NORM_CAP, true};
+                out_put(&o, s, i);
+                out_put(&o, s + i + l + 1, (size_t)close - (i + l + 1));
+                out_put(&o, s + close + 1, n - (size_t)close - 1);
+                if (!o.ok) return false;
+                memcpy(s, tmp, o.len + 1);
+                changed = true;
+                break;
+            }
+        }
+        if (!changed) return true;
+    }
+    return true;
+}
+
+/* "\sqrt3" → "\sqrt{3}", "\sqrt\pi" → "\sqrt{\pi}" (fix_sqrt). */
+static bool fix_sqrt(char *s, char *tmp) {
+    size_t n = strlen(s);
+    if (!strstr(s, "\\sqrt")) return true;
+    outbuf o = {tmp, 0, NORM_CAP, true};
+    for (size_t i = 0; i < n;) {
+        if (!starts(s + i, n - i, "\\sqrt")) {
+            out_ch(&o, s[i++]);
+            continue;
+        }
+        out_put(&o, "\\sqrt", 5);
+        i += 5;
+        size_t j = i;
+        while (j < n && s[j] == ' ') j++;
+        if (j >= n || s[j] == '{' || s[j] == '[') continue;
+        if (s[j] == '\\') {
+            size_t k = j + 1;
+            while (k < n && is_letter(s[k])) k++;
+            if (k == j + 1) continue;
+            out_ch(&o, '{');
+            out_put(&o, s + j, k - j);
+            out_ch(&o, '}');
+            i = k;
+        } else if (isalnum((unsigned char)s[j])) {
+            out_ch(&o, '{');
+            out_ch(&o, s[j]);
+            out_ch(&o, '}');
+            i = j + 1;
+        }
+    }
+    if (!o.ok) return false;
+    memcpy(s, tmp, o.len + 1);
+    return true;
+}
+
+/* Braces both arguments of every \frac: "\frac12" → "\frac{1}{2}", "\frac{270}7" → "\frac{270}{7}"
+ * (fix_fracs, generalised). Recurses into braced arguments (depth-limited). */
+static void fix_fracs_range(const char *s, size_t a, size_t b, outbuf *o, int depth) {
+    for (size_t i = a; i < b && o->ok;) {
+        if (!(depth < 32 && starts(s + i, b - i, "\\frac") && !(i + 5 < b && is_letter(s[i + 5])))) {
+            out_ch(o, s[i++]);
+            continue;
+        }
+        out_put(o, "\\frac", 5);
+        i += 5;
+        for (int arg = 0; arg < 2 && i < b; arg++) {
+            if (s[i] == '{') {
+                long close = match_brace(s, b, i);
+                if (close < 0) break; /* unbalanced: copy the rest as is */
+                out_ch(o, '{');
+                fix_fracs_range(s, i + 1, (size_t)close, o, depth + 1);
+                out_ch(o, '}');
+                i = (size_t)close + 1;
+            } else if (s[i] == '\\') {
+                size_t k = i + 1;
+                while (k < b && is_letter(s[k])) k++;
+                if (k == i + 1) break;
+                out_ch(o, '{');
+                out_put(o, s + i, k - i);
+                out_ch(o, '}');
+                i = k;
+            } else if (s[i] == '}' || s[i] == '^' || s[i] == '_') {
+                break;
+            } else {
+                out_ch(o, '{');
+                out_ch(o, s[i]);
+                out_ch(o, '}');
+                i++;
+            }
+        }
+    }
+}
+
+static bool fix_fracs(char *s, char *tmp) {
+    if (!strstr(s, "\\frac")) return true;
+    outbuf o = {tmp, 0, NORM_CAP, true};
+    tmp[0] = '\0';
+    fix_fracs_range(s, 0, strlen(s), &o, 0);
+    if (!o.ok) return false;
+    memcpy(s, tmp, o.len + 1);
+    return true;
+}
+
+/* -?digits only. */
+static bool is_integer_literal(const char *s, size_t n) {
+    size_t i = (n && s[0] == '-') ? 1 : 0;
+    if (i == n) return false;
+    for (; i < n; i++)
+        if (!is_digit(s[i])) return false;
+    return true;
+}
+
+/* -?digits.digits */
+static bool is_decimal_literal(const char *s, size_t n) {
+    size_t i = (n && s[0] == '-') ? 1 : 0, digits = 0, dots = 0;
+    if (i == n) return false;
+    for (; i < n; i++) {
+        if (is_digit(s[i])) digits++;
+        else if (s[i] == '.' && dots == 0) dots++;
+        else return false;
+    }
+    return digits > 0;
+}
+
+/* "1,000" / "11,111,111,100" / "1,234.5" → commas dropped; "1,2" and "(1,234)" are left alone. */
+static void drop_thousands_separators(char *s) {
+    size_t n = strlen(s), i = (s[0] == '-') ? 1 : 0, lead = 0;
+    while (i < n && is_digit(s[i])) i++, lead++;
+    if (lead < 1 || lead > 3 || i >= n || s[i] != ',') return;
+    while (i < n && s[i] == ',') {
+        for (int k = 1; k <= 3; k++)
+            if (i + (size_t)k >= n || !is_digit(s[i + k])) return;
+        i += 4;
+        if (i < n && is_digit(s[i])) return; /* a group of more than 3 digits */
+    }
+    if (i < n) {
+        if (s[i] != '.') return;
+        size_t j = i + 1;
+        if (j >= n) return;
+        for (; j < n; j++)
+            if (!is_digit(s[j])) return;
+    }
+    size_t w = 0;
+    for (size_t r = 0; r < n; r++)
+        if (s[r] != ',') s[w++] = s[r];
+    s[w] = '\0';
+}
+
+/* Canonical form of a pure number literal: "025" → "25", "5.0" → "5", "0.50" → "0.5", "-0" → "0". */
+static void canonical_number(char *s) {
+    size_t n = strlen(s);
+    if (!is_decimal_literal(s, n)) return;
+    bool neg = s[0] == '-';
+    char *d = s + (neg ? 1 : 0);
+    size_t m = strlen(d);
+    char *dot = memchr(d, '.', m);
+    if (dot) { /* trailing zeros of the fraction, then a bare '.' */
+        while (m > 0 && d[m - 1] == '0') d[--m] = '\0';
+        if (m > 0 && d[m - 1] == '.') d[--m] = '\0';
+    }
+    size_t lead = 0; /* leading zeros, keeping one before '.' or alone */
+    while (lead + 1 < m && d[lead] == '0' && d[lead + 1] != '.') lead++;
+    if (lead) memmove(d, d + lead, m - lead + 1), m -= lead;
+    if (m == 0) strcpy(d, "0"), m = 1;
+    if (d[0] == '.') { /* ".5" */
+        memmove(d + 1, d, m + 1);
+        d[0] = '0';
+        m++;
+    }
+    if (neg && strcmp(d, "0") == 0) memmove(s, d, 2);
+}
+
+bool verify_normalize(const char *answer, char *out, size_t cap) {
+    size_t n = strlen(answer);
+    if (n > VERIFY_MAX_ANSWER || cap == 0) return false;
+    char s[NORM_CAP], tmp[NORM_CAP];
+    /* linebreaks and tabs go; "\\" before a letter is a doubled escape ("\\frac"), before anything else it
+     * is a matrix row break and is kept (the MATH code turns every "\\" into "\"). */
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = answer[i];
+        if (c == '\n' || c == '\r') continue;
+        if (c == '\t') c = ' ';
+        if (c == '\\' && i + 1 < n && answer[i + 1] == '\\') { /* a pair: row break or doubled escape */
+            if (i + 2 < n && is_letter(answer[i + 2])) {
+                s[w++] = '\\';
+            } else {
+                s[w++] = '\\';
+                s[w++] = '\\';
+            }
+            i++;
+            continue;
+        }
+        if (c == '\\' && i + 1 < n && answer[i + 1] == ' ') { /* "\ " is a space */
+            s[w++] = ' ';
+            i++;
+            continue;
+        }
+        s[w++] = c;
+    }
+    s[w] = '\0';
+    static const char *const drop[] = {"\\!", "\\displaystyle", "\\left", "\\right", "^{\\circ}", "^\\circ",
+                                       "^{\\degree}", "^\\degree", "\\degree", "\\circ", "\xc2\xb0", "\\$",
+                                       "$", "\\,", "\\;", "\\:", "\\quad", "\\qquad", "\\limits"};
+    static const char *const repl[][2] = {{"tfrac", "frac"}, {"dfrac", "frac"}, {"~", " "},
+                                          {"\\le ", "\\le"}, {"\\leq", "\\le"}, {"\\ge ", "\\ge"},
+                                          {"\\geq", "\\ge"}, {"\\neq", "\\ne"}};
+    for (size_t k = 0; k < S2D_ARRAY_LEN(repl); k++)
+        if (!replace_all(s, tmp, repl[k][0], repl[k][1])) return false;
+    for (size_t k = 0; k < S2D_ARRAY_LEN(drop); k++)
+        if (!replace_all(s, tmp, drop[k], "")) return false;
+    /* units: "5.4 \text{ cents}" → "5.4 " (remove_right_units) */
+    static const char *const unit_marks[] = {"\\text{ ", "\\mbox{ ", "\\textrm{ "};
+    for (size_t k = 0; k < S2D_ARRAY_LEN(unit_marks); k++) {
+        char *u = strstr(s, unit_marks[k]);
+        if (u && u != s) *u = '\0';
+    }
+    if (!unwrap_text_commands(s, tmp)) return false;
+    if (!replace_all(s, tmp, "\\%", "") || !replace_all(s, tmp, "%", "")) return false;
+    if (!replace_all(s, tmp, " .", " 0.") || !replace_all(s, tmp, "{.", "{0.")) return false;
+    /* trim */
+    {
+        const char *p = s;
+        size_t m = strlen(s);
+        trim_span(&p, &m);
+        memmove(s, p, m);
+        s[m] = '\0';
+    }
+    if (s[0] == '.') {
+        size_t m = strlen(s);
+        if (m + 2 > NORM_CAP) return false;
+        memmove(s + 1, s, m + 1);
+        s[0] = '0';
+    }
+    /* "x = 5", "k=5": a short left-hand side goes */
+    {
+        char *eq = strchr(s, '=');
+        if (eq && !strchr(eq + 1, '=')) {
+            size_t lhs = 0;
+            for (char *p = s; p < eq; p++)
+                if (*p != ' ') lhs++;
+            if (lhs <= 2) memmove(s, eq + 1, strlen(eq + 1) + 1);
+        }
+    }
+    if (!fix_sqrt(s, tmp)) return false;
+    w = 0;
+    for (size_t i = 0; s[i]; i++)
+        if (s[i] != ' ') s[w++] = s[i];
+    s[w] = '\0';
+    /* "x\in[-2,7]" → "[-2,7]" */
+    if (is_letter(s[0]) && starts(s + 1, strlen(s + 1), "\\in") && !is_letter(s[4])) memmove(s, s + 4, strlen(s + 4) + 1);
+    if (!fix_fracs(s, tmp)) return false;
+    /* a sentence-ending period: "5." */
+    w = strlen(s);
+    if (w > 1 && s[w - 1] == '.' && s[w - 2] != '.') s[--w] = '\0';
+    drop_thousands_separators(s);
+    canonical_number(s);
+    if (strcmp(s, "0.5") == 0) strcpy(s, "\\frac{1}{2}");
+    /* fix_a_slash_b: "3/4" → "\frac{3}{4}" (integers only) */
+    {
+        char *slash = strchr(s, '/');
+        size_t m = strlen(s);
+        if (slash && is_integer_literal(s, (size_t)(slash - s)) && is_integer_literal(slash + 1, strlen(slash + 1)) &&
+            slash[1] != '-') {
+            bool neg = s[0] == '-';
+            char num[NORM_CAP];
+            size_t nl = (size_t)(slash - s) - (neg ? 1 : 0);
+            memcpy(num, s + (neg ? 1 : 0), nl);
+            num[nl] = '\0';
+            int r = snprintf(tmp, NORM_CAP, "%s\\frac{%s}{%s}", neg ? "-" : "", num, slash + 1);
+            if (r < 0 || (size_t)r >= NORM_CAP) return false;
+            memcpy(s, tmp, (size_t)r + 1);
+        }
+        (void)m;
+    }
+    /* "(C)" → "C": a parenthesised single choice letter */
+    if (s[0] == '(' && is_letter(s[1]) && s[1] >= 'A' && s[1] <= 'Z' && s[2] == ')' && s[3] == '\0') {
+        s[0] = s[1];
+        s[1] = '\0';
+    }
+    size_t m = strlen(s);
+    if (m + 1 > cap) return false;
+    memcpy(out, s, m + 1);
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* expression evaluation                                                                                    */
+
+typedef struct {
+    const char *s;
+    size_t i, n;
+    int depth;
+    const double *vars; /* [52] values of a-z, A-Z, or NULL: no variables allowed */
+    uint64_t used;      /* bit per letter seen */
+    bool ok;
+} evaluator;
+
+static int letter_index(char c) { return c >= 'a' && c <= 'z' ? c - 'a' : c - 'A' + 26; }
+
+static bool ev_fail(evaluator *e) {
+    e->ok = false;
+    return false;
+}
+static bool ev_lit(evaluator *e, const char *lit) {
+    if (!starts(e->s + e->i, e->n - e->i, lit)) return false;
+    size_t l = strlen(lit);
+    /* a command must not continue with letters ("\pi" is not the start of "\pin") */
+    if (lit[0] == '\\' && is_letter(lit[l - 1]) && e->i + l < e->n && is_letter(e->s[e->i + l])) return false;
+    e->i += l;
+    return true;
+}
+static char ev_peek(const evaluator *e) { return e->i < e->n ? e->s[e->i] : '\0'; }
+static double ev_check(evaluator *e, double v) {
+    if (!isfinite(v)) ev_fail(e);
+    return v;
+}
+
+static double ev_expr(evaluator *e);
+static double ev_unary(evaluator *e);
+static double ev_power(evaluator *e);
+static double ev_primary(evaluator *e);
+
+static bool ev_enter(evaluator *e) {
+    if (++e->depth > EVAL_MAX_DEPTH) return ev_fail(e);
+    return e->ok;
+}
+
+static const char *const FUNCTIONS[] = {"\\arcsin", "\\arccos", "\\arctan", "\\sin", "\\cos", "\\tan", "\\cot",
+                                        "\\sec",    "\\csc",    "\\ln",     "\\log", "\\exp"};
+
+static bool ev_starts_primary(const evaluator *e) {
+    char c = ev_peek(e);
+    if (is_digit(c) || is_letter(c) || c == '(' || c == '{') return true;
+    if (c == '.' && e->i + 1 < e->n && is_digit(e->s[e->i + 1])) return true;
+    if (c != '\\') return false;
+    const char *p = e->s + e->i;
+    size_t r = e->n - e->i;
+    if (starts(p, r, "\\frac") || starts(p, r, "\\sqrt") || starts(p, r, "\\pi")) return true;
+    for (size_t k = 0; k < S2D_ARRAY_LEN(FUNCTIONS); k++)
+        if (starts(p, r, FUNCTIONS[k])) return true;
+    return false;
+}
+
+/* '{' expr '}' or '(' expr ')' */
+static double ev_group(evaluator *e) {
+    char open = ev_peek(e), close = open == '{' ? '}' : open == '(' ? ')' : 0;
+    if (!close) return ev_fail(e), 0;
+    e->i++;
+    double v = ev_expr(e);
+    if (!e->ok || ev_peek(e) != close) return ev_fail(e), 0;
+    e->i++;
+    return v;
+}
+
+/* An argument of \frac or \sqrt: a braced group, or a single digit/letter (unnormalised input). */
+static double ev_arg(evaluator *e) {
+    char c = ev_peek(e);
+    if (c == '{') return ev_group(e);
+    if (is_digit(c)) {
+        e->i++;
+        return c - '0';
+    }
+    return ev_primary(e);
+}
+
+static double ev_number(evaluator *e) {
+    size_t a = e->i, i = e->i;
+    while (i < e->n && is_digit(e->s[i])) i++;
+    if (i < e->n && e->s[i] == '.' && i + 1 < e->n && is_digit(e->s[i + 1])) {
+        i++;
+        while (i < e->n && is_digit(e->s[i])) i++;
+    }
+    if (i < e->n && (e->s[i] == 'e' || e->s[i] == 'E')) { /* 1.5e3, 2e-4 */
+        size_t j = i + 1;
+        if (j < e->n && (e->s[j] == '+' || e->s[j] == '-')) j++;
+        if (j < e->n && is_digit(e->s[j])) {
+            while (j < e->n && is_digit(e->s[j])) j++;
+            i = j;
+        }
+    }
+    if (i == a || i - a > NUMBER_MAX_LEN) return ev_fail(e), 0;
+    char buf[NUMBER_MAX_LEN + 1];
+    memcpy(buf, e->s + a, i - a);
+    buf[i - a] = '\0';
+    e->i = i;
+    return ev_check(e, strtod(buf, NULL));
+}
+
+static double ev_function(evaluator *e, size_t k) {
+    double power = 1;
+    if (ev_peek(e) == '^') { /* \sin^2 x */
+        e->i++;
+        power = ev_primary(e);
+        if (!e->ok) return 0;
+    }
+    double x = (ev_peek(e) == '(' || ev_peek(e) == '{') ? ev_group(e) : ev_power(e);
+    if (!e->ok) return 0;
+    double v;
+    const char *f = FUNCTIONS[k];
+    if (!strcmp(f, "\\sin")) v = sin(x);
+    else if (!strcmp(f, "\\cos")) v = cos(x);
+    else if (!strcmp(f, "\\tan")) v = tan(x);
+    else if (!strcmp(f, "\\cot")) v = cos(x) / sin(x);
+    else if (!strcmp(f, "\\sec")) v = 1 / cos(x);
+    else if (!strcmp(f, "\\csc")) v = 1 / sin(x);
+    else if (!strcmp(f, "\\arcsin")) v = asin(x);
+    else if (!strcmp(f, "\\arccos")) v = acos(x);
+    else if (!strcmp(f, "\\arctan")) v = atan(x);
+    else if (!strcmp(f, "\\exp")) v = exp(x);
+    else v = x > 0 ? log(x) : NAN; /* \ln, \log (natural; a base needs a subscript, which fails) */
+    return ev_check(e, pow(v, power));
+}
+
+static double ev_primary(evaluator *e) {
+    if (!ev_enter(e)) return 0;
+    double v = 0;
+    char c = ev_peek(e);
+    if (is_digit(c) || c == '.') {
+        v = ev_number(e);
+    } else if (c == '(' || c == '{') {
+        v = ev_group(e);
+    } else if (is_letter(c)) {
+        if (e->i + 1 < e->n && is_letter(e->s[e->i + 1])) ev_fail(e); /* a word, not a product of letters */
+        else if (!e->vars) ev_fail(e);
+        else {
+            int k = letter_index(c);
+            e->used |= (uint64_t)1 << k;
+            v = e->vars[k];
+            e->i++;
+        }
+    } else if (c == '\\') {
+        size_t k;
+        if (ev_lit(e, "\\pi")) {
+            v = M_PI;
+        } else if (ev_lit(e, "\\frac")) {
+            double a = ev_arg(e);
+            double b = e->ok ? ev_arg(e) : 0;
+            if (e->ok && b == 0) ev_fail(e);
+            else v = ev_check(e, a / b);
+        } else if (ev_lit(e, "\\sqrt")) {
+            double index = 2;
+            if (ev_peek(e) == '[') {
+                e->i++;
+                index = ev_expr(e);
+                if (!e->ok || ev_peek(e) != ']') ev_fail(e);
+                else e->i++;
+            }
+            double x = e->ok ? ev_arg(e) : 0;
+            if (e->ok) {
+                if (index == 2) v = x >= 0 ? sqrt(x) : NAN;
+                else if (x < 0 && index == floor(index) && fmod(index, 2) != 0) v = -pow(-x, 1 / index);
+                else v = x >= 0 && index != 0 ? pow(x, 1 / index) : NAN;
+                v = ev_check(e, v);
+            }
+        } else {
+            for (k = 0; k < S2D_ARRAY_LEN(FUNCTIONS); k++)
+                if (ev_lit(e, FUNCTIONS[k])) break;
+            if (k < S2D_ARRAY_LEN(FUNCTIONS)) v = ev_function(e, k);
+            else ev_fail(e); /* \pm, \infty, \cup, ...: not a number */
+        }
+    } else {
+        ev_fail(e);
+    }
+    e->depth--;
+    return e->ok ? v : 0;
+}
+
+/* postfix '!' (integers 0..170) */
+static double ev_postfix(evaluator *e) {
+    double v = ev_primary(e);
+    while (e->ok && ev_peek(e) == '!') {
+        e->i++;
+        if (v < 0 || v > 170 || v != floor(v)) return ev_fail(e), 0;
+        double f = 1;
+        for (int k = 2; k <= (int)v; k++) f *= k;
+        v = f;
+    }
+    return v;
+}
+
+/* base ('^' exponent)? with a right-associative, optionally signed exponent */
+static double ev_power(evaluator *e) {
+    if (!ev_enter(e)) return 0;
+    double v = ev_postfix(e);
+    if (e->ok && ev_peek(e) == '^') {
+        e->i++;
+        double sign = 1;
+        while (ev_peek(e) == '-' || ev_peek(e) == '+') sign *= ev_peek(e) == '-' ? -1 : 1, e->i++;
+        double x = ev_power(e);
+        if (e->ok) v = ev_check(e, pow(v, sign * x));
+    }
+    e->depth--;
+    return e->ok ? v : 0;
+}
+
+static double ev_unary(evaluator *e) {
+    if (!ev_enter(e)) return 0;
+    double v;
+    if (ev_peek(e) == '-') e->i++, v = -ev_unary(e);
+    else if (ev_peek(e) == '+') e->i++, v = ev_unary(e);
+    else v = ev_power(e);
+    e->depth--;
+    return e->ok ? v : 0;
+}
+
+static double ev_term(evaluator *e) {
+    double v = ev_unary(e);
+    while (e->ok) {
+        if (ev_lit(e, "*") || ev_lit(e, "\\cdot") || ev_lit(e, "\\times") || ev_lit(e, "\\ast")) {
+            v = ev_check(e, v * ev_unary(e));
+        } else if (ev_lit(e, "/") || ev_lit(e, "\\div")) {
+            double d = ev_unary(e);
+            if (e->ok && d == 0) return ev_fail(e), 0;
+            v = ev_check(e, v / d);
+        } else if (ev_starts_primary(e)) {
+            v = ev_check(e, v * ev_power(e)); /* implicit: 2\pi, 3\sqrt{2}, (a+5)(b+2) */
+        } else {
+            break;
+        }
+    }
+    return v;
+}
+
+static double ev_expr(evaluator *e) {
+    if (!ev_enter(e)) return 0;
+    double v = ev_term(e);
+    while (e->ok) {
+        if (ev_peek(e) == '+') e->i++, v = ev_check(e, v + ev_term(e));
+        else if (ev_peek(e) == '-') e->i++, v = ev_check(e, v - ev_term(e));
+        else break;
+    }
+    e->depth--;
+    return e->ok ? v : 0;
+}
+
+/* Evaluates s[0..n) (spaces skipped by the caller: normalised strings have none). */
+static bool eval_span(const char *s, size_t n, const double *vars, double *value, uint64_t *used) {
+    evaluator e = {s, 0, n, 0, vars, 0, true};
+    /* mixed number "1\frac{4}{5}" = 1 + 4/5 (MATH convention), whole string only */
+    size_t d = 0, sign = (n && s[0] == '-') ? 1 : 0;
+    while (sign + d < n && is_digit(s[sign + d])) d++;
+    double whole = 0;
+    bool mixed = false;
+    if (d > 0 && d <= 18 && starts(s + sign + d, n - sign - d, "\\frac{")) {
+        evaluator f = {s, sign + d, n, 0, NULL, 0, true};
+        double frac = ev_primary(&f);
+        size_t num_open = sign + d + 5;
+        long num_close = match_brace(s, n, num_open);
+        bool integer_parts = num_close > 0 && is_integer_literal(s + num_open + 1, (size_t)num_close - num_open - 1) &&
+                             s[num_open + 1] != '-';
+        if (f.ok && f.i == n && integer_parts) {
+            char buf[32];
+            memcpy(buf, s + sign, d);
+            buf[d] = '\0';
+            whole = strtod(buf, NULL) + frac;
+            mixed = true;
+        }
+    }
+    if (mixed) {
+        *value = sign ? -whole : whole;
+        *used = 0;
+        return true;
+    }
+    double v = ev_expr(&e);
+    if (!e.ok || e.i != n || !isfinite(v)) return false;
+    *value = v;
+    *used = e.used;
+    return true;
+}
+
+bool verify_eval(const char *expr, double *value) {
+    size_t n = strlen(expr);
+    if (n > NORM_CAP) return false;
+    char s[NORM_CAP + 1];
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isspace((unsigned char)expr[i])) s[w++] = expr[i];
+    uint64_t used;
+    return eval_span(s, w, NULL, value, &used);
+}
+
+static bool close_enough(double a, double b) {
+    if (a == b) return true;
+    return fabs(a - b) <= REL_TOL * fmax(fabs(a), fabs(b));
+}
+
+/* Three generic points per variable letter (deterministic; one all-positive, two mixed in sign). */
+static double variable_value(int point, int letter) {
+    uint64_t h = (uint64_t)(letter + 1) * 0x9E3779B97F4A7C15ull + (uint64_t)(point + 1) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+    h *= 0x94D049BB133111EBull;
+    h ^= h >> 29;
+    double u = (double)(h >> 11) / 9007199254740992.0; /* [0, 1) */
+    double mag = 0.55 + 1.7 * u;
+    if (point == 0) return mag;
+    return ((h >> 7) & 1) ? -mag : mag;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* equivalence                                                                                              */
+
+typedef struct {
+    long work;
+} equiv_ctx;
+
+typedef struct {
+    size_t start[EQUIV_MAX_ITEMS], len[EQUIV_MAX_ITEMS];
+    int count;
+} split_list;
+
+/* Splits s[a..b) at top-level occurrences of `sep` (depth over (), [], {}); false if too many parts or the
+ * brackets go negative. */
+static bool split_top(const char *s, size_t a, size_t b, const char *sep, split_list *out) {
+    size_t sl = strlen(sep);
+    int depth = 0;
+    out->count = 0;
+    size_t piece = a;
+    for (size_t i = a; i < b; i++) {
+        char c = s[i];
+        if (c == '(' || c == '[' || c == '{') depth++;
+        else if (c == ')' || c == ']' || c == '}') {
+            if (--depth < 0) return false;
+        } else if (depth == 0 && starts(s + i, b - i, sep)) {
+            if (out->count >= EQUIV_MAX_ITEMS - 1) return false;
+            out->start[out->count] = piece;
+            out->len[out->count++] = i - piece;
+            piece = i + sl;
+            i += sl - 1;
+        }
+    }
+    if (depth != 0) return false;
+    out->start[out->count] = piece;
+    out->len[out->count++] = b - piece;
+    return true;
+}
+
+/* Does the bracket opening at s[0] close exactly at s[n-1]? (any of ( [ closing with ) ]) */
+static bool outer_brackets(const char *s, size_t n) {
+    if (n < 2 || (s[0] != '(' && s[0] != '[') || (s[n - 1] != ')' && s[n - 1] != ']')) return false;
+    int depth = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '(' || c == '[' || c == '{') depth++;
+        else if ((c == ')' || c == ']' || c == '}') && --depth == 0) return i == n - 1;
+    }
+    return false;
+}
+
+static bool equiv_norm(equiv_ctx *ctx, const char *a, size_t an, const char *b, size_t bn, int depth);
+
+static bool equiv_lists_ordered(equiv_ctx *ctx, const char *a, const split_list *la, const char *b,
+                                const split_list *lb, int depth) {
+    if (la->count != lb->count) return false;
+    for (int k = 0; k < la->count; k++)
+        if (!equiv_norm(ctx, a + la->start[k], la->len[k], b + lb->start[k], lb->len[k], depth + 1)) return false;
+    return true;
+}
+
+/* Multiset match: every element of a pairs with a distinct equal element of b (greedy suffices because
+ * equivalence of normalised answers is transitive in practice). */
+static bool equiv_lists_unordered(equiv_ctx *ctx, const char *a, const split_list *la, const char *b,
+                                  const split_list *lb, int depth) {
+    if (la->count != lb->count) return false;
+    bool taken[EQUIV_MAX_ITEMS] = {false};
+    for (int i = 0; i < la->count; i++) {
+        int found = -1;
+        for (int j = 0; j < lb->count && found < 0; j++)
+            if (!taken[j] && equiv_norm(ctx, a + la->start[i], la->len[i], b + lb->start[j], lb->len[j], depth + 1))
+                found = j;
+        if (found < 0) return false;
+        taken[found] = true;
+    }
+    return true;
+}
+
+/* \begin{NAME}BODY\end{NAME}: body span and name span; false if not a whole matrix environment. */
+static bool matrix_parts(const char *s, size_t n, size_t *name_a, size_t *name_n, size_t *body_a, size_t *body_n) {
+    if (!starts(s, n, "\\begin{")) return false;
+    size_t na = 7, ne = na;
+    while (ne < n && is_letter(s[ne])) ne++;
+    if (ne >= n || s[ne] != '}' || ne == na) return false;
+    size_t nn = ne - na;
+    size_t tail = 5 + nn + 1; /* "\end{" NAME "}" */
+    if (n < ne + 1 + tail) return false;
+    const char *t = s + n - tail;
+    if (memcmp(t, "\\end{", 5) != 0 || memcmp(t + 5, s + na, nn) != 0 || t[5 + nn] != '}') return false;
+    *name_a = na;
+    *name_n = nn;
+    *body_a = ne + 1;
+    *body_n = (size_t)(t - s) - (ne + 1);
+    return true;
+}
+
+static bool equiv_matrix(equiv_ctx *ctx, const char *a, size_t an, const char *b, size_t bn, int depth) {
+    size_t aa, al, ba, bl, ab, abn, bb, bbn;
+    if (!matrix_parts(a, an, &aa, &al, &ab, &abn) || !matrix_parts(b, bn, &ba, &bl, &bb, &bbn)) return false;
+    if (al != bl || memcmp(a + aa, b + ba, al) != 0) return false;
+    split_list ra, rb;
+    if (!split_top(a, ab, ab + abn, "\\\\", &ra) || !split_top(b, bb, bb + bbn, "\\\\", &rb)) return false;
+    /* a trailing "\\" leaves an empty last row */
+    if (ra.count > 1 && ra.len[ra.count - 1] == 0) ra.count--;
+    if (rb.count > 1 && rb.len[rb.count - 1] == 0) rb.count--;
+    if (ra.count != rb.count) return false;
+    for (int r = 0; r < ra.count; r++) {
+        split_list ca, cb;
+        if (!split_top(a, ra.start[r], ra.start[r] + ra.len[r], "&", &ca) ||
+            !split_top(b, rb.start[r], rb.start[r] + rb.len[r], "&", &cb))
+            return false;
+        if (!equiv_lists_ordered(ctx, a, &ca, b, &cb, depth)) return false;
+    }
+    return true;
+}
+
+typedef enum { K_MATRIX, K_UNION, K_SET, K_BRACKET, K_LIST, K_EQUATION, K_SCALAR } answer_kind;
+
+static answer_kind classify(const char *s, size_t n, split_list *parts) {
+    size_t x1, x2, x3, x4;
+    if (matrix_parts(s, n, &x1, &x2, &x3, &x4)) return K_MATRIX;
+    if (split_top(s, 0, n, "\\cup", parts) && parts->count > 1) return K_UNION;
+    if (n >= 4 && starts(s, n, "\\{") && s[n - 2] == '\\' && s[n - 1] == '}' && match_brace(s, n, 1) == (long)n - 1 &&
+        split_top(s, 2, n - 2, ",", parts))
+        return K_SET;
+    if (outer_brackets(s, n) && split_top(s, 1, n - 1, ",", parts) && parts->count > 1) return K_BRACKET;
+    if (split_top(s, 0, n, ",", parts) && parts->count > 1) return K_LIST;
+    if (split_top(s, 0, n, "=", parts) && parts->count == 2) return K_EQUATION;
+    return K_SCALAR;
+}
+
+static bool equiv_scalar(const char *a, size_t an, const char *b, size_t bn) {
+    if (is_integer_literal(a, an) && is_integer_literal(b, bn)) return false; /* equal strings handled earlier */
+    double va, vb;
+    uint64_t ua, ub;
+    double vars[52];
+    for (int k = 0; k < 52; k++) vars[k] = variable_value(0, k);
+    if (!eval_span(a, an, vars, &va, &ua) || !eval_span(b, bn, vars, &vb, &ub)) return false;
+    if (ua != ub || !close_enough(va, vb)) return false;
+    if (ua == 0) return true;
+    for (int point = 1; point < 3; point++) { /* same variables: must agree at two more generic points */
+        for (int k = 0; k < 52; k++) vars[k] = variable_value(point, k);
+        if (!eval_span(a, an, vars, &va, &ua) || !eval_span(b, bn, vars, &vb, &ub)) return false;
+        if (!close_enough(va, vb)) return false;
+    }
+    return true;
+}
+
+static bool equiv_norm(equiv_ctx *ctx, const char *a, size_t an, const char *b, size_t bn, int depth) {
+    ctx->work += (long)(an + bn) + 1;
+    if (ctx->work > EQUIV_WORK_BUDGET || depth > EQUIV_MAX_DEPTH) return false;
+    if (an == bn && memcmp(a, b, an) == 0) return true;
+    if (an == 0 || bn == 0) return false;
+    /* element strings inside structures may still carry a choice-letter or number form difference */
+    split_list pa, pb;
+    answer_kind ka = classify(a, an, &pa), kb = classify(b, bn, &pb);
+    if (ka != kb) return false;
+    switch (ka) {
+    case K_MATRIX: return equiv_matrix(ctx, a, an, b, bn, depth);
+    case K_UNION:
+    case K_SET:
+    case K_LIST: return equiv_lists_unordered(ctx, a, &pa, b, &pb, depth);
+    case K_BRACKET:
+        if (a[0] != b[0] || a[an - 1] != b[bn - 1]) return false; /* [a,b) is not (a,b) */
+        return equiv_lists_ordered(ctx, a, &pa, b, &pb, depth);
+    case K_EQUATION: return equiv_lists_ordered(ctx, a, &pa, b, &pb, depth);
+    case K_SCALAR: break;
+    }
+    /* elements of structures are compared in normalised form of the whole; a single element such as "0.50"
+     * inside a tuple gets its number canonicalised here */
+    if (depth > 0 && an < NORM_CAP && bn < NORM_CAP) {
+        char ea[NORM_CAP], eb[NORM_CAP];
+        memcpy(ea, a, an);
+        ea[an] = '\0';
+        memcpy(eb, b, bn);
+        eb[bn] = '\0';
+        canonical_number(ea);
+        canonical_number(eb);
+        if (strcmp(ea, eb) == 0) return true;
+        return equiv_scalar(ea, strlen(ea), eb, strlen(eb));
+    }
+    return equiv_scalar(a, an, b, bn);
+}
+
+/* "1\pm\sqrt{5}" → "1+\sqrt{5},1-\sqrt{5}", also per element of a set or a bare list ("\{1\pm\sqrt{5},-2\}").
+ * Only an element with one top-level \pm whose right side is a single term is expanded. False if nothing
+ * was expanded (or it does not fit). */
+static bool expand_pm(const char *s, char *out, size_t cap) {
+    size_t n = strlen(s), a = 0, b = n;
+    bool set = n >= 4 && starts(s, n, "\\{") && s[n - 2] == '\\' && s[n - 1] == '}';
+    if (set) a = 2, b = n - 2;
+    split_list el;
+    if (!split_top(s, a, b, ",", &el)) return false;
+    outbuf o = {out, 0, cap, true};
+    out[0] = '\0';
+    if (set) out_put(&o, "\\{", 2);
+    bool expanded = false;
+    for (int k = 0; k < el.count; k++) {
+        const char *e = s + el.start[k];
+        size_t m = el.len[k], pm = 0;
+        int count = 0, depth = 0;
+        for (size_t i = 0; i < m; i++) {
+            char c = e[i];
+            if (c == '(' || c == '[' || c == '{') depth++;
+            else if (c == ')' || c == ']' || c == '}') depth--;
+            else if (depth == 0 && starts(e + i, m - i, "\\pm") && !(i + 3 < m && is_letter(e[i + 3]))) count++, pm = i;
+        }
+        bool single_term = count == 1 && pm + 3 < m;
+        depth = 0;
+        for (size_t i = pm + 4; single_term && i < m; i++) { /* "1\pm 2x+3" is ambiguous: leave it */
+            char c = e[i];
+            if (c == '(' || c == '[' || c == '{') depth++;
+            else if (c == ')' || c == ']' || c == '}') depth--;
+            else if (depth == 0 && (c == '+' || c == '-') && e[i - 1] != '^') single_term = false;
+        }
+        if (k) out_ch(&o, ',');
+        if (!single_term) {
+            out_put(&o, e, m);
+            continue;
+        }
+        expanded = true;
+        for (int sign = 0; sign < 2; sign++) {
+            if (sign) out_ch(&o, ',');
+            out_put(&o, e, pm);
+            out_ch(&o, sign ? '-' : '+');
+            out_put(&o, e + pm + 3, m - pm - 3);
+        }
+    }
+    if (set) out_put(&o, "\\}", 2);
+    return expanded && o.ok;
+}
+
+bool verify_equivalent(const char *a, const char *b) {
+    char na[NORM_CAP], nb[NORM_CAP];
+    if (!verify_normalize(a, na, sizeof na) || !verify_normalize(b, nb, sizeof nb)) return false;
+    if (na[0] == '\0' || nb[0] == '\0') return false; /* nothing left to compare */
+    equiv_ctx ctx = {0};
+    if (equiv_norm(&ctx, na, strlen(na), nb, strlen(nb), 0)) return true;
+    if (!strstr(na, "\\pm") && !strstr(nb, "\\pm")) return false;
+    /* a \pm stands for both signs: compare the expanded lists (either side may be written out) */
+    char ea[NORM_CAP], eb[NORM_CAP];
+    const char *xa = expand_pm(na, ea, sizeof ea) ? ea : na;
+    const char *xb = expand_pm(nb, eb, sizeof eb) ? eb : nb;
+    if (xa == na && xb == nb) return false;
+    return equiv_norm(&ctx, xa, strlen(xa), xb, strlen(xb), 0);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* results                                                                                                  */
+
+/* Copies s[0..n) into the result, cut on a UTF-8 boundary if too long. */
+static void set_extracted(verify_result *out, const char *s, size_t n) {
+    out->has_extracted = true;
+    if (n > VERIFY_MAX_ANSWER) {
+        n = VERIFY_MAX_ANSWER;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--; /* s[n] continues a sequence: back off */
+    }
+    memcpy(out->extracted, s, n);
+    out->extracted[n] = '\0';
+}
+
+static void result_clear(verify_result *out) {
+    out->correct = false;
+    out->has_extracted = false;
+    out->extracted[0] = '\0';
+}
+
+void verify_math(const char *response, const char *answer, verify_result *out) {
+    result_clear(out);
+    const char *box;
+    size_t n;
+    if (!verify_extract_boxed(response, strlen(response), &box, &n)) return;
+    set_extracted(out, box, n);
+    if (n > VERIFY_MAX_ANSWER) return;
+    const char *ref = answer, *rbox;
+    size_t rn = strlen(answer);
+    if (verify_extract_boxed(answer, rn, &rbox, &rn)) ref = rbox;
+    if (rn > VERIFY_MAX_ANSWER) return;
+    char refbuf[VERIFY_MAX_ANSWER + 1];
+    memcpy(refbuf, ref, rn);
+    refbuf[rn] = '\0';
+    out->correct = verify_equivalent(out->extracted, refbuf);
+}
+
+/* The number token starting at s[i] (with optional '-' handled by the caller): [0-9,]*(.[0-9]+)? Returns its
+ * end; the token must contain a digit. */
+static size_t number_end(const char *s, size_t n, size_t i) {
+    size_t j = i;
+    bool dot = false;
+    while (j < n) {
+        if (is_digit(s[j])) j++;
+        else if (s[j] == ',' && j + 1 < n && is_digit(s[j + 1]) && j > i) j++;
+        else if (s[j] == '.' && !dot && j + 1 < n && is_digit(s[j + 1])) dot = true, j++;
+        else break;
+    }
+    return j;
+}
+
+/* Cleans a number token into out: commas dropped. False if empty or too long. */
+static bool clean_number(const char *s, size_t n, char *out, size_t cap) {
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ',') continue;
+        if (w + 2 > cap || w >= NUMBER_MAX_LEN) return false;
+        out[w++] = s[i];
+    }
+    out[w] = '\0';
+    return w > 0 && out[w - 1] != '-';
+}
+
+/* Last number in s[a..b) into out. */
+static bool last_number(const char *s, size_t a, size_t b, char *out, size_t cap) {
+    size_t best_a = 0, best_n = 0;
+    bool found = false;
+    for (size_t i = a; i < b;) {
+        bool digit_start = is_digit(s[i]) || (s[i] == '.' && i + 1 < b && is_digit(s[i + 1]));
+        if (!digit_start) {
+            i++;
+            continue;
+        }
+        size_t j = number_end(s, b, i);
+        if (j == i) { /* a lone '.' */
+            i++;
+            continue;
+        }
+        size_t st = i;
+        if (st > a && s[st - 1] == '-' && (st - 1 == a || !isalnum((unsigned char)s[st - 2]))) st--;
+        if (j - st <= NUMBER_MAX_LEN) best_a = st, best_n = j - st, found = true;
+        i = j;
+    }
+    return found && clean_number(s + best_a, best_n, out, cap);
+}
+
+/* The "####" rule: the number right after the last "####" (spaces, '$' skipped). */
+static bool hash_number(const char *s, size_t n, char *out, size_t cap) {
+    const char *last = NULL;
+    for (const char *p = s; (p = strstr(p, "####")) != NULL; p += 4) last = p;
+    if (!last) return false;
+    size_t i = (size_t)(last - s) + 4;
+    while (i < n && (s[i] == ' ' || s[i] == '$' || s[i] == '#')) i++;
+    size_t st = i;
+    if (i < n && s[i] == '-') i++;
+    size_t j = number_end(s, n, i);
+    if (j == i || j - st > NUMBER_MAX_LEN) return false;
+    return clean_number(s + st, j - st, out, cap);
+}
+
+bool verify_gsm8k_extract(const char *response, char *out, size_t cap) {
+    size_t n = strlen(response);
+    if (hash_number(response, n, out, cap)) return true;
+    const char *box;
+    size_t bn;
+    if (verify_extract_boxed(response, n, &box, &bn)) {
+        size_t a = (size_t)(box - response);
+        if (last_number(response, a, a + bn, out, cap)) return true;
+    }
+    return last_number(response, 0, n, out, cap);
+}
+
+/* Numeric equality of two cleaned number strings: integers exactly, others to REL_TOL. */
+static bool gsm8k_numbers_equal(const char *a, const char *b) {
+    char ca[NUMBER_MAX_LEN + 2], cb[NUMBER_MAX_LEN + 2];
+    snprintf(ca, sizeof ca, "%s", a);
+    snprintf(cb, sizeof cb, "%s", b);
+    canonical_number(ca);
+    canonical_number(cb);
+    if (!is_decimal_literal(ca, strlen(ca)) || !is_decimal_literal(cb, strlen(cb))) return false;
+    if (strcmp(ca, cb) == 0) return true;
+    if (is_integer_literal(ca, strlen(ca)) && is_integer_literal(cb, strlen(cb))) return false;
+    double x = strtod(ca, NULL), y = strtod(cb, NULL);
+    return isfinite(x) && isfinite(y) && close_enough(x, y);
+}
+
+void verify_gsm8k(const char *response, const char *answer, verify_result *out) {
+    result_clear(out);
+    char pred[NUMBER_MAX_LEN + 2], ref[NUMBER_MAX_LEN + 2];
+    if (!verify_gsm8k_extract(response, pred, sizeof pred)) return;
+    set_extracted(out, pred, strlen(pred));
+    size_t an = strlen(answer);
+    if (!hash_number(answer, an, ref, sizeof ref)) {
+        /* the whole answer string: "18", "$1,000", " 42 " */
+        const char *p = answer;
+        trim_span(&p, &an);
+        while (an && (*p == '$')) p++, an--;
+        while (an && (p[an - 1] == '.')) an--;
+        size_t st = (an && p[0] == '-') ? 1 : 0;
+        if (number_end(p, an, st) != an || an == st || !clean_number(p, an, ref, sizeof ref)) return;
+    }
+    out->correct = gsm8k_numbers_equal(pred, ref);
+}
+
+void verify_answer(verify_mode mode, const char *response, const char *answer, verify_result *out) {
+    if (mode == VERIFY_MODE_GSM8K) verify_gsm8k(response, answer, out);
+    else verify_math(response, answer, out);
+}
+
+bool verify_mode_parse(const char *name, verify_mode *mode) {
+    if (strcmp(name, "math") == 0) *mode = VERIFY_MODE_MATH;
+    else if (strcmp(name, "gsm8k") == 0) *mode = VERIFY_MODE_GSM8K;
+    else return false;
+    return true;
+}
