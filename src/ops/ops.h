@@ -47,6 +47,11 @@ void op_attention_fwd(float *out, float *lse, const float *q, const float *k, co
 void op_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                       const float *v, const float *out, const float *lse, int n_seqs, const int *seq_start, int nh,
                       int nkv, int hd, float *scratch);
+/* One sequence continuing a cached prefix: query row i (position p0+i) attends to keys 0..p0+i.
+ * q, out: [n, nh, hd]; k, v: [>= p0+n, nkv, hd] (the cache of that sequence, new rows already written).
+ * scratch: op_attention_scratch_floats(p0+n) floats. */
+void op_attention_prefill(float *out, const float *q, const float *k, const float *v, int n, int p0, int nh, int nkv,
+                          int hd, float *scratch);
 /* Attention of single query rows against caches (decode / prefill onto a cached prefix): row r attends to the
  * first ctx_len[r] positions of k_rows[r], v_rows[r] (each [>= ctx_len[r], nkv, hd], contiguous).
  * q, out: [n, nh, hd]. scratch: op_attention_decode_scratch_floats(max_ctx) floats. */

@@ -111,15 +111,16 @@ size_t op_attention_scratch_floats(int max_seq_len) {
     return (size_t)omp_get_max_threads() * 2 * QBLOCK * (size_t)S2D_MAX(max_seq_len, 1);
 }
 
-/* Scaled scores of query rows [i0, i1) against keys [0, i1) into S [bq, i1]; then P = exp(S - lse) with the
- * causal mask (zeros above the diagonal). When lse_out is given, lse is computed and stored (forward). */
-static void attn_block_probs(float *S, const float *Qb, int ldq, const float *K, int ldk, int i0, int i1, int hd,
-                             float scale, float *lse_out, int ld_lse, const float *lse_in) {
-    int bq = i1 - i0, nk = i1;
+/* Scaled scores of query rows [i0, i1) (positions p0+i) against keys [0, p0+i1) into S [bq, p0+i1]; then
+ * P = exp(S - lse) with the causal mask (zeros above the diagonal). When lse_out is given, lse is computed and
+ * stored (forward); otherwise lse_in is used (backward recompute). */
+static void attn_block_probs(float *S, const float *Qb, int ldq, const float *K, int ldk, int p0, int i0, int i1,
+                             int hd, float scale, float *lse_out, int ld_lse, const float *lse_in) {
+    int bq = i1 - i0, nk = p0 + i1;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, hd, scale, Qb, ldq, K, ldk, 0.0f, S, nk);
     for (int r = 0; r < bq; r++) {
         float *sr = S + (size_t)r * nk;
-        int valid = i0 + r + 1;
+        int valid = p0 + i0 + r + 1;
         float l;
         if (lse_out) {
             float mx = sr[0];
@@ -160,7 +161,7 @@ void op_attention_fwd(float *out, float *lse, const float *q, const float *k, co
             int i1 = S2D_MIN(n, i0 + QBLOCK), bq = i1 - i0;
             const float *Qb = q + (size_t)(b + i0) * ldq + (size_t)h * hd;
             float *lse_b = lse ? lse + (size_t)(b + i0) * nh + h : lse_tmp;
-            attn_block_probs(S, Qb, ldq, K, ldk, i0, i1, hd, scale, lse_b, lse ? nh : 1, NULL);
+            attn_block_probs(S, Qb, ldq, K, ldk, 0, i0, i1, hd, scale, lse_b, lse ? nh : 1, NULL);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, i1, 1.0f, S, i1, V, ldk, 0.0f,
                         out + (size_t)(b + i0) * ldq + (size_t)h * hd, ldq);
         }
@@ -193,7 +194,7 @@ void op_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const 
                 int i1 = S2D_MIN(n, i0 + QBLOCK), bq = i1 - i0, nk = i1;
                 size_t row0 = (size_t)(b + i0) * ldq + (size_t)h * hd;
                 const float *Qb = q + row0, *dOb = dout + row0, *Ob = out + row0;
-                attn_block_probs(P, Qb, ldq, K, ldk, i0, i1, hd, scale, NULL, nh, lse + (size_t)(b + i0) * nh + h);
+                attn_block_probs(P, Qb, ldq, K, ldk, 0, i0, i1, hd, scale, NULL, nh, lse + (size_t)(b + i0) * nh + h);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, hd, 1.0f, dOb, ldq, V, ldk, 0.0f, dP,
                             nk);
                 for (int r = 0; r < bq; r++) {
@@ -214,6 +215,24 @@ void op_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const 
                             ldk);
             }
         }
+    }
+}
+
+void op_attention_prefill(float *out, const float *q, const float *k, const float *v, int n, int p0, int nh, int nkv,
+                          int hd, float *scratch) {
+    int group = nh / nkv, ldq = nh * hd, ldk = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t per_thread = 2 * QBLOCK * (size_t)S2D_MAX(p0 + n, 1);
+    int n_blocks = (n + QBLOCK - 1) / QBLOCK;
+#pragma omp parallel for schedule(dynamic)
+    for (int idx = 0; idx < nh * n_blocks; idx++) {
+        int h = idx / n_blocks, i0 = (idx % n_blocks) * QBLOCK, i1 = S2D_MIN(n, i0 + QBLOCK), g = h / group;
+        float *S = scratch + per_thread * (size_t)omp_get_thread_num();
+        float lse_tmp[QBLOCK];
+        const float *Qb = q + (size_t)i0 * ldq + (size_t)h * hd;
+        attn_block_probs(S, Qb, ldq, k + (size_t)g * hd, ldk, p0, i0, i1, hd, scale, lse_tmp, 1, NULL);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hd, p0 + i1, 1.0f, S, p0 + i1,
+                    v + (size_t)g * hd, ldk, 0.0f, out + (size_t)i0 * ldq + (size_t)h * hd, ldq);
     }
 }
 
