@@ -317,11 +317,16 @@ static bool parse_file(st_file *f, s2d_err *err) {
     for (int i = 0; i < n_tensors; i++) {
         const span *s = &spans[i];
         const char *name = f->tensors[s->index].name;
+        if (!prev && s->begin > 0) {
+            err_set(err, "%s: the first tensor \"%s\" begins at data byte %" PRIu64 " instead of 0", label, name,
+                    s->begin);
+            goto done;
+        }
         if (s->begin > expect) {
             err_set(err,
-                    "%s: gap in the data: tensor \"%s\" begins at byte %" PRIu64 " but %s ends at byte %" PRIu64
+                    "%s: gap in the data: tensor \"%s\" begins at byte %" PRIu64 " but \"%s\" ends at byte %" PRIu64
                     " (offsets must be contiguous)",
-                    label, name, s->begin, prev ? prev : "the data region start", expect);
+                    label, name, s->begin, prev, expect);
             goto done;
         }
         if (s->begin < expect) {
