@@ -31,11 +31,15 @@ For every case it writes OUT_DIR/<case>/:
       greedy_prompt_lens  I32 [P]
       greedy_out          I32 [P, N]     model.generate(do_sample=False, max_new_tokens=N), each prompt alone,
                                          no eos stopping (new tokens only)
+  greedy_prompts.jsonl, greedy_out.jsonl
+                      the same greedy prompts and outputs as JSON lines (one id array per line), for the CLI
+                      test `s2d generate --temperature 0` (no Python needed at test time)
   ref.json            case name, model_type, the AdamW hyper-parameters (lr, betas, eps, weight_decay,
                       max_grad_norm, steps), `decay` / `no_decay` (HF names in each param group: no decay for
                       1-D norm weights and for the token embedding; lm_head, when untied, is decayed),
                       greedy N, and `greedy_min_margin` (smallest top-1 minus top-2 logit gap met during greedy
-                      decoding; prompts are re-drawn until it is comfortably above fp32 noise).
+                      decoding; prompts are re-drawn until it is comfortably above fp32 noise, preferring
+                      completions with >= 6 distinct tokens so they exercise the KV cache).
 """
 import json
 import os
@@ -50,6 +54,7 @@ ADAMW = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, max_grad_no
 GREEDY_N = 12
 GREEDY_PROMPT_LENS = [3, 6, 1]
 MIN_MARGIN = 5e-3  # greedy parity needs every argmax decided by more than fp32 rounding
+MIN_DISTINCT = 6   # distinct tokens wanted in each greedy completion
 
 COMMON = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, rms_norm_eps=1e-6,
               max_position_embeddings=128, bos_token_id=None, eos_token_id=None, pad_token_id=None)
@@ -167,13 +172,22 @@ def make_case(name, cfg_cls, model_cls, extra, seed, out_root):
     # is decided by a clear margin, so fp32 rounding differences cannot flip a token.
     prompts, outs, min_margin = [], [], float("inf")
     for plen in GREEDY_PROMPT_LENS:
-        for _attempt in range(100):
-            prompt = torch.randint(0, V, (plen,), generator=g, dtype=torch.int32)
-            margin, manual = greedy_margin(model, prompt, GREEDY_N)
-            if margin > MIN_MARGIN:
+        # Among clear-margin prompts prefer varied outputs: a completion that repeats one token would pass
+        # even with a broken KV cache.
+        best = None
+        for _attempt in range(200):
+            cand = torch.randint(0, V, (plen,), generator=g, dtype=torch.int32)
+            cand_margin, cand_out = greedy_margin(model, cand, GREEDY_N)
+            if cand_margin <= MIN_MARGIN:
+                continue
+            distinct = len(set(cand_out.tolist()))
+            if best is None or distinct > best[0]:
+                best = (distinct, cand, cand_margin, cand_out)
+            if distinct >= MIN_DISTINCT:
                 break
-        else:
+        if best is None:
             raise RuntimeError(f"{name}: no prompt of length {plen} with greedy margin > {MIN_MARGIN}")
+        _, prompt, margin, manual = best
         with torch.no_grad():
             gen = model.generate(input_ids=prompt.long().unsqueeze(0), attention_mask=torch.ones(1, plen,
                                  dtype=torch.long), do_sample=False, max_new_tokens=GREEDY_N,
@@ -209,6 +223,10 @@ def make_case(name, cfg_cls, model_cls, extra, seed, out_root):
         ref["adamw_final." + n] = p.detach().clone().contiguous()
 
     save_file(ref, os.path.join(out, "ref.safetensors"))
+    for fname, rows in (("greedy_prompts.jsonl", prompts), ("greedy_out.jsonl", outs)):
+        with open(os.path.join(out, fname), "w") as f:
+            for row in rows:
+                f.write(json.dumps(row.tolist(), separators=(",", ":")) + "\n")
     meta = {"case": name, "model_type": cfg.model_type, "seq_lens": SEQ_LENS,
             "adamw": {**ADAMW, "betas": list(ADAMW["betas"])}, "decay": decay, "no_decay": no_decay,
             "greedy_max_new_tokens": GREEDY_N, "greedy_prompt_lens": GREEDY_PROMPT_LENS,
