@@ -20,6 +20,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"tokenize", cmd_tokenize, "encode text with a Hugging Face tokenizer.json (or --decode)"},
     {"verify", cmd_verify, "check math answers against references (JSON lines on stdin)"},
     {"eval", cmd_eval, "sample K completions per problem and report avg@K, pass@K, maj@K"},
+    {"train", cmd_train, "run a training pipeline (teacher RL -> bridge -> student RL) from a YAML config"},
 };
 
 static void usage(FILE *out) {

@@ -7,3 +7,4 @@ int cmd_generate(int argc, char **argv);   /* cli/cmd_generate.c */
 int cmd_tokenize(int argc, char **argv);   /* cli/cmd_tokenize.c */
 int cmd_verify(int argc, char **argv);     /* cli/cmd_verify.c */
 int cmd_eval(int argc, char **argv);       /* cli/cmd_eval.c */
+int cmd_train(int argc, char **argv);      /* cli/cmd_train.c */
