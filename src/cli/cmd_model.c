@@ -1,5 +1,154 @@
-/* Placeholder until this subcommand lands; replaced by its owner. */
+/* s2d init-model and s2d logprobs.
+ *
+ *   s2d init-model --preset NAME --out DIR [--seed S] [--dtype f32|bf16]
+ *       writes a random-initialised model (normal(0, 0.02), norm weights 1, Philox stream per tensor) as a
+ *       Hugging Face directory: DIR/config.json + DIR/model.safetensors; DIR appears only when complete.
+ *   s2d logprobs --model DIR [--batch-tokens N]
+ *       stdin: one JSON array of token ids per line; stdout: one JSON array per line with the n-1 log-probs of
+ *       ids[1..n-1] given their prefixes. Every line is read and checked before any output, so bad input
+ *       (invalid JSON, an id out of range) prints nothing on stdout and an error naming stdin:LINE. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
 #include "cli/commands.h"
 #include "core/common.h"
-int cmd_init_model(int argc, char **argv) { (void)argc; die("%s: not built yet", argv[0]); }
-int cmd_logprobs(int argc, char **argv) { (void)argc; die("%s: not built yet", argv[0]); }
+#include "core/log.h"
+#include "core/timer.h"
+#include "model/model.h"
+
+static void init_usage(FILE *out) {
+    fprintf(out, "usage: s2d init-model --preset NAME --out DIR [--seed S] [--dtype f32|bf16]\n"
+                 "  presets: qwen3-tiny, llama-tiny, qwen3-small, qwen3-0.6b, qwen3-1.7b, llama3.2-1b\n"
+                 "  --seed S    Philox seed (default 0): the same seed gives the same weights\n"
+                 "  --dtype     weights stored as f32 (default) or bf16\n");
+}
+
+int cmd_init_model(int argc, char **argv) {
+    const char *preset = NULL, *out = NULL, *dtype = "f32";
+    uint64_t seed = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            init_usage(stdout);
+            return 0;
+        }
+        if (!v) die_hint("s2d init-model --help", "%s needs a value", a);
+        if (strcmp(a, "--preset") == 0) preset = v;
+        else if (strcmp(a, "--out") == 0) out = v;
+        else if (strcmp(a, "--seed") == 0) seed = (uint64_t)flag_long(a, v, 0, INT64_MAX);
+        else if (strcmp(a, "--dtype") == 0) dtype = v;
+        else die_hint("s2d init-model --help", "unknown option '%s'", a);
+        i++;
+    }
+    if (!preset || !out) die_hint("s2d init-model --help", "init-model needs --preset NAME and --out DIR");
+    if (strcmp(dtype, "f32") != 0 && strcmp(dtype, "bf16") != 0)
+        die("--dtype must be f32 or bf16, got '%s'", dtype);
+    s2d_err err;
+    model_config cfg;
+    if (!model_config_preset(preset, &cfg, &err)) die("--preset: %s", err.msg);
+    model m;
+    model_create(&m, &cfg);
+    model_init_random(&m, seed);
+    if (!model_save(&m, out, strcmp(dtype, "bf16") == 0, &err)) die("%s", err.msg);
+    size_t count = 0;
+    for (int i = 0; i < m.n_tensors; i++) count += m.tensors[i].numel;
+    log_info("wrote %s: %s, %zu parameters (%s)", out, preset, count, dtype);
+    model_free(&m);
+    return 0;
+}
+
+static void logprobs_usage(FILE *out) {
+    fprintf(out, "usage: s2d logprobs --model DIR [--batch-tokens N] < ids.jsonl\n"
+                 "  stdin: one JSON array of token ids per line\n"
+                 "  stdout: one JSON array per line: log p(ids[i] | ids[0..i-1]) for i = 1..n-1\n"
+                 "  --batch-tokens N   tokens per packed forward pass (default 4096)\n");
+}
+
+int cmd_logprobs(int argc, char **argv) {
+    const char *dir = NULL;
+    long batch_tokens = 4096;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            logprobs_usage(stdout);
+            return 0;
+        }
+        if (!v) die_hint("s2d logprobs --help", "%s needs a value", a);
+        if (strcmp(a, "--model") == 0) dir = v;
+        else if (strcmp(a, "--batch-tokens") == 0) batch_tokens = flag_long(a, v, 1, 1 << 24);
+        else die_hint("s2d logprobs --help", "unknown option '%s'", a);
+        i++;
+    }
+    if (!dir) die_hint("s2d logprobs --help", "logprobs needs --model DIR");
+    s2d_err err;
+    model m;
+    if (!model_load(&m, dir, &err)) die("%s", err.msg);
+
+    /* Read and check every line first: ids concatenated, start[i] = first id of line i. */
+    int n = 0, cap = 64, longest = 0;
+    size_t ids_len = 0, ids_cap = 4096;
+    int *start = xmalloc(sizeof(int) * (size_t)(cap + 1));
+    int32_t *ids = xmalloc(sizeof(int32_t) * ids_cap);
+    jsonl_reader r;
+    jsonl_reader_init(&r, stdin, "stdin");
+    cJSON *j;
+    start[0] = 0;
+    while ((j = jsonl_next(&r))) {
+        int len;
+        int32_t *line = json_int_array(j, &len, &r);
+        cJSON_Delete(j);
+        for (int t = 0; t < len; t++)
+            if (line[t] < 0 || line[t] >= m.cfg.vocab)
+                die("stdin:%ld: token id %d at position %d is out of range [0, %d)", r.lineno, line[t], t,
+                    m.cfg.vocab);
+        if (len > m.cfg.max_pos)
+            die("stdin:%ld: %d tokens, more than the model's max_position_embeddings %d", r.lineno, len,
+                m.cfg.max_pos);
+        if (n == cap) {
+            cap *= 2;
+            start = xrealloc(start, sizeof(int) * (size_t)(cap + 1));
+        }
+        if (ids_len + (size_t)len > ids_cap) {
+            while (ids_len + (size_t)len > ids_cap) ids_cap *= 2;
+            ids = xrealloc(ids, sizeof(int32_t) * ids_cap);
+        }
+        CHECK(ids_len + (size_t)len < (size_t)INT32_MAX, "stdin: more than 2^31 tokens in total");
+        memcpy(ids + ids_len, line, sizeof(int32_t) * (size_t)len);
+        ids_len += (size_t)len;
+        start[++n] = (int)ids_len;
+        longest = S2D_MAX(longest, len);
+        free(line);
+    }
+    jsonl_reader_free(&r);
+
+    /* Pack consecutive lines up to batch_tokens (a longer line goes alone); print in input order. */
+    int ws_tokens = (int)S2D_MAX((long)longest, S2D_MIN(batch_tokens, (long)ids_len));
+    model_ws *ws = model_ws_new(&m, S2D_MAX(ws_tokens, 1), false);
+    float *logp = xmalloc(sizeof(float) * (size_t)S2D_MAX(ws_tokens, 1));
+    int *seq_start = xmalloc(sizeof(int) * (size_t)(n + 1));
+    double t0 = time_now();
+    for (int i0 = 0; i0 < n;) {
+        int i1 = i0 + 1;
+        while (i1 < n && start[i1 + 1] - start[i0] <= ws_tokens) i1++;
+        for (int i = i0; i <= i1; i++) seq_start[i - i0] = start[i] - start[i0];
+        model_batch b = {i1 - i0, seq_start, ids + start[i0]};
+        if (!model_token_logprobs(&m, ws, &b, logp, &err)) die("%s", err.msg);
+        for (int i = i0; i < i1; i++) {
+            int len = start[i + 1] - start[i];
+            print_float_array(stdout, logp + (start[i] - start[i0]), len > 0 ? len - 1 : 0);
+        }
+        i0 = i1;
+    }
+    double dt = time_now() - t0;
+    log_info("logprobs: %d sequences, %zu tokens, %.2f s (%.0f tokens/s)", n, ids_len, dt,
+             dt > 0 ? (double)ids_len / dt : 0.0);
+    if (fflush(stdout) != 0) die("stdout: write failed");
+    free(logp);
+    free(seq_start);
+    free(start);
+    free(ids);
+    model_ws_free(ws);
+    model_free(&m);
+    return 0;
+}
