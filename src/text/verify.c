@@ -88,7 +88,7 @@ bool verify_extract_boxed(const char *text, size_t len, const char **start, size
     /* Walk the occurrences from the last one back; the first usable one wins. */
     for (size_t pos = len; pos > 0;) {
         pos--;
-        if (text[pos] != '\\') continue;
+        if (text[pos] != '\\' || pos + 1 >= len || (text[pos + 1] != 'b' && text[pos + 1] != 'f')) continue;
         size_t name = 0;
         if (starts(text + pos, len - pos, "\\boxed")) name = 6;
         else if (starts(text + pos, len - pos, "\\fbox")) name = 5;
@@ -390,6 +390,18 @@ bool verify_normalize(const char *answer, char *out, size_t cap) {
     /* "x\in[-2,7]" → "[-2,7]" */
     if (is_letter(s[0]) && starts(s + 1, strlen(s + 1), "\\in") && !is_letter(s[4])) memmove(s, s + 4, strlen(s + 4) + 1);
     if (!fix_fracs(s, tmp)) return false;
+    /* "4210_{5}" → "4210_5": braces around a one-character subscript */
+    w = 0;
+    for (size_t i = 0; s[i]; i++) {
+        if (s[i] == '_' && s[i + 1] == '{' && s[i + 2] && isalnum((unsigned char)s[i + 2]) && s[i + 3] == '}') {
+            s[w++] = '_';
+            s[w++] = s[i + 2];
+            i += 3;
+        } else {
+            s[w++] = s[i];
+        }
+    }
+    s[w] = '\0';
     /* a sentence-ending period: "5." */
     w = strlen(s);
     if (w > 1 && s[w - 1] == '.' && s[w - 2] != '.') s[--w] = '\0';
@@ -476,7 +488,9 @@ static bool ev_starts_primary(const evaluator *e) {
     if (c != '\\') return false;
     const char *p = e->s + e->i;
     size_t r = e->n - e->i;
-    if (starts(p, r, "\\frac") || starts(p, r, "\\sqrt") || starts(p, r, "\\pi")) return true;
+    if (starts(p, r, "\\frac") || starts(p, r, "\\dfrac") || starts(p, r, "\\tfrac") || starts(p, r, "\\sqrt") ||
+        starts(p, r, "\\pi"))
+        return true;
     for (size_t k = 0; k < S2D_ARRAY_LEN(FUNCTIONS); k++)
         if (starts(p, r, FUNCTIONS[k])) return true;
     return false;
@@ -573,7 +587,7 @@ static double ev_primary(evaluator *e) {
         size_t k;
         if (ev_lit(e, "\\pi")) {
             v = M_PI;
-        } else if (ev_lit(e, "\\frac")) {
+        } else if (ev_lit(e, "\\frac") || ev_lit(e, "\\dfrac") || ev_lit(e, "\\tfrac")) {
             double a = ev_arg(e);
             double b = e->ok ? ev_arg(e) : 0;
             if (e->ok && b == 0) ev_fail(e);
@@ -832,10 +846,21 @@ static bool matrix_parts(const char *s, size_t n, size_t *name_a, size_t *name_n
     return true;
 }
 
+/* pmatrix, bmatrix, matrix, Bmatrix are the same matrix; vmatrix (a determinant) and others are distinct. */
+static int matrix_kind(const char *name, size_t n) {
+    static const char *const same[] = {"pmatrix", "bmatrix", "matrix", "Bmatrix"};
+    for (size_t k = 0; k < S2D_ARRAY_LEN(same); k++)
+        if (strlen(same[k]) == n && memcmp(same[k], name, n) == 0) return 0;
+    if (n == 7 && memcmp(name, "vmatrix", 7) == 0) return 1;
+    if (n == 7 && memcmp(name, "Vmatrix", 7) == 0) return 2;
+    return -1; /* any other environment: only the same name matches */
+}
+
 static bool equiv_matrix(equiv_ctx *ctx, const char *a, size_t an, const char *b, size_t bn, int depth) {
     size_t aa, al, ba, bl, ab, abn, bb, bbn;
     if (!matrix_parts(a, an, &aa, &al, &ab, &abn) || !matrix_parts(b, bn, &ba, &bl, &bb, &bbn)) return false;
-    if (al != bl || memcmp(a + aa, b + ba, al) != 0) return false;
+    int kind_a = matrix_kind(a + aa, al), kind_b = matrix_kind(b + ba, bl);
+    if (kind_a != kind_b || (kind_a < 0 && (al != bl || memcmp(a + aa, b + ba, al) != 0))) return false;
     split_list ra, rb;
     if (!split_top(a, ab, ab + abn, "\\\\", &ra) || !split_top(b, bb, bb + bbn, "\\\\", &rb)) return false;
     /* a trailing "\\" leaves an empty last row */
@@ -1071,8 +1096,9 @@ static bool last_number(const char *s, size_t a, size_t b, char *out, size_t cap
 
 /* The "####" rule: the number right after the last "####" (spaces, '$' skipped). */
 static bool hash_number(const char *s, size_t n, char *out, size_t cap) {
-    const char *last = NULL;
-    for (const char *p = s; (p = strstr(p, "####")) != NULL; p += 4) last = p;
+    const char *last = NULL; /* one backward scan (repeated strstr would be quadratic on "#### #### ...") */
+    for (size_t i = n; i >= 4 && !last; i--)
+        if (s[i - 1] == '#' && s[i - 2] == '#' && s[i - 3] == '#' && s[i - 4] == '#') last = s + i - 4;
     if (!last) return false;
     size_t i = (size_t)(last - s) + 4;
     while (i < n && (s[i] == ' ' || s[i] == '$' || s[i] == '#')) i++;
