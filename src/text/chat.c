@@ -1,0 +1,122 @@
+/* chat.c: chat templates (see chat.h); references in tests/fixtures/chat/ from tools/make_chat_fixtures.py. */
+#include "text/chat.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const TEMPLATE_NAMES[] = {"none", "qwen3", "qwen3-nothink", "llama3"};
+
+bool chat_template_parse(const char *name, chat_template *out, s2d_err *err) {
+    for (int i = 0; i < (int)S2D_ARRAY_LEN(TEMPLATE_NAMES); i++) {
+        if (strcmp(name, TEMPLATE_NAMES[i]) == 0) {
+            *out = (chat_template)i;
+            return true;
+        }
+    }
+    return err_set(err, "unknown chat template '%s' (expected one of none, qwen3, qwen3-nothink, llama3)", name);
+}
+
+const char *chat_template_name(chat_template t) {
+    return (unsigned)t < S2D_ARRAY_LEN(TEMPLATE_NAMES) ? TEMPLATE_NAMES[t] : "?";
+}
+
+static char *concat(const char *const *parts, const size_t *lens, int n) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += lens[i];
+    char *out = xmalloc(total + 1), *p = out;
+    for (int i = 0; i < n; i++) {
+        memcpy(p, parts[i], lens[i]);
+        p += lens[i];
+    }
+    *p = '\0';
+    return out;
+}
+
+char *chat_user_content(const char *problem, const char *instruction) {
+    size_t lp = strlen(problem), li = instruction ? strlen(instruction) : 0;
+    if (li == 0 || (lp >= li && memcmp(problem + lp - li, instruction, li) == 0)) return xstrdup(problem);
+    const char *parts[] = {problem, "\n", instruction};
+    size_t lens[] = {lp, 1, li};
+    return concat(parts, lens, 3);
+}
+
+/* Code point of the UTF-8 sequence at s (well-formed only) and its length; -1 when malformed. */
+static long utf8_at(const unsigned char *s, const unsigned char *end, int *len) {
+    unsigned c = s[0];
+    int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || s + n > end) return -1;
+    long cp = n == 1 ? (long)c : (long)(c & (0x7f >> n));
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) return -1;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    *len = n;
+    return cp;
+}
+
+/* Python's str.isspace(): bidirectional class WS, B or S, or category Zs. */
+static bool py_space(long cp) {
+    return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 ||
+           cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f ||
+           cp == 0x205f || cp == 0x3000;
+}
+
+void chat_py_strip(const char *s, const char **begin, const char **end) {
+    const unsigned char *b = (const unsigned char *)s, *e = b + strlen(s);
+    int n;
+    long cp;
+    while (b < e && (cp = utf8_at(b, e, &n)) >= 0 && py_space(cp)) b += n;
+    /* from the right: step back over continuation bytes to the start of the last character */
+    while (e > b) {
+        const unsigned char *p = e - 1;
+        while (p > b && (*p & 0xc0) == 0x80 && e - p < 4) p--;
+        cp = utf8_at(p, e, &n);
+        if (cp < 0 || p + n != e || !py_space(cp)) break;
+        e = p;
+    }
+    *begin = (const char *)b;
+    *end = (const char *)e;
+}
+
+char *chat_render(chat_template t, const char *content) {
+    switch (t) {
+    case CHAT_NONE:
+        return xstrdup(content);
+    case CHAT_QWEN3:
+    case CHAT_QWEN3_NOTHINK: {
+        static const char head[] = "<|im_start|>user\n", tail[] = "<|im_end|>\n<|im_start|>assistant\n",
+                          nothink[] = "<think>\n\n</think>\n\n";
+        const char *parts[] = {head, content, tail, nothink};
+        size_t lens[] = {sizeof head - 1, strlen(content), sizeof tail - 1, sizeof nothink - 1};
+        return concat(parts, lens, t == CHAT_QWEN3_NOTHINK ? 4 : 3);
+    }
+    case CHAT_LLAMA3: {
+        static const char head[] = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
+                          tail[] = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+        const char *b, *e;
+        chat_py_strip(content, &b, &e);
+        const char *parts[] = {head, b, tail};
+        size_t lens[] = {sizeof head - 1, (size_t)(e - b), sizeof tail - 1};
+        return concat(parts, lens, 3);
+    }
+    }
+    die("chat_render: unknown template %d", (int)t);
+}
+
+char *chat_render_problem(chat_template t, const char *problem, const char *instruction) {
+    char *content = chat_user_content(problem, instruction);
+    char *out = chat_render(t, content);
+    free(content);
+    return out;
+}
+
+int chat_stop_ids(chat_template t, int32_t *ids, int max) {
+    static const int32_t qwen[] = {151645, 151643}, llama[] = {128001, 128008, 128009};
+    const int32_t *src = NULL;
+    int n = 0;
+    if (t == CHAT_QWEN3 || t == CHAT_QWEN3_NOTHINK) src = qwen, n = 2;
+    if (t == CHAT_LLAMA3) src = llama, n = 3;
+    n = S2D_MIN(n, max);
+    for (int i = 0; i < n; i++) ids[i] = src[i];
+    return n;
+}

@@ -1,0 +1,44 @@
+/* chat.h: chat templates for one user turn plus the assistant generation prompt, byte for byte what
+ * Hugging Face's apply_chat_template(messages, tokenize=False, add_generation_prompt=True) renders with the
+ * jinja templates in the models' tokenizer_config.json (tests/fixtures/chat/ holds the references):
+ *
+ *   qwen3          "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"   (enable_thinking=True)
+ *   qwen3-nothink  the same + "<think>\n\n</think>\n\n"                               (enable_thinking=False)
+ *   llama3         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{content|trim}<|eot_id|>"
+ *                  "<|start_header_id|>assistant<|end_header_id|>\n\n"  (the Llama 3 template shipped with
+ *                  the llama3_1 tokenizer files: no system header; jinja's trim = Python str.strip(), which
+ *                  also strips Unicode whitespace such as U+00A0 and U+3000)
+ *   none           {content} as is
+ *
+ * The user content for a math problem is "{problem}\n{instruction}" (the Qwen2.5-Math / DeepSeek-R1 eval
+ * convention); the instruction is configurable. Special-token text inside the content is not escaped: the
+ * tokenizer decides what it becomes. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/common.h"
+
+typedef enum { CHAT_NONE, CHAT_QWEN3, CHAT_QWEN3_NOTHINK, CHAT_LLAMA3 } chat_template;
+
+#define CHAT_DEFAULT_INSTRUCTION "Please reason step by step, and put your final answer within \\boxed{}."
+
+/* "none" | "qwen3" | "qwen3-nothink" | "llama3"; the error lists the names. */
+bool chat_template_parse(const char *name, chat_template *out, s2d_err *err);
+const char *chat_template_name(chat_template t);
+
+/* "{problem}\n{instruction}"; just the problem when the instruction is NULL or empty, or when the problem
+ * already ends with it (AIME files that carry the instruction). malloc'd. */
+char *chat_user_content(const char *problem, const char *instruction);
+/* The rendered prompt for one user message (malloc'd). */
+char *chat_render(chat_template t, const char *content);
+/* chat_render(t, chat_user_content(problem, instruction)). */
+char *chat_render_problem(chat_template t, const char *problem, const char *instruction);
+
+/* Token ids that end a completion under this template (from the models' generation_config.json):
+ * Qwen3: 151645 <|im_end|>, 151643 <|endoftext|>; Llama 3.1: 128001, 128008, 128009. Writes at most max
+ * ids, returns the count; 0 for "none" (use the tokenizer's end-of-text token). */
+int chat_stop_ids(chat_template t, int32_t *ids, int max);
+
+/* Python str.strip() on UTF-8 (bytes that are not valid UTF-8 are kept): [*begin, *end). Exposed for tests. */
+void chat_py_strip(const char *s, const char **begin, const char **end);
