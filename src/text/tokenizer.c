@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/log.h"
 #include "text/tokenizer_internal.h"
 
 /* Ids above this are refused: they would only waste memory on id-indexed tables. */
@@ -307,7 +308,8 @@ static bool load_decoder(load_ctx *c, const cJSON *root) {
 }
 
 /* Model vocabulary and merges. */
-static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int32_t max_added_id) {
+/* n_added: number of added tokens, which may take ids after the model's (see load_added). */
+static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) return jerr(c, "model", "expected an object, found %s", json_type_name(model));
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
@@ -333,7 +335,7 @@ static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int32_t max
 
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     if (!cJSON_IsObject(vocab)) return jerr(c, "model.vocab", "expected an object, found %s", json_type_name(vocab));
-    int32_t max_id = max_added_id;
+    int32_t max_id = -1;
     size_t total_len = 0, count = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) {
@@ -346,8 +348,11 @@ static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int32_t max
         count++;
     }
     if (count == 0) return jerr(c, "model.vocab", "is empty%s", NULL);
-    t->vocab_size = max_id + 1;
-    size_t vs = (size_t)t->vocab_size;
+    t->model_count = (int32_t)count;
+    t->vocab_size = max_id + 1; /* raised by load_added */
+    /* Tables indexed by id are sized for the added tokens too: their ids are at most count + n_added - 1. */
+    size_t vs = (size_t)S2D_MAX((size_t)max_id + 1, count + (size_t)n_added);
+    t->id_capacity = (int32_t)vs;
     t->model_str = xmalloc(total_len + count + 1); /* each token NUL-terminated for tok_id_to_token */
     t->model_off = xcalloc(vs + 1, sizeof(uint32_t));
     t->model_len = xcalloc(vs, sizeof(uint32_t));
@@ -455,9 +460,11 @@ static int cmp_added_len_desc(const void *pa, const void *pb, void *ctx) {
     return a < b ? -1 : a > b;
 }
 
-static bool load_added(load_ctx *c, tokenizer *t, const cJSON *root, int32_t *max_id) {
+/* Added tokens. Ids follow HF's deserialisation, not the file's "id" field: a content already known (an
+ * earlier added token or a model token) keeps that id; a new one takes the next id after the model
+ * vocabulary (HF warns when the file disagrees; so do we). */
+static bool load_added(load_ctx *c, tokenizer *t, const cJSON *root) {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    *max_id = -1;
     if (!list || cJSON_IsNull(list)) return true;
     if (!cJSON_IsArray(list)) return jerr(c, "added_tokens", "expected an array, found %s", json_type_name(list));
     int n = cJSON_GetArraySize(list);
@@ -470,14 +477,16 @@ static bool load_added(load_ctx *c, tokenizer *t, const cJSON *root, int32_t *ma
     }
     t->added_str = xmalloc(total + 1);
     size_t used = 0;
-    int i = 0;
+    int i = 0, kept = 0;
+    int32_t max_added = -1;
     cJSON_ArrayForEach(e, list) {
         char p[64], q[96];
-        snprintf(p, sizeof p, "added_tokens[%d]", i);
+        snprintf(p, sizeof p, "added_tokens[%d]", i++);
         if (!cJSON_IsObject(e)) return jerr(c, p, "expected an object, found %s", json_type_name(e));
-        tok_added *a = &t->added[i];
+        tok_added *a = &t->added[kept];
+        int32_t file_id;
         snprintf(q, sizeof q, "%s.id", p);
-        if (!get_id(c, cJSON_GetObjectItemCaseSensitive(e, "id"), q, &a->id)) return false;
+        if (!get_id(c, cJSON_GetObjectItemCaseSensitive(e, "id"), q, &file_id)) return false;
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
         snprintf(q, sizeof q, "%s.content", p);
         if (!cJSON_IsString(content) || content->valuestring[0] == '\0')
@@ -497,14 +506,29 @@ static bool load_added(load_ctx *c, tokenizer *t, const cJSON *root, int32_t *ma
             bool def = k == 3 ? !(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special"))) : false;
             if (!get_bool(c, e, flags[k], q, def, dst[k])) return false;
         }
-        if (a->id > *max_id) *max_id = a->id;
-        for (int j = 0; j < i; j++)
-            if (t->added[j].len == a->len && memcmp(t->added[j].content, a->content, a->len) == 0)
-                return jerr(c, p, "content \"%.200s\" repeats an earlier added token", a->content);
+        int dup = -1;
+        for (int j = 0; j < kept && dup < 0; j++)
+            if (t->added[j].len == a->len && memcmp(t->added[j].content, a->content, a->len) == 0) dup = j;
+        if (dup >= 0) {
+            const tok_added *d = &t->added[dup];
+            if (d->lstrip != a->lstrip || d->rstrip != a->rstrip || d->single_word != a->single_word ||
+                d->normalized != a->normalized || d->special != a->special)
+                return jerr(c, p, "content \"%.200s\" repeats an earlier added token with other flags (not supported)", a->content);
+            continue; /* identical repeat: HF skips it */
+        }
+        int32_t model_id = tok_vocab_lookup(t, a->content, a->len);
+        if (model_id >= 0) a->id = model_id;
+        else a->id = max_added >= t->model_count ? max_added + 1 : t->model_count;
+        if (a->id != file_id)
+            log_warn("%s: %s: token \"%s\" has id %d in the file but %d in Hugging Face tokenizers; using %d", c->file, p,
+                     a->content, (int)file_id, (int)a->id, (int)a->id);
+        if (a->id > max_added) max_added = a->id;
         if (a->normalized) t->n_added_normalized++;
-        i++;
+        kept++;
     }
-    t->n_added = n;
+    t->n_added = kept;
+    if (max_added + 1 > t->vocab_size) t->vocab_size = max_added + 1;
+    CHECK(t->vocab_size <= t->id_capacity, "added token ids outgrew their table");
     return true;
 }
 
@@ -613,9 +637,9 @@ bool tok_load(const char *dir_or_file, tokenizer **out, s2d_err *err) {
         const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, key);
         if (j && !cJSON_IsNull(j)) ok = jerr(&c, key, "must be null (truncation and padding are not supported)%s", NULL);
     }
-    int32_t max_added = -1;
-    ok = ok && load_added(&c, t, root, &max_added);
-    ok = ok && load_model(&c, t, root, max_added);
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    ok = ok && load_model(&c, t, root, cJSON_IsArray(added) ? cJSON_GetArraySize(added) : 0);
+    ok = ok && load_added(&c, t, root);
     ok = ok && load_normalizer(&c, t, root);
     ok = ok && load_pre_tokenizer(&c, t, root);
     ok = ok && load_decoder(&c, root);

@@ -52,7 +52,9 @@ typedef struct {
 
 struct tokenizer {
     char path[4096];
-    int vocab_size; /* one past the largest id */
+    int vocab_size;      /* one past the largest id */
+    int32_t model_count; /* entries in model.vocab (HF's BPE get_vocab_size) */
+    int32_t id_capacity; /* size of the id-indexed model tables (>= vocab_size) */
     /* Model vocabulary: token strings as written in tokenizer.json (byte-level form), concatenated. */
     char *model_str;
     uint32_t *model_off; /* [vocab_size + 1]; model_len[id] == 0: no model token with that id */
