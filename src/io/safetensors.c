@@ -2,6 +2,7 @@
 #include "io/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -156,6 +157,10 @@ static bool parse_entry(const char *label, const cJSON *entry, st_tensor *t, uin
     const char *name = t->name;
     if (!cJSON_IsObject(entry))
         return err_set(err, "%s: tensor \"%s\": entry is %s, not an object", label, name, json_kind(entry));
+    for (const cJSON *a = entry->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (strcmp(a->string, b->string) == 0)
+                return err_set(err, "%s: tensor \"%s\": field \"%s\" appears twice", label, name, a->string);
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(entry, "dtype");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(entry, "shape");
     const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(entry, "data_offsets");
@@ -900,6 +905,36 @@ bool st_write(const char *path, const st_write_tensor *tensors, int n, st_dtype 
     return ok;
 }
 
+/* After a successful write, files of an earlier save under the same base name that the new one does not
+ * use would make the directory ambiguous (st_open_dir prefers model.safetensors over an index), so they go:
+ * <basename>.safetensors, <basename>.safetensors.index.json and <basename>-NNNNN-of-MMMMM.safetensors, except
+ * those just written. Hugging Face's save_pretrained does the same clean-up. */
+static void remove_stale(const char *dir, const char *basename, int n_shards) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t bl = strlen(basename);
+    char single[1024], index[1024], path[4096];
+    snprintf(single, sizeof single, "%s.safetensors", basename);
+    snprintf(index, sizeof index, "%s.safetensors.index.json", basename);
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *f = e->d_name;
+        bool stale = false;
+        if (strcmp(f, single) == 0) stale = n_shards > 1;
+        else if (strcmp(f, index) == 0) stale = n_shards == 1;
+        else if (strncmp(f, basename, bl) == 0 && f[bl] == '-') {
+            int i, n, used = 0;
+            if (sscanf(f + bl, "-%5d-of-%5d.safetensors%n", &i, &n, &used) == 2 && f[bl + (size_t)used] == '\0' &&
+                strlen(f + bl) == strlen("-00001-of-00001.safetensors"))
+                stale = n != n_shards || n_shards == 1;
+        }
+        if (stale) {
+            path_join(path, sizeof path, dir, f);
+            unlink(path);
+        }
+    }
+    closedir(d);
+}
+
 enum { MAX_SHARDS = 48 }; /* every shard stays a registered temp file until all are complete */
 
 bool st_write_sharded(const char *dir, const char *basename, const st_write_tensor *tensors, int n,
@@ -937,6 +972,7 @@ bool st_write_sharded(const char *dir, const char *basename, const st_write_tens
         snprintf(name, sizeof name, "%s.safetensors", basename);
         path_join(path, sizeof path, dir, name);
         ok = st_write(path, tensors, n, float_dtype, meta, n_meta, err);
+        if (ok) remove_stale(dir, basename, 1);
         goto done;
     }
 
@@ -993,6 +1029,7 @@ bool st_write_sharded(const char *dir, const char *basename, const st_write_tens
             goto done;
         }
     }
+    remove_stale(dir, basename, n_shards);
     ok = true;
 done:
     if (ok && n_shards_out) *n_shards_out = n_shards;

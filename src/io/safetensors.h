@@ -122,7 +122,9 @@ bool st_write(const char *path, const st_write_tensor *tensors, int n, st_dtype 
  * filling shards greedily in the writer's order so each holds at most max_shard_bytes of data (a tensor
  * larger than that gets a shard of its own). If everything fits in one shard it writes <basename>.safetensors
  * and no index, as Hugging Face does. All files are written to temporary names and renamed only when every
- * one is complete. Writes *n_shards when non-NULL. */
+ * one is complete. Writes *n_shards when non-NULL. After success it deletes files of an earlier save under the
+ * same base name that this one does not use (<basename>.safetensors, the index, <basename>-NNNNN-of-MMMMM with
+ * another MMMMM), as Hugging Face does, so the directory never holds two checkpoints. */
 bool st_write_sharded(const char *dir, const char *basename, const st_write_tensor *tensors, int n,
                       st_dtype float_dtype, const st_meta *meta, int n_meta, size_t max_shard_bytes, int *n_shards,
                       s2d_err *err);

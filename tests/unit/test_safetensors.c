@@ -450,6 +450,15 @@ static void rm_dir_files(const char *dir) {
     closedir(d);
 }
 
+static void write_text_file(const char *dir, const char *name, const char *text) {
+    char path[4096];
+    path_join(path, sizeof path, dir, name);
+    FILE *fp = fopen(path, "w");
+    CHECK(fp, "cannot create %s", path);
+    fputs(text, fp);
+    fclose(fp);
+}
+
 /* ~300 tensors, as a real model has: sharded write, load, every tensor found by name. */
 static void test_sharded_round_trip(void) {
     enum { NT = 300, NE = 40 };
@@ -518,6 +527,18 @@ static void test_sharded_round_trip(void) {
     ok = st_open_dir(dir1, &set, &err);
     EXPECT(ok && st_count(set) == 10, "open single-file dir");
     if (ok) st_close(set);
+    /* Saving again replaces the earlier checkpoint: sharded over single, single over sharded. */
+    write_text_file(dir1, "model-00001-of-00009.safetensors", "old");
+    write_text_file(dir1, "model-extra.safetensors", "keep");
+    ok = st_write_sharded(dir1, "model", t, 10, ST_F32, NULL, 0, 200, &n_shards, &err);
+    EXPECT(ok && n_shards == 10 && count_dir_entries(dir1, NULL) == 12, "10 shards + index + unrelated file (%d files)",
+           count_dir_entries(dir1, NULL));
+    ok = st_open_dir(dir1, &set, &err);
+    EXPECT(ok && st_count(set) == 10 && strstr(st_at(set, 0)->file, "-of-00010"), "re-saved as shards");
+    if (ok) st_close(set);
+    ok = st_write_sharded(dir, "model", t, 10, ST_F32, NULL, 0, 1 << 20, &n_shards, &err);
+    EXPECT(ok && n_shards == 1 && count_dir_entries(dir, NULL) == 1, "single file replaces 25 shards (%d files)",
+           count_dir_entries(dir, NULL));
     rm_dir_files(dir1);
     rmdir(dir1);
 }
@@ -585,6 +606,8 @@ static const bad_case bad_cases[] = {
      "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
      "\"data_offsets\":[4,8]}}",
      -1, 8, NULL, 0, "duplicate tensor name \"a\""},
+    {"field twice in an entry", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"shape\":[1],\"data_offsets\":[0,4]}}", -1, 4,
+     NULL, 0, "field \"shape\" appears twice"},
     {"metadata twice", "{\"__metadata__\":{},\"__metadata__\":{}}", -1, 0, NULL, 0, "has \"__metadata__\" twice"},
 };
 
@@ -622,15 +645,6 @@ static void write_shard(const char *dir, const char *name, const char *tensor, c
                             {.name = tensor2, .ndim = 1, .shape = {2}, .f32 = v}};
     s2d_err err;
     CHECK_OK(st_write(path, t, tensor2 ? 2 : 1, ST_F32, NULL, 0, &err), &err);
-}
-
-static void write_text(const char *dir, const char *name, const char *text) {
-    char path[4096];
-    path_join(path, sizeof path, dir, name);
-    FILE *fp = fopen(path, "w");
-    CHECK(fp, "cannot create %s", path);
-    fputs(text, fp);
-    fclose(fp);
 }
 
 static void test_malformed(void) {
@@ -699,7 +713,7 @@ static void test_malformed(void) {
         const bad_case bad_shard = {"bad shard", "{", -1, 0, NULL, 0, NULL};
         path_join(path, sizeof path, dir, "bad.safetensors");
         write_case(&bad_shard, path);
-        write_text(dir, "model.safetensors.index.json", index_cases[i].index);
+        write_text_file(dir, "model.safetensors.index.json", index_cases[i].index);
         set = NULL;
         bool ok = st_open_dir(dir, &set, &err);
         EXPECT(!ok && set == NULL, "%s: accepted", index_cases[i].what);
