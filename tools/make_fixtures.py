@@ -26,6 +26,8 @@ For every case it writes OUT_DIR/<case>/:
                                          from the weights in model.safetensors; each step: backward,
                                          clip_grad_norm_(1.0), AdamW step (hyper-parameters in ref.json)
       adamw_grad_norms    F32 [5]        the pre-clip global gradient norm clip_grad_norm_ returned per step
+      adamw_step1.<name>  F32            every parameter after step 1 (whose gradients are exactly grad.*: lets
+                                         a test check the optimizer alone, free of forward/backward rounding)
       adamw_final.<name>  F32            every parameter after step 5
       greedy_prompts      I32 [sum P_i]  prompts concatenated
       greedy_prompt_lens  I32 [P]
@@ -208,15 +210,23 @@ def make_case(name, cfg_cls, model_cls, extra, seed, out_root):
                              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}],
                             lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"], foreach=False)
     losses, norms = [], []
-    for _ in range(ADAMW["steps"]):
+    for step in range(ADAMW["steps"]):
         opt.zero_grad()
         _, lp = packed_logits_and_logprobs(model, tokens, SEQ_LENS)
         step_loss = -lp.mean()
         step_loss.backward()
+        if step == 0:
+            # Step 1's gradients are exactly grad.* (same weights, deterministic), so a test can feed torch's own
+            # gradients to its optimizer and check one step free of forward/backward rounding.
+            for n, p in model.named_parameters():
+                assert torch.equal(p.grad, ref["grad." + n]), n
         norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), ADAMW["max_grad_norm"],
                                                           foreach=False)))
         losses.append(step_loss.item())
         opt.step()
+        if step == 0:
+            for n, p in model.named_parameters():
+                ref["adamw_step1." + n] = p.detach().clone().contiguous()
     ref["adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
     ref["adamw_grad_norms"] = torch.tensor(norms, dtype=torch.float32)
     for n, p in model.named_parameters():
