@@ -597,6 +597,7 @@ const char *st_metadata(const st_set *set, const char *key) {
 
 /* ---- typed reads (data may be unaligned: memcpy each element) ---- */
 
+/* True when count matches; read functions return early for empty tensors (out may then be NULL). */
 static bool check_count(const st_tensor *t, size_t count, s2d_err *err) {
     if (count != (size_t)t->numel) {
         char s[256];
@@ -609,6 +610,7 @@ static bool check_count(const st_tensor *t, size_t count, s2d_err *err) {
 
 bool st_read_f32(const st_tensor *t, float *out, size_t count, s2d_err *err) {
     if (!check_count(t, count, err)) return false;
+    if (count == 0 && (t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16)) return true;
     const uint8_t *src = t->data;
     switch (t->dtype) {
     case ST_F32:
@@ -638,6 +640,7 @@ bool st_read_f32(const st_tensor *t, float *out, size_t count, s2d_err *err) {
 
 bool st_read_i64(const st_tensor *t, int64_t *out, size_t count, s2d_err *err) {
     if (!check_count(t, count, err)) return false;
+    if (count == 0 && (t->dtype == ST_I32 || t->dtype == ST_I64)) return true;
     const uint8_t *src = t->data;
     if (t->dtype == ST_I64) {
         memcpy(out, src, count * sizeof(int64_t));
@@ -657,6 +660,7 @@ bool st_read_i64(const st_tensor *t, int64_t *out, size_t count, s2d_err *err) {
 
 bool st_read_i32(const st_tensor *t, int32_t *out, size_t count, s2d_err *err) {
     if (!check_count(t, count, err)) return false;
+    if (count == 0 && (t->dtype == ST_I32 || t->dtype == ST_I64)) return true;
     const uint8_t *src = t->data;
     if (t->dtype == ST_I32) {
         memcpy(out, src, count * sizeof(int32_t));

@@ -6,11 +6,11 @@
  *
  * Reading (mmap, read-only). Every rule of the reference reader (Rust `safetensors`) is checked, each with its
  * own message naming the file (and tensor): file at least 8 bytes; N <= 100 MB ("header length ... exceeds");
- * 8+N <= file size ("header length ... runs past"); header valid UTF-8 JSON starting with '{' and being an
- * object; `__metadata__` a map of string -> string; each tensor has dtype (known), shape (non-negative
+ * 8+N <= file size ("header length ... runs past"); header valid UTF-8, valid JSON (trailing spaces allowed, as
+ * the writer pads with them), an object; `__metadata__` a map of string -> string; each tensor has dtype (known), shape (non-negative
  * integers), data_offsets ([begin, end], begin <= end); end - begin == prod(shape) * dtype size (overflow
  * checked); offsets, sorted by begin, start at 0 and are contiguous (no gap, no overlap); the last ends
- * exactly at the end of the file; tensor names are unique.
+ * exactly at the end of the file; tensor names are unique; no field appears twice in an entry.
  * Limitations (ours, with clear errors): at most ST_MAX_DIMS dims; sub-byte dtypes (F4, F6_*) unsupported;
  * JSON numbers are read as doubles, so integers must be <= 2^53 (1.0 is accepted as 1).
  *
@@ -77,7 +77,8 @@ bool st_open_file(const char *path, st_set **out, s2d_err *err);
 bool st_open_dir(const char *dir, st_set **out, s2d_err *err);
 /* An index file (…index.json) and the shards it names (relative to the index's directory). */
 bool st_open_index(const char *index_path, st_set **out, s2d_err *err);
-/* A file image already in memory (not copied: buf must outlive the set); label names it in messages. */
+/* A file image already in memory (not copied: buf must outlive the set); label names it in messages.
+ * Same validation as st_open_file (use it for fuzzing or for images received over the network). */
 bool st_open_memory(const void *buf, size_t len, const char *label, st_set **out, s2d_err *err);
 void st_close(st_set *set);
 

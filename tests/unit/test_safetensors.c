@@ -252,7 +252,7 @@ static void test_read_torch_fixture(void) {
     const st_tensor *sc = st_find(set, "scalar");
     EXPECT(sc && sc->ndim == 0 && sc->numel == 1 && st_read_f32(sc, fl, 1, &err) && fl[0] == 2.5f, "scalar tensor");
     const st_tensor *em = st_find(set, "empty");
-    EXPECT(em && em->ndim == 2 && em->numel == 0 && st_read_f32(em, fl, 0, &err), "empty tensor");
+    EXPECT(em && em->ndim == 2 && em->numel == 0 && st_read_f32(em, NULL, 0, &err), "empty tensor");
 
     /* torch's conversions are the reference for ours (torch writes every NaN as 0xffff, so NaN-ness only). */
     const char *pairs[2][2] = {{"bf16_src", "bf16_of_src"}, {"f16_src", "f16_of_src"}};
