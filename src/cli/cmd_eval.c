@@ -1,4 +1,342 @@
-/* Placeholder until this subcommand lands; replaced by its owner. */
+/* s2d eval: sample K completions per problem and score them with the verifier.
+ *
+ *   s2d eval --model DIR --tokenizer DIR --data FILE [--data FILE ...] --samples K [options]
+ *
+ * For each dataset: every problem is rendered with the chat template ("{problem}\n{instruction}" as the user
+ * turn), tokenized, and sampled K times (continuous batching, model/generate.h); each completion is decoded
+ * (its stop token removed) and verified against the reference answer (text/verify.h: math mode, or gsm8k mode
+ * for the gsm8k format). stdout gets one JSON line per dataset:
+ *   {"data", "format", "template", "problems", "samples", "avg@K", "pass@1", "pass@K", "maj@K", "no_answer",
+ *    "truncated", "mean_new_tokens"}
+ *   avg@K   mean over problems of c/K (c = correct samples of the problem)
+ *   pass@k  unbiased estimator 1 - C(K-c, k)/C(K, k) (Chen et al. 2021), for k = 1 and k = K
+ *   maj@K   the most common extracted answer (answers grouped by verifier equivalence; ties: the group
+ *           formed first) is correct; a problem with no extracted answer counts as wrong
+ * --out FILE.jsonl gets every sample: {"dataset", "id", "sample", "correct", "extracted", "finish",
+ * "n_tokens", "completion"} (written atomically when everything succeeded).
+ * Sample s of a problem uses the random stream keyed by (seed, hash(prompt) + s), so a problem's samples
+ * do not depend on the other problems, --limit, or the batch size. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
 #include "cli/commands.h"
 #include "core/common.h"
-int cmd_eval(int argc, char **argv) { (void)argc; die("%s: not built yet", argv[0]); }
+#include "core/log.h"
+#include "core/timer.h"
+#include "io/dataset.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
+#include "text/verify.h"
+
+enum { EVAL_MAX_DATA = 16 };
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: s2d eval --model DIR --tokenizer DIR --data FILE [--data FILE ...] --samples K [options]\n"
+            "  --format F          math | gsm8k | aime | generic | auto (default auto, from the fields)\n"
+            "  --prompt-field F, --answer-field F, --id-field F   field names for --format generic\n"
+            "  --samples K         completions per problem (>= 1)\n"
+            "  --temperature T     default 0.6 (0 = greedy)\n"
+            "  --top-p P           default 0.95\n"
+            "  --top-k K           default 0 (off)\n"
+            "  --max-new-tokens N  default 2048\n"
+            "  --template NAME     qwen3 | qwen3-nothink | llama3 | none (default: qwen3 for Qwen3 models,\n"
+            "                      llama3 for Llama models)\n"
+            "  --instruction TEXT  appended to each problem after a newline (default: \"%s\"; '' for none)\n"
+            "  --verify MODE       math | gsm8k (default gsm8k for the gsm8k format, else math)\n"
+            "  --seed S            default 0\n"
+            "  --limit N           only the first N problems of each dataset\n"
+            "  --batch B           concurrent sequences (default 16)\n"
+            "  --out FILE.jsonl    every sample with its completion, extracted answer and correctness\n",
+            CHAT_DEFAULT_INSTRUCTION);
+}
+
+/* 1 - C(n-c, k)/C(n, k) as a product (no overflow). */
+static double pass_at_k(int n, int c, int k) {
+    if (n - c < k) return 1.0;
+    double fail = 1.0;
+    for (int i = n - c + 1; i <= n; i++) fail *= 1.0 - (double)k / i;
+    return 1.0 - fail;
+}
+
+static bool answers_equivalent(verify_mode mode, const char *a, const char *b) {
+    if (mode == VERIFY_MODE_MATH) return verify_equivalent(a, b);
+    /* gsm8k: the verifier reads "#### a" as the prediction and b as the reference number */
+    size_t n = strlen(a) + 8;
+    char *resp = xmalloc(n);
+    snprintf(resp, n, "#### %s", a);
+    verify_result *r = xmalloc(sizeof *r);
+    verify_gsm8k(resp, b, r);
+    bool eq = r->correct;
+    free(r);
+    free(resp);
+    return eq;
+}
+
+typedef struct {
+    const char *path;
+    dataset ds;
+    verify_mode mode;
+    /* results: n * K samples */
+    gen_result res;
+    char **text;          /* [n*K] decoded completions */
+    verify_result *vr;    /* [n*K] */
+} eval_set;
+
+int cmd_eval(int argc, char **argv) {
+    const char *model_dir = NULL, *tok_dir = NULL, *out_path = NULL, *template_name = NULL, *verify_name = NULL;
+    const char *instruction = CHAT_DEFAULT_INSTRUCTION;
+    const char *data[EVAL_MAX_DATA];
+    int n_data = 0;
+    ds_load_opts lo = {.format = DS_AUTO};
+    long samples = -1, max_new = 2048, limit = -1, batch = 16;
+    gen_params gp = {.sampling = {.temperature = 0.6f, .top_k = 0, .top_p = 0.95f, .seed = 0}};
+    s2d_err err;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (!v) die_hint("s2d eval --help", "eval: %s needs a value", a);
+        i++;
+        if (strcmp(a, "--model") == 0) model_dir = v;
+        else if (strcmp(a, "--tokenizer") == 0) tok_dir = v;
+        else if (strcmp(a, "--data") == 0) {
+            if (n_data == EVAL_MAX_DATA) die("eval: at most %d --data files", EVAL_MAX_DATA);
+            data[n_data++] = v;
+        } else if (strcmp(a, "--format") == 0) {
+            CHECK_OK(ds_format_parse(v, &lo.format, &err), &err);
+        } else if (strcmp(a, "--prompt-field") == 0) lo.prompt_field = v;
+        else if (strcmp(a, "--answer-field") == 0) lo.answer_field = v;
+        else if (strcmp(a, "--id-field") == 0) lo.id_field = v;
+        else if (strcmp(a, "--samples") == 0) samples = flag_long(a, v, 1, 1 << 16);
+        else if (strcmp(a, "--temperature") == 0) gp.sampling.temperature = (float)flag_double(a, v, 0, 1e6);
+        else if (strcmp(a, "--top-p") == 0) gp.sampling.top_p = (float)flag_double(a, v, 1e-9, 1);
+        else if (strcmp(a, "--top-k") == 0) gp.sampling.top_k = (int)flag_long(a, v, 0, INT32_MAX);
+        else if (strcmp(a, "--max-new-tokens") == 0) max_new = flag_long(a, v, 1, 1 << 20);
+        else if (strcmp(a, "--template") == 0) template_name = v;
+        else if (strcmp(a, "--instruction") == 0) instruction = v;
+        else if (strcmp(a, "--verify") == 0) verify_name = v;
+        else if (strcmp(a, "--seed") == 0) gp.sampling.seed = (uint64_t)flag_long(a, v, 0, INT64_MAX);
+        else if (strcmp(a, "--limit") == 0) limit = flag_long(a, v, 1, INT32_MAX);
+        else if (strcmp(a, "--batch") == 0) batch = flag_long(a, v, 1, 4096);
+        else if (strcmp(a, "--out") == 0) out_path = v;
+        else {
+            usage(stderr);
+            die("eval: unknown option '%s'", a);
+        }
+    }
+    if (!model_dir) die_hint("s2d eval --help", "eval: --model DIR is required");
+    if (!tok_dir) die_hint("s2d eval --help", "eval: --tokenizer DIR is required");
+    if (n_data == 0) die_hint("s2d eval --help", "eval: --data FILE is required");
+    if (samples < 0) die_hint("s2d eval --help", "eval: --samples K is required");
+    if (lo.format == DS_GENERIC && (!lo.prompt_field || !lo.answer_field))
+        die("eval: --format generic needs --prompt-field and --answer-field");
+    verify_mode forced_mode = VERIFY_MODE_MATH;
+    if (verify_name && !verify_mode_parse(verify_name, &forced_mode))
+        die("eval: --verify must be math or gsm8k, got '%s'", verify_name);
+    int K = (int)samples;
+    gp.max_new_tokens = (int)max_new;
+
+    /* Everything that can fail on bad input is checked before the (long) generation. */
+    eval_set *sets = xcalloc((size_t)n_data, sizeof *sets);
+    for (int d = 0; d < n_data; d++) {
+        sets[d].path = data[d];
+        CHECK_OK(dataset_load(&sets[d].ds, data[d], &lo, &err), &err);
+        if (limit > 0 && sets[d].ds.n > limit) sets[d].ds.n = (int)limit;
+        sets[d].mode = verify_name ? forced_mode : sets[d].ds.format == DS_GSM8K ? VERIFY_MODE_GSM8K : VERIFY_MODE_MATH;
+    }
+    tokenizer *tok;
+    CHECK_OK(tok_load(tok_dir, &tok, &err), &err);
+    model m;
+    CHECK_OK(model_load(&m, model_dir, &err), &err);
+    chat_template tmpl = m.cfg.arch == MODEL_LLAMA ? CHAT_LLAMA3 : CHAT_QWEN3;
+    if (template_name) CHECK_OK(chat_template_parse(template_name, &tmpl, &err), &err);
+    /* Stops: the template's end tokens as this tokenizer spells them, plus the model's eos ids. */
+    gp.n_stop = 0;
+    for (const char *const *s = chat_stop_tokens(tmpl); *s; s++) {
+        int32_t id = tok_token_id(tok, *s);
+        if (id >= 0 && id < m.cfg.vocab && gp.n_stop < GEN_MAX_STOP) gp.stop_ids[gp.n_stop++] = id;
+    }
+    for (int i = 0; i < m.cfg.n_eos; i++) {
+        bool dup = false;
+        for (int j = 0; j < gp.n_stop; j++) dup |= gp.stop_ids[j] == m.cfg.eos_ids[i];
+        if (!dup && m.cfg.eos_ids[i] < m.cfg.vocab && gp.n_stop < GEN_MAX_STOP) gp.stop_ids[gp.n_stop++] = m.cfg.eos_ids[i];
+    }
+    CHECK_OK(sampler_params_check(&gp.sampling, &err), &err);
+
+    atomic_file af;
+    if (out_path) CHECK_OK(atomic_open(&af, out_path, &err), &err);
+
+    for (int d = 0; d < n_data; d++) {
+        eval_set *es = &sets[d];
+        int n = es->ds.n, total = n * K;
+        /* prompts: K copies of each problem's tokens */
+        tok_ids one = {0};
+        int *prob_start = xmalloc((size_t)(n + 1) * sizeof *prob_start);
+        uint64_t *prob_hash = xmalloc((size_t)n * sizeof *prob_hash);
+        prob_start[0] = 0;
+        for (int p = 0; p < n; p++) {
+            const ds_record *r = &es->ds.rec[p];
+            char *text = chat_render_problem(tmpl, r->prompt, instruction);
+            size_t before = one.n;
+            if (tok_encode(tok, text, strlen(text), &one, &err) < 0) die("%s:%d: %s", es->path, r->line, err.msg);
+            free(text);
+            for (size_t i = before; i < one.n; i++)
+                if (one.ids[i] >= m.cfg.vocab)
+                    die("%s:%d: prompt token %d is outside the model's vocabulary [0, %d): the tokenizer does not "
+                        "match the model", es->path, r->line, one.ids[i], m.cfg.vocab);
+            prob_start[p + 1] = (int)one.n;
+            prob_hash[p] = ds_prompt_hash(r->prompt, 0);
+        }
+        int *start = xmalloc((size_t)(total + 1) * sizeof *start);
+        int32_t *ids = xmalloc((size_t)S2D_MAX((size_t)prob_start[n] * (size_t)K, 1) * sizeof *ids);
+        uint64_t *seq_ids = xmalloc((size_t)total * sizeof *seq_ids);
+        int longest = 0;
+        start[0] = 0;
+        for (int p = 0; p < n; p++) {
+            int len = prob_start[p + 1] - prob_start[p];
+            longest = S2D_MAX(longest, len);
+            for (int s = 0; s < K; s++) {
+                int q = p * K + s;
+                memcpy(ids + start[q], one.ids + prob_start[p], (size_t)len * sizeof *ids);
+                start[q + 1] = start[q] + len;
+                seq_ids[q] = prob_hash[p] + (uint64_t)s * 0x9E3779B97F4A7C15ull;
+            }
+        }
+        int max_len = (int)S2D_MIN((long)m.cfg.max_pos, (long)longest + max_new);
+        if (longest > max_len)
+            die("%s: a prompt has %d tokens, more than the model's max_position_embeddings %d", es->path, longest,
+                m.cfg.max_pos);
+        generator *g;
+        CHECK_OK(generator_new(&m, (int)S2D_MIN(batch, (long)total), S2D_MAX(max_len, 2), &g, &err), &err);
+        double t0 = time_now();
+        if (!generator_run(g, &gp, total, start, ids, seq_ids, &es->res, &err)) die("eval: %s: %s", es->path, err.msg);
+        double dt = time_now() - t0;
+        generator_free(g);
+        tok_ids_free(&one);
+        free(prob_start);
+        free(prob_hash);
+        free(start);
+        free(ids);
+        free(seq_ids);
+
+        /* decode and verify */
+        es->text = xmalloc((size_t)total * sizeof *es->text);
+        es->vr = xmalloc((size_t)total * sizeof *es->vr);
+        tok_bytes tb = {0};
+        long n_untokened = 0;
+        int32_t *decode_buf = xmalloc((size_t)S2D_MAX(max_new, 1) * sizeof *decode_buf);
+        for (int q = 0; q < total; q++) {
+            int a = es->res.start[q], len = es->res.start[q + 1] - a;
+            if (es->res.finish[q] == GEN_FINISH_STOP && len > 0) len--; /* the stop token is not text */
+            /* Model vocabularies are padded past the tokenizer's (Qwen3: 151936 rows, 151669 tokens): ids
+             * without a token carry no text; they are counted and reported. */
+            int kept = 0;
+            for (int i = 0; i < len; i++) {
+                size_t tl;
+                int32_t id = es->res.tokens[a + i];
+                if (tok_token_bytes(tok, id, &tl)) decode_buf[kept++] = id;
+                else n_untokened++;
+            }
+            CHECK_OK(tok_decode(tok, decode_buf, (size_t)kept, &tb, &err), &err);
+            es->text[q] = xstrdup(tb.bytes ? tb.bytes : "");
+            verify_answer(es->mode, es->text[q], es->ds.rec[q / K].answer, &es->vr[q]);
+        }
+        tok_bytes_free(&tb);
+        free(decode_buf);
+        if (n_untokened)
+            log_warn("eval %s: %ld sampled ids have no token in the tokenizer (padding rows of the model's "
+                     "vocabulary); they were left out of the completion text", es->path, n_untokened);
+
+        /* metrics */
+        double avg = 0, pass1 = 0, passk = 0, maj = 0;
+        long no_answer = 0, truncated = 0;
+        int *group_rep = xmalloc((size_t)K * sizeof *group_rep), *group_count = xmalloc((size_t)K * sizeof(int));
+        for (int p = 0; p < n; p++) {
+            int c = 0, n_groups = 0;
+            for (int s = 0; s < K; s++) {
+                int q = p * K + s;
+                const verify_result *v = &es->vr[q];
+                c += v->correct;
+                truncated += es->res.finish[q] == GEN_FINISH_LENGTH;
+                if (!v->has_extracted) {
+                    no_answer++;
+                    continue;
+                }
+                int g_found = -1;
+                for (int gi = 0; gi < n_groups && g_found < 0; gi++)
+                    if (answers_equivalent(es->mode, v->extracted, es->vr[group_rep[gi]].extracted)) g_found = gi;
+                if (g_found < 0) {
+                    group_rep[n_groups] = q;
+                    group_count[n_groups++] = 1;
+                } else {
+                    group_count[g_found]++;
+                }
+            }
+            int best = -1;
+            for (int gi = 0; gi < n_groups; gi++)
+                if (best < 0 || group_count[gi] > group_count[best]) best = gi;
+            avg += (double)c / K;
+            pass1 += pass_at_k(K, c, 1);
+            passk += pass_at_k(K, c, K);
+            maj += best >= 0 && es->vr[group_rep[best]].correct;
+        }
+        free(group_rep);
+        free(group_count);
+        avg /= n, pass1 /= n, passk /= n, maj /= n;
+        log_info("eval %s: %d problems x %d samples: avg@%d %.4f pass@1 %.4f pass@%d %.4f maj@%d %.4f "
+                 "(%ld new tokens in %.1f s, %.1f tok/s)",
+                 es->path, n, K, K, avg, pass1, K, passk, K, maj, es->res.n_generated, dt,
+                 es->res.n_generated / (dt > 0 ? dt : 1e-9));
+        printf("{\"data\": ");
+        print_json_string(stdout, es->path, strlen(es->path));
+        printf(", \"format\": \"%s\", \"template\": \"%s\", \"verify\": \"%s\", \"problems\": %d, \"samples\": %d, "
+               "\"avg@%d\": %.6f, \"pass@1\": %.6f, \"pass@%d\": %.6f, \"maj@%d\": %.6f, \"no_answer\": %.6f, "
+               "\"truncated\": %.6f, \"mean_new_tokens\": %.2f}\n",
+               ds_format_name(es->ds.format), chat_template_name(tmpl),
+               es->mode == VERIFY_MODE_GSM8K ? "gsm8k" : "math", n, K, K, avg, pass1, K, passk, K, maj,
+               (double)no_answer / total, (double)truncated / total, (double)es->res.n_generated / total);
+        if (fflush(stdout) != 0 || ferror(stdout)) die("eval: writing stdout failed");
+
+        if (out_path) {
+            for (int q = 0; q < total; q++) {
+                const verify_result *v = &es->vr[q];
+                FILE *f = af.fp;
+                fputs("{\"dataset\": ", f);
+                print_json_string(f, es->path, strlen(es->path));
+                fputs(", \"id\": ", f);
+                print_json_string(f, es->ds.rec[q / K].id, strlen(es->ds.rec[q / K].id));
+                fprintf(f, ", \"sample\": %d, \"correct\": %s, \"extracted\": ", q % K, v->correct ? "true" : "false");
+                if (v->has_extracted)
+                    print_json_string(f, v->extracted, strlen(v->extracted));
+                else
+                    fputs("null", f);
+                fprintf(f, ", \"finish\": \"%s\", \"n_tokens\": %d, \"completion\": ", gen_finish_name(es->res.finish[q]),
+                        es->res.start[q + 1] - es->res.start[q]);
+                print_json_string(f, es->text[q], strlen(es->text[q]));
+                fputs("}\n", f);
+            }
+        }
+    }
+    if (out_path) CHECK_OK(atomic_commit(&af, &err), &err);
+
+    for (int d = 0; d < n_data; d++) {
+        eval_set *es = &sets[d];
+        int total = es->ds.n * K;
+        for (int q = 0; q < total; q++) free(es->text[q]);
+        free(es->text);
+        free(es->vr);
+        gen_result_free(&es->res);
+        dataset_free(&es->ds);
+    }
+    free(sets);
+    model_free(&m);
+    tok_free(tok);
+    return 0;
+}

@@ -120,3 +120,12 @@ int chat_stop_ids(chat_template t, int32_t *ids, int max) {
     for (int i = 0; i < n; i++) ids[i] = src[i];
     return n;
 }
+
+const char *const *chat_stop_tokens(chat_template t) {
+    static const char *const qwen[] = {"<|im_end|>", "<|endoftext|>", NULL};
+    static const char *const llama[] = {"<|end_of_text|>", "<|eom_id|>", "<|eot_id|>", NULL};
+    static const char *const none[] = {NULL};
+    if (t == CHAT_QWEN3 || t == CHAT_QWEN3_NOTHINK) return qwen;
+    if (t == CHAT_LLAMA3) return llama;
+    return none;
+}

@@ -39,6 +39,9 @@ char *chat_render_problem(chat_template t, const char *problem, const char *inst
  * Qwen3: 151645 <|im_end|>, 151643 <|endoftext|>; Llama 3.1: 128001, 128008, 128009. Writes at most max
  * ids, returns the count; 0 for "none" (use the tokenizer's end-of-text token). */
 int chat_stop_ids(chat_template t, int32_t *ids, int max);
+/* The same stops as token strings ("<|im_end|>", "<|endoftext|>"; "<|end_of_text|>", "<|eom_id|>",
+ * "<|eot_id|>"), for looking them up in the tokenizer actually used; NULL-terminated; empty for "none". */
+const char *const *chat_stop_tokens(chat_template t);
 
 /* Python str.strip() on UTF-8 (bytes that are not valid UTF-8 are kept): [*begin, *end). Exposed for tests. */
 void chat_py_strip(const char *s, const char **begin, const char **end);
