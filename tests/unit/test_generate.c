@@ -1,0 +1,257 @@
+/* test_generate: KV-cache generation with continuous batching on the PyTorch/HF fixture models:
+ * greedy output identical to HF model.generate, behaviour log-probs equal to the packed forward's log-probs of
+ * the same sequence, outputs independent of batch composition, stop tokens, cache-full and bad input. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/safetensors.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "test.h"
+
+static const char *CASES[] = {"qwen3_tied", "llama_scaled", "qwen3_untied"};
+
+static void fixture_dir(char *out, size_t n, const char *name) {
+    const char *r = getenv("S2D_ROOT");
+    snprintf(out, n, "%s/tests/fixtures/parity/%s", r ? r : ".", name);
+}
+
+static int32_t *read_i32(const st_set *ref, const char *name, size_t *count) {
+    const st_tensor *t = st_find(ref, name);
+    if (!t) die("fixture tensor %s missing", name);
+    int32_t *v = xmalloc((size_t)t->numel * sizeof(int32_t));
+    s2d_err err;
+    CHECK_OK(st_read_i32(t, v, (size_t)t->numel, &err), &err);
+    *count = (size_t)t->numel;
+    return v;
+}
+
+static gen_params greedy_params(int max_new) {
+    gen_params gp = {.sampling = {.temperature = 0, .top_k = 0, .top_p = 1, .seed = 0}, .max_new_tokens = max_new};
+    return gp;
+}
+
+static void test_greedy_matches_hf(void) {
+    for (size_t c = 0; c < S2D_ARRAY_LEN(CASES); c++) {
+        char dir[1024], path[1100];
+        fixture_dir(dir, sizeof dir, CASES[c]);
+        s2d_err err;
+        model m;
+        CHECK_OK(model_load(&m, dir, &err), &err);
+        snprintf(path, sizeof path, "%s/ref.safetensors", dir);
+        st_set *ref;
+        CHECK_OK(st_open_file(path, &ref, &err), &err);
+        size_t n_tok, n_prompts, n_out;
+        int32_t *prompts = read_i32(ref, "greedy_prompts", &n_tok);
+        int32_t *lens = read_i32(ref, "greedy_prompt_lens", &n_prompts);
+        int32_t *want = read_i32(ref, "greedy_out", &n_out);
+        const int N = (int)(n_out / n_prompts);
+        int *start = xmalloc((n_prompts + 1) * sizeof(int));
+        start[0] = 0;
+        for (size_t p = 0; p < n_prompts; p++) start[p + 1] = start[p] + lens[p];
+        /* One slot (prompts one after another) and two slots (the third prompt joins when one finishes). */
+        for (int slots = 1; slots <= 2; slots++) {
+            generator *g;
+            CHECK_OK(generator_new(&m, slots, 32, &g, &err), &err);
+            gen_params gp = greedy_params(N);
+            gen_result res;
+            CHECK_OK(generator_run(g, &gp, (int)n_prompts, start, prompts, NULL, &res, &err), &err);
+            int mismatches = 0;
+            for (size_t p = 0; p < n_prompts; p++) {
+                EXPECT(res.start[p + 1] - res.start[p] == N && res.finish[p] == GEN_FINISH_LENGTH,
+                       "%s prompt %zu: %d tokens, finish %s", CASES[c], p, res.start[p + 1] - res.start[p],
+                       gen_finish_name(res.finish[p]));
+                for (int k = 0; k < N; k++) mismatches += res.tokens[res.start[p] + k] != want[p * N + k];
+            }
+            EXPECT(mismatches == 0, "%s, %d slot(s): %d greedy tokens differ from HF generate", CASES[c], slots,
+                   mismatches);
+            gen_result_free(&res);
+            generator_free(g);
+        }
+        free(start);
+        free(prompts);
+        free(lens);
+        free(want);
+        st_close(ref);
+        model_free(&m);
+    }
+}
+
+/* Prompts of assorted lengths, deterministic. */
+static void make_prompts(int n, int vocab, int *start, int32_t *tokens) {
+    start[0] = 0;
+    for (int p = 0; p < n; p++) {
+        int len = 1 + (p * 5) % 9;
+        for (int t = 0; t < len; t++) tokens[start[p] + t] = (int32_t)((p * 131 + t * 17 + 3) % vocab);
+        start[p + 1] = start[p] + len;
+    }
+}
+
+static void test_logprobs_match_packed_forward_and_batch_independence(void) {
+    char dir[1024];
+    fixture_dir(dir, sizeof dir, "llama_scaled");
+    s2d_err err;
+    model m;
+    CHECK_OK(model_load(&m, dir, &err), &err);
+    enum { NP = 7, MAX_NEW = 10 };
+    int start[NP + 1];
+    int32_t tokens[NP * 9];
+    make_prompts(NP, m.cfg.vocab, start, tokens);
+    gen_params gp = {.sampling = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 7},
+                     .max_new_tokens = MAX_NEW};
+    uint64_t ids[NP];
+    for (int p = 0; p < NP; p++) ids[p] = 1000 + (uint64_t)p;
+    generator *g3;
+    CHECK_OK(generator_new(&m, 3, 32, &g3, &err), &err);
+    gen_result all;
+    CHECK_OK(generator_run(g3, &gp, NP, start, tokens, ids, &all, &err), &err);
+
+    /* Each prompt alone in a one-slot generator, same sequence id: identical tokens and log-probs. */
+    generator *g1;
+    CHECK_OK(generator_new(&m, 1, 32, &g1, &err), &err);
+    int token_diffs = 0;
+    double lp_diff = 0;
+    for (int p = 0; p < NP; p++) {
+        int one_start[2] = {0, start[p + 1] - start[p]};
+        gen_result alone;
+        CHECK_OK(generator_run(g1, &gp, 1, one_start, tokens + start[p], &ids[p], &alone, &err), &err);
+        int n = all.start[p + 1] - all.start[p];
+        if (alone.start[1] != n) token_diffs++;
+        for (int k = 0; k < n && k < alone.start[1]; k++) {
+            token_diffs += alone.tokens[k] != all.tokens[all.start[p] + k];
+            lp_diff = fmax(lp_diff, fabs(alone.logprobs[k] - all.logprobs[all.start[p] + k]));
+        }
+        gen_result_free(&alone);
+    }
+    EXPECT(token_diffs == 0, "sampling with temperature 1: %d tokens differ between alone and batched", token_diffs);
+    EXPECT(lp_diff < 1e-5, "behaviour log-probs alone vs batched differ by %g", lp_diff);
+
+    /* Behaviour log-probs at temperature 1 (no filtering) are the model's log-probs of the sampled tokens: the
+     * packed training forward over prompt + completion must give the same numbers. */
+    int seq_start[NP + 1];
+    int32_t *packed = xmalloc((size_t)(start[NP] + all.start[NP]) * sizeof(int32_t));
+    seq_start[0] = 0;
+    for (int p = 0; p < NP; p++) {
+        int pl = start[p + 1] - start[p], cl = all.start[p + 1] - all.start[p];
+        memcpy(packed + seq_start[p], tokens + start[p], (size_t)pl * sizeof(int32_t));
+        memcpy(packed + seq_start[p] + pl, all.tokens + all.start[p], (size_t)cl * sizeof(int32_t));
+        seq_start[p + 1] = seq_start[p] + pl + cl;
+    }
+    model_batch batch = {.n_seqs = NP, .seq_start = seq_start, .tokens = packed};
+    model_ws *ws = model_ws_new(&m, seq_start[NP], false);
+    float *logp = xmalloc((size_t)seq_start[NP] * sizeof(float));
+    CHECK_OK(model_token_logprobs(&m, ws, &batch, logp, &err), &err);
+    double worst = 0;
+    for (int p = 0; p < NP; p++) {
+        int pl = start[p + 1] - start[p], cl = all.start[p + 1] - all.start[p];
+        for (int k = 0; k < cl; k++) /* completion token k is predicted at row pl - 1 + k */
+            worst = fmax(worst, fabs(logp[seq_start[p] + pl - 1 + k] - all.logprobs[all.start[p] + k]));
+    }
+    EXPECT(worst < 1e-4, "generation log-probs vs packed forward: max |diff| %g", worst);
+    /* Different sequence ids (or seeds) give different samples: the draws are really random. */
+    uint64_t other_ids[NP];
+    for (int p = 0; p < NP; p++) other_ids[p] = 5000 + (uint64_t)p;
+    gen_result other;
+    CHECK_OK(generator_run(g3, &gp, NP, start, tokens, other_ids, &other, &err), &err);
+    int differ = 0;
+    for (int i = 0; i < S2D_MIN(other.start[NP], all.start[NP]); i++) differ += other.tokens[i] != all.tokens[i];
+    EXPECT(differ > all.start[NP] / 2, "other sequence ids change the samples (%d of %d differ)", differ,
+           all.start[NP]);
+    EXPECT(all.n_decode_steps > 0 && all.n_decode_rows > all.n_decode_steps, "decode steps ran batched rows");
+    gen_result_free(&other);
+    free(logp);
+    free(packed);
+    model_ws_free(ws);
+    gen_result_free(&all);
+    generator_free(g1);
+    generator_free(g3);
+    model_free(&m);
+}
+
+static void test_stop_tokens_cache_full_and_errors(void) {
+    char dir[1024];
+    fixture_dir(dir, sizeof dir, "qwen3_untied");
+    s2d_err err;
+    model m;
+    CHECK_OK(model_load(&m, dir, &err), &err);
+    enum { NP = 5 };
+    int start[NP + 1];
+    int32_t tokens[NP * 9];
+    make_prompts(NP, m.cfg.vocab, start, tokens);
+    generator *g;
+    CHECK_OK(generator_new(&m, 2, 24, &g, &err), &err);
+    gen_params gp = greedy_params(8);
+    gen_result free_run;
+    CHECK_OK(generator_run(g, &gp, NP, start, tokens, NULL, &free_run, &err), &err);
+    /* Stop on the 4th greedy token of prompt 1: prompt 1 ends there (stop included); prompts whose greedy
+     * output does not contain it are unchanged. */
+    int32_t stop = free_run.tokens[free_run.start[1] + 3];
+    gen_params gs = gp;
+    gs.n_stop = 1;
+    gs.stop_ids[0] = stop;
+    gen_result stopped;
+    CHECK_OK(generator_run(g, &gs, NP, start, tokens, NULL, &stopped, &err), &err);
+    for (int p = 0; p < NP; p++) {
+        int first = -1, n = free_run.start[p + 1] - free_run.start[p];
+        for (int k = 0; k < n && first < 0; k++)
+            if (free_run.tokens[free_run.start[p] + k] == stop) first = k;
+        int want_len = first >= 0 ? first + 1 : n;
+        int got_len = stopped.start[p + 1] - stopped.start[p];
+        EXPECT(got_len == want_len, "prompt %d with stop %d: %d tokens, want %d", p, stop, got_len, want_len);
+        EXPECT(stopped.finish[p] == (first >= 0 ? GEN_FINISH_STOP : GEN_FINISH_LENGTH), "prompt %d finish %s", p,
+               gen_finish_name(stopped.finish[p]));
+        EXPECT(memcmp(stopped.tokens + stopped.start[p], free_run.tokens + free_run.start[p],
+                      (size_t)S2D_MIN(got_len, want_len) * sizeof(int32_t)) == 0,
+               "prompt %d: tokens before the stop unchanged", p);
+    }
+    EXPECT(stopped.finish[1] == GEN_FINISH_STOP && stopped.start[2] - stopped.start[1] <= 4, "prompt 1 stopped");
+    gen_result_free(&stopped);
+
+    /* Cache full: max_len = prompt + 3 leaves room to feed 3 tokens, so 4 are generated, finish "length". */
+    generator *small;
+    int plen = start[2] - start[1];
+    CHECK_OK(generator_new(&m, 1, plen + 3, &small, &err), &err);
+    int one[2] = {0, plen};
+    gen_result full;
+    CHECK_OK(generator_run(small, &gp, 1, one, tokens + start[1], NULL, &full, &err), &err);
+    EXPECT(full.start[1] == 4 && full.finish[0] == GEN_FINISH_LENGTH, "cache full after %d tokens (%s)",
+           full.start[1], gen_finish_name(full.finish[0]));
+    EXPECT(memcmp(full.tokens, free_run.tokens + free_run.start[1], 4 * sizeof(int32_t)) == 0,
+           "cache-full completion is a prefix of the free run");
+    gen_result_free(&full);
+    gen_result_free(&free_run);
+
+    /* Bad input: errors name the prompt; nothing is returned. */
+    gen_result bad;
+    int32_t oov[2] = {1, m.cfg.vocab};
+    int two[2] = {0, 2};
+    EXPECT(!generator_run(g, &gp, 1, two, oov, NULL, &bad, &err) && strstr(err.msg, "prompt 0") &&
+               strstr(err.msg, "vocabulary"),
+           "out-of-vocabulary token rejected: %s", err.msg);
+    int empty[3] = {0, 2, 2};
+    int32_t ok_tokens[2] = {1, 2};
+    EXPECT(!generator_run(g, &gp, 2, empty, ok_tokens, NULL, &bad, &err) && strstr(err.msg, "prompt 1 is empty"),
+           "empty prompt rejected: %s", err.msg);
+    int32_t *long_prompt = xcalloc(30, sizeof(int32_t));
+    int long_start[2] = {0, 30};
+    EXPECT(!generator_run(g, &gp, 1, long_start, long_prompt, NULL, &bad, &err) && strstr(err.msg, "30 tokens"),
+           "too-long prompt rejected: %s", err.msg);
+    free(long_prompt);
+    gen_params zero = gp;
+    zero.max_new_tokens = 0;
+    EXPECT(!generator_run(g, &zero, 1, two, ok_tokens, NULL, &bad, &err), "max_new_tokens 0 rejected");
+    generator *toolong;
+    EXPECT(!generator_new(&m, 1, m.cfg.max_pos + 1, &toolong, &err) && strstr(err.msg, "max_position"),
+           "max length beyond the model rejected: %s", err.msg);
+    generator_free(small);
+    generator_free(g);
+    model_free(&m);
+}
+
+int main(void) {
+    RUN_TEST(test_greedy_matches_hf);
+    RUN_TEST(test_logprobs_match_packed_forward_and_batch_independence);
+    RUN_TEST(test_stop_tokens_cache_full_and_errors);
+    return TEST_SUMMARY();
+}
