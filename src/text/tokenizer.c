@@ -308,6 +308,11 @@ static bool load_decoder(load_ctx *c, const cJSON *root) {
 }
 
 /* Model vocabulary and merges. */
+static const char *merge_path(char *p, size_t n, uint32_t rank) {
+    snprintf(p, n, "model.merges[%u]", rank);
+    return p;
+}
+
 /* n_added: number of added tokens, which may take ids after the model's (see load_added). */
 static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -340,9 +345,13 @@ static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) {
         int32_t id;
-        char p[300];
-        snprintf(p, sizeof p, "model.vocab[\"%.200s\"]", e->string);
-        if (!get_id(c, e, p, &id)) return false;
+        double v = cJSON_IsNumber(e) ? e->valuedouble : -1;
+        if (!(v >= 0 && v < TOK_MAX_ID && v == floor(v))) { /* path only built on error: this loop is hot */
+            char p[300];
+            snprintf(p, sizeof p, "model.vocab[\"%.200s\"]", e->string);
+            return get_id(c, e, p, &id);
+        }
+        id = (int32_t)v;
         if (id > max_id) max_id = id;
         total_len += strlen(e->string);
         count++;
@@ -407,15 +416,14 @@ static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added
     char *cat = xmalloc(cat_cap);
     uint32_t rank = 0;
     cJSON_ArrayForEach(e, merges) {
-        char p[64];
-        snprintf(p, sizeof p, "model.merges[%u]", rank);
+        char p[64]; /* the JSON path, built only for an error: this loop runs 280k times for Llama 3 */
         const char *a, *b;
         size_t la, lb;
         if (cJSON_IsString(e)) { /* "a b": exactly one space */
             const char *sp = strchr(e->valuestring, ' ');
             if (!sp || strchr(sp + 1, ' ') || sp == e->valuestring || sp[1] == '\0') {
                 free(cat);
-                return jerr(c, p, "expected \"left right\" (two tokens separated by one space), found \"%.200s\"", e->valuestring);
+                return jerr(c, merge_path(p, sizeof p, rank), "expected \"left right\" (two tokens separated by one space), found \"%.200s\"", e->valuestring);
             }
             a = e->valuestring;
             la = (size_t)(sp - a);
@@ -429,7 +437,7 @@ static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added
             lb = strlen(b);
         } else {
             free(cat);
-            return jerr(c, p, "expected \"left right\" or [\"left\", \"right\"], found %s", json_type_name(e));
+            return jerr(c, merge_path(p, sizeof p, rank), "expected \"left right\" or [\"left\", \"right\"], found %s", json_type_name(e));
         }
         int32_t ia = tok_vocab_lookup(t, a, la), ib = tok_vocab_lookup(t, b, lb);
         if (la + lb > cat_cap) {
@@ -444,7 +452,7 @@ static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added
             snprintf(which, sizeof which, "\"%.*s\"", (int)(ia < 0 ? S2D_MIN(la, 200) : ib < 0 ? S2D_MIN(lb, 200) : S2D_MIN(la + lb, 400)),
                      ia < 0 ? a : ib < 0 ? b : cat);
             free(cat);
-            return jerr(c, p, "token %s is not in model.vocab", which);
+            return jerr(c, merge_path(p, sizeof p, rank), "token %s is not in model.vocab", which);
         }
         merge_insert(t, ia, ib, rank, inew);
         rank++;
