@@ -312,16 +312,20 @@ static cJSON *tiny_json(bool pair_merges, bool ignore_merges) {
     return root;
 }
 
-static void add_added(cJSON *root, const char *content, int id, bool lstrip, bool rstrip, bool single_word) {
+static void add_added_full(cJSON *root, const char *content, int id, bool lstrip, bool rstrip, bool single_word,
+                           bool normalized, bool special) {
     cJSON *a = cJSON_CreateObject();
     cJSON_AddNumberToObject(a, "id", id);
     cJSON_AddStringToObject(a, "content", content);
     cJSON_AddBoolToObject(a, "single_word", single_word);
     cJSON_AddBoolToObject(a, "lstrip", lstrip);
     cJSON_AddBoolToObject(a, "rstrip", rstrip);
-    cJSON_AddFalseToObject(a, "normalized");
-    cJSON_AddTrueToObject(a, "special");
+    cJSON_AddBoolToObject(a, "normalized", normalized);
+    cJSON_AddBoolToObject(a, "special", special);
     cJSON_AddItemToArray(cJSON_GetObjectItem(root, "added_tokens"), a);
+}
+static void add_added(cJSON *root, const char *content, int id, bool lstrip, bool rstrip, bool single_word) {
+    add_added_full(root, content, id, lstrip, rstrip, single_word, false, true);
 }
 
 /* Writes json to $tmp/<sub>/tokenizer.json and loads it (deletes json). */
@@ -449,6 +453,50 @@ static void test_decode_lossy(void) {
     EXPECT(tok_decode(t, abc, 2, &dec, &err) && dec.n == 4 && memcmp(dec.bytes, "abc\0", 4) == 0, "abc + NUL");
     tok_bytes_free(&dec);
     tok_free(t);
+}
+
+
+static cJSON *set_path(cJSON *root, const char *obj, const char *key, cJSON *value);
+
+/* Features the two real files do not use, checked against HF tokenizers on the same tiny files. */
+static void test_other_pipeline_features(void) {
+    tokenizer *t;
+    s2d_err err;
+    /* ByteLevel with its own GPT-2 regex and add_prefix_space. */
+    bool ok = load_json(set_path(tiny_json(false, false), NULL, "pre_tokenizer",
+                                 cJSON_Parse("{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":true}")),
+                        "bl_regex", &t, &err);
+    EXPECT(ok, "load: %s", err.msg);
+    if (ok) {
+        EXPECT(encodes_to(t, "hello world's  x",
+                          (const int32_t[]){32, 104, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 39, 115, 32, 32, 120}, 17),
+               "ByteLevel use_regex + add_prefix_space");
+        EXPECT(encodes_to(t, "abcd\n\n  xyz", (const int32_t[]){32, 258, 100, 10, 10, 32, 32, 261, 122}, 9),
+               "ByteLevel regex: whitespace before a word");
+        tok_free(t);
+    }
+    /* Split on a literal String pattern. */
+    ok = load_json(set_path(tiny_json(false, false), NULL, "pre_tokenizer",
+                            cJSON_Parse("{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"String\":\"-\"},"
+                                        "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
+                                        "\"use_regex\":false}]}")),
+                   "split_string", &t, &err);
+    EXPECT(ok, "load: %s", err.msg);
+    if (ok) {
+        EXPECT(encodes_to(t, "ab-c--cd-", (const int32_t[]){256, 45, 99, 45, 45, 259, 45}, 7), "Split on a String");
+        tok_free(t);
+    }
+    /* NFC normalizer with a normalized=true added token, matched after normalisation. */
+    cJSON *j = set_path(tiny_json(false, false), NULL, "normalizer", cJSON_Parse("{\"type\":\"NFC\"}"));
+    add_added_full(j, "\xE1\xB8\x89", 900, false, false, false, true, false); /* U+1E09 */
+    ok = load_json(j, "nfc_added", &t, &err);
+    EXPECT(ok, "load: %s", err.msg);
+    if (ok) {
+        EXPECT(encodes_to(t, "c\xCC\xA7\xCC\x81x", (const int32_t[]){262, 120}, 2), "normalized added token (decomposed)");
+        EXPECT(encodes_to(t, "c\xCC\x81\xCC\xA7", (const int32_t[]){262}, 1), "normalized added token (reordered marks)");
+        EXPECT(encodes_to(t, "ab\xE1\xB8\x89", (const int32_t[]){256, 262}, 2), "normalized added token (composed)");
+        tok_free(t);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -592,6 +640,7 @@ int main(void) {
     RUN_TEST(test_ignore_merges);
     RUN_TEST(test_added_tokens_flags);
     RUN_TEST(test_decode_lossy);
+    RUN_TEST(test_other_pipeline_features);
     RUN_TEST(test_unsupported_features);
     RUN_TEST(test_concurrent_encode);
     rm_tree(g_tmp);
