@@ -61,4 +61,41 @@ expect_error "unsupported model names tokenizer.json and model.type" 'tokenizer.
 # No partial output: a bad line after good ones still fails the command (callers must check the status).
 printf '"a"\n{\n' | "$S2D" tokenize --tokenizer "$q" >/dev/null 2>&1
 check "exit status is non-zero after a bad line" [ $? -ne 0 ]
+# Differential check against Hugging Face tokenizers itself, when its Python package is importable (it is not
+# a dependency of s2d; skipped otherwise): seeded random strings over tricky characters, and random id lists
+# (decoding arbitrary ids exercises the U+FFFD rules).
+if python3 -c 'import tokenizers' 2>/dev/null; then
+  for t in qwen3 llama3_1; do
+    out=$(python3 - "$S2D" "$fix/tokenizers/$t" <<'EOF'
+import json, random, subprocess, sys
+from tokenizers import Tokenizer
+s2d, d = sys.argv[1], sys.argv[2]
+rng = random.Random(12345)
+alpha = list("abcxyzABCXYZ0123456789 '\"\t\n\r.,;:!?()[]{}<>|\\/-_+=*&^%$#@~`") + [
+    "é", "ſ", "K", "\u00a0", "\u0085", "\u3000", "\u2028", "数", "学", "١", "\u0301", "🙂", "Ω", "∑", "²", "\u200b", "ß",
+    "İ", "ǅ", "\u000b", "\u000c", "\x1c", "\x7f", "<|im_start|>", "<|im_end|>", "<think>", "<|eot_id|>",
+    "<|begin_of_text|>", "'s", "'LL", "'Ve", " the", " The", "1234", "ΑΒΓ", "ﬆ", "ǰ", "e\u0301"]
+tk = Tokenizer.from_file(d + "/tokenizer.json")
+texts = ["".join(rng.choice(alpha) for _ in range(rng.randint(0, 40))) for _ in range(1500)]
+def run(args, inp):
+    p = subprocess.run([s2d, "tokenize", "--tokenizer", d] + args, input=inp.encode(), capture_output=True, check=True)
+    return p.stdout.decode().split("\n")[:-1]
+got = [json.loads(l) for l in run([], "".join(json.dumps(t) + "\n" for t in texts))]
+bad_enc = sum(tk.encode(t, add_special_tokens=False).ids != g for t, g in zip(texts, got))
+vs = tk.get_vocab_size()
+idl = [[rng.randrange(vs) if rng.random() < 0.3 else rng.randrange(256) for _ in range(rng.randint(1, 8))] for _ in range(1500)]
+dec = [json.loads(l) for l in run(["--decode"], "".join(json.dumps(i) + "\n" for i in idl))]
+bad_dec = sum(tk.decode(i, skip_special_tokens=False) != x for i, x in zip(idl, dec))
+print(len(texts), len(got), bad_enc, len(idl), len(dec), bad_dec)
+EOF
+)
+    read -r n_t n_got bad_enc n_ids n_dec bad_dec <<<"$out"
+    check "$t: HF tokenizers agrees on ${n_t:-?} random texts (got ${n_got:-?}, ${bad_enc:-?} differ)" \
+      test "${n_got:-0}" = 1500 -a "${bad_enc:-1}" = 0
+    check "$t: HF tokenizers agrees on ${n_ids:-?} random id decodes (${bad_dec:-?} differ)" \
+      test "${n_dec:-0}" = 1500 -a "${bad_dec:-1}" = 0
+  done
+else
+  echo "note: Python package tokenizers not importable; HF differential check skipped"
+fi
 summary
