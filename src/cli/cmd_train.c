@@ -1,4 +1,80 @@
-/* Placeholder until this subcommand lands; replaced by its owner. */
+/* s2d train: run a training pipeline (stages of sft / grpo / fkl / opd) in one process.
+ *
+ *   s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run]
+ *
+ * The config schema is in algo/train_config.h; the run writes DIR/config.yaml (resolved), DIR/metrics.jsonl and
+ * DIR/models/<name>/ (HF directories), prints a progress line per step on stderr and a summary table on stdout. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "algo/pipeline.h"
+#include "algo/train_config.h"
 #include "cli/commands.h"
 #include "core/common.h"
-int cmd_train(int argc, char **argv) { (void)argc; die("%s: not built yet", argv[0]); }
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run]\n"
+            "  --out DIR      output directory (default: the config's out:, else runs/<config name>)\n"
+            "  --set K=V      override any config key (validated like the file), e.g. --set pipeline[0].steps=5\n"
+            "  --dry-run      validate the config and print the plan without loading weights or data\n");
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *config = NULL, *out = NULL;
+    bool dry_run = false;
+    char **sets = xcalloc((size_t)argc, sizeof(char *));
+    int n_sets = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            free(sets);
+            return 0;
+        } else if (strcmp(a, "--out") == 0) {
+            if (i + 1 >= argc) die("--out needs a directory");
+            out = argv[++i];
+        } else if (strcmp(a, "--set") == 0) {
+            if (i + 1 >= argc) die("--set needs key.path=value");
+            sets[n_sets++] = argv[++i];
+        } else if (strncmp(a, "--set=", 6) == 0) {
+            sets[n_sets++] = argv[i] + 6;
+        } else if (strcmp(a, "--dry-run") == 0) {
+            dry_run = true;
+        } else if (a[0] == '-') {
+            usage(stderr);
+            die("train: unknown option '%s'", a);
+        } else if (!config) {
+            config = a;
+        } else {
+            die("train: one config file expected, got '%s' and '%s'", config, a);
+        }
+    }
+    if (!config) die_hint("s2d train --help", "train: CONFIG.yaml is required");
+    s2d_err err;
+    train_config tc;
+    if (!train_config_load(config, sets, n_sets, dry_run, &tc, &err)) die("%s", err.msg);
+    char out_buf[4096];
+    if (!out) {
+        cfg_node *o = cfg_find(tc.root, "out");
+        if (o && !cfg_is_null(o) && o->kind == CFG_SCALAR) {
+            out = o->value;
+        } else {
+            const char *base = strrchr(config, '/');
+            base = base ? base + 1 : config;
+            snprintf(out_buf, sizeof out_buf, "runs/%.*s", (int)strcspn(base, "."), base);
+            out = out_buf;
+        }
+    }
+    if (dry_run) {
+        train_config_print_plan(&tc, stdout);
+        printf("output directory: %s\n", out);
+        train_config_free(&tc);
+        free(sets);
+        return 0;
+    }
+    if (!pipeline_run(&tc, out, &err)) die("%s", err.msg);
+    train_config_free(&tc);
+    free(sets);
+    return 0;
+}

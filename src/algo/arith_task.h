@@ -1,0 +1,43 @@
+/* arith_task.h: the synthetic verifiable arithmetic task (the embedded demo's data; no downloads).
+ *
+ * A problem is an integer expression of n_ops binary operations over operands in [0, max_operand], with
+ * operators + - * and the usual precedence (* before + and -, left to right), e.g. "3+4*2". The answer is
+ * its value. The worked solution reduces one operation at a time, multiplications first:
+ *     "3+4*2"  →  "3+8=11 \boxed{11}"
+ * (for one operation just "7 \boxed{7}"), so the verifier (text/verify.h, math mode) can check \boxed{N}.
+ *
+ * Determinism and splits: problems are drawn from the Philox stream (seed, ARITH_STREAM). Each problem
+ * belongs to exactly one split, decided by a keyed hash of its text with a FIXED key (not the seed), so the
+ * train / heldout / test sets are disjoint for any seeds and sizes: train 80 %, heldout 10 %, test 10 % of the
+ * problem space. Within a set problems are unique. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/common.h"
+
+typedef enum { ARITH_TRAIN = 0, ARITH_HELDOUT = 1, ARITH_TEST = 2 } arith_split;
+
+typedef struct {
+    int n_ops;       /* operations per problem, 1..8 */
+    int max_operand; /* operands in [0, max_operand], 1..999 */
+    uint64_t seed;   /* generation stream */
+} arith_params;
+
+typedef struct {
+    int n;
+    char **problem;  /* [n] "3+4*2" */
+    char **answer;   /* [n] "11" */
+    char **solution; /* [n] "3+8=11 \boxed{11}" */
+} arith_set;
+
+/* "train" | "heldout" | "test". */
+bool arith_split_parse(const char *name, arith_split *out, s2d_err *err);
+const char *arith_split_name(arith_split s);
+/* The split a problem text belongs to. */
+arith_split arith_split_of(const char *problem);
+/* Evaluates "a op b op c ..." (non-negative integer operands, + - *, precedence); false on bad syntax. */
+bool arith_eval(const char *problem, long long *value);
+/* `count` distinct problems of the split. False + err when the problem space of this split is too small. */
+bool arith_make(const arith_params *p, arith_split split, int count, arith_set *out, s2d_err *err);
+void arith_free(arith_set *s);

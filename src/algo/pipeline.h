@@ -1,0 +1,73 @@
+/* pipeline.h: the single-process training pipeline behind `s2d train` (DESIGN §2-§3).
+ *
+ * Every role is local: the stage runner generates rollouts (generator), scores them (verifier reward;
+ * teacher / reference per-token log-probs; teacher top-k or full distributions for forward KL, chunked through
+ * the LM-head callback) and learns (losses.h → model backward → clip → AdamW). All buffers are sized for the
+ * stage's largest batch when the stage starts; the step loop allocates nothing of its own (generator_run
+ * returns its results in arrays it allocates, see generate.h).
+ *
+ * Row layout: a step's batch is packed (model.h) as prompt + completion per sequence. Row t holds the
+ * quantities of the token at t + 1 (model_token_logprobs_from_ws), so the per-token arrays of losses.h are
+ * laid over rows with mask[t] = 1 exactly where tokens[t + 1] is a completion (or target) token. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "algo/losses.h"
+#include "algo/optim.h"
+#include "algo/train_config.h"
+#include "model/model.h"
+
+/* One step's packed batch and the per-row signals the loss needs (all [T] unless said otherwise). */
+typedef struct {
+    int n_seqs;
+    int *seq_start;        /* [n_seqs + 1] */
+    int32_t *tokens;       /* [T] prompt + completion per sequence */
+    float *mask;           /* 1 where the row predicts a trained token */
+    float *logp_behaviour; /* generator's log-probs (grpo tis), 0 elsewhere */
+    float *adv;            /* grpo: the sequence's advantage on its rows */
+    float *logp_teacher;   /* opd */
+    float *logp_ref;       /* opd, grpo KL */
+    /* fkl: teacher distribution per masked row; row_slot[t] = its index among masked rows or -1 */
+    int *row_slot;
+    int n_rows;
+    int32_t *topk_ids;     /* [n_rows, k] */
+    float *topk_logp;      /* [n_rows, k] */
+    float *full_logp;      /* [n_rows, V] */
+} pl_batch;
+
+typedef struct {
+    double loss, kl, grad_norm, lr;
+    double clip_fraction;
+    long tokens;           /* trained tokens (mask sum) */
+} pl_learn_stats;
+
+/* The learner of a stage: the trained policy, its optimizer and per-row scratch. */
+typedef struct {
+    model *policy;         /* trained in place */
+    model_ws *ws;          /* training workspace for max_tokens */
+    adamw opt;
+    int max_tokens;
+    float *logp, *logp_old, *dlogp; /* [max_tokens] */
+    /* fkl callback state */
+    const pl_batch *cur;
+    const tc_stage *stage;
+    double fkl_sum;
+    float fkl_scale;
+} pl_learner;
+
+void pl_learner_init(pl_learner *L, model *policy, int max_tokens, const tc_stage *s);
+void pl_learner_free(pl_learner *L);
+/* One optimizer step on b with the stage's objective; step is 0-based (learning-rate schedule). */
+void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st);
+
+/* Scoring: per-row log-probs of b's tokens under a frozen model (ws: inference workspace of that model). */
+bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err);
+/* fkl teacher side: fills b->topk_* (mode topk, k ids per masked row) or b->full_logp (mode full). */
+bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, s2d_err *err);
+/* Mean forward KL(teacher ‖ m) over b's masked rows from b's teacher data (for tests and metrics). */
+double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_batch *b);
+
+/* Runs the whole pipeline of tc; writes OUT/config.yaml, OUT/metrics.jsonl, OUT/models/<name>/ and prints
+ * the summary table on stdout. False + err on bad input found while loading (models, tokenizers, data). */
+bool pipeline_run(const train_config *tc, const char *out_dir, s2d_err *err);

@@ -1,0 +1,122 @@
+/* train_config.h: the schema of `s2d train` configs (YAML, strict: core/config.h), resolved and validated.
+ *
+ *   seed: 1
+ *   prompt: {template: qwen3, instruction: ""}        # chat template (text/chat.h) and the user instruction
+ *   models:
+ *     teacher: {path: /models/Qwen3-8B}                # HF dir (config.json, safetensors, tokenizer.json)
+ *     student: {init: {preset: qwen3-tiny, seed: 2, hidden_size: 48}, tokenizer: configs/demo/tokenizer}
+ *   datasets:
+ *     train: {task: arith, split: train, size: 2000, seed: 1, ops: 2, max_operand: 9}
+ *     math:  {file: data/math.jsonl, format: math}  # dataset.h formats; optional limit: N (first N records)
+ *   pipeline:
+ *     - name: teacher_rl       # unique; output model name defaults to the stage name (output: other)
+ *       algo: grpo             # sft | grpo | fkl | opd
+ *       policy: teacher        # a model, or an earlier stage's output; the stage trains a copy
+ *       teacher: ...           # fkl / opd: the frozen teacher (same vocabulary as the policy)
+ *       reference: ...         # opd / grpo-KL: default = the policy's initial weights
+ *       data: train            steps: 20   prompts_per_step: 8   group_size: 4
+ *       grpo: {clip_low, clip_high, dual_clip, kl_beta, kl_estimator: k1|k2|k3,
+ *              agg: token-mean|seq-mean-token-mean|seq-mean-token-sum-norm, std_normalize,
+ *              filter_zero_variance, mask_truncated, tis_cap}
+ *       fkl: {mode: full|topk|sampled, topk: 16}
+ *       opd: {lambda: 1, gamma: 0, clip_low, clip_high, agg}
+ *       optimizer: {lr, beta1, beta2, eps, weight_decay, clip, schedule: constant|warmup|cosine, warmup, min_lr}
+ *       sampling: {temperature, top_p, top_k, max_new_tokens}
+ *       eval: {data, every, samples, max_new_tokens}     # greedy accuracy; also before and after the stage
+ *       checkpoint: {every}    # OUT/models/<output>/ every N steps; always at the end of the stage
+ *
+ * train_config_load reads the file, applies --set overrides (validated like the file), reads every key
+ * (typed, ranged: errors name FILE:LINE:COL and the key path), rejects unknown keys, and checks the plan:
+ * model names exist by the time a stage uses them, datasets exist, teacher and policy vocabularies match.
+ * Model architectures are resolved from config.json or the init preset (no weights are read). */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "algo/arith_task.h"
+#include "algo/losses.h"
+#include "algo/optim.h"
+#include "core/config.h"
+#include "io/dataset.h"
+#include "model/model.h"
+#include "model/sampler.h"
+#include "text/chat.h"
+
+typedef enum { ALGO_SFT = 0, ALGO_GRPO = 1, ALGO_FKL = 2, ALGO_OPD = 3 } train_algo;
+typedef enum { FKL_FULL = 0, FKL_TOPK = 1, FKL_SAMPLED = 2 } fkl_mode;
+const char *train_algo_name(train_algo a);
+
+typedef struct {
+    char name[64];
+    char where[256];    /* FILE:LINE:COL of its entry */
+    char *path;         /* HF dir or NULL (init) */
+    char *init_preset;  /* preset name or NULL */
+    uint64_t init_seed;
+    char *tokenizer;    /* tokenizer dir (default: path) or NULL */
+    model_config cfg;   /* resolved architecture */
+    bool cfg_known;     /* false only in a dry run when path has no readable config.json */
+} tc_model;
+
+typedef struct {
+    char name[64];
+    char where[256];
+    bool arith;          /* the built-in task */
+    arith_params arith_p;
+    arith_split split;
+    int size;            /* arith: problems; file: max records (0 = all) */
+    char *file;
+    ds_format format;
+} tc_dataset;
+
+typedef struct {
+    char name[64], output[64];
+    char where[256];        /* FILE:LINE:COL of the stage */
+    train_algo algo;
+    char policy[64], teacher[64], reference[64]; /* "" when absent */
+    char data[64];
+    int steps, prompts_per_step, group_size;
+    /* grpo */
+    grpo_opts grpo;
+    bool std_normalize, filter_zero_variance, mask_truncated;
+    /* fkl */
+    fkl_mode fkl;
+    int topk;
+    /* opd */
+    opd_opts opd;
+    /* optimizer */
+    adamw_hparams adam;
+    lr_schedule sched;
+    float clip;
+    /* sampling */
+    sampler_params sampling;
+    int max_new_tokens;
+    /* eval */
+    char eval_data[64];     /* "" = no eval */
+    int eval_every, eval_samples, eval_max_new_tokens;
+    int ckpt_every;         /* 0 = only at the end */
+} tc_stage;
+
+typedef struct {
+    cfg_node *root;
+    char *path;
+    uint64_t seed;
+    chat_template chat;
+    char *instruction;      /* "" = the problem alone */
+    tc_model *models;
+    int n_models;
+    tc_dataset *datasets;
+    int n_datasets;
+    tc_stage *stages;
+    int n_stages;
+} train_config;
+
+/* Loads, overrides (sets[i] = "a.b=value"), reads and validates. dry_run: a model path without a readable
+ * config.json is allowed (architecture unknown, vocabulary unchecked). */
+bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry_run, train_config *tc,
+                       s2d_err *err);
+void train_config_free(train_config *tc);
+/* Index of a model defined in models: (not stage outputs), or -1. */
+int tc_find_model(const train_config *tc, const char *name);
+int tc_find_dataset(const train_config *tc, const char *name);
+/* Human-readable plan (one block per stage) for --dry-run. */
+void train_config_print_plan(const train_config *tc, FILE *out);

@@ -1,0 +1,122 @@
+/* Arithmetic task: values against an independent evaluator and hand-worked cases, worked solutions that
+ * the verifier accepts, disjoint and deterministic splits, and the demo tokenizer round trip. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "algo/arith_task.h"
+#include "test.h"
+#include "text/tokenizer.h"
+#include "text/verify.h"
+
+/* Independent reference: shunting-free two-pass evaluation (products of runs, then a signed sum). */
+static long long ref_eval(const char *s) {
+    long long sum = 0, term = 0;
+    int sign = 1;
+    bool have = false;
+    while (*s) {
+        long long v = strtoll(s, (char **)&s, 10);
+        term = have ? term * v : v;
+        have = true;
+        if (*s == '*') {
+            s++;
+            continue;
+        }
+        sum += sign * term;
+        have = false;
+        if (*s == '+') sign = 1, s++;
+        else if (*s == '-') sign = -1, s++;
+    }
+    return sum;
+}
+
+static void test_hand_cases(void) {
+    long long v;
+    EXPECT(arith_eval("3+4*2", &v) && v == 11, "3+4*2 = %lld", v);
+    EXPECT(arith_eval("2-3-4", &v) && v == -5, "2-3-4 = %lld (left associative)", v);
+    EXPECT(arith_eval("2*3-4*5", &v) && v == -14, "2*3-4*5 = %lld", v);
+    EXPECT(arith_eval("7", &v) && v == 7, "7");
+    EXPECT(!arith_eval("3+", &v), "3+ must not parse");
+    EXPECT(!arith_eval("3/4", &v), "/ is not an operator");
+    EXPECT_CLOSE(ref_eval("9*9-8+7*6*5"), 81 - 8 + 210, 0, 0, "reference evaluator");
+}
+
+static void test_sets(void) {
+    s2d_err err;
+    arith_params p = {.n_ops = 2, .max_operand = 9, .seed = 11};
+    arith_set sets[3];
+    for (int s = 0; s < 3; s++) EXPECT(arith_make(&p, (arith_split)s, s == 0 ? 800 : 150, &sets[s], &err), "%s", err.msg);
+    int wrong = 0, unverified = 0, bad_chain = 0, wrong_split = 0;
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < sets[s].n; i++) {
+            long long want = ref_eval(sets[s].problem[i]);
+            if (atoll(sets[s].answer[i]) != want) wrong++;
+            if (arith_split_of(sets[s].problem[i]) != (arith_split)s) wrong_split++;
+            verify_result vr;
+            verify_math(sets[s].solution[i], sets[s].answer[i], &vr);
+            if (!vr.correct) unverified++;
+            /* every link of the chain "a=b=c \boxed{c}" has the value of the problem */
+            char chain[1024];
+            snprintf(chain, sizeof chain, "%s", sets[s].solution[i]);
+            *strchr(chain, ' ') = '\0';
+            for (char *tok = strtok(chain, "="); tok; tok = strtok(NULL, "="))
+                if (tok[0] != '-' && ref_eval(tok) != want) bad_chain++;
+        }
+    EXPECT(wrong == 0, "%d answers differ from the reference evaluator", wrong);
+    EXPECT(unverified == 0, "%d worked solutions rejected by the verifier", unverified);
+    EXPECT(bad_chain == 0, "%d solution steps with the wrong value", bad_chain);
+    EXPECT(wrong_split == 0, "%d problems in the wrong split", wrong_split);
+    int overlap = 0, dups = 0;
+    for (int a = 0; a < 3; a++)
+        for (int i = 0; i < sets[a].n; i++)
+            for (int b = a; b < 3; b++)
+                for (int j = (a == b ? i + 1 : 0); j < sets[b].n; j++)
+                    if (strcmp(sets[a].problem[i], sets[b].problem[j]) == 0) { if (a == b) dups++; else overlap++; }
+    EXPECT(overlap == 0, "%d problems shared between splits", overlap);
+    EXPECT(dups == 0, "%d duplicates within a split", dups);
+    /* determinism: same seed, same problems; another seed, another order */
+    arith_set again, other;
+    EXPECT(arith_make(&p, ARITH_TEST, 150, &again, &err), "%s", err.msg);
+    int same = 0;
+    for (int i = 0; i < 150; i++) same += strcmp(again.problem[i], sets[2].problem[i]) == 0;
+    EXPECT(same == 150, "same seed gave %d/150 equal problems", same);
+    p.seed = 12;
+    EXPECT(arith_make(&p, ARITH_TEST, 150, &other, &err), "%s", err.msg);
+    same = 0;
+    for (int i = 0; i < 150; i++) same += strcmp(other.problem[i], sets[2].problem[i]) == 0;
+    EXPECT(same < 20, "another seed gave %d/150 equal problems in order", same);
+    arith_free(&again), arith_free(&other);
+    for (int s = 0; s < 3; s++) arith_free(&sets[s]);
+    /* the problem space is finite: asking for too many fails with a clear message */
+    arith_params tiny = {.n_ops = 1, .max_operand = 2, .seed = 1};
+    arith_set t;
+    EXPECT(!arith_make(&tiny, ARITH_TRAIN, 100, &t, &err) && strstr(err.msg, "distinct"), "%s", err.msg);
+}
+
+static void test_demo_tokenizer(void) {
+    s2d_err err;
+    tokenizer *tok;
+    EXPECT(tok_load("configs/demo/tokenizer", &tok, &err), "%s", err.msg);
+    if (!tok) return;
+    EXPECT(tok_vocab_size(tok) <= 512, "vocab %d must fit the tiny presets (512)", tok_vocab_size(tok));
+    int32_t im_start = tok_token_id(tok, "<|im_start|>"), im_end = tok_token_id(tok, "<|im_end|>");
+    EXPECT(im_start >= 256 && im_end >= 256 && tok_token_id(tok, "<|endoftext|>") >= 256, "special tokens");
+    const char *text = "<|im_start|>user\n3+4*2<|im_end|>\n<|im_start|>assistant\n3+8=11 \\boxed{11}<|im_end|>";
+    tok_ids ids = {0};
+    EXPECT(tok_encode(tok, text, strlen(text), &ids, &err) > 0, "%s", err.msg);
+    /* bytes map to their own ids; the specials and merges (user, assistant, boxed) are single tokens */
+    EXPECT(ids.n > 0 && ids.ids[0] == im_start, "first id %d, want <|im_start|> %d", ids.ids[0], im_start);
+    EXPECT(ids.n == 26, "encoded into %zu ids, want 26", ids.n);
+    int n_digit = 0;
+    for (size_t i = 0; i < ids.n; i++) n_digit += ids.ids[i] >= '0' && ids.ids[i] <= '9';
+    EXPECT(n_digit == 9, "digit ids (= byte values): %d, want 9", n_digit);
+    tok_bytes out = {0};
+    EXPECT(tok_decode(tok, ids.ids, ids.n, &out, &err) && strcmp(out.bytes, text) == 0, "round trip: %s", out.bytes);
+    tok_ids_free(&ids), tok_bytes_free(&out), tok_free(tok);
+}
+
+int main(void) {
+    RUN_TEST(test_hand_cases);
+    RUN_TEST(test_sets);
+    RUN_TEST(test_demo_tokenizer);
+    return TEST_SUMMARY();
+}
