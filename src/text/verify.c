@@ -383,9 +383,20 @@ bool verify_normalize(const char *answer, char *out, size_t cap) {
         }
     }
     if (!fix_sqrt(s, tmp)) return false;
+    /* spaces go, except one between a command and a letter ("\cot x" must not become the unknown "\cotx") */
     w = 0;
-    for (size_t i = 0; s[i]; i++)
-        if (s[i] != ' ') s[w++] = s[i];
+    for (size_t i = 0; s[i]; i++) {
+        if (s[i] != ' ') {
+            s[w++] = s[i];
+            continue;
+        }
+        size_t k = w;
+        while (k > 0 && is_letter(s[k - 1])) k--;
+        size_t next = i;
+        while (s[next] == ' ') next++;
+        if (k > 0 && k < w && s[k - 1] == '\\' && is_letter(s[next])) s[w++] = ' ';
+        i = next - 1;
+    }
     s[w] = '\0';
     /* "x\in[-2,7]" → "[-2,7]" */
     if (is_letter(s[0]) && starts(s + 1, strlen(s + 1), "\\in") && !is_letter(s[4])) memmove(s, s + 4, strlen(s + 4) + 1);
@@ -455,6 +466,7 @@ static bool ev_fail(evaluator *e) {
     return false;
 }
 static bool ev_lit(evaluator *e, const char *lit) {
+    while (e->i < e->n && e->s[e->i] == ' ') e->i++;
     if (!starts(e->s + e->i, e->n - e->i, lit)) return false;
     size_t l = strlen(lit);
     /* a command must not continue with letters ("\pi" is not the start of "\pin") */
@@ -462,7 +474,11 @@ static bool ev_lit(evaluator *e, const char *lit) {
     e->i += l;
     return true;
 }
-static char ev_peek(const evaluator *e) { return e->i < e->n ? e->s[e->i] : '\0'; }
+/* The next character, skipping the single spaces normalisation leaves after a command ("\cot x"). */
+static char ev_peek(evaluator *e) {
+    while (e->i < e->n && e->s[e->i] == ' ') e->i++;
+    return e->i < e->n ? e->s[e->i] : '\0';
+}
 static double ev_check(evaluator *e, double v) {
     if (!isfinite(v)) ev_fail(e);
     return v;
@@ -481,7 +497,7 @@ static bool ev_enter(evaluator *e) {
 static const char *const FUNCTIONS[] = {"\\arcsin", "\\arccos", "\\arctan", "\\sin", "\\cos", "\\tan", "\\cot",
                                         "\\sec",    "\\csc",    "\\ln",     "\\log", "\\exp"};
 
-static bool ev_starts_primary(const evaluator *e) {
+static bool ev_starts_primary(evaluator *e) {
     char c = ev_peek(e);
     if (is_digit(c) || is_letter(c) || c == '(' || c == '{') return true;
     if (c == '.' && e->i + 1 < e->n && is_digit(e->s[e->i + 1])) return true;
@@ -701,8 +717,12 @@ static bool eval_span(const char *s, size_t n, const double *vars, double *value
         double frac = ev_primary(&f);
         size_t num_open = sign + d + 5;
         long num_close = match_brace(s, n, num_open);
+        size_t den_open = num_close > 0 ? (size_t)num_close + 1 : n;
+        long den_close = den_open < n && s[den_open] == '{' ? match_brace(s, n, den_open) : -1;
         bool integer_parts = num_close > 0 && is_integer_literal(s + num_open + 1, (size_t)num_close - num_open - 1) &&
-                             s[num_open + 1] != '-';
+                             s[num_open + 1] != '-' && den_close > 0 &&
+                             is_integer_literal(s + den_open + 1, (size_t)den_close - den_open - 1) &&
+                             s[den_open + 1] != '-';
         if (f.ok && f.i == n && integer_parts) {
             char buf[32];
             memcpy(buf, s + sign, d);
@@ -901,12 +921,18 @@ static bool equiv_scalar(const char *a, size_t an, const char *b, size_t bn) {
     if (!eval_span(a, an, vars, &va, &ua) || !eval_span(b, bn, vars, &vb, &ub)) return false;
     if (ua != ub || !close_enough(va, vb)) return false;
     if (ua == 0) return true;
-    for (int point = 1; point < 3; point++) { /* same variables: must agree at two more generic points */
+    /* same variables: must also agree at the two sign-mixed points; a point outside both domains (sqrt of a
+     * negative on both sides) is skipped, outside only one domain means different functions */
+    int agreeing = 1;
+    for (int point = 1; point < 3; point++) {
         for (int k = 0; k < 52; k++) vars[k] = variable_value(point, k);
-        if (!eval_span(a, an, vars, &va, &ua) || !eval_span(b, bn, vars, &vb, &ub)) return false;
+        bool oka = eval_span(a, an, vars, &va, &ua), okb = eval_span(b, bn, vars, &vb, &ub);
+        if (oka != okb) return false;
+        if (!oka) continue;
         if (!close_enough(va, vb)) return false;
+        agreeing++;
     }
-    return true;
+    return agreeing >= 2;
 }
 
 static bool equiv_norm(equiv_ctx *ctx, const char *a, size_t an, const char *b, size_t bn, int depth) {

@@ -221,6 +221,9 @@ static void test_equivalence_rules(void) {
     EXPECT(verify_equivalent("x^2+2x+1", "(x+1)^2"), "polynomial identity");
     EXPECT(!verify_equivalent("x^2+2x+1", "(x+1)^3"), "different polynomials");
     EXPECT(!verify_equivalent("x^2", "y^2"), "different variables");
+    EXPECT(verify_equivalent("\\ln x", "\\ln{x}"), "a command's argument after a space");
+    EXPECT(!verify_equivalent("\\sqrt{x^2}", "x"), "|x| is not x (sign-mixed points)");
+    EXPECT(!verify_equivalent("\\sqrt{x}", "x"), "different functions");
     EXPECT(!verify_equivalent("1000000", "1000001"), "integers are compared exactly");
     EXPECT(verify_equivalent("1.0000001", "1.00000015"), "decimals within 1e-6 relative");
     EXPECT(!verify_equivalent("1.0001", "1"), "decimals outside the tolerance");
