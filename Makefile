@@ -70,7 +70,8 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/s2d $(TOOL_BIN)
 	@tools/bench/run.sh $(BUILD)
 
-# Coverage-guided fuzzing with libFuzzer (clang): FUZZ_SECONDS per target, corpora in tests/fuzz/corpus_*.
+# Coverage-guided fuzzing with libFuzzer (clang): FUZZ_SECONDS per target. Seeds: tests/fuzz/corpus_*;
+# new finds go to $(BUILD)/fuzz/corpus_* so the committed corpus stays small.
 FUZZ_SECONDS ?= 60
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz: deps
@@ -79,8 +80,9 @@ fuzz: deps
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang $(CPPFLAGS) -std=c11 -g -O1 -fopenmp -fsanitize=fuzzer,address,undefined $$f $(LIB_SRC) \
 	    -o $(BUILD)/fuzz/$$n $(LDLIBS) || exit 1; \
-	  mkdir -p tests/fuzz/corpus_$${n#fuzz_}; \
-	  $(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=1 tests/fuzz/corpus_$${n#fuzz_} || exit 1; \
+	  mkdir -p $(BUILD)/fuzz/corpus_$${n#fuzz_} tests/fuzz/corpus_$${n#fuzz_}; \
+	  $(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=1 \
+	    $(BUILD)/fuzz/corpus_$${n#fuzz_} tests/fuzz/corpus_$${n#fuzz_} || exit 1; \
 	done
 
 clean:
