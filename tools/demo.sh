@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# make run: the embedded default. Until the pipeline lands this exercises the engine end to end.
+# make run: the embedded demo. No downloads: tiny models from init presets, the synthetic arithmetic task and
+# the byte-level demo tokenizer (configs/demo/). Prints the per-stage table (test accuracy before/after, labels
+# consumed) and the time split between generation, scoring and learning. Output: runs/demo/.
 set -eu
 build=${1:-build}
-echo "s2d demo: engine smoke run (no downloads)"
-"$build"/s2d --help
+out=${S2D_DEMO_OUT:-runs/demo}
+echo "s2d demo: teacher SFT -> student SFT -> teacher_rl -> bridge_fkl -> bridge_opd -> student_rl (no downloads)"
+echo "progress on stderr; models, metrics.jsonl and the resolved config in $out/"
+t0=$(date +%s)
+shift || true
+"$build"/s2d train configs/demo/demo.yaml --out "$out" "$@"
+echo "demo wall time: $(( $(date +%s) - t0 )) s"

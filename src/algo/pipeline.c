@@ -548,7 +548,7 @@ bool pipeline_run(const train_config *tc, const char *out_dir, s2d_err *err) {
     else atomic_abort(&r.metrics);
     if (ok) {
         double g = 0, sc = 0, l = 0;
-        printf("%-12s %-5s %-14s %9s %9s %10s %10s %10s %8s\n", "stage", "algo", "policy->output", "acc_before",
+        printf("%-12s %-5s %-26s %10s %10s %8s %8s %8s %8s\n", "stage", "algo", "policy->output", "acc_before",
                "acc_after", "labels", "unique", "prompts", "time_s");
         for (int si = 0; si < tc->n_stages; si++) {
             const tc_stage *s = &tc->stages[si];
@@ -556,7 +556,7 @@ bool pipeline_run(const train_config *tc, const char *out_dir, s2d_err *err) {
             char po[160], b1[16] = "-", b2[16] = "-";
             snprintf(po, sizeof po, "%s->%s", s->policy, s->output);
             if (u->has_eval) snprintf(b1, sizeof b1, "%.3f", u->acc_before), snprintf(b2, sizeof b2, "%.3f", u->acc_after);
-            printf("%-12s %-5s %-14s %9s %9s %10ld %10ld %10ld %8.1f\n", s->name, train_algo_name(s->algo), po, b1, b2,
+            printf("%-12s %-5s %-26s %10s %10s %8ld %8ld %8ld %8.1f\n", s->name, train_algo_name(s->algo), po, b1, b2,
                    u->labelled_total, u->labelled_unique, u->unlabelled_total, u->seconds);
             g += u->gen_s, sc += u->score_s, l += u->learn_s;
         }
