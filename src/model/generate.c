@@ -210,8 +210,10 @@ bool generator_run(generator *g, const gen_params *params, int n, const int *pro
         out->decode_seconds += t1 - t0;
         out->n_decode_steps++;
         out->n_decode_rows += n_active;
-        /* Rows are independent: sample them in parallel, each with its own scratch. */
-#pragma omp parallel for schedule(dynamic, 1)
+        /* Rows are independent: sample them in parallel, each with its own scratch (small rows: a parallel
+         * region costs more than it saves). */
+        const bool parallel_rows = n_active > 1 && (size_t)n_active * V >= ((size_t)1 << 17);
+#pragma omp parallel for schedule(dynamic, 1) if (parallel_rows)
         for (int i = 0; i < n_active; i++) {
             int s = g->active[i];
             int p = g->slot_prompt[s];
