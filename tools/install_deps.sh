@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages s2d needs to build and test, only those missing (idempotent).
 set -eu
-PKGS=(build-essential pkg-config libopenblas-openmp-dev libyaml-dev libcjson-dev libonig-dev libutf8proc-dev)
+# python3 (stdlib only) checks JSON outputs in the CLI tests.
+PKGS=(build-essential pkg-config libopenblas-openmp-dev libyaml-dev libcjson-dev libonig-dev libutf8proc-dev python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
