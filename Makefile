@@ -9,7 +9,13 @@ BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation
 CPPFLAGS := -Isrc -Itests -I$(BLAS_INC) -D_GNU_SOURCE -MMD -MP
 CFLAGS   := -std=c11 -O2 -g -fopenmp $(WARN)
-LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lyaml -lcjson -lonig -lutf8proc -lm -fopenmp
+# HDF5 (src/io) and MPI (mpi/ and main.c only) flags come from pkg-config; `make test` re-reads them after deps.
+HDF5_CFLAGS := $(shell pkg-config --cflags hdf5 2>/dev/null)
+HDF5_LIBS   := $(shell pkg-config --libs hdf5 2>/dev/null)
+MPI_CFLAGS  := $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS    := $(shell pkg-config --libs ompi-c 2>/dev/null)
+CPPFLAGS += $(HDF5_CFLAGS)
+LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lyaml -lcjson -lonig -lutf8proc $(HDF5_LIBS) -lm -fopenmp
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # -O1 keeps sanitizer builds fast enough for the parity tests while still catching what -O0 would.
 SAN_CFLAGS := -std=c11 -O1 -g -fopenmp $(WARN) $(SAN)
@@ -17,6 +23,9 @@ SAN_CFLAGS := -std=c11 -O1 -g -fopenmp $(WARN) $(SAN)
 LIB_SRC   := $(filter-out src/main.c,$(wildcard src/*/*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 SAN_OBJ   := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
+# mpi/: the runtime (roles, transport, scheduler); with main.c the only code that includes mpi.h.
+MPI_SRC   := $(wildcard mpi/*.c)
+MPI_OBJ   := $(MPI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC  := $(wildcard tests/unit/test_*.c)
 TEST_BIN  := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # make test T=word: build and run only the tests whose name contains word.
@@ -35,6 +44,12 @@ deps:
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+$(BUILD)/obj/mpi/%.o: mpi/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Impi $(MPI_CFLAGS) $(CFLAGS) -c $< -o $@
+$(BUILD)/obj/src/main.o: src/main.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Impi $(MPI_CFLAGS) $(CFLAGS) -c $< -o $@
 $(BUILD)/san/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(SAN_CFLAGS) -c $< -o $@
@@ -46,8 +61,8 @@ $(BUILD)/libs2d-san.a: $(SAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/s2d: $(BUILD)/obj/src/main.o $(BUILD)/libs2d.a
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/s2d: $(BUILD)/obj/src/main.o $(MPI_OBJ) $(BUILD)/libs2d.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS)
 
 # Unit tests run under AddressSanitizer + UndefinedBehaviorSanitizer.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libs2d-san.a
@@ -88,4 +103,4 @@ fuzz: deps
 clean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(SAN_OBJ:.o=.d) $(BUILD)/obj/src/main.d
+-include $(LIB_OBJ:.o=.d) $(SAN_OBJ:.o=.d) $(MPI_OBJ:.o=.d) $(BUILD)/obj/src/main.d

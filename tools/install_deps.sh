@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages s2d needs to build and test, only those missing (idempotent).
 set -eu
-# python3 (stdlib only) checks JSON outputs in the CLI tests.
-PKGS=(build-essential pkg-config libopenblas-openmp-dev libyaml-dev libcjson-dev libonig-dev libutf8proc-dev python3)
+# python3 (stdlib) checks JSON outputs in the CLI tests and python3-h5py reads our HDF5 files there;
+# openmpi-bin/libopenmpi-dev run the MPI job; slurm-wlm runs the local Slurm test; gnuplot-nox plots sweeps.
+PKGS=(build-essential pkg-config libopenblas-openmp-dev libyaml-dev libcjson-dev libonig-dev libutf8proc-dev
+      libhdf5-dev libopenmpi-dev openmpi-bin slurm-wlm gnuplot-nox python3 python3-h5py)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
