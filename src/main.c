@@ -21,6 +21,8 @@ static const subcommand SUBCOMMANDS[] = {
     {"verify", cmd_verify, "check math answers against references (JSON lines on stdin)"},
     {"eval", cmd_eval, "sample K completions per problem and report avg@K, pass@K, maj@K"},
     {"train", cmd_train, "run a training pipeline (teacher RL -> bridge -> student RL) from a YAML config"},
+    {"export", cmd_export, "write a checkpoint's model as a Hugging Face directory (config, safetensors)"},
+    {"inspect", cmd_inspect, "summarise an s2d HDF5 file (checkpoint, rollout log, metrics)"},
 };
 
 static void usage(FILE *out) {
