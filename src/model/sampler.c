@@ -150,7 +150,7 @@ int32_t sampler_sample(sampler *s, const sampler_params *sp, const float *logits
         int best = argmax_lowest(logits, V);
         if (logprob) {
             double sum = 0;
-            for (int i = 0; i < V; i++) sum += exp((double)logits[i] - logits[best]);
+            for (int i = 0; i < V; i++) sum += expf(logits[i] - logits[best]); /* fp32 terms, fp64 sum */
             *logprob = (float)-log(sum);
         }
         return best;

@@ -6,7 +6,8 @@
 #   (c) sgemm peak GFLOP/s of this machine and the fraction the model's fwd+bwd matmul FLOPs reach.
 # usage: tools/bench/bench_model.sh BUILD_DIR      (run by `make bench`; a few minutes on 2 cores)
 # BENCH_PRESETS="qwen3-small qwen3-0.6b" selects presets. Numbers from a machine shared with other jobs are
-# noisy (OpenMP threads that lose their core stall every barrier): compare runs taken on a quiet machine.
+# noisy (OpenMP threads that lose their core stall every barrier), so every number is the best of several
+# steps or runs; still, compare runs taken on a quiet machine.
 set -u
 build=${1:-${S2D_BUILD:-build}}
 S2D=$build/s2d
@@ -33,7 +34,7 @@ declare -a rows
 for preset in $presets; do
   case $preset in
     qwen3-0.6b) seqs=2 len=64 steps=2 gbatch=4 plen=8 new=16 ;;
-    *)          seqs=4 len=256 steps=2 gbatch=16 plen=16 new=128 ;;
+    *)          seqs=4 len=256 steps=3 gbatch=16 plen=16 new=128 ;;
   esac
   dir=$tmp/$preset
   # bf16 on disk halves the 0.6B write; both sides load it as fp32.
