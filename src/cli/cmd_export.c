@@ -1,9 +1,129 @@
-/* cmd_export.c: s2d export (being written by h5). */
+/* cmd_export.c: s2d export CHECKPOINT.h5 --out DIR [--model NAME] [--tokenizer DIR] [--dtype f32|bf16]
+ *
+ * Writes one named model of an s2d checkpoint as a Hugging Face directory (config.json, model.safetensors,
+ * tokenizer files copied from --tokenizer). The directory appears only when complete: it is built under
+ * "DIR.tmp.<pid>" and renamed. An existing DIR is refused (never half-overwritten). */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "cli/commands.h"
 #include "core/common.h"
+#include "core/log.h"
+#include "io/h5io.h"
+#include "model/model.h"
+
+/* Tokenizer-side files of an HF directory, copied when present (tokenizer.json is required). */
+static const char *const TOKENIZER_FILES[] = {"tokenizer.json",     "tokenizer_config.json", "special_tokens_map.json",
+                                              "generation_config.json", "chat_template.jinja", "vocab.json",
+                                              "merges.txt",         "added_tokens.json"};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: s2d export CHECKPOINT.h5 --out DIR [--model NAME] [--tokenizer DIR] [--dtype f32|bf16]\n"
+                 "  --out DIR        new Hugging Face directory (must not exist; appears only when complete)\n"
+                 "  --model NAME     which named model of the checkpoint (needed when it holds several)\n"
+                 "  --tokenizer DIR  copy tokenizer.json (required there) and the other tokenizer files from DIR\n"
+                 "  --dtype          safetensors weights as f32 or bf16 (default: as stored in the checkpoint)\n");
+}
+
+static bool copy_file(const char *src, const char *dst, s2d_err *err) {
+    char *data = NULL;
+    size_t len = 0;
+    if (!read_file(src, &data, &len, err)) return false;
+    FILE *fp = fopen(dst, "wb");
+    bool ok = fp && fwrite(data, 1, len, fp) == len;
+    if (fp && fclose(fp) != 0) ok = false;
+    free(data);
+    if (!ok) return err_set(err, "%s: write failed: %s", dst, strerror(errno));
+    return true;
+}
+
+static void remove_tree_files(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[4400];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            path_join(path, sizeof path, dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+static bool export_dir(const model *m, const char *out, bool bf16, const char *tok_dir, s2d_err *err) {
+    struct stat st;
+    if (stat(out, &st) == 0) return err_set(err, "%s: already exists (export never overwrites)", out);
+    char tmp[4200], src[4400], dst[4400];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
+    if (mkdir(tmp, 0755) != 0) return err_set(err, "%s: cannot create directory: %s", tmp, strerror(errno));
+    bool ok = model_save(m, tmp, bf16, err);
+    if (ok && tok_dir) {
+        path_join(src, sizeof src, tok_dir, "tokenizer.json");
+        if (access(src, R_OK) != 0) ok = err_set(err, "%s: cannot read: %s (--tokenizer)", src, strerror(errno));
+        for (size_t i = 0; ok && i < S2D_ARRAY_LEN(TOKENIZER_FILES); i++) {
+            path_join(src, sizeof src, tok_dir, TOKENIZER_FILES[i]);
+            if (access(src, F_OK) != 0) continue;
+            path_join(dst, sizeof dst, tmp, TOKENIZER_FILES[i]);
+            ok = copy_file(src, dst, err);
+        }
+    }
+    if (ok && rename(tmp, out) != 0) ok = err_set(err, "%s: cannot create directory: %s", out, strerror(errno));
+    if (!ok) remove_tree_files(tmp);
+    return ok;
+}
 
 int cmd_export(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    die("s2d export: not available yet");
+    const char *ckpt = NULL, *out = NULL, *name = NULL, *tok = NULL, *dtype = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (a[0] != '-' || strcmp(a, "-") == 0) {
+            if (ckpt) die_hint("s2d export --help", "more than one checkpoint given ('%s', '%s')", ckpt, a);
+            ckpt = a;
+            continue;
+        }
+        if (!v) die_hint("s2d export --help", "%s needs a value", a);
+        if (strcmp(a, "--out") == 0) out = v;
+        else if (strcmp(a, "--model") == 0) name = v;
+        else if (strcmp(a, "--tokenizer") == 0) tok = v;
+        else if (strcmp(a, "--dtype") == 0) dtype = v;
+        else die_hint("s2d export --help", "unknown option '%s'", a);
+        i++;
+    }
+    if (!ckpt || !out) die_hint("s2d export --help", "export needs CHECKPOINT.h5 and --out DIR");
+    if (dtype && strcmp(dtype, "f32") != 0 && strcmp(dtype, "bf16") != 0)
+        die("--dtype must be f32 or bf16, got '%s'", dtype);
+
+    s2d_err err = {0};
+    char **names = NULL;
+    int n_names = 0;
+    if (!ckpt_model_names(ckpt, &names, &n_names, &err)) die("%s", err.msg);
+    if (!name) {
+        if (n_names != 1) {
+            char list[1024] = "";
+            for (int i = 0; i < n_names; i++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", names[i]);
+            die_hint("s2d export --help", "%s holds %d models (%s): choose one with --model NAME", ckpt, n_names,
+                     n_names ? list : "none");
+        }
+        name = names[0];
+    }
+    model m;
+    bool stored_bf16 = false;
+    if (!ckpt_load_model(ckpt, name, &m, &stored_bf16, &err)) die("%s", err.msg);
+    bool bf16 = dtype ? strcmp(dtype, "bf16") == 0 : stored_bf16;
+    if (!export_dir(&m, out, bf16, tok, &err)) die("%s", err.msg);
+    log_info("exported model '%s' of %s to %s (%zu parameters, %s)", name, ckpt, out, m.n_params, bf16 ? "bf16" : "f32");
+    model_free(&m);
+    h5_free_names(names, n_names);
+    return 0;
 }
