@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -47,8 +48,10 @@ typedef struct {
     tokenizer **toks;
     int n_toks;
     text_set *data;  /* [tc->n_datasets] */
-    atomic_file metrics;
+    atomic_file metrics; /* scheduler only */
     tok_bytes text;  /* decode scratch */
+    transport *tp;
+    long global_step; /* steps over all stages so far (fault injection) */
 } run;
 
 static bool mkdir_p(const char *path, s2d_err *err) {
@@ -242,25 +245,55 @@ static void json_num(FILE *f, const char *key, double v) {
     else fprintf(f, ", \"%s\": null", key);
 }
 
+/* Architecture of a named model, loaded here or not. */
+static const model_config *cfg_of(run *r, const named_model *nm) {
+    return nm->loaded ? &nm->m.cfg : &r->tc->models[nm->def].cfg;
+}
+
+/* Packs one generator's results: [n][finish n][len n][tokens][logprobs] as 4-byte words. */
+static size_t pack_results(const gen_result *res, int n, int32_t *buf) {
+    size_t at = 0;
+    buf[at++] = n;
+    for (int i = 0; i < n; i++) buf[at++] = (int32_t)res->finish[i];
+    for (int i = 0; i < n; i++) buf[at++] = res->start[i + 1] - res->start[i];
+    int nt = n ? res->start[n] : 0;
+    memcpy(buf + at, res->tokens, (size_t)nt * sizeof(int32_t)), at += (size_t)nt;
+    memcpy(buf + at, res->logprobs, (size_t)nt * sizeof(float)), at += (size_t)nt;
+    return at * sizeof(int32_t);
+}
+
+/* Per-rank timing of one step, gathered by the scheduler. */
+typedef struct {
+    int32_t role, pad;
+    double gen, score, learn, sync;
+} step_times;
+
 static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     const train_config *tc = r->tc;
     const tc_stage *s = &tc->stages[si];
+    transport *tp = r->tp;
+    const bool is_sched = tp_plays(tp, ROLE_SCHEDULER), is_gen = tp_plays(tp, ROLE_GENERATOR),
+               is_scorer = tp_plays(tp, ROLE_SCORER), is_learner = tp_plays(tp, ROLE_LEARNER);
+    const bool lroot = tp->local || (tp->role == ROLE_LEARNER && tp->index == 0);
+    const int n_gen = tp->local ? 1 : tp->n_gen, n_score = tp->local ? 1 : tp->n_score;
     memset(sum, 0, sizeof *sum);
     named_model *pol_src = find_named(r, s->policy);
     CHECK(pol_src, "validated config names an unknown model %s", s->policy);
     if (!ensure_loaded(r, pol_src, err)) return false;
     named_model *tea = s->teacher[0] ? find_named(r, s->teacher) : NULL;
     named_model *refm = s->reference[0] ? find_named(r, s->reference) : NULL;
-    if (tea && !ensure_loaded(r, tea, err)) return false;
-    if (refm && !ensure_loaded(r, refm, err)) return false;
+    /* each role loads what it uses: scorers the teacher and reference, generators the teacher of fkl */
+    if (tea && (is_scorer || (is_gen && s->algo == ALGO_FKL)) && !ensure_loaded(r, tea, err)) return false;
+    if (refm && is_scorer && !ensure_loaded(r, refm, err)) return false;
     tokenizer *tok = pol_src->tok;
     if (!tok) return err_set(err, "%s: stage %s: the policy '%s' has no tokenizer (give models.%s.tokenizer)", s->where,
                              s->name, s->policy, s->policy);
-    if (tea && (tea->m.cfg.vocab != pol_src->m.cfg.vocab || !tea->tok || tok_vocab_size(tea->tok) != tok_vocab_size(tok)))
+    if (tea && (cfg_of(r, tea)->vocab != pol_src->m.cfg.vocab || !tea->tok || tok_vocab_size(tea->tok) != tok_vocab_size(tok)))
         return err_set(err, "%s: stage %s: teacher '%s' (vocab %d) and policy '%s' (vocab %d) do not share a vocabulary",
-                       s->where, s->name, s->teacher, tea->m.cfg.vocab, s->policy, pol_src->m.cfg.vocab);
+                       s->where, s->name, s->teacher, cfg_of(r, tea)->vocab, s->policy, pol_src->m.cfg.vocab);
 
-    /* The output model: a copy of the policy, trained in place. */
+    /* The output model: a copy of the policy, trained in place (every rank holds one; learners train it,
+     * the scheduler and generators receive its weights after each step). */
     r->models = xrealloc(r->models, (size_t)(r->n_models + 1) * sizeof(named_model));
     pol_src = find_named(r, s->policy), tea = s->teacher[0] ? find_named(r, s->teacher) : NULL;
     refm = s->reference[0] ? find_named(r, s->reference) : NULL;
@@ -271,11 +304,11 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     out->loaded = true, out->tok = pol_src->tok, out->tok_dir = pol_src->tok_dir, out->def = -1;
     model *policy = &out->m;
 
-    /* Reference: named, or the policy's initial weights when the objective needs one. */
+    /* Reference: named, or the policy's initial weights when the objective needs one (scorers only). */
     bool need_ref = (s->algo == ALGO_OPD && s->opd.lambda != 1.0f) || (s->algo == ALGO_GRPO && s->grpo.kl_beta > 0);
     model ref_copy = {0};
     const model *ref = NULL;
-    if (need_ref) {
+    if (need_ref && is_scorer) {
         if (refm) ref = &refm->m;
         else model_copy(&ref_copy, policy), ref = &ref_copy;
     }
@@ -288,12 +321,13 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     if (!encode_set(tc, tok, ts, n_stop ? stops[0] : -1, &enc, err)) return err_prefix(err, "datasets.%s", s->data);
 
     bool generate = s->algo != ALGO_SFT;
+    const model_config *gen_cfg = s->algo == ALGO_FKL ? cfg_of(r, tea) : &policy->cfg;
     const model *gen_model = s->algo == ALGO_FKL ? &tea->m : policy;
-    int P = s->prompts_per_step, G = s->group_size, B = P * G;
+    int P = s->prompts_per_step, G = s->group_size, B = P * G, M = s->micro_batches;
     int max_seq = enc.max_prompt + (generate ? s->max_new_tokens : enc.max_target);
-    if (max_seq > gen_model->cfg.max_pos)
+    if (max_seq > gen_cfg->max_pos)
         return err_set(err, "%s: stage %s: prompt (%d tokens) + max_new_tokens (%d) exceed the model's %d positions",
-                       s->where, s->name, enc.max_prompt, s->max_new_tokens, gen_model->cfg.max_pos);
+                       s->where, s->name, enc.max_prompt, s->max_new_tokens, gen_cfg->max_pos);
     int maxT = B * max_seq, V = policy->cfg.vocab;
 
     /* Every buffer of the step loop, sized once. */
@@ -315,26 +349,49 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         b.full_logp = xmalloc((size_t)maxT * V * sizeof(float));
     }
     int *idx = xmalloc((size_t)P * sizeof(int));
-    int *gstart = xmalloc((size_t)(B + 1) * sizeof(int));
+    int *gstart = xmalloc((size_t)(B + 2) * sizeof(int)), *gstart_local = xmalloc((size_t)(B + 1) * sizeof(int));
     int32_t *gids = xmalloc((size_t)B * S2D_MAX(enc.max_prompt, 1) * sizeof(int32_t));
     uint64_t *seq_ids = xmalloc((size_t)B * sizeof(uint64_t));
     float *rewards = xcalloc((size_t)B, sizeof(float)), *adv = xcalloc((size_t)B, sizeof(float));
     bool *zero_var = xcalloc((size_t)P, sizeof(bool));
     unsigned char *seen = xcalloc((size_t)enc.n, 1);
+    int *mseq = xmalloc((size_t)(B + 2) * sizeof(int));
+    /* generator results as they travel: packed words, and the scheduler's unpacked copy */
+    size_t pack_words = (size_t)B * (2 + 2 * (size_t)s->max_new_tokens) + 4 * (size_t)(n_gen + 1);
+    int32_t *pack = xmalloc(pack_words * sizeof(int32_t)), *packs = is_sched ? xmalloc(pack_words * sizeof(int32_t)) : NULL;
+    size_t *pack_counts = xmalloc((size_t)(S2D_MAX(n_gen, tp->size) + 2) * sizeof(size_t));
+    gen_result all = {0};
+    all.start = xmalloc((size_t)(B + 1) * sizeof(int));
+    all.tokens = xmalloc((size_t)B * s->max_new_tokens * sizeof(int32_t) + 4);
+    all.logprobs = xmalloc((size_t)B * s->max_new_tokens * sizeof(float) + 4);
+    all.finish = xmalloc((size_t)B * sizeof(gen_finish));
+    step_times *times = xmalloc((size_t)(tp->size + 1) * sizeof(step_times));
+    size_t *time_counts = xmalloc((size_t)(tp->size + 1) * sizeof(size_t));
 
-    pl_learner L;
-    pl_learner_init(&L, policy, maxT, s);
-    model_ws *tws = (tea && s->algo != ALGO_SFT) ? model_ws_new(&tea->m, maxT, false) : NULL;
+    pl_learner L = {0};
+    if (is_learner) {
+        int max_micro_tokens = 0; /* the learner's workspace holds one micro-batch */
+        for (int mb = 0; mb < M; mb++) {
+            long lo, hi;
+            tp_split(B, M, mb, &lo, &hi);
+            max_micro_tokens = S2D_MAX(max_micro_tokens, (int)(hi - lo) * max_seq);
+        }
+        pl_learner_init_dist(&L, policy, maxT, s, tp, M);
+        model_ws_free(L.ws);
+        L.ws = model_ws_new(policy, max_micro_tokens, true);
+    }
+    model_ws *tws = (is_scorer && tea && s->algo != ALGO_SFT && s->algo != ALGO_GRPO) ? model_ws_new(&tea->m, maxT, false) : NULL;
     model_ws *rws = ref ? model_ws_new(ref, maxT, false) : NULL;
     generator *gen = NULL;
-    if (generate && !generator_new(gen_model, S2D_MIN(B, 64), max_seq, &gen, err)) return false;
+    if (is_gen && generate && !generator_new(gen_model, S2D_MIN(B, 64), max_seq, &gen, err)) return false;
     gen_params gp = {.sampling = s->sampling, .max_new_tokens = s->max_new_tokens, .n_stop = n_stop};
     gp.sampling.seed = tc->seed * 1000003u + (uint64_t)si;
     memcpy(gp.stop_ids, stops, sizeof stops);
+    int64_t version = 0; /* policy version: optimizer steps of this stage behind the generators' weights */
 
-    /* Evaluation set (greedy), if asked for. */
+    /* Evaluation set (greedy), if asked for: the scheduler evaluates its copy of the policy. */
     evaluator ev = {0};
-    bool has_eval = s->eval_data[0] != 0;
+    bool has_eval = s->eval_data[0] != 0 && is_sched;
     if (has_eval) {
         int ei = tc_find_dataset(tc, s->eval_data);
         ev.ts = &r->data[ei];
@@ -364,96 +421,244 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     ds_sampler_init(&dsamp, enc.n, tc->seed + 7919u * (uint64_t)(si + 1));
     double t_stage = time_now();
     long unique = 0, total = 0;
+    char layout[64];
+    tp_layout(tp, layout, sizeof layout);
     for (int step = 0; step < s->steps; step++) {
-        double t0 = time_now();
-        ds_sampler_next(&dsamp, P, idx);
-        for (int p = 0; p < P; p++) {
-            total++;
-            if (!seen[idx[p]]) seen[idx[p]] = 1, unique++;
+        r->global_step++;
+        if (tc->fault_rank == tp->rank && r->global_step == tc->fault_step) {
+            fprintf(stderr, "s2d: fault injection: rank %d (%s) %s at step %ld\n", tp->rank, tp_role_name(tp->role),
+                    tc->fault_kill ? "raises SIGKILL" : "fails", r->global_step);
+            fflush(stderr);
+            if (tc->fault_kill) raise(SIGKILL);
+            die("injected fault (fault.kind: error) at step %ld", r->global_step);
         }
-        /* 1. rollouts (or SFT targets) */
+        double t0 = time_now();
+        step_times me = {.role = (int32_t)tp->role};
         b.n_seqs = B;
         b.seq_start[0] = 0;
         long gen_tokens = 0;
         gen_result res = {0};
         double reward_mean = NAN;
-        if (generate) {
-            gstart[0] = 0;
-            for (int i = 0; i < B; i++) {
-                int p = idx[i / G], a = enc.start[p], n = enc.start[p + 1] - a;
-                memcpy(gids + gstart[i], enc.ids + a, (size_t)n * sizeof(int32_t));
-                gstart[i + 1] = gstart[i] + n;
-                seq_ids[i] = ((uint64_t)step << 32) + (uint64_t)i;
+        if (is_sched) {
+            ds_sampler_next(&dsamp, P, idx);
+            for (int p = 0; p < P; p++) {
+                total++;
+                if (!seen[idx[p]]) seen[idx[p]] = 1, unique++;
             }
-            if (!generator_run(gen, &gp, B, gstart, gids, seq_ids, &res, err)) return err_prefix(err, "stage %s", s->name);
-            gen_tokens = res.n_generated;
         }
-        int T = 0;
-        for (int i = 0; i < B; i++) {
-            int p = idx[i / G], a = enc.start[p], n = enc.start[p + 1] - a;
-            const int32_t *comp = generate ? res.tokens + res.start[i] : enc.tids + enc.tstart[p];
-            int nc = generate ? res.start[i + 1] - res.start[i] : enc.tstart[p + 1] - enc.tstart[p];
-            memcpy(b.tokens + T, enc.ids + a, (size_t)n * sizeof(int32_t));
-            memcpy(b.tokens + T + n, comp, (size_t)nc * sizeof(int32_t));
-            for (int t = 0; t < n + nc; t++) {
-                int row = T + t;
-                bool trained = t >= n - 1 && t < n + nc - 1;
-                b.mask[row] = trained ? 1.0f : 0.0f;
-                b.logp_behaviour[row] = trained && generate ? res.logprobs[res.start[i] + (t - n + 1)] : 0.0f;
+        /* 1. scheduler -> generators: prompts, seq ids (sampling streams), policy version */
+        if (generate && (is_sched || is_gen)) {
+            if (is_sched) {
+                gstart[0] = 0;
+                for (int i = 0; i < B; i++) {
+                    int p = idx[i / G], a = enc.start[p], n = enc.start[p + 1] - a;
+                    memcpy(gids + gstart[i], enc.ids + a, (size_t)n * sizeof(int32_t));
+                    gstart[i + 1] = gstart[i] + n;
+                    seq_ids[i] = ((uint64_t)step << 32) + (uint64_t)i;
+                }
             }
-            T += n + nc;
-            b.seq_start[i + 1] = T;
+            int64_t ver = version;
+            tp->bcast(tp, TP_GEN, 0, gstart, (size_t)(B + 1) * sizeof(int), "prompt offsets");
+            tp->bcast(tp, TP_GEN, 0, gids, (size_t)gstart[B] * sizeof(int32_t), "prompt tokens");
+            tp->bcast(tp, TP_GEN, 0, seq_ids, (size_t)B * sizeof(uint64_t), "sequence ids");
+            tp->bcast(tp, TP_GEN, 0, &ver, sizeof ver, "the policy version");
+            size_t mine = 0;
+            if (is_gen) {
+                /* 2. generators: this generator's contiguous share of the sequences */
+                double tg = time_now();
+                CHECK(ver == version, "generator holds policy version %lld, the scheduler asks for %lld",
+                      (long long)version, (long long)ver);
+                long lo, hi;
+                tp_split(B, n_gen, tp->local ? 0 : tp->index, &lo, &hi);
+                for (long i = lo; i <= hi; i++) gstart_local[i - lo] = gstart[i] - gstart[lo];
+                if (hi > lo) {
+                    if (!generator_run(gen, &gp, (int)(hi - lo), gstart_local, gids + gstart[lo], seq_ids + lo, &res, err))
+                        return err_prefix(err, "stage %s", s->name);
+                }
+                mine = pack_results(&res, (int)(hi - lo), pack);
+                gen_result_free(&res);
+                me.gen = time_now() - tg;
+            }
+            tp->gatherv(tp, TP_GEN, pack, mine, packs, pack_words * sizeof(int32_t), pack_counts, "completions");
+            if (is_sched) { /* unpack in generator order = sequence order */
+                size_t at = 0;
+                int seq = 0, tokat = 0;
+                all.start[0] = 0;
+                for (int gi = 0; gi < tp_group_size(tp, TP_GEN); gi++) {
+                    if (pack_counts[gi] == 0) continue;
+                    const int32_t *w = packs + at;
+                    int n = w[0];
+                    const int32_t *fin = w + 1, *len = w + 1 + n, *toks = w + 1 + 2 * n;
+                    int nt = 0;
+                    for (int i = 0; i < n; i++) nt += len[i];
+                    const float *lps = (const float *)(toks + nt);
+                    for (int i = 0; i < n; i++) {
+                        all.finish[seq] = (gen_finish)fin[i];
+                        all.start[seq + 1] = all.start[seq] + len[i];
+                        seq++;
+                    }
+                    memcpy(all.tokens + tokat, toks, (size_t)nt * sizeof(int32_t));
+                    memcpy(all.logprobs + tokat, lps, (size_t)nt * sizeof(float));
+                    tokat += nt;
+                    at += pack_counts[gi] / sizeof(int32_t);
+                }
+                CHECK(seq == B, "gathered %d completions, expected %d", seq, B);
+                all.n = B, all.n_generated = tokat;
+                gen_tokens = tokat;
+            }
         }
         double t1 = time_now();
-        /* 2. score */
+        res = all;
+        int T = 0;
         double acc = NAN;
-        if (s->algo == ALGO_GRPO) {
-            int correct = 0;
+        if (is_sched) {
             for (int i = 0; i < B; i++) {
-                int a = res.start[i];
-                rewards[i] = 0;
-                if (tok_decode(tok, res.tokens + a, (size_t)(res.start[i + 1] - a), &r->text, err)) {
-                    verify_result vr;
-                    verify_math(r->text.bytes, ts->answer[idx[i / G]], &vr);
-                    rewards[i] = vr.correct ? 1.0f : 0.0f;
+                int p = idx[i / G], a = enc.start[p], n = enc.start[p + 1] - a;
+                const int32_t *comp = generate ? res.tokens + res.start[i] : enc.tids + enc.tstart[p];
+                int nc = generate ? res.start[i + 1] - res.start[i] : enc.tstart[p + 1] - enc.tstart[p];
+                memcpy(b.tokens + T, enc.ids + a, (size_t)n * sizeof(int32_t));
+                memcpy(b.tokens + T + n, comp, (size_t)nc * sizeof(int32_t));
+                for (int t = 0; t < n + nc; t++) {
+                    int row = T + t;
+                    bool trained = t >= n - 1 && t < n + nc - 1;
+                    b.mask[row] = trained ? 1.0f : 0.0f;
+                    b.logp_behaviour[row] = trained && generate ? res.logprobs[res.start[i] + (t - n + 1)] : 0.0f;
                 }
-                correct += rewards[i] > 0;
+                T += n + nc;
+                b.seq_start[i + 1] = T;
             }
-            reward_mean = acc = (double)correct / B;
-            grpo_advantages(rewards, P, G, s->std_normalize, false, 1e-6f, adv, zero_var);
-            for (int i = 0; i < B; i++) {
-                bool drop = (s->mask_truncated && res.finish[i] == GEN_FINISH_LENGTH) ||
-                            (s->filter_zero_variance && zero_var[i / G]);
-                for (int t = b.seq_start[i]; t < b.seq_start[i + 1]; t++) {
-                    b.adv[t] = adv[i];
-                    if (drop) b.mask[t] = 0;
+            /* 3. scheduler: verify, group advantages */
+            if (s->algo == ALGO_GRPO) {
+                int correct = 0;
+                for (int i = 0; i < B; i++) {
+                    int a = res.start[i];
+                    rewards[i] = 0;
+                    if (tok_decode(tok, res.tokens + a, (size_t)(res.start[i + 1] - a), &r->text, err)) {
+                        verify_result vr;
+                        verify_math(r->text.bytes, ts->answer[idx[i / G]], &vr);
+                        rewards[i] = vr.correct ? 1.0f : 0.0f;
+                    }
+                    correct += rewards[i] > 0;
+                }
+                reward_mean = acc = (double)correct / B;
+                grpo_advantages(rewards, P, G, s->std_normalize, false, 1e-6f, adv, zero_var);
+                for (int i = 0; i < B; i++) {
+                    bool drop = (s->mask_truncated && res.finish[i] == GEN_FINISH_LENGTH) ||
+                                (s->filter_zero_variance && zero_var[i / G]);
+                    for (int t = b.seq_start[i]; t < b.seq_start[i + 1]; t++) {
+                        b.adv[t] = adv[i];
+                        if (drop) b.mask[t] = 0;
+                    }
+                }
+            }
+            b.n_rows = 0;
+            for (int t = 0; t < T; t++) b.row_slot[t] = b.mask[t] != 0 ? b.n_rows++ : -1;
+        }
+        /* 4. the token batch -> scorers and learners */
+        if (is_sched || is_scorer || is_learner) {
+            int hdr[2] = {T, b.n_rows};
+            tp->bcast(tp, TP_BATCH, 0, hdr, sizeof hdr, "the token batch header");
+            T = hdr[0], b.n_rows = hdr[1];
+            tp->bcast(tp, TP_BATCH, 0, b.seq_start, (size_t)(B + 1) * sizeof(int), "the batch layout");
+            tp->bcast(tp, TP_BATCH, 0, b.tokens, (size_t)T * sizeof(int32_t), "the batch tokens");
+            tp->bcast(tp, TP_BATCH, 0, b.mask, (size_t)T * sizeof(float), "the batch mask");
+            tp->bcast(tp, TP_BATCH, 0, b.logp_behaviour, (size_t)T * sizeof(float), "behaviour log-probs");
+            tp->bcast(tp, TP_BATCH, 0, b.adv, (size_t)T * sizeof(float), "advantages");
+            tp->bcast(tp, TP_BATCH, 0, b.row_slot, (size_t)T * sizeof(int), "row slots");
+        }
+        /* scorers: per-token teacher / reference log-probs (teacher top-k or full rows for fkl), per micro-batch */
+        bool scored = s->algo == ALGO_OPD || need_ref || fkl_logits;
+        if (scored && (is_scorer || is_learner)) {
+            if (is_scorer) {
+                double tsc = time_now();
+                long m0, m1;
+                tp_split(M, n_score, tp->local ? 0 : tp->index, &m0, &m1);
+                for (long mb = m0; mb < m1; mb++) {
+                    pl_batch v;
+                    int r0;
+                    pl_micro_view(&b, M, (int)mb, &v, mseq, &r0);
+                    if (s->algo == ALGO_OPD && !pl_score_logprobs(&tea->m, tws, &v, b.logp_teacher + r0, err)) return false;
+                    if (ref && !pl_score_logprobs(ref, rws, &v, b.logp_ref + r0, err)) return false;
+                    if (fkl_logits && !pl_score_fkl(&tea->m, tws, s, &v, err)) return false;
+                }
+                me.score = time_now() - tsc;
+            }
+            for (int k = 0; k < n_score && !tp->local; k++) { /* scorer k's rows -> every learner */
+                long m0, m1, s0, s1, unused;
+                tp_split(M, n_score, k, &m0, &m1);
+                if (m1 <= m0) continue;
+                tp_split(B, M, (int)m0, &s0, &unused);
+                tp_split(B, M, (int)m1 - 1, &unused, &s1);
+                int r0 = b.seq_start[s0], r1 = b.seq_start[s1], sl0 = 0, sl1 = 0;
+                for (int t = 0; t < r1; t++) sl1 += b.mask[t] != 0, sl0 += t < r0 && b.mask[t] != 0;
+                if (s->algo == ALGO_OPD)
+                    tp->bcast(tp, TP_PAYLOAD, k, b.logp_teacher + r0, (size_t)(r1 - r0) * sizeof(float), "teacher log-probs");
+                if (need_ref)
+                    tp->bcast(tp, TP_PAYLOAD, k, b.logp_ref + r0, (size_t)(r1 - r0) * sizeof(float), "reference log-probs");
+                if (fkl_logits && s->fkl == FKL_TOPK) {
+                    size_t kk = (size_t)s->topk;
+                    tp->bcast(tp, TP_PAYLOAD, k, b.topk_ids + sl0 * kk, (sl1 - sl0) * kk * sizeof(int32_t), "teacher top-k ids");
+                    tp->bcast(tp, TP_PAYLOAD, k, b.topk_logp + sl0 * kk, (sl1 - sl0) * kk * sizeof(float), "teacher top-k log-probs");
+                } else if (fkl_logits) {
+                    tp->bcast(tp, TP_PAYLOAD, k, b.full_logp + (size_t)sl0 * V, (size_t)(sl1 - sl0) * V * sizeof(float),
+                              "teacher distributions");
                 }
             }
         }
-        if (s->algo == ALGO_OPD && !pl_score_logprobs(&tea->m, tws, &b, b.logp_teacher, err)) return false;
-        if (ref && !pl_score_logprobs(ref, rws, &b, b.logp_ref, err)) return false;
-        b.n_rows = 0;
-        for (int t = 0; t < T; t++) b.row_slot[t] = b.mask[t] != 0 ? b.n_rows++ : -1;
-        if (fkl_logits && !pl_score_fkl(&tea->m, tws, s, &b, err)) return false;
-        gen_result_free(&res);
         double t2 = time_now();
-        /* 3. learn */
-        pl_learn_stats st;
-        pl_learn_step(&L, s, &b, step, &st);
+        /* 5. learners: loss, backward, tree-ordered gradient sum, ZeRO-1 AdamW */
+        pl_learn_stats st = {0};
+        if (is_learner) {
+            double tl = time_now();
+            pl_learn_step(&L, s, &b, step, &st);
+            me.learn = time_now() - tl;
+        }
+        /* 6. learner root -> scheduler + generators: stats and the new weights (one contiguous buffer) */
+        double tw = time_now();
+        if (lroot || is_sched || is_gen) {
+            tp->bcast(tp, TP_WEIGHTS, 0, &st, sizeof st, "learner statistics");
+            tp->bcast(tp, TP_WEIGHTS, 0, policy->params, policy->n_params * sizeof(float), "new weights");
+            version++;
+        }
+        if (is_learner || lroot) me.sync = time_now() - tw;
         double t3 = time_now();
-        sum->gen_s += t1 - t0, sum->score_s += t2 - t1, sum->learn_s += t3 - t2;
+        /* 7. scheduler: timings of every rank, metrics */
+        tp->gatherv(tp, TP_WORLD, &me, sizeof me, times, (size_t)(tp->size + 1) * sizeof(step_times), time_counts,
+                    "step timings");
+        if (!is_sched) continue;
+        double wall = t3 - t0, ph[4] = {0}, busy[4] = {0};
+        int cnt[4] = {0};
+        int n_rec = tp->local ? 1 : tp->size;
+        for (int i = 0; i < n_rec; i++) {
+            const step_times *x = &times[i];
+            double v[4] = {0, x->gen, x->score, x->learn + x->sync};
+            for (int ro = 1; ro < 4; ro++) {
+                if (!tp->local && x->role != ro) continue;
+                busy[ro] += wall > 0 ? v[ro] / wall : 0, cnt[ro]++;
+            }
+            ph[1] = S2D_MAX(ph[1], x->gen), ph[2] = S2D_MAX(ph[2], x->score), ph[3] = S2D_MAX(ph[3], x->learn);
+            ph[0] = S2D_MAX(ph[0], x->sync);
+        }
+        for (int ro = 1; ro < 4; ro++) busy[ro] = cnt[ro] ? busy[ro] / cnt[ro] : 0;
+        (void)t1, (void)t2;
+        sum->gen_s += ph[1], sum->score_s += ph[2], sum->learn_s += ph[3] + ph[0];
         double elapsed = t3 - t_stage, eta = elapsed / (step + 1) * (s->steps - step - 1);
         fprintf(stderr,
                 "[%s] step %d/%d | reward %.3f acc %.3f | kl %.4f | loss %.4f | %.0f tok/s | gen %.2fs score %.2fs "
-                "learn %.2fs | ETA %.0fs\n",
-                s->name, step + 1, s->steps, reward_mean, acc, st.kl, st.loss, (double)T / (t3 - t0), t1 - t0, t2 - t1,
-                t3 - t2, eta);
+                "learn %.2fs sync %.2fs | busy g%.0f%% s%.0f%% l%.0f%% | ETA %.0fs\n",
+                s->name, step + 1, s->steps, reward_mean, acc, st.kl, st.loss, (double)T / wall, ph[1], ph[2], ph[3],
+                ph[0], 100 * busy[1], 100 * busy[2], 100 * busy[3], eta);
         FILE *f = r->metrics.fp;
         fprintf(f, "{\"stage\": \"%s\", \"algo\": \"%s\", \"step\": %d", s->name, train_algo_name(s->algo), step + 1);
         json_num(f, "loss", st.loss), json_num(f, "reward_mean", reward_mean), json_num(f, "accuracy", acc);
         json_num(f, "kl", st.kl), json_num(f, "grad_norm", st.grad_norm), json_num(f, "lr", st.lr);
         fprintf(f, ", \"tokens\": %d, \"trained_tokens\": %ld, \"generated_tokens\": %ld", T, st.tokens, gen_tokens);
-        json_num(f, "gen_s", t1 - t0), json_num(f, "score_s", t2 - t1), json_num(f, "learn_s", t3 - t2);
+        json_num(f, "gen_s", ph[1]), json_num(f, "score_s", ph[2]), json_num(f, "learn_s", ph[3]);
+        json_num(f, "sync_s", ph[0]), json_num(f, "step_s", wall), json_num(f, "tokens_per_s", wall > 0 ? T / wall : 0);
+        json_num(f, "busy_generators", busy[1]), json_num(f, "busy_scorers", busy[2]);
+        json_num(f, "busy_learners", busy[3]);
+        fprintf(f, ", \"ranks\": %d, \"layout\": \"%s\", \"policy_version\": %lld", tp->size, layout,
+                (long long)version - 1);
         fprintf(f, ", \"labelled_unique\": %ld, \"labelled_total\": %ld, \"unlabelled_prompts\": %ld}\n",
                 labelled ? unique : 0, labelled ? total : 0, labelled ? 0 : total);
         if (has_eval && s->eval_every > 0 && (step + 1) % s->eval_every == 0 && step + 1 < s->steps) {
@@ -466,6 +671,9 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         if (s->ckpt_every > 0 && (step + 1) % s->ckpt_every == 0 && step + 1 < s->steps && !save_model(r, out, err))
             return false;
     }
+    /* the stage's output -> every rank (later stages may score with it or train it) */
+    tp->bcast(tp, TP_WORLD, tp_world_rank(tp, ROLE_LEARNER, 0), policy->params, policy->n_params * sizeof(float),
+              "the stage's final weights");
     sum->seconds = time_now() - t_stage;
     if (has_eval) {
         sum->acc_after = evaluate(r, policy, tok, &ev, err, &ok);
@@ -476,16 +684,18 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     }
     sum->labelled_unique = labelled ? unique : 0, sum->labelled_total = labelled ? total : 0;
     sum->unlabelled_unique = labelled ? 0 : unique, sum->unlabelled_total = labelled ? 0 : total;
-    fprintf(r->metrics.fp,
-            "{\"stage\": \"%s\", \"event\": \"labels\", \"labelled_unique\": %ld, \"labelled_total\": %ld, "
-            "\"unlabelled_prompts\": %ld, \"unlabelled_unique\": %ld}\n",
-            s->name, sum->labelled_unique, sum->labelled_total, sum->unlabelled_total, sum->unlabelled_unique);
-    fflush(r->metrics.fp);
-    log_info("[%s] labels: %ld labelled examples (%ld unique), %ld unlabelled prompts", s->name, sum->labelled_total,
-             sum->labelled_unique, sum->unlabelled_total);
-    if (!save_model(r, out, err)) return false;
+    if (is_sched) {
+        fprintf(r->metrics.fp,
+                "{\"stage\": \"%s\", \"event\": \"labels\", \"labelled_unique\": %ld, \"labelled_total\": %ld, "
+                "\"unlabelled_prompts\": %ld, \"unlabelled_unique\": %ld}\n",
+                s->name, sum->labelled_unique, sum->labelled_total, sum->unlabelled_total, sum->unlabelled_unique);
+        fflush(r->metrics.fp);
+        log_info("[%s] labels: %ld labelled examples (%ld unique), %ld unlabelled prompts", s->name, sum->labelled_total,
+                 sum->labelled_unique, sum->unlabelled_total);
+        if (!save_model(r, out, err)) return false;
+    }
 
-    pl_learner_free(&L);
+    if (is_learner) pl_learner_free(&L);
     model_ws_free(tws), model_ws_free(rws);
     if (gen) generator_free(gen);
     if (has_eval) generator_free(ev.gen), free_enc_set(&ev.enc), free(ev.seq_ids);
@@ -493,16 +703,20 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     free(policy->grads), policy->grads = NULL;
     free(b.seq_start), free(b.tokens), free(b.mask), free(b.logp_behaviour), free(b.adv), free(b.logp_teacher);
     free(b.logp_ref), free(b.row_slot), free(b.topk_ids), free(b.topk_logp), free(b.full_logp);
-    free(idx), free(gstart), free(gids), free(seq_ids), free(rewards), free(adv), free(zero_var), free(seen);
+    free(idx), free(gstart), free(gstart_local), free(gids), free(seq_ids), free(rewards), free(adv), free(zero_var), free(seen);
+    free(mseq), free(pack), free(packs), free(pack_counts), free(times), free(time_counts);
+    free(all.start), free(all.tokens), free(all.logprobs), free(all.finish);
     ds_sampler_free(&dsamp);
     free_enc_set(&enc);
     return true;
 }
 
-bool pipeline_run(const train_config *tc, const char *out_dir, s2d_err *err) {
-    run r = {.tc = tc, .out = out_dir};
-    if (!mkdir_p(out_dir, err)) return false;
+bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, s2d_err *err) {
+    run r = {.tc = tc, .out = out_dir, .tp = tp};
+    bool is_sched = tp_plays(tp, ROLE_SCHEDULER);
+    if (is_sched && !mkdir_p(out_dir, err)) return false;
     char path[4096];
+    if (is_sched) {
     /* the resolved config (after --set) */
     path_join(path, sizeof path, out_dir, "config.yaml");
     atomic_file af;
@@ -511,6 +725,7 @@ bool pipeline_run(const train_config *tc, const char *out_dir, s2d_err *err) {
     if (!atomic_commit(&af, err)) return false;
     path_join(path, sizeof path, out_dir, "metrics.jsonl");
     if (!atomic_open(&r.metrics, path, err)) return false;
+    }
 
     /* tokenizers and data first: bad input fails before any training */
     r.toks = xcalloc((size_t)S2D_MAX(tc->n_models, 1), sizeof(tokenizer *));
@@ -544,9 +759,11 @@ bool pipeline_run(const train_config *tc, const char *out_dir, s2d_err *err) {
         ok = run_stage(&r, si, &sums[si], err);
     }
     double total = time_now() - t0;
-    if (ok) ok = atomic_commit(&r.metrics, err);
-    else atomic_abort(&r.metrics);
-    if (ok) {
+    if (is_sched) {
+        if (ok) ok = atomic_commit(&r.metrics, err);
+        else atomic_abort(&r.metrics);
+    }
+    if (ok && is_sched) {
         double g = 0, sc = 0, l = 0;
         printf("%-12s %-5s %-26s %10s %10s %8s %8s %8s %8s\n", "stage", "algo", "policy->output", "acc_before",
                "acc_after", "labels", "unique", "prompts", "time_s");

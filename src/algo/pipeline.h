@@ -16,6 +16,7 @@
 #include "algo/losses.h"
 #include "algo/optim.h"
 #include "algo/train_config.h"
+#include "algo/transport.h"
 #include "model/model.h"
 
 /* One step's packed batch and the per-row signals the loss needs (all [T] unless said otherwise). */
@@ -42,11 +43,30 @@ typedef struct {
     long tokens;           /* trained tokens (mask sum) */
 } pl_learn_stats;
 
-/* The learner of a stage: the trained policy, its optimizer and per-row scratch. */
+/* The learner of a stage: the trained policy, its optimizer shard and per-row scratch.
+ *
+ * Data parallel with a layout-independent result: the step's sequences are cut into `micro_batches` fixed
+ * micro-batches (tp_split), learner j owns a contiguous block of them, and gradients are summed over the fixed
+ * pairwise tree of micro-batches (tc_tree_mid): each learner sums its subtree, learners combine subtrees
+ * up the same tree (send/recv), so 1, 2, 4 ... learners add the same floats in the same order. The loss is
+ * computed on the whole batch on every learner from all-gathered per-token log-probs. ZeRO-1: learner j
+ * keeps AdamW m/v only for its contiguous shard [shard_lo, shard_hi) of the flat parameters; learner 0 clips
+ * the total gradient, sends each learner its shard, every learner updates its shard and the shards are
+ * all-gathered so every learner holds the new weights. */
 typedef struct {
     model *policy;         /* trained in place */
-    model_ws *ws;          /* training workspace for max_tokens */
-    adamw opt;
+    model_ws *ws;          /* training workspace for the largest micro-batch */
+    adamw opt;             /* shard of the optimizer state: n = shard_hi - shard_lo */
+    adamw norm;            /* only n, n_blocks, norm_partials: the full-gradient norm on learner 0 */
+    transport *tp;         /* NULL: one local learner */
+    int micro_batches, n_learners, index;
+    long shard_lo, shard_hi;
+    float *tree_bufs;      /* [depth, n_params] partial sums of the gradient tree */
+    int tree_depth;
+    float *recv;           /* [n_params] a partial sum from another learner */
+    int ws_holds;          /* micro-batch whose forward is in ws, -1 none */
+    int *mseq;             /* [max_tokens + 1] rebased seq_start of a micro-batch */
+    double *kl_part;       /* [micro_batches] fkl sums per micro-batch */
     int max_tokens;
     float *logp, *logp_old, *dlogp; /* [max_tokens] */
     /* fkl callback state */
@@ -56,9 +76,16 @@ typedef struct {
     float fkl_scale;
 } pl_learner;
 
+/* One local learner, one micro-batch (tests). */
 void pl_learner_init(pl_learner *L, model *policy, int max_tokens, const tc_stage *s);
+/* Learner `tp->index` of tp->n_learn (tp NULL or local: the only one); max_tokens: the whole step's tokens. */
+void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc_stage *s, transport *tp,
+                          int micro_batches);
+/* View of micro-batch mb of M over b (rebased seq_start in seq_scratch [>= its seqs + 1]); *row0 = its first row. */
+void pl_micro_view(const pl_batch *b, int M, int mb, pl_batch *v, int *seq_scratch, int *row0);
 void pl_learner_free(pl_learner *L);
-/* One optimizer step on b with the stage's objective; step is 0-based (learning-rate schedule). */
+/* One optimizer step on b with the stage's objective; step is 0-based (learning-rate schedule). Collective
+ * over the learners; st is complete on learner 0 (loss and token counts on all). */
 void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st);
 
 /* Scoring: per-row log-probs of b's tokens under a frozen model (ws: inference workspace of that model). */
@@ -70,4 +97,4 @@ double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_ba
 
 /* Runs the whole pipeline of tc; writes OUT/config.yaml, OUT/metrics.jsonl, OUT/models/<name>/ and prints
  * the summary table on stdout. False + err on bad input found while loading (models, tokenizers, data). */
-bool pipeline_run(const train_config *tc, const char *out_dir, s2d_err *err);
+bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, s2d_err *err);

@@ -289,6 +289,11 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
         TRY(cfg_get_int_or(ev, "samples", 64, 1, 1000000, &s->eval_samples, err));
         TRY(cfg_get_int_or(ev, "max_new_tokens", s->max_new_tokens, 1, 1 << 20, &s->eval_max_new_tokens, err));
     }
+    TRY(cfg_get_int_or(node, "micro_batches", 1, 1, 65536, &s->micro_batches, err));
+    if (s->micro_batches > s->prompts_per_step * s->group_size)
+        return err_set(err, "%s: %s.micro_batches: %d micro-batches but a step has only %d sequences "
+                            "(prompts_per_step x group_size)", s->where, cfg_path(node), s->micro_batches,
+                       s->prompts_per_step * s->group_size);
     cfg_node *ck;
     TRY(cfg_get_map_opt(node, "checkpoint", &ck, err));
     if (ck) TRY(cfg_get_int_or(ck, "every", 0, 0, 100000000, &s->ckpt_every, err));
@@ -363,6 +368,58 @@ static void mark_used(cfg_node *n) {
         for (int i = 0; i < n->n; i++) mark_used(n->items[i]);
 }
 
+static bool split_aligned(int lo, int hi, const long *blo, const long *bhi, int L, int *found) {
+    for (int j = 0; j < L; j++)
+        if (blo[j] == lo && bhi[j] == hi) return ++*found, true;
+    if (hi - lo <= 1) return false;
+    int mid = tc_tree_mid(lo, hi);
+    return split_aligned(lo, mid, blo, bhi, L, found) && split_aligned(mid, hi, blo, bhi, L, found);
+}
+
+bool tc_tree_aligned(int micro_batches, int learners) {
+    if (learners > micro_batches) return false;
+    long blo[4096], bhi[4096];
+    if (learners > 4096) return false;
+    for (int j = 0; j < learners; j++) {
+        long n = micro_batches, base = n / learners, extra = n % learners;
+        blo[j] = j * base + (j < extra ? j : extra);
+        bhi[j] = blo[j] + base + (j < extra ? 1 : 0);
+    }
+    int found = 0;
+    return split_aligned(0, micro_batches, blo, bhi, learners, &found) && found == learners;
+}
+
+static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
+    cfg_node *empty, *roles, *rt, *fault;
+    CHECK_OK(cfg_load_string("{}", "(defaults)", &empty, err), err);
+    bool ok = cfg_get_map_opt(root, "roles", &roles, err) && cfg_get_map_opt(root, "runtime", &rt, err) &&
+              cfg_get_map_opt(root, "fault", &fault, err);
+    cfg_node *r = roles ? roles : empty, *t = rt ? rt : empty, *f = fault ? fault : empty;
+    static const char *const kinds[2] = {"kill", "error"};
+    int kind = 0;
+    ok = ok && cfg_get_int_or(r, "generators", 1, 1, 4096, &tc->n_generators, err) &&
+         cfg_get_int_or(r, "scorers", 1, 1, 4096, &tc->n_scorers, err) &&
+         cfg_get_int_or(r, "learners", 1, 1, 4096, &tc->n_learners, err) &&
+         cfg_get_double_or(t, "timeout_s", 120, 0.1, 1e7, &tc->timeout_s, err) &&
+         cfg_get_int_or(f, "rank", -1, -1, 1 << 20, &tc->fault_rank, err) &&
+         cfg_get_int_or(f, "at_step", 1, 1, 1 << 30, &tc->fault_step, err) &&
+         cfg_get_enum_or(f, "kind", kinds, 2, 0, &kind, err);
+    tc->fault_kill = kind == 0;
+    for (int i = 0; ok && i < tc->n_stages; i++) {
+        const tc_stage *s = &tc->stages[i];
+        if (!tc_tree_aligned(s->micro_batches, tc->n_learners)) {
+            char where[256] = "";
+            if (roles && cfg_find(roles, "learners")) cfg_where(cfg_find(roles, "learners"), where, sizeof where);
+            ok = err_set(err, "%s: roles.learners: %d learners cannot each own a whole subtree of stage %s's %d "
+                              "micro-batches (use learners that divide micro_batches into power-of-two blocks, "
+                              "e.g. micro_batches = learners x 2^k)",
+                         where[0] ? where : s->where, tc->n_learners, s->name, s->micro_batches);
+        }
+    }
+    cfg_free(empty);
+    return ok;
+}
+
 bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry_run, train_config *tc,
                        s2d_err *err) {
     memset(tc, 0, sizeof *tc);
@@ -419,6 +476,7 @@ bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry
     if (tc->n_stages == 0) return err_set(err, "%s: pipeline: no stages", path);
     tc->stages = xcalloc((size_t)tc->n_stages, sizeof(tc_stage));
     for (int i = 0; i < tc->n_stages; i++) TRY(read_stage(tc, cfg_at(pipe, i), i, &tc->stages[i], err));
+    TRY(read_runtime(tc, root, err));
     TRY(cfg_check_unused(root, err));
     return check_plan(tc, pipe, err);
 }

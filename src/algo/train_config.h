@@ -24,6 +24,11 @@
  *       sampling: {temperature, top_p, top_k, max_new_tokens}
  *       eval: {data, every, samples, max_new_tokens}     # greedy accuracy; also before and after the stage
  *       checkpoint: {every}    # OUT/models/<output>/ every N steps; always at the end of the stage
+ *       micro_batches: 1       # the step's sequences in M fixed micro-batches: gradients are summed over a fixed
+ *                              # pairwise tree of micro-batches, so any number of learners gives the same bits
+ *   roles: {generators: 1, scorers: 1, learners: 1}   # under mpirun/srun: world size = 1 + their sum
+ *   runtime: {timeout_s: 120}  # a rank waiting longer than this for a payload ends the job with a message
+ *   fault: {rank: R, at_step: K, kind: kill|error}     # test only: rank R kills itself / dies at global step K
  *
  * train_config_load reads the file, applies --set overrides (validated like the file), reads every key
  * (typed, ranged: errors name FILE:LINE:COL and the key path), rejects unknown keys, and checks the plan:
@@ -94,6 +99,7 @@ typedef struct {
     char eval_data[64];     /* "" = no eval */
     int eval_every, eval_samples, eval_max_new_tokens;
     int ckpt_every;         /* 0 = only at the end */
+    int micro_batches;      /* fixed split of the step's sequences (layout-independent gradient sums) */
 } tc_stage;
 
 typedef struct {
@@ -108,7 +114,17 @@ typedef struct {
     int n_datasets;
     tc_stage *stages;
     int n_stages;
+    int n_generators, n_scorers, n_learners; /* roles: (used under a launcher) */
+    double timeout_s;       /* runtime.timeout_s */
+    int fault_rank, fault_step; /* test-only fault injection; fault_rank -1 = none */
+    bool fault_kill;        /* kind kill (SIGKILL itself) or error (die) */
 } train_config;
+
+/* The pairwise tree over micro-batches [lo, hi): children [lo, mid) and [mid, hi). */
+static inline int tc_tree_mid(int lo, int hi) { return lo + (hi - lo + 1) / 2; }
+/* True when every learner's contiguous block of micro-batches (tp_split) is a node of that tree, so each learner
+ * sums a whole subtree and the cross-learner sums follow the same tree. */
+bool tc_tree_aligned(int micro_batches, int learners);
 
 /* Loads, overrides (sets[i] = "a.b=value"), reads and validates. dry_run: a model path without a readable
  * config.json is allowed (architecture unknown, vocabulary unchecked). */

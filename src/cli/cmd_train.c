@@ -9,6 +9,7 @@
 
 #include "algo/pipeline.h"
 #include "algo/train_config.h"
+#include "algo/transport.h"
 #include "cli/commands.h"
 #include "core/common.h"
 
@@ -73,7 +74,13 @@ int cmd_train(int argc, char **argv) {
         free(sets);
         return 0;
     }
-    if (!pipeline_run(&tc, out, &err)) die("%s", err.msg);
+    /* under mpirun/srun: the MPI transport (roles from the config); otherwise every role runs here */
+    transport *tp = NULL;
+    transport_factory make = transport_get_factory();
+    if (tp_launched() && make) tp = make(tc.n_generators, tc.n_scorers, tc.n_learners, tc.timeout_s);
+    else tp = transport_local_new();
+    if (!pipeline_run(&tc, out, tp, &err)) die("%s", err.msg);
+    tp->finalize(tp);
     train_config_free(&tc);
     free(sets);
     return 0;

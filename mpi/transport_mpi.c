@@ -1,0 +1,199 @@
+/* transport_mpi.c: the MPI transport (DESIGN §2). Every payload op is a nonblocking MPI call completed by a
+ * polling wait that sleeps between MPI_Test calls (ranks share cores: never spin) and gives up after the
+ * configured timeout with a message naming this rank, its role, the payload and the peer. */
+#include <mpi.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/common.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "runtime.h"
+
+typedef struct {
+    MPI_Comm comm[TP_N_GROUPS]; /* MPI_COMM_NULL where this rank is not a member */
+} mpi_impl;
+
+/* MPI counts are int: payloads move in pieces of at most this many bytes. */
+#define CHUNK ((size_t)1 << 30)
+
+static void abort_hook(int code) { MPI_Abort(MPI_COMM_WORLD, code ? code : 1); }
+
+static MPI_Comm comm_of(transport *tp, tp_group g) {
+    MPI_Comm c = ((mpi_impl *)tp->impl)->comm[g];
+    CHECK(c != MPI_COMM_NULL, "rank %d (%s) is not a member of transport group %d (a bug)", tp->rank,
+          tp_role_name(tp->role), (int)g);
+    return c;
+}
+
+/* World rank of member `m` of group g (for messages). */
+static int world_of(transport *tp, tp_group g, int m) {
+    MPI_Group gg, wg;
+    int w = -1;
+    MPI_Comm_group(comm_of(tp, g), &gg);
+    MPI_Comm_group(MPI_COMM_WORLD, &wg);
+    MPI_Group_translate_ranks(gg, 1, &m, wg, &w);
+    MPI_Group_free(&gg), MPI_Group_free(&wg);
+    return w;
+}
+
+static const char *role_of_world(transport *tp, int w) {
+    if (w <= 0) return w == 0 ? "scheduler" : "?";
+    if (w <= tp->n_gen) return "generator";
+    if (w <= tp->n_gen + tp->n_score) return "scorer";
+    return "learner";
+}
+
+/* Waits for req with sleeps of 1..10 ms; dies after timeout_s naming what and from whom. */
+static void wait_req(transport *tp, MPI_Request *req, const char *what, int from_world) {
+    double t0 = time_now();
+    long sleep_ns = 100000; /* 0.1 ms, growing to 10 ms */
+    for (;;) {
+        int done = 0;
+        MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (done) return;
+        double waited = time_now() - t0;
+        if (tp->timeout_s > 0 && waited > tp->timeout_s) {
+            if (from_world >= 0)
+                die("rank %d (%s) waited %.0f s for %s from rank %d (%s); giving up (runtime.timeout_s)", tp->rank,
+                    tp_role_name(tp->role), waited, what, from_world, role_of_world(tp, from_world));
+            die("rank %d (%s) waited %.0f s for %s; giving up (runtime.timeout_s)", tp->rank, tp_role_name(tp->role),
+                waited, what);
+        }
+        struct timespec ts = {0, sleep_ns};
+        nanosleep(&ts, NULL);
+        if (sleep_ns < 10000000) sleep_ns = sleep_ns * 2 > 10000000 ? 10000000 : sleep_ns * 2;
+        if (waited < 0.002) sleep_ns = 100000; /* stay responsive for quick replies */
+    }
+}
+
+static void m_bcast(transport *tp, tp_group g, int root, void *buf, size_t bytes, const char *what) {
+    MPI_Comm c = comm_of(tp, g);
+    int from = world_of(tp, g, root);
+    for (size_t at = 0; at < bytes || (bytes == 0 && at == 0); at += CHUNK) {
+        if (bytes == 0) break;
+        size_t n = bytes - at < CHUNK ? bytes - at : CHUNK;
+        MPI_Request r;
+        MPI_Ibcast((char *)buf + at, (int)n, MPI_BYTE, root, c, &r);
+        wait_req(tp, &r, what, from);
+    }
+}
+
+static void m_gatherv(transport *tp, tp_group g, const void *mine, size_t bytes, void *all, size_t cap,
+                      size_t *counts, const char *what) {
+    MPI_Comm c = comm_of(tp, g);
+    int me, n;
+    MPI_Comm_rank(c, &me), MPI_Comm_size(c, &n);
+    CHECK(bytes < (size_t)INT32_MAX, "gather of %s: %zu bytes is too large for one message", what, bytes);
+    long long mine_n = (long long)bytes, *sizes = me == 0 ? xmalloc((size_t)n * sizeof(long long)) : NULL;
+    MPI_Request r;
+    MPI_Igather(&mine_n, 1, MPI_LONG_LONG, sizes, 1, MPI_LONG_LONG, 0, c, &r);
+    wait_req(tp, &r, what, me == 0 ? -1 : world_of(tp, g, 0));
+    int *cnt = NULL, *disp = NULL;
+    if (me == 0) {
+        cnt = xmalloc((size_t)n * sizeof(int)), disp = xmalloc((size_t)n * sizeof(int));
+        size_t total = 0;
+        for (int i = 0; i < n; i++) {
+            counts[i] = (size_t)sizes[i];
+            disp[i] = (int)total, cnt[i] = (int)sizes[i];
+            total += (size_t)sizes[i];
+        }
+        CHECK(total <= cap && total < (size_t)INT32_MAX, "gather of %s: %zu bytes > buffer %zu", what, total, cap);
+    }
+    MPI_Igatherv(mine, (int)bytes, MPI_BYTE, all, cnt, disp, MPI_BYTE, 0, c, &r);
+    wait_req(tp, &r, what, me == 0 ? -1 : world_of(tp, g, 0));
+    free(sizes), free(cnt), free(disp);
+}
+
+static void m_allgatherv(transport *tp, tp_group g, void *buf, const size_t *counts, const size_t *displs,
+                         const char *what) {
+    MPI_Comm c = comm_of(tp, g);
+    int n;
+    MPI_Comm_size(c, &n);
+    int *cnt = xmalloc((size_t)n * sizeof(int)), *disp = xmalloc((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        CHECK(displs[i] + counts[i] < (size_t)INT32_MAX, "all-gather of %s: too large for one message", what);
+        cnt[i] = (int)counts[i], disp[i] = (int)displs[i];
+    }
+    MPI_Request r;
+    MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, cnt, disp, MPI_BYTE, c, &r);
+    wait_req(tp, &r, what, -1);
+    free(cnt), free(disp);
+}
+
+static void m_send(transport *tp, tp_group g, int to, const void *buf, size_t bytes, const char *what) {
+    MPI_Comm c = comm_of(tp, g);
+    for (size_t at = 0; at < bytes; at += CHUNK) {
+        size_t n = bytes - at < CHUNK ? bytes - at : CHUNK;
+        MPI_Request r;
+        MPI_Isend((const char *)buf + at, (int)n, MPI_BYTE, to, 7, c, &r);
+        wait_req(tp, &r, what, -1);
+    }
+}
+
+static void m_recv(transport *tp, tp_group g, int from, void *buf, size_t bytes, const char *what) {
+    MPI_Comm c = comm_of(tp, g);
+    int w = world_of(tp, g, from);
+    for (size_t at = 0; at < bytes; at += CHUNK) {
+        size_t n = bytes - at < CHUNK ? bytes - at : CHUNK;
+        MPI_Request r;
+        MPI_Irecv((char *)buf + at, (int)n, MPI_BYTE, from, 7, c, &r);
+        wait_req(tp, &r, what, w);
+    }
+}
+
+static void m_barrier(transport *tp, tp_group g) {
+    MPI_Request r;
+    MPI_Ibarrier(comm_of(tp, g), &r);
+    wait_req(tp, &r, "a barrier", -1);
+}
+
+static void m_finalize(transport *tp) {
+    mpi_impl *im = tp->impl;
+    for (int g = 0; g < TP_N_GROUPS; g++)
+        if (im->comm[g] != MPI_COMM_NULL) MPI_Comm_free(&im->comm[g]);
+    s2d_set_abort_hook(NULL);
+    MPI_Finalize();
+    free(im), free(tp);
+}
+
+transport *mpi_transport_new(int generators, int scorers, int learners, double timeout_s) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) MPI_Init(NULL, NULL);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    s2d_set_abort_hook(abort_hook);
+    transport *tp = xcalloc(1, sizeof *tp);
+    *tp = (transport){.local = false, .rank = rank, .size = size, .n_gen = generators, .n_score = scorers,
+                      .n_learn = learners, .timeout_s = timeout_s, .name = "mpi", .bcast = m_bcast,
+                      .gatherv = m_gatherv, .allgatherv = m_allgatherv, .send = m_send, .recv = m_recv,
+                      .barrier = m_barrier, .finalize = m_finalize};
+    if (rank == 0) tp->role = ROLE_SCHEDULER, tp->index = 0;
+    else if (rank <= generators) tp->role = ROLE_GENERATOR, tp->index = rank - 1;
+    else if (rank <= generators + scorers) tp->role = ROLE_SCORER, tp->index = rank - 1 - generators;
+    else tp->role = ROLE_LEARNER, tp->index = rank - 1 - generators - scorers;
+    s2d_set_identity(rank, rank < generators + scorers + learners + 1 ? tp_role_name(tp->role) : "extra");
+    if (generators + scorers + learners + 1 != size)
+        die_hint("launch with mpirun -np N where N = 1 (scheduler) + generators + scorers + learners, or change "
+                 "roles: in the config (--set roles.learners=2)",
+                 "roles: %d generators + %d scorers + %d learners + 1 scheduler = %d ranks, but the MPI world has %d",
+                 generators, scorers, learners, generators + scorers + learners + 1, size);
+    mpi_impl *im = xcalloc(1, sizeof *im);
+    tp->impl = im;
+    im->comm[TP_WORLD] = MPI_COMM_NULL;
+    MPI_Comm_dup(MPI_COMM_WORLD, &im->comm[TP_WORLD]);
+    for (int g = TP_GEN; g < TP_N_GROUPS; g++) {
+        int key = tp_group_rank(tp, (tp_group)g);
+        MPI_Comm_split(MPI_COMM_WORLD, key >= 0 ? 1 : MPI_UNDEFINED, key >= 0 ? key : 0, &im->comm[g]);
+    }
+    char host[256] = "?";
+    gethostname(host, sizeof host);
+    fprintf(stderr, "s2d: rank %d of %d is %s %d (pid %ld on %s)\n", rank, size, tp_role_name(tp->role), tp->index,
+            (long)getpid(), host);
+    return tp;
+}
