@@ -48,7 +48,12 @@ static const char *role_of_world(transport *tp, int w) {
 }
 
 /* Waits for req with sleeps of 1..10 ms; dies after timeout_s naming what and from whom. */
-static void wait_req(transport *tp, MPI_Request *req, const char *what, int from_world) {
+static const char *const group_names[TP_N_GROUPS] = {
+    "world", "scheduler+generators", "scheduler+scorers+learners", "scorers+learners", "learners",
+    "learner root+scheduler+generators"};
+
+/* from_world: the rank this one waits on; -1: the whole group g (collectives where this rank sends) */
+static void wait_req(transport *tp, MPI_Request *req, const char *what, int from_world, tp_group g) {
     double t0 = time_now();
     long sleep_ns = 100000; /* 0.1 ms, growing to 10 ms */
     for (;;) {
@@ -60,8 +65,8 @@ static void wait_req(transport *tp, MPI_Request *req, const char *what, int from
             if (from_world >= 0)
                 die("rank %d (%s) waited %.0f s for %s from rank %d (%s); giving up (runtime.timeout_s)", tp->rank,
                     tp_role_name(tp->role), waited, what, from_world, role_of_world(tp, from_world));
-            die("rank %d (%s) waited %.0f s for %s; giving up (runtime.timeout_s)", tp->rank, tp_role_name(tp->role),
-                waited, what);
+            die("rank %d (%s) waited %.0f s for the group %s to exchange %s (a member is stuck or dead); giving up "
+                "(runtime.timeout_s)", tp->rank, tp_role_name(tp->role), waited, group_names[g], what);
         }
         struct timespec ts = {0, sleep_ns};
         nanosleep(&ts, NULL);
@@ -72,13 +77,13 @@ static void wait_req(transport *tp, MPI_Request *req, const char *what, int from
 
 static void m_bcast(transport *tp, tp_group g, int root, void *buf, size_t bytes, const char *what) {
     MPI_Comm c = comm_of(tp, g);
-    int from = world_of(tp, g, root);
-    for (size_t at = 0; at < bytes || (bytes == 0 && at == 0); at += CHUNK) {
-        if (bytes == 0) break;
+    int from = world_of(tp, g, root), me;
+    MPI_Comm_rank(c, &me);
+    for (size_t at = 0; at < bytes; at += CHUNK) {
         size_t n = bytes - at < CHUNK ? bytes - at : CHUNK;
         MPI_Request r;
         MPI_Ibcast((char *)buf + at, (int)n, MPI_BYTE, root, c, &r);
-        wait_req(tp, &r, what, from);
+        wait_req(tp, &r, what, root == me ? -1 : from, g);
     }
 }
 
@@ -91,7 +96,7 @@ static void m_gatherv(transport *tp, tp_group g, const void *mine, size_t bytes,
     long long mine_n = (long long)bytes, *sizes = me == 0 ? xmalloc((size_t)n * sizeof(long long)) : NULL;
     MPI_Request r;
     MPI_Igather(&mine_n, 1, MPI_LONG_LONG, sizes, 1, MPI_LONG_LONG, 0, c, &r);
-    wait_req(tp, &r, what, me == 0 ? -1 : world_of(tp, g, 0));
+    wait_req(tp, &r, what, me == 0 ? -1 : world_of(tp, g, 0), g);
     int *cnt = NULL, *disp = NULL;
     if (me == 0) {
         cnt = xmalloc((size_t)n * sizeof(int)), disp = xmalloc((size_t)n * sizeof(int));
@@ -104,7 +109,7 @@ static void m_gatherv(transport *tp, tp_group g, const void *mine, size_t bytes,
         CHECK(total <= cap && total < (size_t)INT32_MAX, "gather of %s: %zu bytes > buffer %zu", what, total, cap);
     }
     MPI_Igatherv(mine, (int)bytes, MPI_BYTE, all, cnt, disp, MPI_BYTE, 0, c, &r);
-    wait_req(tp, &r, what, me == 0 ? -1 : world_of(tp, g, 0));
+    wait_req(tp, &r, what, me == 0 ? -1 : world_of(tp, g, 0), g);
     free(sizes), free(cnt), free(disp);
 }
 
@@ -120,7 +125,7 @@ static void m_allgatherv(transport *tp, tp_group g, void *buf, const size_t *cou
     }
     MPI_Request r;
     MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, cnt, disp, MPI_BYTE, c, &r);
-    wait_req(tp, &r, what, -1);
+    wait_req(tp, &r, what, -1, g);
     free(cnt), free(disp);
 }
 
@@ -130,7 +135,7 @@ static void m_send(transport *tp, tp_group g, int to, const void *buf, size_t by
         size_t n = bytes - at < CHUNK ? bytes - at : CHUNK;
         MPI_Request r;
         MPI_Isend((const char *)buf + at, (int)n, MPI_BYTE, to, 7, c, &r);
-        wait_req(tp, &r, what, -1);
+        wait_req(tp, &r, what, -1, g);
     }
 }
 
@@ -141,14 +146,14 @@ static void m_recv(transport *tp, tp_group g, int from, void *buf, size_t bytes,
         size_t n = bytes - at < CHUNK ? bytes - at : CHUNK;
         MPI_Request r;
         MPI_Irecv((char *)buf + at, (int)n, MPI_BYTE, from, 7, c, &r);
-        wait_req(tp, &r, what, w);
+        wait_req(tp, &r, what, w, g);
     }
 }
 
 static void m_barrier(transport *tp, tp_group g) {
     MPI_Request r;
     MPI_Ibarrier(comm_of(tp, g), &r);
-    wait_req(tp, &r, "a barrier", -1);
+    wait_req(tp, &r, "a barrier", -1, g);
 }
 
 static void m_finalize(transport *tp) {

@@ -395,7 +395,7 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
     bool ok = cfg_get_map_opt(root, "roles", &roles, err) && cfg_get_map_opt(root, "runtime", &rt, err) &&
               cfg_get_map_opt(root, "fault", &fault, err);
     cfg_node *r = roles ? roles : empty, *t = rt ? rt : empty, *f = fault ? fault : empty;
-    static const char *const kinds[2] = {"kill", "error"};
+    static const char *const kinds[3] = {"kill", "error", "hang"};
     int kind = 0;
     ok = ok && cfg_get_int_or(r, "generators", 1, 1, 4096, &tc->n_generators, err) &&
          cfg_get_int_or(r, "scorers", 1, 1, 4096, &tc->n_scorers, err) &&
@@ -403,8 +403,8 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
          cfg_get_double_or(t, "timeout_s", 120, 0.1, 1e7, &tc->timeout_s, err) &&
          cfg_get_int_or(f, "rank", -1, -1, 1 << 20, &tc->fault_rank, err) &&
          cfg_get_int_or(f, "at_step", 1, 1, 1 << 30, &tc->fault_step, err) &&
-         cfg_get_enum_or(f, "kind", kinds, 2, 0, &kind, err);
-    tc->fault_kill = kind == 0;
+         cfg_get_enum_or(f, "kind", kinds, 3, 0, &kind, err);
+    tc->fault_kind = kind;
     for (int i = 0; ok && i < tc->n_stages; i++) {
         const tc_stage *s = &tc->stages[i];
         if (!tc_tree_aligned(s->micro_batches, tc->n_learners)) {

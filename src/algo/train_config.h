@@ -28,7 +28,7 @@
  *                              # pairwise tree of micro-batches, so any number of learners gives the same bits
  *   roles: {generators: 1, scorers: 1, learners: 1}   # under mpirun/srun: world size = 1 + their sum
  *   runtime: {timeout_s: 120}  # a rank waiting longer than this for a payload ends the job with a message
- *   fault: {rank: R, at_step: K, kind: kill|error}     # test only: rank R kills itself / dies at global step K
+ *   fault: {rank: R, at_step: K, kind: kill|error|hang} # test only: rank R kills itself / dies / hangs at global step K
  *
  * train_config_load reads the file, applies --set overrides (validated like the file), reads every key
  * (typed, ranged: errors name FILE:LINE:COL and the key path), rejects unknown keys, and checks the plan:
@@ -117,7 +117,7 @@ typedef struct {
     int n_generators, n_scorers, n_learners; /* roles: (used under a launcher) */
     double timeout_s;       /* runtime.timeout_s */
     int fault_rank, fault_step; /* test-only fault injection; fault_rank -1 = none */
-    bool fault_kill;        /* kind kill (SIGKILL itself) or error (die) */
+    int fault_kind;         /* 0 kill (SIGKILL itself), 1 error (die), 2 hang (sleep: peers time out) */
 } train_config;
 
 /* The pairwise tree over micro-batches [lo, hi): children [lo, mid) and [mid, hi). */
