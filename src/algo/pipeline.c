@@ -267,6 +267,7 @@ static size_t pack_results(const gen_result *res, int n, int32_t *buf) {
 typedef struct {
     int32_t role, pad;
     double gen, score, learn, sync;
+    double wall; /* this rank's own step span: busy fractions are phases over it (so within 0..1) */
 } step_times;
 
 static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
@@ -624,6 +625,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         }
         if (is_learner || lroot) me.sync = time_now() - tw;
         double t3 = time_now();
+        me.wall = t3 - t0;
         /* 7. scheduler: timings of every rank, metrics */
         tp->gatherv(tp, TP_WORLD, &me, sizeof me, times, (size_t)(tp->size + 1) * sizeof(step_times), time_counts,
                     "step timings");
@@ -636,7 +638,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             double v[4] = {0, x->gen, x->score, x->learn + x->sync};
             for (int ro = 1; ro < 4; ro++) {
                 if (!tp->local && x->role != ro) continue;
-                busy[ro] += wall > 0 ? v[ro] / wall : 0, cnt[ro]++;
+                busy[ro] += x->wall > 0 ? S2D_MIN(1.0, v[ro] / x->wall) : 0, cnt[ro]++;
             }
             ph[1] = S2D_MAX(ph[1], x->gen), ph[2] = S2D_MAX(ph[2], x->score), ph[3] = S2D_MAX(ph[3], x->learn);
             ph[0] = S2D_MAX(ph[0], x->sync);
