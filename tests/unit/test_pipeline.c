@@ -175,7 +175,49 @@ static void test_opd_self_teacher_is_still(void) {
     pl_learner_free(&L), model_ws_free(ws), model_ws_free(tws), model_free(&m), model_free(&t2), free(f.full), free(before);
 }
 
+/* Micro-batches: the tree sum of the two micro-batch gradients is the whole-batch gradient (up to rounding), so
+ * one grpo step with micro_batches = 2 lands where the unsplit step lands (AdamW's first step is about
+ * lr·sign(g), so near-zero gradient entries amplify rounding: tolerance 1e-3 of the step); the fixed tree and the contiguous
+ * splits behave as their definitions say. */
+static void test_micro_batches_match_whole_batch(void) {
+    model m1, m2;
+    tiny_model(&m1, 7), tiny_model(&m2, 7);
+    fixture f;
+    make_batch(&f, m1.cfg.vocab);
+    for (int t = 0; t < T; t++) f.adv[t] = t < SEQ ? 1.0f : -0.5f;
+    tc_stage s = stage_of(ALGO_GRPO);
+    s.clip = 0; /* measure only: compare raw gradient steps */
+    pl_learner L1, L2;
+    pl_learner_init(&L1, &m1, T, &s);
+    pl_learner_init_dist(&L2, &m2, T, &s, NULL, 2);
+    pl_learn_stats st1, st2;
+    pl_learn_step(&L1, &s, &f.b, 0, &st1);
+    pl_learn_step(&L2, &s, &f.b, 0, &st2);
+    EXPECT(fabs(st1.loss - st2.loss) <= 1e-7, "loss %.9g vs %.9g", st1.loss, st2.loss);
+    EXPECT(fabs(st1.grad_norm - st2.grad_norm) <= 1e-5 * st1.grad_norm, "grad norm %.9g vs %.9g", st1.grad_norm,
+           st2.grad_norm);
+    double maxdiff = 0, maxmove = 0;
+    for (size_t i = 0; i < m1.n_params; i++) maxdiff = fmax(maxdiff, fabs(m1.params[i] - m2.params[i]));
+    model m0;
+    tiny_model(&m0, 7);
+    for (size_t i = 0; i < m1.n_params; i++) maxmove = fmax(maxmove, fabs(m1.params[i] - m0.params[i]));
+    EXPECT(maxmove > 1e-3 && maxdiff < 1e-3 * maxmove, "micro-batched step differs by %g (step size %g)", maxdiff,
+           maxmove);
+    long lo, hi;
+    tp_split(10, 3, 0, &lo, &hi);
+    EXPECT(lo == 0 && hi == 4, "split 10/3 part 0: [%ld, %ld)", lo, hi);
+    tp_split(10, 3, 2, &lo, &hi);
+    EXPECT(lo == 7 && hi == 10, "split 10/3 part 2: [%ld, %ld)", lo, hi);
+    EXPECT(tc_tree_aligned(4, 1) && tc_tree_aligned(4, 2) && tc_tree_aligned(4, 4) && tc_tree_aligned(6, 2),
+           "aligned layouts");
+    /* 4 over 3 learners: blocks [0,2) [2,3) [3,4) are tree nodes; 6 over 3: [0,2) [2,4) [4,6) are not */
+    EXPECT(tc_tree_aligned(4, 3), "4 micro-batches, 3 learners");
+    EXPECT(!tc_tree_aligned(6, 3) && !tc_tree_aligned(2, 3), "misaligned layouts");
+    pl_learner_free(&L1), pl_learner_free(&L2), model_free(&m0), model_free(&m1), model_free(&m2), free(f.full);
+}
+
 int main(void) {
+    RUN_TEST(test_micro_batches_match_whole_batch);
     RUN_TEST(test_grpo_moves_toward_reward);
     RUN_TEST(test_sft_lowers_nll);
     RUN_TEST(test_fkl_lowers_kl);
