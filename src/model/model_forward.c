@@ -185,16 +185,27 @@ static float *kv_at(const model_kv_cache *kv, const model_config *c, int layer, 
     return kv->buf + (((size_t)layer * 2 + which) * kv->n_slots + slot) * slot_floats + (size_t)p * kvd;
 }
 
+/* y[T,out] (+)= x W^T: sgemm for packed batches (training, scoring); the row-exact kernel for the KV-cache
+ * paths, whose rows must not depend on the batch they share a step with. */
+static void layer_linear(bool rows, float *y, const float *x, const float *W, int T, int in, int out,
+                         bool accumulate) {
+    if (rows)
+        op_linear_rows(y, x, W, T, in, out, accumulate);
+    else
+        op_matmul(y, x, W, T, out, in, false, true, accumulate);
+}
+
 static void layer_forward(const model *m, int l, const layer_acts *a, float *x_out, int T, const int *pos,
                           const attn_mode *mode, float *attn_scratch) {
     const model_config *c = &m->cfg;
     const model_layer_view *W = &m->w.layers[l];
     int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, I = c->intermediate;
     int qd = nh * hd, kvd = nkv * hd;
+    const bool rows = mode->kind != ATTN_PACKED;
     op_rmsnorm_fwd(a->xn1, a->rstd1, a->x_in, W->attn_norm, T, H, c->rms_eps);
-    op_linear_fwd(a->q_raw, a->xn1, W->wq, T, H, qd);
-    op_linear_fwd(a->k_raw, a->xn1, W->wk, T, H, kvd);
-    op_linear_fwd(a->v, a->xn1, W->wv, T, H, kvd);
+    layer_linear(rows, a->q_raw, a->xn1, W->wq, T, H, qd, false);
+    layer_linear(rows, a->k_raw, a->xn1, W->wk, T, H, kvd, false);
+    layer_linear(rows, a->v, a->xn1, W->wv, T, H, kvd, false);
     if (c->arch == MODEL_QWEN3) { /* per-head RMSNorm over head_dim, before RoPE */
         op_rmsnorm_fwd(a->q, a->rstd_q, a->q_raw, W->q_norm, T * nh, hd, c->rms_eps);
         op_rmsnorm_fwd(a->k, a->rstd_k, a->k_raw, W->k_norm, T * nkv, hd, c->rms_eps);
@@ -219,13 +230,13 @@ static void layer_forward(const model *m, int l, const layer_acts *a, float *x_o
         op_attention_decode(a->att, a->q, mode->k_rows, mode->v_rows, mode->ctx_len, T, nh, nkv, hd, attn_scratch);
     }
     if (a->x_mid != a->x_in) memcpy(a->x_mid, a->x_in, sizeof(float) * (size_t)T * H);
-    op_matmul(a->x_mid, a->att, W->wo, T, H, qd, false, true, true); /* x_mid = x_in + att Wo^T */
+    layer_linear(rows, a->x_mid, a->att, W->wo, T, qd, H, true); /* x_mid = x_in + att Wo^T */
     op_rmsnorm_fwd(a->xn2, a->rstd2, a->x_mid, W->mlp_norm, T, H, c->rms_eps);
-    op_linear_fwd(a->gate, a->xn2, W->w_gate, T, H, I);
-    op_linear_fwd(a->up, a->xn2, W->w_up, T, H, I);
+    layer_linear(rows, a->gate, a->xn2, W->w_gate, T, H, I, false);
+    layer_linear(rows, a->up, a->xn2, W->w_up, T, H, I, false);
     op_swiglu_fwd(a->act, a->gate, a->up, (size_t)T * I);
     if (x_out != a->x_mid) memcpy(x_out, a->x_mid, sizeof(float) * (size_t)T * H);
-    op_matmul(x_out, a->act, W->w_down, T, H, I, false, true, true); /* x_out = x_mid + act Wd^T */
+    layer_linear(rows, x_out, a->act, W->w_down, T, I, H, true); /* x_out = x_mid + act Wd^T */
 }
 
 static bool check_tokens(const model_config *c, const int32_t *tokens, int T, const char *what, s2d_err *err) {
@@ -467,7 +478,7 @@ bool model_prefill(const model *m, model_kv_cache *kv, int slot, const int32_t *
         if (i0 + rows == n) { /* logits of the last position only */
             const float *last = s->x + (size_t)(rows - 1) * H;
             op_rmsnorm_fwd(s->hf, s->rstd_f, last, m->w.final_norm, 1, H, c->rms_eps);
-            op_linear_fwd(logits, s->hf, m->w.lm_head, 1, H, c->vocab);
+            op_linear_rows(logits, s->hf, m->w.lm_head, 1, H, c->vocab, false);
         }
     }
     return true;
@@ -496,6 +507,6 @@ bool model_decode_step(const model *m, model_kv_cache *kv, int n, const int *slo
     kv_run_layers(m, s, n, &mode);
     for (int i = 0; i < n; i++) kv->len[slots[i]]++;
     op_rmsnorm_fwd(s->hf, s->rstd_f, s->x, m->w.final_norm, n, H, c->rms_eps);
-    op_linear_fwd(logits, s->hf, m->w.lm_head, n, H, c->vocab);
+    op_linear_rows(logits, s->hf, m->w.lm_head, n, H, c->vocab, false);
     return true;
 }

@@ -17,6 +17,11 @@ void op_matmul(float *C, const float *A, const float *B, int M, int N, int K, bo
                bool accumulate);
 /* y[T,out] = x[T,in] @ W[out,in]^T (HF nn.Linear layout, no bias). */
 void op_linear_fwd(float *y, const float *x, const float *W, int T, int in, int out);
+/* y[T,out] (+)= x[T,in] @ W[out,in]^T (accumulate: y += ...) for the KV-cache paths (ops_rows.c): every y[t,o]
+ * is one dot product computed in a fixed order, so a row's result never depends on T, on the other rows or on
+ * the thread count (batch independence of generation); each weight row is read once per 4 rows of x, which
+ * beats sgemm's weight repacking at small T. */
+void op_linear_rows(float *y, const float *x, const float *W, int T, int in, int out, bool accumulate);
 /* dx[T,in] (+)= dy[T,out] @ W[out,in] (accumulate_dx); dW[out,in] += dy^T @ x (always accumulates). */
 void op_linear_bwd(float *dx, float *dW, const float *dy, const float *x, const float *W, int T, int in, int out,
                    bool accumulate_dx);

@@ -236,46 +236,6 @@ void op_attention_prefill(float *out, const float *q, const float *k, const floa
     }
 }
 
-size_t op_attention_decode_scratch_floats(int max_ctx) {
-    return (size_t)omp_get_max_threads() * (size_t)S2D_MAX(max_ctx, 1);
-}
-
-void op_attention_decode(float *out, const float *q, const float *const *k_rows, const float *const *v_rows,
-                         const int *ctx_len, int n, int nh, int nkv, int hd, float *scratch) {
-    int group = nh / nkv, ldk = nkv * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    int max_ctx = 1;
-    for (int r = 0; r < n; r++) max_ctx = S2D_MAX(max_ctx, ctx_len[r]);
-#pragma omp parallel for schedule(dynamic)
-    for (int idx = 0; idx < n * nh; idx++) {
-        int r = idx / nh, h = idx % nh, g = h / group, len = ctx_len[r];
-        float *sc = scratch + (size_t)max_ctx * (size_t)omp_get_thread_num();
-        const float *qr = q + ((size_t)r * nh + h) * hd;
-        const float *K = k_rows[r] + (size_t)g * hd, *V = v_rows[r] + (size_t)g * hd;
-        float mx = -INFINITY;
-        for (int j = 0; j < len; j++) {
-            const float *kj = K + (size_t)j * ldk;
-            float d = 0;
-            for (int c = 0; c < hd; c++) d += qr[c] * kj[c];
-            sc[j] = d * scale;
-            mx = sc[j] > mx ? sc[j] : mx;
-        }
-        double sum = 0;
-        for (int j = 0; j < len; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        float inv = (float)(1.0 / sum);
-        float *o = out + ((size_t)r * nh + h) * hd;
-        memset(o, 0, sizeof(float) * hd);
-        for (int j = 0; j < len; j++) {
-            const float *vj = V + (size_t)j * ldk;
-            float p = sc[j] * inv;
-            for (int c = 0; c < hd; c++) o[c] += p * vj[c];
-        }
-    }
-}
-
 void op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {

@@ -117,6 +117,36 @@ static void test_linear(void) {
     free(x), free(W), free(w), free(y), free(dx), free(dW), free(dx0), free(c.x), free(c.W), free(c.y);
 }
 
+/* op_linear_rows (KV-cache paths): the double reference, overwrite and accumulate; sizes with a k tail (in % 16)
+ * and edge blocks (T % 4, out % 4); and row exactness: a row's bits do not depend on T or its place. */
+static void test_linear_rows(void) {
+    const int shapes[][3] = {{9, 37, 11}, {5, 1030, 37}, {1, 16, 4}};
+    for (int sh = 0; sh < 3; sh++) {
+        int T = shapes[sh][0], in = shapes[sh][1], out = shapes[sh][2];
+        float *x = rand_floats((size_t)T * in, 1), *W = rand_floats((size_t)out * in, 0.5);
+        float *y = rand_floats((size_t)T * out, 1), *y1 = malloc(sizeof(float) * out);
+        double *xd = to_double(x, (size_t)T * in), *Wd = to_double(W, (size_t)out * in), *y0 = to_double(y, (size_t)T * out);
+        double *ref = malloc(sizeof(double) * T * out);
+        ref_matmul(ref, xd, Wd, T, out, in, false, true);
+        double tol = 1e-6 * sqrt((double)in) * 4;
+        op_linear_rows(y, x, W, T, in, out, true);
+        for (int i = 0; i < T * out; i++) ref[i] += y0[i];
+        EXPECT(max_abs_diff(y, ref, (size_t)T * out) < tol, "linear_rows %dx%dx%d accumulate (%.3g)", T, in, out,
+               max_abs_diff(y, ref, (size_t)T * out));
+        for (int i = 0; i < T * out; i++) ref[i] -= y0[i];
+        op_linear_rows(y, x, W, T, in, out, false);
+        EXPECT(max_abs_diff(y, ref, (size_t)T * out) < tol, "linear_rows %dx%dx%d overwrite (%.3g)", T, in, out,
+               max_abs_diff(y, ref, (size_t)T * out));
+        bool same = true;
+        for (int t = 0; t < T; t++) {
+            op_linear_rows(y1, x + (size_t)t * in, W, 1, in, out, false);
+            same = same && memcmp(y1, y + (size_t)t * out, sizeof(float) * out) == 0;
+        }
+        EXPECT(same, "linear_rows %dx%dx%d: each row alone gives the same bits as in the batch", T, in, out);
+        free(x), free(W), free(y), free(y1), free(xd), free(Wd), free(y0), free(ref);
+    }
+}
+
 /* ---------------- rmsnorm ---------------- */
 
 typedef struct {
@@ -288,6 +318,32 @@ static void test_attention(void) {
     free(dscr), free(c.q), free(c.k), free(c.v), free(c.out);
 }
 
+/* Decode attention with a head_dim the vector path takes (multiple of 16), against the double reference:
+ * 3 rows of one 50-token sequence at different context lengths. */
+static void test_attention_decode_wide(void) {
+    int T = 50, nh = 4, nkv = 2, hd = 32, seq_start[] = {0, 50};
+    int qd = nh * hd, kvd = nkv * hd;
+    float *q = rand_floats((size_t)T * qd, 1), *k = rand_floats((size_t)T * kvd, 1), *v = rand_floats((size_t)T * kvd, 1);
+    attn_ctx c = {to_double(q, (size_t)T * qd), to_double(k, (size_t)T * kvd), to_double(v, (size_t)T * kvd), NULL, 1,
+                  seq_start, nh, nkv, hd, malloc(8 * (size_t)T * qd)};
+    ref_attention(&c);
+    const int rows[3] = {0, 17, 49};
+    float *qs = malloc(4 * 3 * (size_t)qd), *o = malloc(4 * 3 * (size_t)qd);
+    const float *krows[3], *vrows[3];
+    int ctx[3];
+    for (int i = 0; i < 3; i++) {
+        memcpy(qs + (size_t)i * qd, q + (size_t)rows[i] * qd, 4 * (size_t)qd);
+        krows[i] = k, vrows[i] = v, ctx[i] = rows[i] + 1;
+    }
+    float *scr = malloc(4 * op_attention_decode_scratch_floats(T));
+    op_attention_decode(o, qs, krows, vrows, ctx, 3, nh, nkv, hd, scr);
+    double e = 0;
+    for (int i = 0; i < 3; i++)
+        e = fmax(e, max_abs_diff(o + (size_t)i * qd, c.out + (size_t)rows[i] * qd, (size_t)qd));
+    EXPECT(e < 1e-5, "decode attention (hd %d) matches the reference (%.3g)", hd, e);
+    free(q), free(k), free(v), free(qs), free(o), free(scr), free(c.q), free(c.k), free(c.v), free(c.out);
+}
+
 /* ---------------- swiglu ---------------- */
 
 typedef struct {
@@ -416,9 +472,11 @@ int main(void) {
     rng_stream_init(&R, 1234, 0);
     RUN_TEST(test_matmul);
     RUN_TEST(test_linear);
+    RUN_TEST(test_linear_rows);
     RUN_TEST(test_rmsnorm);
     RUN_TEST(test_rope);
     RUN_TEST(test_attention);
+    RUN_TEST(test_attention_decode_wide);
     RUN_TEST(test_swiglu);
     RUN_TEST(test_embedding);
     RUN_TEST(test_logsoftmax_gather);

@@ -1,0 +1,217 @@
+/* ops_rows.c: row-exact kernels for the KV-cache paths (decode and prefill), where M (rows) is small and a
+ * row's result must not depend on the other rows of the batch.
+ *
+ * op_linear_rows computes every y[t, o] as ONE dot product x[t, :] . W[o, :] in a fixed order (16-lane partial
+ * sums over k in steps of 16, then a fixed lane reduction), whatever T, the row's place in the batch, the
+ * register block it falls in, or the thread count. It reads each weight row once per 4 rows of x (a weight
+ * block stays in cache while all x blocks pass over it), which is what small-M decode needs: OpenBLAS
+ * repacks the weights on every call, costing more than the multiply at M <= 16.
+ *
+ * op_attention_decode: one query row against a cached sequence per (row, head); AVX-512 dot products and
+ * softmax-weighted sums over contiguous K/V rows.
+ *
+ * The AVX-512 code is chosen at run time (__builtin_cpu_supports); the portable fallback computes the same
+ * formulas with plain loops (its bits differ from the AVX-512 path's, but are just as row-exact). */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "ops/ops.h"
+
+/* Weight rows per thread chunk: 16 rows x in floats stay in L2 while every x block passes over them. */
+#define ROWS_WCHUNK 16
+
+static bool have_avx512(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    return cached == 1;
+}
+
+/* ---- AVX-512 ---- */
+
+#define AVX512 __attribute__((target("avx512f")))
+
+/* XR rows of x times WB rows of W: XR*WB independent accumulators; each element's chain is
+ * fma over k = 0, 16, 32, ... then a masked tail, then _mm512_reduce_add_ps: the same for every block shape. */
+static inline __attribute__((always_inline)) AVX512 void rows_block(float *y, int ldy, const float *x, int ldx,
+                                                                     const float *W, int ldw, int in, int XR,
+                                                                     int WB, bool accumulate) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < WB; j++) acc[r][j] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= in; k += 16) {
+        __m512 xv[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) xv[r] = _mm512_loadu_ps(x + (size_t)r * ldx + k);
+#pragma GCC unroll 4
+        for (int j = 0; j < WB; j++) {
+            __m512 wv = _mm512_loadu_ps(W + (size_t)j * ldw + k);
+#pragma GCC unroll 4
+            for (int r = 0; r < XR; r++) acc[r][j] = _mm512_fmadd_ps(xv[r], wv, acc[r][j]);
+        }
+    }
+    if (k < in) {
+        __mmask16 m = (__mmask16)((1u << (in - k)) - 1u);
+        __m512 xv[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) xv[r] = _mm512_maskz_loadu_ps(m, x + (size_t)r * ldx + k);
+#pragma GCC unroll 4
+        for (int j = 0; j < WB; j++) {
+            __m512 wv = _mm512_maskz_loadu_ps(m, W + (size_t)j * ldw + k);
+#pragma GCC unroll 4
+            for (int r = 0; r < XR; r++) acc[r][j] = _mm512_fmadd_ps(xv[r], wv, acc[r][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < WB; j++) {
+            float d = _mm512_reduce_add_ps(acc[r][j]);
+            float *dst = y + (size_t)r * ldy + j;
+            *dst = accumulate ? *dst + d : d;
+        }
+}
+
+AVX512 static void rows_chunk_avx512(float *y, const float *x, const float *W, int T, int in, int out, int o0,
+                                     int o1, bool accumulate) {
+    int t = 0;
+    for (; t + 4 <= T; t += 4) {
+        const float *xt = x + (size_t)t * in;
+        float *yt = y + (size_t)t * out;
+        int o = o0;
+        for (; o + 4 <= o1; o += 4) rows_block(yt + o, out, xt, in, W + (size_t)o * in, in, in, 4, 4, accumulate);
+        for (; o < o1; o++) rows_block(yt + o, out, xt, in, W + (size_t)o * in, in, in, 4, 1, accumulate);
+    }
+    for (; t < T; t++) {
+        const float *xt = x + (size_t)t * in;
+        float *yt = y + (size_t)t * out;
+        int o = o0;
+        for (; o + 4 <= o1; o += 4) rows_block(yt + o, out, xt, in, W + (size_t)o * in, in, in, 1, 4, accumulate);
+        for (; o < o1; o++) rows_block(yt + o, out, xt, in, W + (size_t)o * in, in, in, 1, 1, accumulate);
+    }
+}
+
+/* ---- portable fallback: 16 partial sums per element, in the same pattern ---- */
+
+static void rows_chunk_plain(float *y, const float *x, const float *W, int T, int in, int out, int o0, int o1,
+                             bool accumulate) {
+    for (int t = 0; t < T; t++)
+        for (int o = o0; o < o1; o++) {
+            const float *xt = x + (size_t)t * in, *wo = W + (size_t)o * in;
+            float part[16] = {0};
+            for (int k = 0; k < in; k++) part[k & 15] += xt[k] * wo[k];
+            float d = 0;
+            for (int l = 0; l < 16; l++) d += part[l];
+            y[(size_t)t * out + o] = accumulate ? y[(size_t)t * out + o] + d : d;
+        }
+}
+
+void op_linear_rows(float *y, const float *x, const float *W, int T, int in, int out, bool accumulate) {
+    if (T <= 0 || out <= 0) return;
+    const bool avx = have_avx512();
+    const int n_chunks = (out + ROWS_WCHUNK - 1) / ROWS_WCHUNK;
+    /* Tiny products (qwen3-small, one row) do not pay for a parallel region. */
+    const bool parallel = (double)T * in * out >= 65536.0;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int c = 0; c < n_chunks; c++) {
+        int o0 = c * ROWS_WCHUNK, o1 = S2D_MIN(out, o0 + ROWS_WCHUNK);
+        if (avx)
+            rows_chunk_avx512(y, x, W, T, in, out, o0, o1, accumulate);
+        else
+            rows_chunk_plain(y, x, W, T, in, out, o0, o1, accumulate);
+    }
+}
+
+/* ---- attention of single query rows against caches ---- */
+
+size_t op_attention_decode_scratch_floats(int max_ctx) {
+    return (size_t)omp_get_max_threads() * (size_t)S2D_MAX(max_ctx, 1);
+}
+
+/* softmax(q K^T * scale) V for one (row, head); sc: [len] scratch. hd must be a multiple of 16 (checked). */
+AVX512 static void decode_head_avx512(float *o, const float *qr, const float *K, const float *V, int ldk, int len,
+                                      int hd, float scale, float *sc) {
+    float mx = -INFINITY;
+    for (int j = 0; j < len; j++) {
+        const float *kj = K + (size_t)j * ldk;
+        __m512 acc = _mm512_setzero_ps();
+        for (int c = 0; c < hd; c += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qr + c), _mm512_loadu_ps(kj + c), acc);
+        float s = _mm512_reduce_add_ps(acc) * scale;
+        sc[j] = s;
+        mx = s > mx ? s : mx;
+    }
+    double sum = 0;
+    for (int j = 0; j < len; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+    }
+    const float inv = (float)(1.0 / sum);
+    /* hd <= 256: the output row lives in registers. */
+    __m512 acc[16];
+    const int nv = hd / 16;
+    for (int v = 0; v < nv; v++) acc[v] = _mm512_setzero_ps();
+    for (int j = 0; j < len; j++) {
+        const float *vj = V + (size_t)j * ldk;
+        __m512 p = _mm512_set1_ps(sc[j] * inv);
+        for (int v = 0; v < nv; v++) acc[v] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * v), acc[v]);
+    }
+    for (int v = 0; v < nv; v++) _mm512_storeu_ps(o + 16 * v, acc[v]);
+}
+
+static void decode_head_plain(float *o, const float *qr, const float *K, const float *V, int ldk, int len, int hd,
+                              float scale, float *sc) {
+    float mx = -INFINITY;
+    for (int j = 0; j < len; j++) {
+        const float *kj = K + (size_t)j * ldk;
+        float d = 0;
+        for (int c = 0; c < hd; c++) d += qr[c] * kj[c];
+        sc[j] = d * scale;
+        mx = sc[j] > mx ? sc[j] : mx;
+    }
+    double sum = 0;
+    for (int j = 0; j < len; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+    }
+    float inv = (float)(1.0 / sum);
+    memset(o, 0, sizeof(float) * hd);
+    for (int j = 0; j < len; j++) {
+        const float *vj = V + (size_t)j * ldk;
+        float p = sc[j] * inv;
+        for (int c = 0; c < hd; c++) o[c] += p * vj[c];
+    }
+}
+
+void op_attention_decode(float *out, const float *q, const float *const *k_rows, const float *const *v_rows,
+                         const int *ctx_len, int n, int nh, int nkv, int hd, float *scratch) {
+    int group = nh / nkv, ldk = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int max_ctx = 1;
+    long work = 0;
+    for (int r = 0; r < n; r++) {
+        max_ctx = S2D_MAX(max_ctx, ctx_len[r]);
+        work += ctx_len[r];
+    }
+    const bool avx = have_avx512() && hd % 16 == 0 && hd <= 256;
+    const bool parallel = work * nh * hd >= 32768;
+#pragma omp parallel for schedule(dynamic) if (parallel)
+    for (int idx = 0; idx < n * nh; idx++) {
+        int r = idx / nh, h = idx % nh, g = h / group;
+        float *sc = scratch + (size_t)max_ctx * (size_t)omp_get_thread_num();
+        const float *qr = q + ((size_t)r * nh + h) * hd;
+        const float *K = k_rows[r] + (size_t)g * hd, *V = v_rows[r] + (size_t)g * hd;
+        float *o = out + ((size_t)r * nh + h) * hd;
+        if (avx)
+            decode_head_avx512(o, qr, K, V, ldk, ctx_len[r], hd, scale, sc);
+        else
+            decode_head_plain(o, qr, K, V, ldk, ctx_len[r], hd, scale, sc);
+    }
+}
