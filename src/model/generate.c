@@ -9,14 +9,16 @@ struct generator {
     const model *m;
     int n_slots, max_len, vocab;
     model_kv_cache kv;
-    float *logits;         /* [n_slots, V] decode-step logits, row i for active[i] */
-    float *prefill_logits; /* [V] */
+    float *logits;         /* [n_slots, V] decode-step logits, row i for active[i]; prefill logits, row i for
+                              the i-th prompt of a batched prefill */
     sampler *samplers;     /* [n_slots] one per decode row */
     int *slot_prompt;      /* [n_slots] prompt index in the slot, -1 when free */
     int *slot_count;       /* [n_slots] tokens generated so far */
     int32_t *slot_last;    /* [n_slots] last sampled token (fed at the next decode step) */
     int *active;           /* [n_slots] slots in this decode step */
     int32_t *feed;         /* [n_slots] tokens fed in this decode step */
+    int *free_slots;       /* [n_slots] slots waiting for a prompt */
+    int *fill_start;       /* [n_slots + 1] token offsets of the prompts of one batched prefill */
     int32_t *row_token;    /* [n_slots] sampled per decode row */
     float *row_logprob;    /* [n_slots] */
 };
@@ -48,7 +50,6 @@ bool generator_new(const model *m, int n_slots, int max_len, generator **out, s2
     }
     const size_t V = (size_t)g->vocab, S = (size_t)n_slots;
     g->logits = xmalloc(S * V * sizeof(float));
-    g->prefill_logits = xmalloc(V * sizeof(float));
     g->samplers = xcalloc(S, sizeof(sampler));
     for (size_t i = 0; i < S; i++) sampler_init(&g->samplers[i], g->vocab);
     g->slot_prompt = xmalloc(S * sizeof(int));
@@ -56,6 +57,8 @@ bool generator_new(const model *m, int n_slots, int max_len, generator **out, s2
     g->slot_last = xmalloc(S * sizeof(int32_t));
     g->active = xmalloc(S * sizeof(int));
     g->feed = xmalloc(S * sizeof(int32_t));
+    g->free_slots = xmalloc(S * sizeof(int));
+    g->fill_start = xmalloc((S + 1) * sizeof(int));
     g->row_token = xmalloc(S * sizeof(int32_t));
     g->row_logprob = xmalloc(S * sizeof(float));
     *out = g;
@@ -68,12 +71,13 @@ void generator_free(generator *g) {
     for (int i = 0; i < g->n_slots; i++) sampler_free(&g->samplers[i]);
     free(g->samplers);
     free(g->logits);
-    free(g->prefill_logits);
     free(g->slot_prompt);
     free(g->slot_count);
     free(g->slot_last);
     free(g->active);
     free(g->feed);
+    free(g->free_slots);
+    free(g->fill_start);
     free(g->row_token);
     free(g->row_logprob);
     free(g);
@@ -124,28 +128,43 @@ static bool record_token(run_state *st, int slot, int32_t id, float logprob) {
 
 static uint64_t seq_id_of(const run_state *st, int p) { return st->seq_ids ? st->seq_ids[p] : (uint64_t)p; }
 
-/* Puts waiting prompts into the free slot until one is still running after its first token (or none wait). */
-static bool fill_slot(run_state *st, int slot, s2d_err *err) {
+/* Puts waiting prompts into the n_free slots listed in g->free_slots: one batched prefill for all of them (a
+ * pass over the weights serves every prompt; each row is computed as if alone, model.h), then each samples
+ * its first token; slots whose prompt is finished at once take the next waiting prompts, until every listed
+ * slot runs or no prompt waits. Prompts go to slots in order, so their tokens are contiguous. */
+static bool fill_slots(run_state *st, int n_free, s2d_err *err) {
     generator *g = st->g;
-    g->slot_prompt[slot] = -1;
-    while (st->next < st->n) {
-        int p = st->next++;
-        const int32_t *toks = st->prompt_tokens + st->prompt_start[p];
-        int len = st->prompt_start[p + 1] - st->prompt_start[p];
+    const size_t V = (size_t)g->vocab;
+    for (int i = 0; i < n_free; i++) g->slot_prompt[g->free_slots[i]] = -1;
+    while (n_free > 0 && st->next < st->n) {
+        const int k = S2D_MIN(n_free, st->n - st->next), p0 = st->next;
+        st->next += k;
+        const int base = st->prompt_start[p0];
+        for (int i = 0; i <= k; i++) g->fill_start[i] = st->prompt_start[p0 + i] - base;
+        for (int i = 0; i < k; i++) model_kv_reset(&g->kv, g->free_slots[i]);
         double t0 = time_now();
-        model_kv_reset(&g->kv, slot);
-        if (!model_prefill(g->m, &g->kv, slot, toks, len, g->prefill_logits, err))
-            return err_prefix(err, "prompt %d", p);
+        if (!model_prefill_batch(g->m, &g->kv, k, g->free_slots, g->fill_start, st->prompt_tokens + base, g->logits,
+                                 err))
+            return err_prefix(err, "prompts %d..%d", p0, p0 + k - 1);
         double t1 = time_now();
         st->out->prefill_seconds += t1 - t0;
-        g->slot_prompt[slot] = p;
-        g->slot_count[slot] = 0;
-        float lp;
-        int32_t id = sampler_sample(&g->samplers[0], &st->params->sampling, g->prefill_logits, seq_id_of(st, p),
-                                    (uint64_t)len, &lp);
+        int still_free = 0;
+        for (int i = 0; i < k; i++) {
+            const int slot = g->free_slots[i], p = p0 + i;
+            g->slot_prompt[slot] = p;
+            g->slot_count[slot] = 0;
+            float lp;
+            int32_t id = sampler_sample(&g->samplers[i], &st->params->sampling, g->logits + (size_t)i * V,
+                                        seq_id_of(st, p), (uint64_t)g->fill_start[i + 1] - g->fill_start[i], &lp);
+            if (record_token(st, slot, id, lp)) {
+                g->slot_prompt[slot] = -1;
+                g->free_slots[still_free++] = slot; /* still_free <= i: never overwrites a slot not yet read */
+            }
+        }
         st->out->sample_seconds += time_now() - t1;
-        if (!record_token(st, slot, id, lp)) return true;
-        g->slot_prompt[slot] = -1;
+        /* slots beyond the k filled this round stay free for the next round */
+        for (int i = k; i < n_free; i++) g->free_slots[still_free++] = g->free_slots[i];
+        n_free = still_free;
     }
     return true;
 }
@@ -190,7 +209,8 @@ bool generator_run(generator *g, const gen_params *params, int n, const int *pro
     run_state st = {.g = g, .params = params, .n = n, .next = 0, .prompt_start = prompt_start,
                     .prompt_tokens = prompt_tokens, .seq_ids = seq_ids, .count = count, .out = out};
     bool ok = true;
-    for (int s = 0; s < g->n_slots && ok; s++) ok = fill_slot(&st, s, err);
+    for (int s = 0; s < g->n_slots; s++) g->free_slots[s] = s;
+    ok = fill_slots(&st, g->n_slots, err);
     const size_t V = (size_t)g->vocab;
     while (ok) {
         int n_active = 0;
@@ -222,10 +242,12 @@ bool generator_run(generator *g, const gen_params *params, int n, const int *pro
                                              seq_id_of(&st, p), position, &g->row_logprob[i]);
         }
         out->sample_seconds += time_now() - t1;
-        for (int i = 0; i < n_active && ok; i++) {
+        int n_free = 0;
+        for (int i = 0; i < n_active; i++) {
             int s = g->active[i];
-            if (record_token(&st, s, g->row_token[i], g->row_logprob[i])) ok = fill_slot(&st, s, err);
+            if (record_token(&st, s, g->row_token[i], g->row_logprob[i])) g->free_slots[n_free++] = s;
         }
+        if (n_free > 0) ok = fill_slots(&st, n_free, err);
     }
     if (!ok) {
         free(count);

@@ -187,6 +187,14 @@ void model_kv_reset(model_kv_cache *kv, int slot); /* empties the slot (len = 0)
  * of range. */
 bool model_prefill(const model *m, model_kv_cache *kv, int slot, const int32_t *tokens, int n, float *logits,
                    s2d_err *err);
+/* Prefills n prompts into n distinct slots: prompt i = tokens[start[i] .. start[i+1]) is appended to slots[i]
+ * and logits[i, :] ([n, V]) gets the logits of its last position. Prompts share passes over the weights
+ * (packed while their tokens fit the cache's scratch), but every row is computed exactly as model_prefill of
+ * its prompt alone would (bitwise), so results never depend on the other prompts. Errors (checked before any
+ * slot changes) name the prompt: a bad or repeated slot, an empty prompt, too long for its slot, token out of
+ * range. */
+bool model_prefill_batch(const model *m, model_kv_cache *kv, int n, const int *slots, const int *start,
+                         const int32_t *tokens, float *logits, s2d_err *err);
 /* One decode step for n active slots: row i appends tokens[i] to slots[i] (slots distinct) and writes
  * logits[i, :] ([n, V]). Error if a slot is full or a token is out of range. */
 bool model_decode_step(const model *m, model_kv_cache *kv, int n, const int *slots, const int32_t *tokens,

@@ -173,7 +173,9 @@ typedef struct {
     int n_seqs;
     const int *seq_start; /* ATTN_PACKED */
     model_kv_cache *kv;   /* ATTN_PREFILL / ATTN_DECODE */
-    int slot, p0;         /* ATTN_PREFILL: one slot, first new position */
+    /* ATTN_PREFILL: n_seqs sequences packed by seq_start (rows), sequence i appended to slot seq_slot[i] from
+     * position seq_p0[i] */
+    const int *seq_slot, *seq_p0;
     const int *slots;     /* ATTN_DECODE: [T] slot of each row; positions are pos[] */
     const float **k_rows, **v_rows; /* ATTN_DECODE scratch [T] */
     int *ctx_len;                   /* ATTN_DECODE scratch [T] */
@@ -215,10 +217,13 @@ static void layer_forward(const model *m, int l, const layer_acts *a, float *x_o
     if (mode->kind == ATTN_PACKED) {
         op_attention_fwd(a->att, a->lse, a->q, a->k, a->v, mode->n_seqs, mode->seq_start, nh, nkv, hd, attn_scratch);
     } else if (mode->kind == ATTN_PREFILL) {
-        memcpy(kv_at(mode->kv, c, l, 0, mode->slot, mode->p0), a->k, sizeof(float) * (size_t)T * kvd);
-        memcpy(kv_at(mode->kv, c, l, 1, mode->slot, mode->p0), a->v, sizeof(float) * (size_t)T * kvd);
-        op_attention_prefill(a->att, a->q, kv_at(mode->kv, c, l, 0, mode->slot, 0),
-                             kv_at(mode->kv, c, l, 1, mode->slot, 0), T, mode->p0, nh, nkv, hd, attn_scratch);
+        for (int i = 0; i < mode->n_seqs; i++) {
+            int r0 = mode->seq_start[i], n = mode->seq_start[i + 1] - r0, slot = mode->seq_slot[i], p0 = mode->seq_p0[i];
+            memcpy(kv_at(mode->kv, c, l, 0, slot, p0), a->k + (size_t)r0 * kvd, sizeof(float) * (size_t)n * kvd);
+            memcpy(kv_at(mode->kv, c, l, 1, slot, p0), a->v + (size_t)r0 * kvd, sizeof(float) * (size_t)n * kvd);
+            op_attention_prefill(a->att + (size_t)r0 * qd, a->q + (size_t)r0 * qd, kv_at(mode->kv, c, l, 0, slot, 0),
+                                 kv_at(mode->kv, c, l, 1, slot, 0), n, p0, nh, nkv, hd, attn_scratch);
+        }
     } else {
         for (int r = 0; r < T; r++) {
             memcpy(kv_at(mode->kv, c, l, 0, mode->slots[r], pos[r]), a->k + (size_t)r * kvd, sizeof(float) * kvd);
@@ -384,6 +389,7 @@ struct model_kv_scratch {
     float *rstd_f;  /* [rows] */
     float *attn_scratch;
     int *pos, *slots, *ctx_len; /* [rows] */
+    int *seq_start, *seq_slot, *seq_p0; /* [rows + 1] packed prefill: row offsets, slot, first position */
     const float **k_rows, **v_rows;
 };
 
@@ -423,6 +429,9 @@ bool model_kv_init(model_kv_cache *kv, const model *m, int n_slots, int max_len,
     s->pos = xmalloc(sizeof(int) * (size_t)s->rows);
     s->slots = xmalloc(sizeof(int) * (size_t)s->rows);
     s->ctx_len = xmalloc(sizeof(int) * (size_t)s->rows);
+    s->seq_start = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
+    s->seq_slot = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
+    s->seq_p0 = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
     s->k_rows = xmalloc(sizeof(float *) * (size_t)s->rows);
     s->v_rows = xmalloc(sizeof(float *) * (size_t)s->rows);
     kv->scratch = s;
@@ -438,6 +447,9 @@ void model_kv_free(model_kv_cache *kv) {
         free(s->pos);
         free(s->slots);
         free(s->ctx_len);
+        free(s->seq_start);
+        free(s->seq_slot);
+        free(s->seq_p0);
         free(s->k_rows);
         free(s->v_rows);
         free(s);
@@ -472,7 +484,9 @@ bool model_prefill(const model *m, model_kv_cache *kv, int slot, const int32_t *
         int rows = S2D_MIN(s->rows, n - i0), p0 = kv->len[slot];
         for (int r = 0; r < rows; r++) s->pos[r] = p0 + r;
         op_embedding_fwd(s->x, m->w.embed, tokens + i0, rows, H);
-        attn_mode mode = {.kind = ATTN_PREFILL, .kv = kv, .slot = slot, .p0 = p0};
+        s->seq_start[0] = 0, s->seq_start[1] = rows, s->seq_slot[0] = slot, s->seq_p0[0] = p0;
+        attn_mode mode = {.kind = ATTN_PREFILL, .kv = kv, .n_seqs = 1, .seq_start = s->seq_start,
+                          .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0};
         kv_run_layers(m, s, rows, &mode);
         kv->len[slot] += rows;
         if (i0 + rows == n) { /* logits of the last position only */
@@ -480,6 +494,68 @@ bool model_prefill(const model *m, model_kv_cache *kv, int slot, const int32_t *
             op_rmsnorm_fwd(s->hf, s->rstd_f, last, m->w.final_norm, 1, H, c->rms_eps);
             op_linear_rows(logits, s->hf, m->w.lm_head, 1, H, c->vocab, false);
         }
+    }
+    return true;
+}
+
+/* One packed pass over prompts [p_begin, p_end) of a model_prefill_batch call (their tokens fit the scratch). */
+static void prefill_pack(const model *m, model_kv_cache *kv, int p_begin, int p_end, const int *slots,
+                         const int *start, const int32_t *tokens, float *logits) {
+    const model_config *c = &m->cfg;
+    model_kv_scratch *s = kv->scratch;
+    int H = c->hidden, n_seqs = p_end - p_begin, T = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        int p = p_begin + i, len = start[p + 1] - start[p], p0 = kv->len[slots[p]];
+        s->seq_start[i] = T, s->seq_slot[i] = slots[p], s->seq_p0[i] = p0;
+        op_embedding_fwd(s->x + (size_t)T * H, m->w.embed, tokens + start[p], len, H);
+        for (int j = 0; j < len; j++) s->pos[T + j] = p0 + j;
+        T += len;
+    }
+    s->seq_start[n_seqs] = T;
+    attn_mode mode = {.kind = ATTN_PREFILL, .kv = kv, .n_seqs = n_seqs, .seq_start = s->seq_start,
+                      .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0};
+    kv_run_layers(m, s, T, &mode);
+    for (int i = 0; i < n_seqs; i++) {
+        kv->len[slots[p_begin + i]] += s->seq_start[i + 1] - s->seq_start[i];
+        /* the last position of each prompt, gathered; row-wise ops, so a row is as if prefilled alone */
+        op_rmsnorm_fwd(s->hf + (size_t)i * H, s->rstd_f + i, s->x + (size_t)(s->seq_start[i + 1] - 1) * H,
+                       m->w.final_norm, 1, H, c->rms_eps);
+    }
+    op_linear_rows(logits + (size_t)p_begin * c->vocab, s->hf, m->w.lm_head, n_seqs, H, c->vocab, false);
+}
+
+bool model_prefill_batch(const model *m, model_kv_cache *kv, int n, const int *slots, const int *start,
+                         const int32_t *tokens, float *logits, s2d_err *err) {
+    const model_config *c = &m->cfg;
+    model_kv_scratch *s = kv->scratch;
+    if (n < 0 || n > kv->n_slots) return err_set(err, "prefill: %d prompts, must be in [0, %d]", n, kv->n_slots);
+    for (int i = 0; i < n; i++) {
+        int len = start[i + 1] - start[i];
+        if (slots[i] < 0 || slots[i] >= kv->n_slots)
+            return err_set(err, "prefill: prompt %d: slot %d out of [0, %d)", i, slots[i], kv->n_slots);
+        for (int j = 0; j < i; j++)
+            if (slots[j] == slots[i]) return err_set(err, "prefill: slot %d appears twice", slots[i]);
+        if (len < 1) return err_set(err, "prefill: prompt %d is empty", i);
+        if (kv->len[slots[i]] + len > kv->max_len)
+            return err_set(err, "prefill: prompt %d: slot %d would hold %d positions, more than the cache's %d", i,
+                           slots[i], kv->len[slots[i]] + len, kv->max_len);
+        if (!check_tokens(c, tokens + start[i], len, "prompt", err)) return err_prefix(err, "prefill: prompt %d", i);
+    }
+    /* Consecutive prompts are packed while their tokens fit the scratch; a longer prompt goes alone through
+     * model_prefill's chunks. Either way every row's arithmetic is that of prefilling its prompt alone. */
+    int p = 0;
+    while (p < n) {
+        int len = start[p + 1] - start[p];
+        if (len > s->rows) {
+            if (!model_prefill(m, kv, slots[p], tokens + start[p], len, logits + (size_t)p * c->vocab, err))
+                return false;
+            p++;
+            continue;
+        }
+        int q = p, T = 0;
+        while (q < n && T + (start[q + 1] - start[q]) <= s->rows) T += start[q + 1] - start[q], q++;
+        prefill_pack(m, kv, p, q, slots, start, tokens, logits);
+        p = q;
     }
     return true;
 }

@@ -475,6 +475,49 @@ static void test_kv_cache(void) {
     model_free(&m);
 }
 
+/* model_prefill_batch: several prompts (one longer than a scratch pack, one continuing a slot that already
+ * holds tokens) in one call give bitwise the logits and cache contents of prefilling each alone. */
+static void test_kv_prefill_batch(void) {
+    model m;
+    s2d_err err;
+    make_tiny(&m, "qwen3-tiny", 7);
+    const int V = m.cfg.vocab, n = 4, max_len = 320;
+    const int len[4] = {5, 300, 1, 12}, slots[4] = {3, 0, 2, 1};
+    int start[5] = {0};
+    for (int i = 0; i < n; i++) start[i + 1] = start[i] + len[i];
+    int32_t *tok = malloc(sizeof(int32_t) * start[n]), pre[4] = {3, 1, 4, 1};
+    for (int t = 0; t < start[n]; t++) tok[t] = (t * 53 + 7) % V;
+    model_kv_cache kb, ka;
+    CHECK_OK(model_kv_init(&kb, &m, 4, max_len, &err), &err);
+    CHECK_OK(model_kv_init(&ka, &m, 4, max_len, &err), &err);
+    float *lb = malloc(sizeof(float) * n * V), *la = malloc(sizeof(float) * n * V);
+    CHECK_OK(model_prefill(&m, &kb, 2, pre, 4, lb, &err), &err); /* slot 2 continues from position 4 */
+    CHECK_OK(model_prefill(&m, &ka, 2, pre, 4, la, &err), &err);
+    EXPECT(model_prefill_batch(&m, &kb, n, slots, start, tok, lb, &err), "prefill batch: %s", err.msg);
+    for (int i = 0; i < n; i++) CHECK_OK(model_prefill(&m, &ka, slots[i], tok + start[i], len[i], la + (size_t)i * V, &err), &err);
+    EXPECT(memcmp(la, lb, sizeof(float) * n * V) == 0, "batched prefill logits == one prompt at a time (bitwise)");
+    bool lens = true;
+    for (int s = 0; s < 4; s++) lens = lens && ka.len[s] == kb.len[s];
+    EXPECT(lens && kb.len[2] == 5 && kb.len[0] == 300, "slot lengths after batched prefill");
+    int all[4] = {0, 1, 2, 3};
+    int32_t next[4] = {9, 8, 7, 6};
+    CHECK_OK(model_decode_step(&m, &kb, 4, all, next, lb, &err), &err);
+    CHECK_OK(model_decode_step(&m, &ka, 4, all, next, la, &err), &err);
+    EXPECT(memcmp(la, lb, sizeof(float) * n * V) == 0, "decode after batched prefill == after single prefills");
+    /* errors are found before any slot changes */
+    int before = kb.len[1], dup[2] = {1, 1}, two[2] = {1, 2}, st_empty[3] = {0, 3, 3};
+    EXPECT(!model_prefill_batch(&m, &kb, 2, dup, start, tok, lb, &err) && strstr(err.msg, "twice"), "duplicate slot");
+    EXPECT(!model_prefill_batch(&m, &kb, 2, two, st_empty, tok, lb, &err) && strstr(err.msg, "prompt 1 is empty"),
+           "empty prompt: %s", err.msg);
+    int st_long[3] = {0, 1, 316}; /* slot 2 holds 6: 6 + 315 > 320 */
+    EXPECT(!model_prefill_batch(&m, &kb, 2, two, st_long, tok, lb, &err) && strstr(err.msg, "prompt 1") &&
+               strstr(err.msg, "slot 2"), "too long for its slot: %s", err.msg);
+    EXPECT(kb.len[1] == before, "no slot changed by a failed call");
+    model_kv_free(&kb), model_kv_free(&ka);
+    free(tok), free(lb), free(la);
+    model_free(&m);
+}
+
 int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "%s/s2d-test-model.XXXXXX", getenv("S2D_TMP") ? getenv("S2D_TMP") : "/tmp");
     CHECK(mkdtemp(g_tmp), "mkdtemp failed");
@@ -486,6 +529,7 @@ int main(void) {
     RUN_TEST(test_packing_and_errors);
     RUN_TEST(test_backward_finite_differences);
     RUN_TEST(test_kv_cache);
+    RUN_TEST(test_kv_prefill_batch);
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
