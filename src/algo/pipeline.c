@@ -1,5 +1,6 @@
 /* pipeline.c: the stage runner of `s2d train` (single process: generator, scorers and learner are local). */
 #include "algo/pipeline.h"
+#include "algo/pipeline_run.h"
 
 #include <errno.h>
 #include <math.h>
@@ -15,22 +16,6 @@
 #include "text/tokenizer.h"
 #include "text/verify.h"
 
-/* ---- named models and tokenizers ---- */
-typedef struct {
-    char name[64];
-    model m;
-    bool loaded;
-    tokenizer *tok;      /* borrowed from the run's tokenizer list */
-    const char *tok_dir; /* copied into saved model dirs */
-    int def;             /* index in tc->models, or -1 for a stage output */
-} named_model;
-
-/* A dataset as prompt / answer / SFT-target strings. */
-typedef struct {
-    int n;
-    char **prompt, **answer, **target;
-} text_set;
-
 /* A text set rendered with the chat template and tokenized (CSR). */
 typedef struct {
     int n;
@@ -41,21 +26,7 @@ typedef struct {
     int max_prompt, max_target;
 } enc_set;
 
-typedef struct {
-    const train_config *tc;
-    const char *out;
-    named_model *models;
-    int n_models;
-    tokenizer **toks;
-    int n_toks;
-    text_set *data;  /* [tc->n_datasets] */
-    atomic_file metrics; /* scheduler only */
-    tok_bytes text;  /* decode scratch */
-    transport *tp;
-    long global_step; /* steps over all stages so far (fault injection) */
-} run;
-
-static bool mkdir_p(const char *path, s2d_err *err) {
+bool pl_mkdir_p(const char *path, s2d_err *err) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1; *p; p++) {
@@ -68,7 +39,7 @@ static bool mkdir_p(const char *path, s2d_err *err) {
     return true;
 }
 
-static named_model *find_named(run *r, const char *name) {
+named_model *pl_find_named(run *r, const char *name) {
     for (int i = 0; i < r->n_models; i++)
         if (strcmp(r->models[i].name, name) == 0) return &r->models[i];
     return NULL;
@@ -100,7 +71,7 @@ static bool save_model(run *r, const named_model *nm, s2d_err *err) {
     char dir[4096], models_dir[4096];
     path_join(models_dir, sizeof models_dir, r->out, "models");
     path_join(dir, sizeof dir, models_dir, nm->name);
-    if (!mkdir_p(dir, err)) return false;
+    if (!pl_mkdir_p(dir, err)) return false;
     if (!model_save(&nm->m, dir, false, err)) return false;
     if (nm->tok_dir) { /* an HF dir also carries its tokenizer */
         char src[4096], dst[4096], *data;
@@ -235,12 +206,6 @@ static double evaluate(run *r, const model *m, const tokenizer *tok, evaluator *
 }
 
 /* ---- one stage ---- */
-typedef struct {
-    double acc_before, acc_after, seconds, gen_s, score_s, learn_s;
-    long labelled_total, labelled_unique, unlabelled_total, unlabelled_unique;
-    bool has_eval;
-} stage_summary;
-
 static void json_num(FILE *f, const char *key, double v) {
     if (isfinite(v)) fprintf(f, ", \"%s\": %.6g", key, v);
     else fprintf(f, ", \"%s\": null", key);
@@ -279,11 +244,11 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     const bool lroot = tp->local || (tp->role == ROLE_LEARNER && tp->index == 0);
     const int n_gen = tp->local ? 1 : tp->n_gen, n_score = tp->local ? 1 : tp->n_score;
     memset(sum, 0, sizeof *sum);
-    named_model *pol_src = find_named(r, s->policy);
+    named_model *pol_src = pl_find_named(r, s->policy);
     CHECK(pol_src, "validated config names an unknown model %s", s->policy);
     if (!ensure_loaded(r, pol_src, err)) return false;
-    named_model *tea = s->teacher[0] ? find_named(r, s->teacher) : NULL;
-    named_model *refm = s->reference[0] ? find_named(r, s->reference) : NULL;
+    named_model *tea = s->teacher[0] ? pl_find_named(r, s->teacher) : NULL;
+    named_model *refm = s->reference[0] ? pl_find_named(r, s->reference) : NULL;
     /* each role loads what it uses: scorers the teacher and reference, generators the teacher of fkl */
     if (tea && (is_scorer || (is_gen && s->algo == ALGO_FKL)) && !ensure_loaded(r, tea, err)) return false;
     if (refm && is_scorer && !ensure_loaded(r, refm, err)) return false;
@@ -297,8 +262,8 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     /* The output model: a copy of the policy, trained in place (every rank holds one; learners train it,
      * the scheduler and generators receive its weights after each step). */
     r->models = xrealloc(r->models, (size_t)(r->n_models + 1) * sizeof(named_model));
-    pol_src = find_named(r, s->policy), tea = s->teacher[0] ? find_named(r, s->teacher) : NULL;
-    refm = s->reference[0] ? find_named(r, s->reference) : NULL;
+    pol_src = pl_find_named(r, s->policy), tea = s->teacher[0] ? pl_find_named(r, s->teacher) : NULL;
+    refm = s->reference[0] ? pl_find_named(r, s->reference) : NULL;
     named_model *out = &r->models[r->n_models++];
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", s->output);
@@ -358,6 +323,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     bool *zero_var = xcalloc((size_t)P, sizeof(bool));
     unsigned char *seen = xcalloc((size_t)enc.n, 1);
     int *mseq = xmalloc((size_t)(B + 2) * sizeof(int));
+    int32_t *prompt_len = xmalloc((size_t)B * sizeof(int32_t));
     /* generator results as they travel: packed words, and the scheduler's unpacked copy */
     size_t pack_words = (size_t)B * (2 + 2 * (size_t)s->max_new_tokens) + 4 * (size_t)(n_gen + 1);
     int32_t *pack = xmalloc(pack_words * sizeof(int32_t)), *packs = is_sched ? xmalloc(pack_words * sizeof(int32_t)) : NULL;
@@ -409,7 +375,17 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         for (int i = 0; i < ev.n; i++) ev.seq_ids[i] = (uint64_t)i;
     }
     bool ok = true;
-    if (has_eval) {
+    bool labelled = s->algo == ALGO_GRPO || s->algo == ALGO_SFT;
+    ds_sampler dsamp;
+    ds_sampler_init(&dsamp, enc.n, tc->seed + 7919u * (uint64_t)(si + 1));
+    stage_cursor cur = {.dsamp = &dsamp, .seen = seen, .n = enc.n, .sampling_seed = gp.sampling.seed};
+    int step0 = 0;
+    if (r->resume.active && r->resume.stage == si && r->resume.step > 0) { /* continue mid-stage */
+        if (!pl_resume_stage(r, si, out, is_learner ? &L : NULL, &cur, err)) return false;
+        step0 = (int)r->resume.step;
+        version = step0;
+    }
+    if (has_eval && step0 == 0) {
         sum->acc_before = evaluate(r, policy, tok, &ev, err, &ok);
         if (!ok) return false;
         fprintf(r->metrics.fp, "{\"stage\": \"%s\", \"step\": 0, \"event\": \"eval\", \"accuracy\": %.6g, \"samples\": %d}\n",
@@ -417,15 +393,10 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         log_info("[%s] eval before: accuracy %.3f on %d %s problems", s->name, sum->acc_before, ev.n, s->eval_data);
     }
     sum->has_eval = has_eval;
-
-    bool labelled = s->algo == ALGO_GRPO || s->algo == ALGO_SFT;
-    ds_sampler dsamp;
-    ds_sampler_init(&dsamp, enc.n, tc->seed + 7919u * (uint64_t)(si + 1));
-    double t_stage = time_now();
-    long unique = 0, total = 0;
+    double t_stage = time_now(), seconds_before = sum->seconds;
     char layout[64];
     tp_layout(tp, layout, sizeof layout);
-    for (int step = 0; step < s->steps; step++) {
+    for (int step = step0; step < s->steps; step++) {
         r->global_step++;
         if (tc->fault_rank == tp->rank && r->global_step == tc->fault_step) {
             fprintf(stderr, "s2d: fault injection: rank %d (%s) %s at step %ld\n", tp->rank, tp_role_name(tp->role),
@@ -445,8 +416,8 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         if (is_sched) {
             ds_sampler_next(&dsamp, P, idx);
             for (int p = 0; p < P; p++) {
-                total++;
-                if (!seen[idx[p]]) seen[idx[p]] = 1, unique++;
+                cur.total++;
+                if (!seen[idx[p]]) seen[idx[p]] = 1, cur.unique++;
             }
         }
         /* 1. scheduler -> generators: prompts, seq ids (sampling streams), policy version */
@@ -624,61 +595,103 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             version++;
         }
         if (is_learner || lroot) me.sync = time_now() - tw;
+        /* the rollout log keeps the scorers' log-probs: the learner root passes them on to the scheduler */
+        if (r->tc->log_rollouts && !tp->local && (s->algo == ALGO_OPD || need_ref) && (lroot || is_sched)) {
+            int from = tp_world_rank(tp, ROLE_LEARNER, 0);
+            size_t bytes = (size_t)T * sizeof(float);
+            float *bufs[2] = {s->algo == ALGO_OPD ? b.logp_teacher : NULL, need_ref ? b.logp_ref : NULL};
+            for (int k = 0; k < 2; k++) {
+                if (!bufs[k]) continue;
+                if (lroot) tp->send(tp, TP_WORLD, 0, bufs[k], bytes, "scored log-probs for the rollout log");
+                else tp->recv(tp, TP_WORLD, from, bufs[k], bytes, "scored log-probs for the rollout log");
+            }
+        }
         double t3 = time_now();
         me.wall = t3 - t0;
         /* 7. scheduler: timings of every rank, metrics */
         tp->gatherv(tp, TP_WORLD, &me, sizeof me, times, (size_t)(tp->size + 1) * sizeof(step_times), time_counts,
                     "step timings");
-        if (!is_sched) continue;
-        double wall = t3 - t0, ph[4] = {0}, busy[4] = {0};
-        int cnt[4] = {0};
-        int n_rec = tp->local ? 1 : tp->size;
-        for (int i = 0; i < n_rec; i++) {
-            const step_times *x = &times[i];
-            double v[4] = {0, x->gen, x->score, x->learn + x->sync};
-            for (int ro = 1; ro < 4; ro++) {
-                if (!tp->local && x->role != ro) continue;
-                busy[ro] += x->wall > 0 ? S2D_MIN(1.0, v[ro] / x->wall) : 0, cnt[ro]++;
+        if (is_sched) {
+            double wall = t3 - t0, ph[4] = {0}, busy[4] = {0};
+            int cnt[4] = {0};
+            int n_rec = tp->local ? 1 : tp->size;
+            for (int i = 0; i < n_rec; i++) {
+                const step_times *x = &times[i];
+                double v[4] = {0, x->gen, x->score, x->learn + x->sync};
+                for (int ro = 1; ro < 4; ro++) {
+                    if (!tp->local && x->role != ro) continue;
+                    busy[ro] += x->wall > 0 ? S2D_MIN(1.0, v[ro] / x->wall) : 0, cnt[ro]++;
+                }
+                ph[1] = S2D_MAX(ph[1], x->gen), ph[2] = S2D_MAX(ph[2], x->score), ph[3] = S2D_MAX(ph[3], x->learn);
+                ph[0] = S2D_MAX(ph[0], x->sync);
             }
-            ph[1] = S2D_MAX(ph[1], x->gen), ph[2] = S2D_MAX(ph[2], x->score), ph[3] = S2D_MAX(ph[3], x->learn);
-            ph[0] = S2D_MAX(ph[0], x->sync);
+            for (int ro = 1; ro < 4; ro++) busy[ro] = cnt[ro] ? busy[ro] / cnt[ro] : 0;
+            (void)t1, (void)t2;
+            sum->gen_s += ph[1], sum->score_s += ph[2], sum->learn_s += ph[3] + ph[0];
+            double elapsed = t3 - t_stage, eta = elapsed / (step + 1 - step0) * (s->steps - step - 1);
+            fprintf(stderr,
+                    "[%s] step %d/%d | reward %.3f acc %.3f | kl %.4f | loss %.4f | %.0f tok/s | gen %.2fs score %.2fs "
+                    "learn %.2fs sync %.2fs | busy g%.0f%% s%.0f%% l%.0f%% | ETA %.0fs\n",
+                    s->name, step + 1, s->steps, reward_mean, acc, st.kl, st.loss, (double)T / wall, ph[1], ph[2], ph[3],
+                    ph[0], 100 * busy[1], 100 * busy[2], 100 * busy[3], eta);
+            FILE *f = r->metrics.fp;
+            fprintf(f, "{\"stage\": \"%s\", \"algo\": \"%s\", \"step\": %d", s->name, train_algo_name(s->algo), step + 1);
+            json_num(f, "loss", st.loss), json_num(f, "reward_mean", reward_mean), json_num(f, "accuracy", acc);
+            json_num(f, "kl", st.kl), json_num(f, "grad_norm", st.grad_norm), json_num(f, "lr", st.lr);
+            json_num(f, "clip_fraction", st.clip_fraction);
+            fprintf(f, ", \"tokens\": %d, \"trained_tokens\": %ld, \"generated_tokens\": %ld", T, st.tokens, gen_tokens);
+            json_num(f, "gen_s", ph[1]), json_num(f, "score_s", ph[2]), json_num(f, "learn_s", ph[3]);
+            json_num(f, "sync_s", ph[0]), json_num(f, "step_s", wall), json_num(f, "tokens_per_s", wall > 0 ? T / wall : 0);
+            json_num(f, "busy_generators", busy[1]), json_num(f, "busy_scorers", busy[2]);
+            json_num(f, "busy_learners", busy[3]);
+            fprintf(f, ", \"ranks\": %d, \"layout\": \"%s\", \"policy_version\": %lld", tp->size, layout,
+                    (long long)version - 1);
+            fprintf(f, ", \"labelled_unique\": %ld, \"labelled_total\": %ld, \"unlabelled_prompts\": %ld}\n",
+                    labelled ? cur.unique : 0, labelled ? cur.total : 0, labelled ? 0 : cur.total);
+            if (has_eval && s->eval_every > 0 && (step + 1) % s->eval_every == 0 && step + 1 < s->steps) {
+                double a = evaluate(r, policy, tok, &ev, err, &ok);
+                if (!ok) return false;
+                fprintf(f, "{\"stage\": \"%s\", \"step\": %d, \"event\": \"eval\", \"accuracy\": %.6g, \"samples\": %d}\n",
+                        s->name, step + 1, a, ev.n);
+                log_info("[%s] eval at step %d: accuracy %.3f", s->name, step + 1, a);
+            }
+            if (r->rollouts || r->metrics_h5) {
+                for (int i = 0; i < B; i++) {
+                    int p = idx[i / G];
+                    prompt_len[i] = enc.start[p + 1] - enc.start[p];
+                }
+                rollout_step rs = {.stage = si, .step = step + 1, .policy_version = (long)version - 1, .n_seqs = B,
+                                   .offsets = b.seq_start, .tokens = b.tokens, .prompt_len = prompt_len,
+                                   .reward = s->algo == ALGO_GRPO ? rewards : NULL,
+                                   .advantage = s->algo == ALGO_GRPO ? adv : NULL,
+                                   .logp_behaviour = generate ? b.logp_behaviour : NULL,
+                                   .logp_teacher = s->algo == ALGO_OPD ? b.logp_teacher : NULL,
+                                   .logp_reference = need_ref ? b.logp_ref : NULL};
+                double row[PL_N_METRIC_FIELDS] = {st.loss, reward_mean, acc, st.kl, st.grad_norm, st.lr, st.clip_fraction,
+                                                  T, (double)st.tokens, (double)gen_tokens, (double)version - 1,
+                                                  labelled ? cur.unique : 0, labelled ? cur.total : 0,
+                                                  labelled ? 0 : cur.total, wall, wall > 0 ? T / wall : 0};
+                if (r->rollouts && !rollout_log_append(r->rollouts, &rs, err)) return false;
+                if (r->metrics_h5 && !metrics_log_append(r->metrics_h5, si, step + 1, row, err)) return false;
+                r->log_rows++;
+            }
+            if (s->ckpt_every > 0 && (step + 1) % s->ckpt_every == 0 && step + 1 < s->steps && !save_model(r, out, err))
+                return false;
         }
-        for (int ro = 1; ro < 4; ro++) busy[ro] = cnt[ro] ? busy[ro] / cnt[ro] : 0;
-        (void)t1, (void)t2;
-        sum->gen_s += ph[1], sum->score_s += ph[2], sum->learn_s += ph[3] + ph[0];
-        double elapsed = t3 - t_stage, eta = elapsed / (step + 1) * (s->steps - step - 1);
-        fprintf(stderr,
-                "[%s] step %d/%d | reward %.3f acc %.3f | kl %.4f | loss %.4f | %.0f tok/s | gen %.2fs score %.2fs "
-                "learn %.2fs sync %.2fs | busy g%.0f%% s%.0f%% l%.0f%% | ETA %.0fs\n",
-                s->name, step + 1, s->steps, reward_mean, acc, st.kl, st.loss, (double)T / wall, ph[1], ph[2], ph[3],
-                ph[0], 100 * busy[1], 100 * busy[2], 100 * busy[3], eta);
-        FILE *f = r->metrics.fp;
-        fprintf(f, "{\"stage\": \"%s\", \"algo\": \"%s\", \"step\": %d", s->name, train_algo_name(s->algo), step + 1);
-        json_num(f, "loss", st.loss), json_num(f, "reward_mean", reward_mean), json_num(f, "accuracy", acc);
-        json_num(f, "kl", st.kl), json_num(f, "grad_norm", st.grad_norm), json_num(f, "lr", st.lr);
-        fprintf(f, ", \"tokens\": %d, \"trained_tokens\": %ld, \"generated_tokens\": %ld", T, st.tokens, gen_tokens);
-        json_num(f, "gen_s", ph[1]), json_num(f, "score_s", ph[2]), json_num(f, "learn_s", ph[3]);
-        json_num(f, "sync_s", ph[0]), json_num(f, "step_s", wall), json_num(f, "tokens_per_s", wall > 0 ? T / wall : 0);
-        json_num(f, "busy_generators", busy[1]), json_num(f, "busy_scorers", busy[2]);
-        json_num(f, "busy_learners", busy[3]);
-        fprintf(f, ", \"ranks\": %d, \"layout\": \"%s\", \"policy_version\": %lld", tp->size, layout,
-                (long long)version - 1);
-        fprintf(f, ", \"labelled_unique\": %ld, \"labelled_total\": %ld, \"unlabelled_prompts\": %ld}\n",
-                labelled ? unique : 0, labelled ? total : 0, labelled ? 0 : total);
-        if (has_eval && s->eval_every > 0 && (step + 1) % s->eval_every == 0 && step + 1 < s->steps) {
-            double a = evaluate(r, policy, tok, &ev, err, &ok);
-            if (!ok) return false;
-            fprintf(f, "{\"stage\": \"%s\", \"step\": %d, \"event\": \"eval\", \"accuracy\": %.6g, \"samples\": %d}\n",
-                    s->name, step + 1, a, ev.n);
-            log_info("[%s] eval at step %d: accuracy %.3f", s->name, step + 1, a);
+        /* end of the step: a checkpoint at the cadence (and at fault.stop_after_step), collective over every rank */
+        bool stop_here = tc->stop_after_step > 0 && tc->stop_after_step == r->global_step;
+        if (step + 1 < s->steps && ((s->ckpt_every > 0 && (step + 1) % s->ckpt_every == 0) || stop_here)) {
+            if (!pl_checkpoint(r, si, step + 1, true, &cur, is_learner ? &L : NULL, err)) return false;
+            if (stop_here) {
+                r->stopped = true;
+                goto done;
+            }
         }
-        if (s->ckpt_every > 0 && (step + 1) % s->ckpt_every == 0 && step + 1 < s->steps && !save_model(r, out, err))
-            return false;
     }
     /* the stage's output -> every rank (later stages may score with it or train it) */
     tp->bcast(tp, TP_WORLD, tp_world_rank(tp, ROLE_LEARNER, 0), policy->params, policy->n_params * sizeof(float),
               "the stage's final weights");
-    sum->seconds = time_now() - t_stage;
+    sum->seconds = seconds_before + time_now() - t_stage;
     if (has_eval) {
         sum->acc_after = evaluate(r, policy, tok, &ev, err, &ok);
         if (!ok) return false;
@@ -686,8 +699,8 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                 s->name, s->steps, sum->acc_after, ev.n);
         log_info("[%s] eval after: accuracy %.3f", s->name, sum->acc_after);
     }
-    sum->labelled_unique = labelled ? unique : 0, sum->labelled_total = labelled ? total : 0;
-    sum->unlabelled_unique = labelled ? 0 : unique, sum->unlabelled_total = labelled ? 0 : total;
+    sum->labelled_unique = labelled ? cur.unique : 0, sum->labelled_total = labelled ? cur.total : 0;
+    sum->unlabelled_unique = labelled ? 0 : cur.unique, sum->unlabelled_total = labelled ? 0 : cur.total;
     if (is_sched) {
         fprintf(r->metrics.fp,
                 "{\"stage\": \"%s\", \"event\": \"labels\", \"labelled_unique\": %ld, \"labelled_total\": %ld, "
@@ -698,6 +711,11 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                  sum->labelled_unique, sum->unlabelled_total);
         if (!save_model(r, out, err)) return false;
     }
+    /* every stage end is checkpointed: a resume never redoes a finished stage */
+    if (!pl_checkpoint(r, si, s->steps, false, &cur, NULL, err)) return false;
+    if (tc->stop_after_step > 0 && tc->stop_after_step == r->global_step) r->stopped = true;
+
+done:
 
     if (is_learner) pl_learner_free(&L);
     model_ws_free(tws), model_ws_free(rws);
@@ -708,27 +726,36 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     free(b.seq_start), free(b.tokens), free(b.mask), free(b.logp_behaviour), free(b.adv), free(b.logp_teacher);
     free(b.logp_ref), free(b.row_slot), free(b.topk_ids), free(b.topk_logp), free(b.full_logp);
     free(idx), free(gstart), free(gstart_local), free(gids), free(seq_ids), free(rewards), free(adv), free(zero_var), free(seen);
-    free(mseq), free(pack), free(packs), free(pack_counts), free(times), free(time_counts);
+    free(mseq), free(prompt_len), free(pack), free(packs), free(pack_counts), free(times), free(time_counts);
     free(all.start), free(all.tokens), free(all.logprobs), free(all.finish);
     ds_sampler_free(&dsamp);
     free_enc_set(&enc);
     return true;
 }
 
-bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, s2d_err *err) {
+bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bool resume, bool *stopped,
+                  s2d_err *err) {
     run r = {.tc = tc, .out = out_dir, .tp = tp};
+    r.sums = xcalloc((size_t)tc->n_stages, sizeof(stage_summary));
+    *stopped = false;
     bool is_sched = tp_plays(tp, ROLE_SCHEDULER);
-    if (is_sched && !mkdir_p(out_dir, err)) return false;
+    if (is_sched && !resume && !pl_mkdir_p(out_dir, err)) return false;
+    r.resume.active = resume;
+    if (resume && !pl_resume_begin(&r, err)) return false;
+    r.global_step = r.resume.global_step;
     char path[4096];
     if (is_sched) {
-    /* the resolved config (after --set) */
-    path_join(path, sizeof path, out_dir, "config.yaml");
-    atomic_file af;
-    if (!atomic_open(&af, path, err)) return false;
-    if (!cfg_write(tc->root, af.fp, err)) return atomic_abort(&af), false;
-    if (!atomic_commit(&af, err)) return false;
-    path_join(path, sizeof path, out_dir, "metrics.jsonl");
-    if (!atomic_open(&r.metrics, path, err)) return false;
+        /* the resolved config (after --set) */
+        path_join(path, sizeof path, out_dir, "config.yaml");
+        atomic_file af;
+        if (!atomic_open(&af, path, err)) return false;
+        if (!cfg_write(tc->root, af.fp, err)) return atomic_abort(&af), false;
+        if (!atomic_commit(&af, err)) return false;
+        path_join(path, sizeof path, out_dir, "metrics.jsonl");
+        if (!atomic_open(&r.metrics, path, err)) return false;
+        const char *so_far = resume ? ckpt_find_text(r.resume.st, "metrics.jsonl") : NULL;
+        if (so_far && fputs(so_far, r.metrics.fp) == EOF) return atomic_abort(&r.metrics), err_set(err, "%s: write failed", path);
+        if (!pl_logs_open(&r, err)) return atomic_abort(&r.metrics), false;
     }
 
     /* tokenizers and data first: bad input fails before any training */
@@ -755,9 +782,23 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, s2
     }
     r.data = xcalloc((size_t)S2D_MAX(tc->n_datasets, 1), sizeof(text_set));
     for (int i = 0; i < tc->n_datasets && ok; i++) ok = load_text_set(&tc->datasets[i], &r.data[i], err);
-    stage_summary *sums = xcalloc((size_t)tc->n_stages, sizeof(stage_summary));
+    stage_summary *sums = r.sums;
     double t0 = time_now();
-    for (int si = 0; si < tc->n_stages && ok; si++) {
+    for (int si = 0; si < tc->n_stages && ok && !r.stopped; si++) {
+        if (r.resume.active && (si < r.resume.stage || (si == r.resume.stage && r.resume.step >= tc->stages[si].steps))) {
+            /* done before the checkpoint: its output comes from there */
+            const tc_stage *s = &tc->stages[si];
+            r.models = xrealloc(r.models, (size_t)(r.n_models + 1) * sizeof(named_model));
+            named_model *src = pl_find_named(&r, s->policy), *o = &r.models[r.n_models];
+            CHECK(src, "validated config names an unknown model %s", s->policy);
+            memset(o, 0, sizeof *o);
+            snprintf(o->name, sizeof o->name, "%s", s->output);
+            o->tok = src->tok, o->tok_dir = src->tok_dir, o->def = -1;
+            if (!(ok = pl_resume_stage_output(&r, si, o, err))) break;
+            o->loaded = true;
+            r.n_models++;
+            continue;
+        }
         log_info("stage %d/%d: %s (%s), policy %s -> %s", si + 1, tc->n_stages, tc->stages[si].name,
                  train_algo_name(tc->stages[si].algo), tc->stages[si].policy, tc->stages[si].output);
         ok = run_stage(&r, si, &sums[si], err);
@@ -766,8 +807,13 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, s2
     if (is_sched) {
         if (ok) ok = atomic_commit(&r.metrics, err);
         else atomic_abort(&r.metrics);
+        if (!pl_logs_close(&r, err)) ok = false;
     }
-    if (ok && is_sched) {
+    if (r.resume.st) ckpt_state_free(r.resume.st), free(r.resume.st);
+    *stopped = r.stopped;
+    if (ok && r.stopped && is_sched)
+        log_info("stopped after global step %ld (fault.stop_after_step); continue with --resume", r.global_step);
+    if (ok && is_sched && !r.stopped) {
         double g = 0, sc = 0, l = 0;
         printf("%-12s %-5s %-26s %10s %10s %8s %8s %8s %8s\n", "stage", "algo", "policy->output", "acc_before",
                "acc_after", "labels", "unique", "prompts", "time_s");

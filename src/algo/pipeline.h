@@ -95,6 +95,18 @@ bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batc
 /* Mean forward KL(teacher ‖ m) over b's masked rows from b's teacher data (for tests and metrics). */
 double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_batch *b);
 
-/* Runs the whole pipeline of tc; writes OUT/config.yaml, OUT/metrics.jsonl, OUT/models/<name>/ and prints
- * the summary table on stdout. False + err on bad input found while loading (models, tokenizers, data). */
-bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, s2d_err *err);
+/* Runs the whole pipeline of tc; writes OUT/config.yaml, OUT/metrics.jsonl, OUT/models/<name>/,
+ * OUT/checkpoints/ckpt-SS-STEP.h5 (every checkpoint.every steps and at every stage end), OUT/rollouts.h5 and
+ * OUT/metrics.h5 (logging:), and prints the summary table on stdout. False + err on bad input found while
+ * loading (models, tokenizers, data, the checkpoint).
+ *
+ * resume: continue from the newest complete checkpoint in OUT/checkpoints (every rank restores what it holds:
+ * stage outputs, the policy, learners their ZeRO-1 slice of the AdamW moments, so the learner count may
+ * differ from the run that wrote it); metrics.jsonl restarts from the checkpoint's copy and the HDF5 logs are
+ * cut back to the checkpoint's rows, so the finished files equal an uninterrupted run's.
+ * *stopped: the run ended at fault.stop_after_step (a checkpoint was written there). */
+bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bool resume, bool *stopped,
+                  s2d_err *err);
+/* Decay segments of m's tensor table (no decay on norms and embeddings) intersected with [lo, hi) of the flat
+ * parameters and shifted to start at 0: a ZeRO-1 shard's optimizer, or the whole one (0, n_params). */
+void pl_optim_segments(adamw *opt, const model *m, long lo, long hi);

@@ -11,7 +11,7 @@ void pl_learner_init(pl_learner *L, model *policy, int max_tokens, const tc_stag
 
 /* Decay segments of the model's tensor table (no decay on norms and embeddings, as the single-process learner
  * had), intersected with [lo, hi) and shifted to start at 0. */
-static void shard_segments(adamw *opt, const model *m, long lo, long hi) {
+void pl_optim_segments(adamw *opt, const model *m, long lo, long hi) {
     int n = m->n_tensors, k = 0;
     adamw_segment *segs = xmalloc((size_t)n * sizeof *segs);
     for (int i = 0; i < n; i++) {
@@ -51,7 +51,7 @@ void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc
     tp_split(n, L->n_learners, L->index, &L->shard_lo, &L->shard_hi);
     CHECK(L->shard_hi > L->shard_lo, "more learners (%d) than parameters (%ld)", L->n_learners, n);
     adamw_init(&L->opt, (size_t)(L->shard_hi - L->shard_lo), &s->adam);
-    shard_segments(&L->opt, policy, L->shard_lo, L->shard_hi);
+    pl_optim_segments(&L->opt, policy, L->shard_lo, L->shard_hi);
     L->norm.n = (size_t)n;
     L->norm.n_blocks = L->opt.n_blocks; /* recomputed below for the full size */
     L->norm.n_blocks = ((size_t)n + 16383) / 16384;

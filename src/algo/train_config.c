@@ -390,11 +390,14 @@ bool tc_tree_aligned(int micro_batches, int learners) {
 }
 
 static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
-    cfg_node *empty, *roles, *rt, *fault;
+    cfg_node *empty, *roles, *rt, *fault, *logging;
     CHECK_OK(cfg_load_string("{}", "(defaults)", &empty, err), err);
     bool ok = cfg_get_map_opt(root, "roles", &roles, err) && cfg_get_map_opt(root, "runtime", &rt, err) &&
-              cfg_get_map_opt(root, "fault", &fault, err);
-    cfg_node *r = roles ? roles : empty, *t = rt ? rt : empty, *f = fault ? fault : empty;
+              cfg_get_map_opt(root, "fault", &fault, err) && cfg_get_map_opt(root, "logging", &logging, err);
+    if (!ok) return cfg_free(empty), false;
+    cfg_node *r = roles ? roles : empty, *t = rt ? rt : empty, *f = fault ? fault : empty,
+             *lg = logging ? logging : empty;
+    int64_t stop = 0;
     static const char *const kinds[3] = {"kill", "error", "hang"};
     int kind = 0;
     ok = ok && cfg_get_int_or(r, "generators", 1, 1, 4096, &tc->n_generators, err) &&
@@ -403,8 +406,12 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
          cfg_get_double_or(t, "timeout_s", 120, 0.1, 1e7, &tc->timeout_s, err) &&
          cfg_get_int_or(f, "rank", -1, -1, 1 << 20, &tc->fault_rank, err) &&
          cfg_get_int_or(f, "at_step", 1, 1, 1 << 30, &tc->fault_step, err) &&
-         cfg_get_enum_or(f, "kind", kinds, 3, 0, &kind, err);
+         cfg_get_enum_or(f, "kind", kinds, 3, 0, &kind, err) &&
+         cfg_get_i64_or(f, "stop_after_step", 0, 0, INT32_MAX, &stop, err) &&
+         cfg_get_bool_or(lg, "rollouts", true, &tc->log_rollouts, err) &&
+         cfg_get_bool_or(lg, "metrics_h5", true, &tc->log_metrics_h5, err);
     tc->fault_kind = kind;
+    tc->stop_after_step = (long)stop;
     for (int i = 0; ok && i < tc->n_stages; i++) {
         const tc_stage *s = &tc->stages[i];
         if (!tc_tree_aligned(s->micro_batches, tc->n_learners)) {
@@ -488,6 +495,31 @@ void train_config_free(train_config *tc) {
     for (int i = 0; i < tc->n_datasets; i++) free(tc->datasets[i].file);
     free(tc->models), free(tc->datasets), free(tc->stages), free(tc->path), free(tc->instruction);
     memset(tc, 0, sizeof *tc);
+}
+
+bool train_config_same_run(cfg_node *a, cfg_node *b, s2d_err *err) {
+    static const char *const free_keys[] = {"roles", "runtime", "fault", "out"};
+    cfg_node *maps[2] = {a, b};
+    for (int side = 0; side < 2; side++) {
+        cfg_node *x = maps[side], *y = maps[1 - side];
+        if (x->kind != CFG_MAP || y->kind != CFG_MAP) return err_set(err, "the config is not a map");
+        for (int i = 0; i < x->n; i++) {
+            const char *key = x->keys[i];
+            bool free_key = false;
+            for (size_t k = 0; k < sizeof free_keys / sizeof *free_keys; k++) free_key |= strcmp(key, free_keys[k]) == 0;
+            if (free_key) continue;
+            cfg_node *other = cfg_find(y, key);
+            if (!other)
+                return err_set(err, "key '%s' is %s the checkpoint's config", key, side == 0 ? "missing from this run's config but in" : "in this run's config but not in");
+            if (side == 0 && !cfg_equal(x->items[i], other)) {
+                char where[256];
+                cfg_where(other, where, sizeof where);
+                return err_set(err, "%s: '%s' differs from the checkpoint's config (only roles, runtime, fault and out may "
+                                    "change on resume)", where, key);
+            }
+        }
+    }
+    return true;
 }
 
 void train_config_print_plan(const train_config *tc, FILE *out) {

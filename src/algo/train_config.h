@@ -29,6 +29,11 @@
  *   roles: {generators: 1, scorers: 1, learners: 1}   # under mpirun/srun: world size = 1 + their sum
  *   runtime: {timeout_s: 120}  # a rank waiting longer than this for a payload ends the job with a message
  *   fault: {rank: R, at_step: K, kind: kill|error|hang} # test only: rank R kills itself / dies / hangs at global step K
+ *   fault: {stop_after_step: K} # test only: every rank stops cleanly after the checkpoint of global step K
+ *   logging: {rollouts: true, metrics_h5: true}      # OUT/rollouts.h5 and OUT/metrics.h5 (written by the scheduler)
+ *
+ * Checkpoints: OUT/checkpoints/ckpt-SS-STEP.h5 at every checkpoint.every steps of a stage and at every stage end
+ * (pipeline.h); `s2d train --resume` continues from the newest one.
  *
  * train_config_load reads the file, applies --set overrides (validated like the file), reads every key
  * (typed, ranged: errors name FILE:LINE:COL and the key path), rejects unknown keys, and checks the plan:
@@ -118,6 +123,8 @@ typedef struct {
     double timeout_s;       /* runtime.timeout_s */
     int fault_rank, fault_step; /* test-only fault injection; fault_rank -1 = none */
     int fault_kind;         /* 0 kill (SIGKILL itself), 1 error (die), 2 hang (sleep: peers time out) */
+    long stop_after_step;   /* test only: stop cleanly after the checkpoint of this global step; 0 = never */
+    bool log_rollouts, log_metrics_h5; /* logging: */
 } train_config;
 
 /* The pairwise tree over micro-batches [lo, hi): children [lo, mid) and [mid, hi). */
@@ -134,5 +141,8 @@ void train_config_free(train_config *tc);
 /* Index of a model defined in models: (not stage outputs), or -1. */
 int tc_find_model(const train_config *tc, const char *name);
 int tc_find_dataset(const train_config *tc, const char *name);
+/* Does the resolved config b describe the same run as a (the checkpoint's)? Keys that do not change the math
+ * (roles, runtime, fault, out) may differ; false + err naming the first differing key otherwise. */
+bool train_config_same_run(cfg_node *a, cfg_node *b, s2d_err *err);
 /* Human-readable plan (one block per stage) for --dry-run. */
 void train_config_print_plan(const train_config *tc, FILE *out);

@@ -1,9 +1,10 @@
 /* s2d train: run a training pipeline (stages of sft / grpo / fkl / opd) in one process.
  *
- *   s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run]
+ *   s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume]
  *
  * The config schema is in algo/train_config.h; the run writes DIR/config.yaml (resolved), DIR/metrics.jsonl and
- * DIR/models/<name>/ (HF directories), prints a progress line per step on stderr and a summary table on stdout. */
+ * DIR/models/<name>/ (HF directories), DIR/checkpoints/ckpt-SS-STEP.h5, DIR/rollouts.h5 and
+ * DIR/metrics.h5, prints a progress line per step on stderr and a summary table on stdout. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,15 +16,17 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run]\n"
+            "usage: s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume]\n"
             "  --out DIR      output directory (default: the config's out:, else runs/<config name>)\n"
             "  --set K=V      override any config key (validated like the file), e.g. --set pipeline[0].steps=5\n"
-            "  --dry-run      validate the config and print the plan without loading weights or data\n");
+            "  --dry-run      validate the config and print the plan without loading weights or data\n"
+            "  --resume       continue from the newest complete checkpoint in DIR/checkpoints (same config; roles,\n"
+            "                 runtime and fault may differ, e.g. another number of learners)\n");
 }
 
 int cmd_train(int argc, char **argv) {
     const char *config = NULL, *out = NULL;
-    bool dry_run = false;
+    bool dry_run = false, resume = false;
     char **sets = xcalloc((size_t)argc, sizeof(char *));
     int n_sets = 0;
     for (int i = 1; i < argc; i++) {
@@ -40,6 +43,8 @@ int cmd_train(int argc, char **argv) {
             sets[n_sets++] = argv[++i];
         } else if (strncmp(a, "--set=", 6) == 0) {
             sets[n_sets++] = argv[i] + 6;
+        } else if (strcmp(a, "--resume") == 0) {
+            resume = true;
         } else if (strcmp(a, "--dry-run") == 0) {
             dry_run = true;
         } else if (a[0] == '-') {
@@ -79,7 +84,8 @@ int cmd_train(int argc, char **argv) {
     transport_factory make = transport_get_factory();
     if (tp_launched() && make) tp = make(tc.n_generators, tc.n_scorers, tc.n_learners, tc.timeout_s);
     else tp = transport_local_new();
-    if (!pipeline_run(&tc, out, tp, &err)) die("%s", err.msg);
+    bool stopped = false;
+    if (!pipeline_run(&tc, out, tp, resume, &stopped, &err)) die("%s", err.msg);
     tp->finalize(tp);
     train_config_free(&tc);
     free(sets);
