@@ -5,7 +5,9 @@
 #   slurm_cluster_stop        cancels the jobs, stops exactly the daemons it started (by pid), waits for them
 # Nothing outside DIR is written: state, spool, logs, the munge key and socket all live there. Other
 # clusters (the system's, another test's) are not touched: ports are picked free, the node name is private.
-# Tunables (env): SLURM_TEST_CPUS (2), SLURM_TEST_MEM_MB (4096), SLURM_TEST_AUTH (munge|none; munge).
+# Tunables (env): SLURM_TEST_CPUS (4), SLURM_TEST_MEM_MB (4096), SLURM_TEST_AUTH (munge|none; munge).
+# The node declares 4 CPUs whatever the hardware has (SlurmdParameters=config_overrides): a 4-rank job with
+# --ntasks-per-node=4 then fits one node -- Slurm refuses that shape on fewer CPUs even with --overcommit.
 
 _slurm_pids=()
 SLURM_CLUSTER_DIR=
@@ -28,9 +30,9 @@ slurm_cluster_missing() {
 }
 
 slurm_cluster_start() { # DIR
-  local dir=$1 cpus=${SLURM_TEST_CPUS:-2} mem=${SLURM_TEST_MEM_MB:-4096} auth=${SLURM_TEST_AUTH:-munge}
+  local dir=$1 cpus=${SLURM_TEST_CPUS:-4} mem=${SLURM_TEST_MEM_MB:-4096} auth=${SLURM_TEST_AUTH:-munge}
   SLURM_CLUSTER_DIR=$dir
-  mkdir -p "$dir/state" "$dir/spool" "$dir/munge" || return 1
+  mkdir -p "$dir/state" "$dir/spool" "$dir/munge" "$dir/tmp" || return 1
   chmod 700 "$dir" "$dir/munge"
   local ctld_port slurmd_port; ctld_port=$(_slurm_free_port) && slurmd_port=$(_slurm_free_port) || return 1
   local user; user=$(id -un)
@@ -66,6 +68,9 @@ SlurmdUser=root
 $auth_lines
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
+# job-private temp files (the pmix plugin's spmix_appdir_<uid>_<job>.<step>) go here, not to /tmp: job ids
+# restart at 1 in every test cluster and would collide with another cluster's (or a killed run's) leftovers
+TmpFS=$dir/tmp
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/slurmctld.log
@@ -117,7 +122,7 @@ slurm_cluster_stop() {
   [ -n "$SLURM_CLUSTER_DIR" ] || return 0
   if [ -n "${SLURM_CONF:-}" ] && [ ${#_slurm_pids[@]} -gt 0 ]; then
     scancel --full -p debug >/dev/null 2>&1 || true   # only this cluster's jobs (SLURM_CONF is ours)
-    local t; for t in $(seq 30); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
+    local t; for t in $(seq 75); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
   fi
   local p i
   for ((i = ${#_slurm_pids[@]} - 1; i >= 0; i--)); do   # slurmd, then slurmctld, then munged
@@ -127,7 +132,51 @@ slurm_cluster_stop() {
     kill -KILL "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
+  _slurm_kill_leftovers "$SLURM_CLUSTER_DIR/slurm.conf"
   _slurm_pids=()
   SLURM_CLUSTER_DIR=
+  return 0
+}
+
+# Job processes that outlived the daemons (slurmstepd, the batch shell, srun, s2d: e.g. when the test is
+# killed mid-job) are found by the one thing only this cluster's processes carry: SLURM_CONF=<our conf> in
+# their environment (the daemons were started with it, jobs inherit it). This shell and its children carry
+# it too and are skipped.
+_slurm_kill_leftovers() { # CONF
+  local pids
+  pids=$(python3 - "$1" "$$" <<'PY'
+import os, sys
+want = b"SLURM_CONF=" + sys.argv[1].encode()
+me = int(sys.argv[2])
+def ppid(p):
+    try:
+        return int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    p = int(d)
+    try:
+        env = open(f"/proc/{p}/environ", "rb").read().split(b"\0")
+    except OSError:
+        continue
+    if want not in env:
+        continue
+    q, ours = p, False
+    while q > 1:
+        if q == me or q == os.getpid():
+            ours = True
+            break
+        q = ppid(q)
+    if not ours:
+        print(p)
+PY
+)
+  [ -n "$pids" ] || return 0
+  _slurm_log "stopping leftover job processes: $(echo $pids)"
+  kill -TERM $pids 2>/dev/null
+  sleep 1
+  kill -KILL $pids 2>/dev/null
   return 0
 }

@@ -33,6 +33,7 @@ ok
 # wait_job ID [SECONDS]: waits until the job leaves PENDING/RUNNING; prints its final state.
 wait_job() {
   local id=$1 limit=${2:-300} st= t0=$SECONDS
+  if ! [[ $id =~ ^[0-9_]+$ ]]; then echo "NOT_SUBMITTED"; return 0; fi
   while [ $((SECONDS - t0)) -lt "$limit" ]; do
     st=$(scontrol show job "$id" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
     case "$st" in PENDING|RUNNING|CONFIGURING|COMPLETING|"") sleep 0.5 ;; *) echo "$st"; return 0 ;; esac
@@ -45,6 +46,7 @@ job_exit() { scontrol show job "$1" | grep -o ' ExitCode=[0-9:]*' | cut -d= -f2;
 # check_run NAME DIR LOG RANKS LAYOUT: a finished pipeline run's metrics and sbatch log
 check_run() {
   local name=$1 dir=$2 log=$3 ranks=$4 layout=$5 m=$2/metrics.jsonl st
+  [ -s "$m" ] || { echo "$name: no $m; job log:" >&2; tail -20 "$log" >&2; }
   for st in teacher_rl bridge_fkl bridge_opd student_rl; do
     check "$name: $st has step lines in metrics.jsonl" grep -q "\"stage\": \"$st\", \"algo\"" "$m"
   done
@@ -93,10 +95,21 @@ state=$(wait_job "$id" 60)
 check "layout/task mismatch: job FAILED (got $state)" test "$state" = FAILED
 check "layout/task mismatch: the log explains" grep -q "layout 2g1s2l needs 6 ranks (G+S+L+1), the job has 1" "$WORK/bad2-$id.out"
 check "no output from the failed jobs" test ! -e "$WORK/bad1/metrics.jsonl"
+# a step that cannot launch (the pmix plugin finds its per-step directory taken) must fail the job: srun
+# itself exits 0 then, so s2d.sbatch checks that the run wrote metrics
+next=$((id + 1))
+mkdir -p "$cluster/tmp/spmix_appdir_$(id -u)_$next.0"
+id=$(sbatch --parsable -n 1 -c 1 -o "$WORK/bad3-%j.out" --export=ALL,S2D_BIN="$S2D",S2D_OUT="$WORK/bad3" \
+       slurm/s2d.sbatch $cfg)
+state=$(wait_job "$id" 60)
+check "step launch failure: job $id (expected $next) FAILED (got $state)" test "$id:$state" = "$next:FAILED"
+check "step launch failure: the log explains" grep -q "srun exited 0 but wrote nothing to .*metrics.jsonl" "$WORK/bad3-$id.out"
 
 # 3. four ranks, 1g1s1l, srun --mpi=pmix (only once the MPI runtime reads roles.*)
-if "$S2D" train $cfg --dry-run --out "$WORK/dry" --set roles.generators=1 --set roles.scorers=1 \
-     --set roles.learners=1 >/dev/null 2>&1; then
+mpi_ok=
+"$S2D" train $cfg --dry-run --out "$WORK/dry" --set roles.generators=1 --set roles.scorers=1 \
+  --set roles.learners=1 >/dev/null 2>&1 && mpi_ok=1
+if [ -n "$mpi_ok" ]; then
   t0=$SECONDS
   # -O (overcommit): 4 ranks share the 2 cores of this machine
   id=$(sbatch --parsable -n 4 -c 1 -O --time=5 -o "$WORK/mpi-%j.out" \
@@ -110,7 +123,32 @@ else
   echo "NOTE: s2d train does not accept roles.* yet (MPI runtime not built in): 4-rank Slurm run not tested" >&2
 fi
 
-# 4. a two-point sweep through sbatch: the table has one row per run, with throughput
+# 4. the multi-node script on this one node (layout and srun --distribution; the NCCL settings are comments)
+if [ -n "$mpi_ok" ]; then mn_layout=1g1s1l mn_ranks=4; else mn_layout=single mn_ranks=1; fi
+id=$(sbatch --parsable --nodes=1 --ntasks-per-node=$mn_ranks -c 1 --time=5 -o "$WORK/multi-%j.out" \
+       --export=ALL,S2D_BIN="$S2D",S2D_OUT="$WORK/multi" slurm/s2d-multinode.sbatch $cfg --set 'pipeline[0].steps=2')
+state=$(wait_job "$id" 300)
+check "multinode script job COMPLETED (got $state)" test "$state" = COMPLETED
+check "multinode script: step lines from every stage" test "$(grep -c '"algo"' "$WORK/multi/metrics.jsonl" 2>/dev/null)" = 11
+check "multinode script: log names nodes and layout" grep -qE "on 1 nodes .*: $mn_ranks tasks x 1 cpus, layout $mn_layout" "$WORK/multi-$id.out"
+
+# 5. the job-array sweep: two array tasks, then tools/sweep --collect builds the table from their directories
+if [ -n "$mpi_ok" ]; then arr_layouts="single 1g1s1l" arr=(-n 4 -O); else arr_layouts="single single"; arr=(-n 1); fi
+id=$(sbatch --parsable --array=0-1 "${arr[@]}" -c 1 --time=5 -o "$WORK/arr-%A_%a.out" \
+       --export=ALL,S2D_BIN="$S2D",S2D_SWEEP_DIR="$WORK/arr",S2D_SWEEP_LAYOUTS="$arr_layouts",S2D_SWEEP_BATCHES=2 \
+       slurm/sweep.sbatch $cfg --set 'pipeline[0].steps=1')
+s0=$(wait_job "${id}_0" 300) s1=$(wait_job "${id}_1" 300)
+check "sweep array tasks COMPLETED (got $s0, $s1)" test "$s0 $s1" = "COMPLETED COMPLETED"
+if tools/sweep --collect "$WORK/arr" --no-plot >"$WORK/collect.log" 2>&1; then
+  ok
+  for l in $arr_layouts; do
+    check "collected table has $l at batch 2" grep -qE "^$l	2	" "$WORK/arr/sweep.tsv"
+  done
+else
+  fail "tools/sweep --collect: $(tail -5 "$WORK/collect.log")"
+fi
+
+# 6. a two-point sweep through sbatch: the table has one row per run, with throughput
 if tools/sweep --slurm --threads 2 --s2d "$S2D" --config $cfg --layouts single --batches 2,4 --steps 1 \
      --out "$WORK/sweep" --no-plot >"$WORK/sweep.log" 2>&1; then
   ok

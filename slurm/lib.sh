@@ -1,4 +1,4 @@
-# layout.sh: role layouts for s2d jobs, shared by the sbatch scripts and tools/sweep (bash; source it).
+# lib.sh: role layouts and step checks for the s2d sbatch scripts (bash; source it). tools/sweep reads layouts the same way.
 # A layout names the worker groups as "<G>g<S>s<L>l" (generators, scorers, learners), e.g. 2g1s2l; rank 0 is
 # the scheduler, so a layout needs G+S+L+1 ranks. "single" is the one-process run (every role local).
 
@@ -53,4 +53,25 @@ s2d_layout_args() {
   fi
   [ "$g" -eq 0 ] && return 0   # single process: the config's roles (if any) are not overridden
   printf -- '--set\nroles.generators=%s\n--set\nroles.scorers=%s\n--set\nroles.learners=%s\n' "$g" "$s" "$l"
+}
+
+# s2d_metrics_size OUT: bytes in OUT/metrics.jsonl now (0 when absent); pair with s2d_check_step.
+s2d_metrics_size() { stat -c %s "$1/metrics.jsonl" 2>/dev/null || echo 0; }
+
+# s2d_check_step RC OUT SIZE_BEFORE ARGS...: srun's exit status RC is not enough: Slurm 22.05's srun exits 0
+# when a step fails to launch (e.g. the pmix plugin cannot set up). A run that succeeds must have added to
+# OUT/metrics.jsonl (ARGS with --dry-run write nothing and are taken at their word).
+s2d_check_step() {
+  local rc=$1 out=$2 before=$3; shift 3
+  if [ "$rc" -ne 0 ]; then
+    echo "s2d job: the s2d step failed (srun exit status $rc); the rank that failed says why above" >&2
+    return "$rc"
+  fi
+  case " $* " in *" --dry-run "*) return 0 ;; esac
+  if [ "$(s2d_metrics_size "$out")" -le "$before" ]; then
+    echo "s2d job: srun exited 0 but wrote nothing to $out/metrics.jsonl: the step did not run" \
+         "(a launch failure: see the srun errors above and slurmd's log on the node)" >&2
+    return 1
+  fi
+  return 0
 }
