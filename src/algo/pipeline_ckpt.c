@@ -20,6 +20,7 @@
 
 #include "algo/pipeline_run.h"
 #include "core/log.h"
+#include "core/signals.h"
 
 #define N_SUMMARY 11
 
@@ -146,7 +147,11 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
     ckpt_text texts[1] = {{.key = "metrics.jsonl", .text = metrics}};
     ckpt_state st = {.stage_index = si, .stage_name = (char *)s->name, .step = steps_done, .config_text = cfg,
                      .models = models, .n_models = n_models, .u64s = u.u, .n_u64s = u.n, .texts = texts, .n_texts = 1};
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()); /* ckpt_save's temp name (h5io.h) */
+    s2d_signals_track(tmp);
     ok = ok && ckpt_save(path, &st, err);
+    s2d_signals_untrack(tmp);
     for (int i = 0; i < u.n; i++) free(u.u[i].key), free(u.u[i].values);
     free(u.u), free(models), free(metrics), free(cfg);
     adamw_free(&full);

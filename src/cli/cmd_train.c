@@ -13,6 +13,7 @@
 #include "algo/transport.h"
 #include "cli/commands.h"
 #include "core/common.h"
+#include "core/signals.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -84,6 +85,7 @@ int cmd_train(int argc, char **argv) {
     transport_factory make = transport_get_factory();
     if (tp_launched() && make) tp = make(tc.n_generators, tc.n_scorers, tc.n_learners, tc.timeout_s);
     else tp = transport_local_new();
+    s2d_signals_install();
     bool stopped = false;
     if (!pipeline_run(&tc, out, tp, resume, &stopped, &err)) die("%s", err.msg);
     tp->finalize(tp);

@@ -123,7 +123,29 @@ expect_error "resume without checkpoints names the directory" "$WORK/none: nothi
 expect_error "resume with a changed config is refused" "'pipeline' differs from the checkpoint's config" \
   train --out "$WORK/s" --resume --set 'pipeline[3].steps=4'
 
-# 6. another number of learners: 6 ranks (2 learners) -> 1 process, and 1 process -> 6 ranks
+# 6. SIGTERM (what mpirun sends when a peer aborts) leaves no temp files; the newest checkpoint still resumes
+sigterm_run() {
+  "$S2D" train $cfg "${SETS[@]}" --out "$WORK/k" --set 'pipeline[0].steps=400' --set 'pipeline[0].checkpoint.every=5' \
+    >/dev/null 2>"$WORK/k.err" &
+  local pid=$! i
+  for i in $(seq 1 300); do # until it has written a mid-stage checkpoint (and so holds metrics.jsonl.tmp.<pid>)
+    ls "$WORK/k/checkpoints" 2>/dev/null | grep -q 'ckpt-00-' && ls "$WORK/k" | grep -q 'metrics.jsonl.tmp' && break
+    sleep 0.1
+  done
+  ls "$WORK/k" | grep -q 'metrics.jsonl.tmp' || { kill $pid; echo "no temp file seen" >&2; return 1; }
+  kill -TERM $pid
+  wait $pid
+  local rc=$?
+  [ $rc -eq 143 ] || { echo "exit status $rc, expected 143 (SIGTERM)" >&2; return 1; }
+  ! find "$WORK/k" -name '*.tmp.*' | grep -q .
+}
+check "SIGTERM removes the temp files and ends with the signal's status" sigterm_run
+last=$(ls "$WORK/k/checkpoints" | sort | tail -1); last_step=$((10#$(sed 's/.*-\([0-9]*\)\.h5/\1/' <<<"$last")))
+check "the killed run resumes from its newest checkpoint ($last)" bash -c "'$S2D' train $cfg ${SETS[*]} --out '$WORK/k' \
+  --set 'pipeline[0].steps=400' --set 'pipeline[0].checkpoint.every=5' --set fault.stop_after_step=$((last_step + 1)) \
+  --resume >/dev/null 2>'$WORK/k2.err' && grep -q 'resuming from .*$last' '$WORK/k2.err'"
+
+# 7. another number of learners: 6 ranks (2 learners) -> 1 process, and 1 process -> 6 ranks
 if command -v mpirun >/dev/null; then
   MPI=(timeout 120 mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -x OMP_NUM_THREADS=1 -np 6)
   ROLES=(--set roles.generators=2 --set roles.learners=2)
