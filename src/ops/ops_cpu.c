@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "ops/ops_vmath.h"
 
 /* Query rows per attention block: bounds scratch to QBLOCK x seq_len per thread. */
 #define QBLOCK 64
@@ -123,21 +124,15 @@ static void attn_block_probs(float *S, const float *Qb, int ldq, const float *K,
         int valid = p0 + i0 + r + 1;
         float l;
         if (lse_out) {
-            float mx = sr[0];
-            for (int j = 1; j < valid; j++) mx = sr[j] > mx ? sr[j] : mx;
-            double sum = 0;
-            for (int j = 0; j < valid; j++) {
-                float e = expf(sr[j] - mx);
-                sr[j] = e;
-                sum += e;
-            }
+            float mx = vm_max(sr, valid);
+            double sum = vm_exp_sum(sr, sr, valid, mx);
             l = mx + (float)log(sum);
             lse_out[(size_t)r * ld_lse] = l;
             float inv = (float)(1.0 / sum);
             for (int j = 0; j < valid; j++) sr[j] *= inv;
         } else {
             l = lse_in[(size_t)r * ld_lse];
-            for (int j = 0; j < valid; j++) sr[j] = expf(sr[j] - l);
+            vm_exp_scale(sr, sr, valid, l, 1.0f);
         }
         for (int j = valid; j < nk; j++) sr[j] = 0.0f;
     }
@@ -236,21 +231,24 @@ void op_attention_prefill(float *out, const float *q, const float *k, const floa
     }
 }
 
+/* Element blocks for the vectorised exp loops. */
+#define EW_BLOCK 4096
+
 void op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        h[i] = g / (1.0f + expf(-g)) * up[i];
+    size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
+#pragma omp parallel for schedule(static) if (n >= 8 * EW_BLOCK)
+    for (size_t b = 0; b < nb; b++) {
+        size_t i0 = b * EW_BLOCK, len = S2D_MIN(n - i0, (size_t)EW_BLOCK);
+        vm_swiglu_fwd(h + i0, gate + i0, up + i0, len);
     }
 }
 
 void op_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
-        float silu = g * sg;
-        dup[i] = dh[i] * silu;
-        dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+    size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
+#pragma omp parallel for schedule(static) if (n >= 8 * EW_BLOCK)
+    for (size_t b = 0; b < nb; b++) {
+        size_t i0 = b * EW_BLOCK, len = S2D_MIN(n - i0, (size_t)EW_BLOCK);
+        vm_swiglu_bwd(dgate + i0, dup + i0, dh + i0, gate + i0, up + i0, len);
     }
 }
 
@@ -275,11 +273,8 @@ void op_embedding_bwd(float *dtable, const float *dout, const int32_t *tokens, i
 }
 
 static float row_lse(const float *x, int V) {
-    float mx = x[0];
-    for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-    double sum = 0;
-    for (int j = 0; j < V; j++) sum += expf(x[j] - mx);
-    return mx + (float)log(sum);
+    float mx = vm_max(x, V);
+    return mx + (float)log(vm_exp_sum(NULL, x, V, mx));
 }
 
 void op_logsoftmax_gather_fwd(float *logp, float *lse, const float *logits, const int32_t *target, int rows,
@@ -303,7 +298,7 @@ void op_logsoftmax_gather_bwd(float *logits, const float *lse, const float *dlog
             continue;
         }
         float l = lse[r], d = dlogp[r];
-        for (int j = 0; j < V; j++) x[j] = -d * expf(x[j] - l);
+        vm_exp_scale(x, x, V, l, -d);
         x[target[r]] += d;
     }
 }
