@@ -325,6 +325,8 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     unsigned char *seen = xcalloc((size_t)enc.n, 1);
     int *mseq = xmalloc((size_t)(B + 2) * sizeof(int));
     int32_t *prompt_len = xmalloc((size_t)B * sizeof(int32_t));
+    float *old_all = s->minibatches > 1 ? xmalloc((size_t)maxT * sizeof(float)) : NULL; /* [T] fixed old policy */
+    int *mb_seq = xmalloc((size_t)(B + 2) * sizeof(int));
     /* generator results as they travel: packed words, and the scheduler's unpacked copy */
     size_t pack_words = (size_t)B * (2 + 2 * (size_t)s->max_new_tokens) + 4 * (size_t)(n_gen + 1);
     int32_t *pack = xmalloc(pack_words * sizeof(int32_t)), *packs = is_sched ? xmalloc(pack_words * sizeof(int32_t)) : NULL;
@@ -585,7 +587,24 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         pl_learn_stats st = {0};
         if (is_learner) {
             double tl = time_now();
-            pl_learn_step(&L, s, &b, step, &st);
+            if (s->minibatches <= 1) {
+                pl_learn_step(&L, s, &b, step, &st);
+            } else { /* several updates on contiguous minibatches of the step, old policy fixed before the first */
+                pl_learn_logprobs(&L, &b, old_all);
+                pl_learn_stats part;
+                double clip = 0, loss = 0;
+                for (int k = 0; k < s->minibatches; k++) {
+                    pl_batch v;
+                    int r0;
+                    pl_micro_view(&b, s->minibatches, k, &v, mb_seq, &r0);
+                    L.fixed_old = old_all + r0;
+                    pl_learn_step(&L, s, &v, step, &part);
+                    clip += part.clip_fraction * part.tokens, loss += part.loss * part.tokens;
+                    st.tokens += part.tokens, st.kl = part.kl, st.grad_norm = part.grad_norm, st.lr = part.lr;
+                }
+                L.fixed_old = NULL;
+                st.clip_fraction = st.tokens ? clip / st.tokens : 0, st.loss = st.tokens ? loss / st.tokens : 0;
+            }
             me.learn = time_now() - tl;
         }
         /* 6. learner root -> scheduler + generators: stats and the new weights (one contiguous buffer) */
@@ -727,7 +746,7 @@ done:
     free(b.seq_start), free(b.tokens), free(b.mask), free(b.logp_behaviour), free(b.adv), free(b.logp_teacher);
     free(b.logp_ref), free(b.row_slot), free(b.topk_ids), free(b.topk_logp), free(b.full_logp);
     free(idx), free(gstart), free(gstart_local), free(gids), free(seq_ids), free(rewards), free(adv), free(zero_var), free(seen);
-    free(mseq), free(prompt_len), free(pack), free(packs), free(pack_counts), free(times), free(time_counts);
+    free(mseq), free(prompt_len), free(old_all), free(mb_seq), free(pack), free(packs), free(pack_counts), free(times), free(time_counts);
     free(all.start), free(all.tokens), free(all.logprobs), free(all.finish);
     ds_sampler_free(&dsamp);
     free_enc_set(&enc);

@@ -69,6 +69,7 @@ typedef struct {
     double *kl_part;       /* [micro_batches] fkl sums per micro-batch */
     int max_tokens;
     float *logp, *logp_old, *dlogp; /* [max_tokens] */
+    const float *fixed_old; /* [rows of the batch] the old policy's log-probs when set (minibatches), else NULL */
     /* fkl callback state */
     const pl_batch *cur;
     const tc_stage *stage;
@@ -87,6 +88,10 @@ void pl_learner_free(pl_learner *L);
 /* One optimizer step on b with the stage's objective; step is 0-based (learning-rate schedule). Collective
  * over the learners; st is complete on learner 0 (loss and token counts on all). */
 void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st);
+
+/* Per-row log-probs of b's tokens under the current policy, on every learner (collective over the learners;
+ * the same micro-batches and ranks as pl_learn_step): the fixed old policy of a step's minibatches. */
+void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out);
 
 /* Scoring: per-row log-probs of b's tokens under a frozen model (ws: inference workspace of that model). */
 bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err);

@@ -229,8 +229,9 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
             }
             L->tp->allgatherv(L->tp, TP_LEARN, L->logp, cnt, dsp, "per-token log-probs of the other learners");
         }
-        /* One update per batch: the "old" policy is the current one (ρ = 1; clipping inactive). */
-        memcpy(L->logp_old, L->logp, (size_t)T * sizeof(float));
+        /* The "old" policy: fixed before the first of several minibatch updates (ρ ≠ 1 after the first, so
+         * PPO clipping and the truncated IS weight act), else the current one (ρ = 1; clipping inactive). */
+        memcpy(L->logp_old, L->fixed_old ? L->fixed_old : L->logp, (size_t)T * sizeof(float));
         if (s->algo == ALGO_SFT || s->algo == ALGO_FKL) {
             st->loss = sft_loss(&lay, AGG_TOKEN_MEAN, 0, L->logp, L->dlogp);
         } else if (s->algo == ALGO_GRPO) {
@@ -300,6 +301,30 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
         }
         L->tp->allgatherv(L->tp, TP_LEARN, m->params, cnt, dsp, "updated parameter shards");
     }
+}
+
+void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out) {
+    int T = b->seq_start[b->n_seqs];
+    CHECK(T <= L->max_tokens, "pl_learn_logprobs: %d tokens > workspace %d", T, L->max_tokens);
+    L->ws_holds = -1;
+    long m0, m1;
+    tp_split(L->micro_batches, L->n_learners, L->index, &m0, &m1);
+    for (long mb = m0; mb < m1; mb++) {
+        pl_batch v;
+        int r0;
+        forward_micro(L, b, (int)mb, &v, &r0);
+        model_token_logprobs_from_ws(L->policy, L->ws, out + r0);
+    }
+    if (L->n_learners > 1) {
+        size_t cnt[4096], dsp[4096];
+        for (int j = 0; j < L->n_learners; j++) {
+            int r0, r1;
+            learner_rows(L, b, j, &r0, &r1);
+            dsp[j] = (size_t)r0 * sizeof(float), cnt[j] = (size_t)(r1 - r0) * sizeof(float);
+        }
+        L->tp->allgatherv(L->tp, TP_LEARN, out, cnt, dsp, "per-token log-probs of the other learners");
+    }
+    L->ws_holds = -1;
 }
 
 bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err) {

@@ -290,10 +290,14 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
         TRY(cfg_get_int_or(ev, "max_new_tokens", s->max_new_tokens, 1, 1 << 20, &s->eval_max_new_tokens, err));
     }
     TRY(cfg_get_int_or(node, "micro_batches", 1, 1, 65536, &s->micro_batches, err));
-    if (s->micro_batches > s->prompts_per_step * s->group_size)
-        return err_set(err, "%s: %s.micro_batches: %d micro-batches but a step has only %d sequences "
+    TRY(cfg_get_int_or(node, "minibatches", 1, 1, 65536, &s->minibatches, err));
+    if (s->minibatches > 1 && s->algo != ALGO_GRPO && s->algo != ALGO_OPD)
+        return err_set(err, "%s: %s.minibatches: only grpo and opd stages take several updates per step", s->where,
+                       cfg_path(node));
+    if (s->micro_batches * s->minibatches > s->prompts_per_step * s->group_size)
+        return err_set(err, "%s: %s.micro_batches: %d micro-batches x %d minibatches but a step has only %d sequences "
                             "(prompts_per_step x group_size)", s->where, cfg_path(node), s->micro_batches,
-                       s->prompts_per_step * s->group_size);
+                       s->minibatches, s->prompts_per_step * s->group_size);
     cfg_node *ck;
     TRY(cfg_get_map_opt(node, "checkpoint", &ck, err));
     if (ck) TRY(cfg_get_int_or(ck, "every", 0, 0, 100000000, &s->ckpt_every, err));

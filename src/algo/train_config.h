@@ -24,6 +24,8 @@
  *       sampling: {temperature, top_p, top_k, max_new_tokens}
  *       eval: {data, every, samples, max_new_tokens}     # greedy accuracy; also before and after the stage
  *       checkpoint: {every}    # OUT/models/<output>/ every N steps; always at the end of the stage
+ *       minibatches: 1        # grpo / opd: N optimizer steps per step on N contiguous minibatches of its
+ *                              # rollouts, log-probs of the old policy fixed before the first (PPO clipping acts)
  *       micro_batches: 1       # the step's sequences in M fixed micro-batches: gradients are summed over a fixed
  *                              # pairwise tree of micro-batches, so any number of learners gives the same bits
  *   roles: {generators: 1, scorers: 1, learners: 1}   # under mpirun/srun: world size = 1 + their sum
@@ -104,6 +106,7 @@ typedef struct {
     char eval_data[64];     /* "" = no eval */
     int eval_every, eval_samples, eval_max_new_tokens;
     int ckpt_every;         /* 0 = only at the end */
+    int minibatches;        /* grpo/opd: optimizer steps per step, on contiguous minibatches, old policy fixed */
     int micro_batches;      /* fixed split of the step's sequences (layout-independent gradient sums) */
 } tc_stage;
 
