@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "core/rng.h"
+#include "ops/ops_vmath.h"
 
 typedef struct sampler_cand cand_t;
 
@@ -149,8 +150,7 @@ int32_t sampler_sample(sampler *s, const sampler_params *sp, const float *logits
     if (sp->temperature == 0) {
         int best = argmax_lowest(logits, V);
         if (logprob) {
-            double sum = 0;
-            for (int i = 0; i < V; i++) sum += expf(logits[i] - logits[best]); /* fp32 terms, fp64 sum */
+            double sum = vm_exp_sum(NULL, logits, V, logits[best]); /* fp32 terms, fp64 sum */
             *logprob = (float)-log(sum);
         }
         return best;

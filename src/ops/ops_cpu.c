@@ -13,6 +13,9 @@
 
 /* Query rows per attention block: bounds scratch to QBLOCK x seq_len per thread. */
 #define QBLOCK 64
+/* Below this many elements a row-wise / element-wise op runs on one thread: a parallel region costs more than
+ * it saves (decode steps of small models), and on a shared machine each region waits for every thread. */
+#define PAR_MIN 32768
 
 void op_matmul(float *C, const float *A, const float *B, int M, int N, int K, bool trans_a, bool trans_b,
                bool accumulate) {
@@ -36,7 +39,7 @@ void op_linear_bwd(float *dx, float *dW, const float *dy, const float *x, const 
 }
 
 void op_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int dim, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * dim;
         float *yr = y + (size_t)r * dim;
@@ -52,7 +55,7 @@ void op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const
                     int rows, int dim, bool accumulate_dx) {
     /* dx = rs * (w*dy) - rs^3/dim * x * sum(w*dy*x) */
     if (dx) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
         for (int r = 0; r < rows; r++) {
             const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
             float *dxr = dx + (size_t)r * dim;
@@ -70,7 +73,7 @@ void op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const
         /* Columns split across threads; rows summed in order inside each column block. */
         const int CB = 16;
         int nblocks = (dim + CB - 1) / CB;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
         for (int b = 0; b < nblocks; b++) {
             int c0 = b * CB, c1 = S2D_MIN(dim, c0 + CB);
             double acc[16] = {0};
@@ -87,7 +90,7 @@ void op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const
 static void rope_apply(float *x, const int *pos, const float *cos, const float *sin, int T, int n_heads, int hd,
                        float sign) {
     int half = hd / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * n_heads * hd >= PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *c = cos + (size_t)pos[t] * half, *s = sin + (size_t)pos[t] * half;
         for (int h = 0; h < n_heads; h++) {
@@ -253,7 +256,7 @@ void op_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate,
 }
 
 void op_embedding_fwd(float *out, const float *table, const int32_t *tokens, int T, int dim) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * dim >= PAR_MIN)
     for (int t = 0; t < T; t++) memcpy(out + (size_t)t * dim, table + (size_t)tokens[t] * dim, sizeof(float) * dim);
 }
 
@@ -261,7 +264,7 @@ void op_embedding_bwd(float *dtable, const float *dout, const int32_t *tokens, i
     /* Column blocks across threads; tokens in order within a block, so repeated tokens add deterministically. */
     const int CB = 64;
     int nblocks = (dim + CB - 1) / CB;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * dim >= PAR_MIN)
     for (int b = 0; b < nblocks; b++) {
         int c0 = b * CB, c1 = S2D_MIN(dim, c0 + CB);
         for (int t = 0; t < T; t++) {
@@ -313,14 +316,14 @@ void op_log_softmax(float *x, int rows, int V) {
 }
 
 void op_add(float *y, const float *x, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 void op_scale(float *y, float s, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] *= s;
 }
 void op_axpy(float *y, float a, const float *x, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }
