@@ -11,6 +11,33 @@ cd "$S2D_ROOT" || exit 1
 trap 'slurm_cluster_stop; rm -rf "$WORK"' EXIT
 trap 'exit 143' TERM INT
 
+# 0. tools/sweep's table from hand-made metrics (no Slurm needed): throughput = sum(tokens) / sum(step time)
+# with step time tokens/tokens_per_s, or gen_s+score_s+learn_s+sync_s without it; busy fractions weighted by
+# step time, or each role's share of step time when the runtime writes none. Expected values by hand.
+mkdir -p "$WORK/syn/1g1s1l-b4" "$WORK/syn/single-b4" "$WORK/syn/2g1s2l-b8"
+cat >"$WORK/syn/1g1s1l-b4/metrics.jsonl" <<'JSON'
+{"stage": "a", "step": 0, "event": "eval", "accuracy": 0.5}
+{"stage": "a", "algo": "grpo", "step": 1, "loss": 0.1, "tokens": 100, "tokens_per_s": 50, "busy_generators": 0.5, "busy_scorers": 0.25, "busy_learners": 0.1}
+{"stage": "a", "algo": "grpo", "step": 2, "loss": 0.2, "tokens": 300, "tokens_per_s": 100, "busy_generators": 1.0, "busy_scorers": 0.5, "busy_learners": 0.6}
+not json
+JSON
+cat >"$WORK/syn/single-b4/metrics.jsonl" <<'JSON'
+{"stage": "a", "algo": "sft", "step": 1, "loss": 0.3, "tokens": 60, "gen_s": 1.0, "score_s": 0.5, "learn_s": 1.5}
+{"stage": "a", "event": "labels", "labelled_total": 3}
+JSON
+printf '{"stage": "a", "step": 1, "loss": 0.3}\n' >"$WORK/syn/2g1s2l-b8/metrics.jsonl"
+if tools/sweep --collect "$WORK/syn" --no-plot >"$WORK/syn.log" 2>&1; then
+  fail "tools/sweep --collect: a run without step metrics must make it exit non-zero"
+else
+  ok
+fi
+check "synthetic: 1g1s1l throughput 400/(2+3) = 80, busy 0.8/0.4/0.4" \
+  grep -qE "^1g1s1l	4	4	80\.0	0\.800	0\.400	0\.400	400	5\.000	" "$WORK/syn/sweep.tsv"
+check "synthetic: single throughput 60/3 = 20, role shares 1/3, 1/6, 1/2" \
+  grep -qE "^single	4	1	20\.0	0\.333	0\.167	0\.500	60	3\.000	" "$WORK/syn/sweep.tsv"
+check "synthetic: a run without tokens is marked, not fatal" grep -qE "^2g1s2l	8	6	-	.*no step metrics" "$WORK/syn/sweep.tsv"
+check "synthetic: markdown table has the same rows" test "$(grep -c '^| ' "$WORK/syn/sweep.md")" = 4
+
 skip() {
   echo "SKIP: ************************************************************" >&2
   echo "SKIP: the Slurm test did not run: $*" >&2
@@ -148,7 +175,19 @@ else
   fail "tools/sweep --collect: $(tail -5 "$WORK/collect.log")"
 fi
 
-# 6. a two-point sweep through sbatch: the table has one row per run, with throughput
+# 6. a local sweep (mpirun) over one multi-rank layout
+if [ -n "$mpi_ok" ]; then
+  if tools/sweep --s2d "$S2D" --config $cfg --layouts 1g1s1l --batches 2 --steps 1 --out "$WORK/lsweep" \
+       >"$WORK/lsweep.log" 2>&1; then
+    ok
+    check "local sweep: 1g1s1l row with throughput" grep -qE '^1g1s1l	2	4	[0-9.]+	.*	ok$' "$WORK/lsweep/sweep.tsv"
+    check "local sweep: PNG written" bash -c "head -c 8 '$WORK/lsweep/sweep.png' | od -An -c | grep -q 'P   N   G'"
+  else
+    fail "tools/sweep (local mpirun): $(tail -5 "$WORK/lsweep.log")"
+  fi
+fi
+
+# 7. a two-point sweep through sbatch: the table has one row per run, with throughput
 if tools/sweep --slurm --threads 2 --s2d "$S2D" --config $cfg --layouts single --batches 2,4 --steps 1 \
      --out "$WORK/sweep" --no-plot >"$WORK/sweep.log" 2>&1; then
   ok
