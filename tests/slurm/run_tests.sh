@@ -42,8 +42,9 @@ skip() {
   echo "SKIP: ************************************************************" >&2
   echo "SKIP: the Slurm test did not run: $*" >&2
   echo "SKIP: ************************************************************" >&2
-  echo "RESULT $(basename "$0") 0 0 (skipped)"
-  exit 0
+  echo "RESULT $(basename "$0") $PASS $FAIL (the Slurm part skipped)"
+  [ "$FAIL" -eq 0 ]
+  exit
 }
 missing=$(slurm_cluster_missing)
 [ -z "$missing" ] || skip "$missing"
