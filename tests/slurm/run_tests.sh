@@ -14,7 +14,7 @@ trap 'exit 143' TERM INT
 # 0. tools/sweep's table from hand-made metrics (no Slurm needed): throughput = sum(tokens) / sum(step time)
 # with step time tokens/tokens_per_s, or gen_s+score_s+learn_s+sync_s without it; busy fractions weighted by
 # step time, or each role's share of step time when the runtime writes none. Expected values by hand.
-mkdir -p "$WORK/syn/1g1s1l-b4" "$WORK/syn/single-b4" "$WORK/syn/2g1s2l-b8"
+mkdir -p "$WORK/syn/1g1s1l-b4" "$WORK/syn/single-b4" "$WORK/syn/2g1s2l-b8" "$WORK/syn/3g1s2l-b4"
 cat >"$WORK/syn/1g1s1l-b4/metrics.jsonl" <<'JSON'
 {"stage": "a", "step": 0, "event": "eval", "accuracy": 0.5}
 {"stage": "a", "algo": "grpo", "step": 1, "loss": 0.1, "tokens": 100, "tokens_per_s": 50, "busy_generators": 0.5, "busy_scorers": 0.25, "busy_learners": 0.1}
@@ -26,6 +26,9 @@ cat >"$WORK/syn/single-b4/metrics.jsonl" <<'JSON'
 {"stage": "a", "event": "labels", "labelled_total": 3}
 JSON
 printf '{"stage": "a", "step": 1, "loss": 0.3}\n' >"$WORK/syn/2g1s2l-b8/metrics.jsonl"
+# step_s (wall per step) wins over tokens_per_s and the role times: 90 / 3 = 30
+printf '{"stage": "a", "step": 1, "loss": 0.3, "tokens": 90, "step_s": 3, "tokens_per_s": 1000, "gen_s": 1}\n' \
+  >"$WORK/syn/3g1s2l-b4/metrics.jsonl"
 if tools/sweep --collect "$WORK/syn" --no-plot >"$WORK/syn.log" 2>&1; then
   fail "tools/sweep --collect: a run without step metrics must make it exit non-zero"
 else
@@ -36,7 +39,8 @@ check "synthetic: 1g1s1l throughput 400/(2+3) = 80, busy 0.8/0.4/0.4" \
 check "synthetic: single throughput 60/3 = 20, role shares 1/3, 1/6, 1/2" \
   grep -qE "^single	4	1	20\.0	0\.333	0\.167	0\.500	60	3\.000	" "$WORK/syn/sweep.tsv"
 check "synthetic: a run without tokens is marked, not fatal" grep -qE "^2g1s2l	8	6	-	.*no step metrics" "$WORK/syn/sweep.tsv"
-check "synthetic: markdown table has the same rows" test "$(grep -c '^| ' "$WORK/syn/sweep.md")" = 4
+check "synthetic: step_s is the step time when present" grep -qE "^3g1s2l	4	7	30\.0	0\.333	0\.000	0\.000	90	3\.000	" "$WORK/syn/sweep.tsv"
+check "synthetic: markdown table has the same rows" test "$(grep -c '^| ' "$WORK/syn/sweep.md")" = 5
 
 skip() {
   echo "SKIP: ************************************************************" >&2
