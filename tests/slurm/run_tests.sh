@@ -86,7 +86,7 @@ check_run() {
 import json, math, sys
 rows = [json.loads(l) for l in open('$m')]
 steps = [r for r in rows if 'loss' in r]
-assert len(steps) == 2 + 3 + 3 + 3, len(steps)
+assert len(steps) == 2 + 1 + 1 + 1, len(steps)
 assert all(r['tokens'] > 0 and math.isfinite(r['loss']) for r in steps)
 # rank count and layout are written by the MPI runtime; check them when present (a single process names
 # the config's layout, its roles all local)
@@ -96,14 +96,18 @@ for r in steps:
 "
   check "$name: sbatch log names the job, layout and cpus" grep -qE "s2d.sbatch: job [0-9]+ on .*: $ranks tasks x [0-9]+ cpus, layout $layout" "$log"
   check "$name: sbatch log reports completion" grep -q "s2d.sbatch: done in" "$log"
-  check "$name: s2d's progress went to the job log" grep -q "\[student_rl\] step 3/3" "$log"
+  check "$name: s2d's progress went to the job log" grep -q "\[student_rl\] step 1/1" "$log"
 }
 
 # 1. one task (every role local), 2 cpus for OpenMP
 cfg=configs/tests/tiny-pipeline.yaml
+# small and fixed whatever the config's defaults: 2 + 1 + 1 + 1 steps of 4 prompts over its four stages
+small_steps=(--set 'pipeline[0].steps=2' --set 'pipeline[1].steps=1' --set 'pipeline[2].steps=1' --set 'pipeline[3].steps=1')
+small=("${small_steps[@]}")
+for i in 0 1 2 3; do small+=(--set "pipeline[$i].prompts_per_step=4"); done
 t0=$SECONDS
 id=$(sbatch --parsable -n 1 -c 2 --time=5 -o "$WORK/single-%j.out" \
-       --export=ALL,S2D_BIN="$S2D",S2D_OUT="$WORK/single" slurm/s2d.sbatch $cfg --set 'pipeline[0].steps=2')
+       --export=ALL,S2D_BIN="$S2D",S2D_OUT="$WORK/single" slurm/s2d.sbatch $cfg "${small[@]}")
 if [ -z "$id" ]; then
   fail "sbatch did not accept slurm/s2d.sbatch"
 else
@@ -145,7 +149,7 @@ if [ -n "$mpi_ok" ]; then
   t0=$SECONDS
   # -O (overcommit): 4 ranks share the 2 cores of this machine
   id=$(sbatch --parsable -n 4 -c 1 -O --time=5 -o "$WORK/mpi-%j.out" \
-         --export=ALL,S2D_BIN="$S2D",S2D_OUT="$WORK/mpi" slurm/s2d.sbatch $cfg --set 'pipeline[0].steps=2')
+         --export=ALL,S2D_BIN="$S2D",S2D_OUT="$WORK/mpi" slurm/s2d.sbatch $cfg "${small[@]}")
   state=$(wait_job "$id" 300)
   echo "4-rank job $id: $state in $((SECONDS - t0)) s"
   check "4-rank job COMPLETED (got $state)" test "$state" = COMPLETED
@@ -158,17 +162,17 @@ fi
 # 4. the multi-node script on this one node (layout and srun --distribution; the NCCL settings are comments)
 if [ -n "$mpi_ok" ]; then mn_layout=1g1s1l mn_ranks=4; else mn_layout=single mn_ranks=1; fi
 id=$(sbatch --parsable --nodes=1 --ntasks-per-node=$mn_ranks -c 1 --time=5 -o "$WORK/multi-%j.out" \
-       --export=ALL,S2D_BIN="$S2D",S2D_OUT="$WORK/multi" slurm/s2d-multinode.sbatch $cfg --set 'pipeline[0].steps=2')
+       --export=ALL,S2D_BIN="$S2D",S2D_OUT="$WORK/multi" slurm/s2d-multinode.sbatch $cfg "${small[@]}")
 state=$(wait_job "$id" 300)
 check "multinode script job COMPLETED (got $state)" test "$state" = COMPLETED
-check "multinode script: step lines from every stage" test "$(grep -c '"algo"' "$WORK/multi/metrics.jsonl" 2>/dev/null)" = 11
+check "multinode script: step lines from every stage" test "$(grep -c '"algo"' "$WORK/multi/metrics.jsonl" 2>/dev/null)" = 5
 check "multinode script: log names nodes and layout" grep -qE "on 1 nodes .*: $mn_ranks tasks x 1 cpus, layout $mn_layout" "$WORK/multi-$id.out"
 
 # 5. the job-array sweep: two array tasks, then tools/sweep --collect builds the table from their directories
 if [ -n "$mpi_ok" ]; then arr_layouts="single 1g1s1l" arr=(-n 4 -O); else arr_layouts="single single"; arr=(-n 1); fi
 id=$(sbatch --parsable --array=0-1 "${arr[@]}" -c 1 --time=5 -o "$WORK/arr-%A_%a.out" \
        --export=ALL,S2D_BIN="$S2D",S2D_SWEEP_DIR="$WORK/arr",S2D_SWEEP_LAYOUTS="$arr_layouts",S2D_SWEEP_BATCHES=2 \
-       slurm/sweep.sbatch $cfg --set 'pipeline[0].steps=1')
+       slurm/sweep.sbatch $cfg "${small_steps[@]}")
 s0=$(wait_job "${id}_0" 300) s1=$(wait_job "${id}_1" 300)
 check "sweep array tasks COMPLETED (got $s0, $s1)" test "$s0 $s1" = "COMPLETED COMPLETED"
 if tools/sweep --collect "$WORK/arr" --no-plot >"$WORK/collect.log" 2>&1; then
