@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "core/signals.h"
 #include "core/timer.h"
 #include "model/generate.h"
 #include "text/tokenizer.h"
@@ -773,7 +772,6 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
         if (!atomic_commit(&af, err)) return false;
         path_join(path, sizeof path, out_dir, "metrics.jsonl");
         if (!atomic_open(&r.metrics, path, err)) return false;
-        s2d_signals_track(r.metrics.tmp); /* a job killed by its launcher leaves no temp file */
         const char *so_far = resume ? ckpt_find_text(r.resume.st, "metrics.jsonl") : NULL;
         if (so_far && fputs(so_far, r.metrics.fp) == EOF) return atomic_abort(&r.metrics), err_set(err, "%s: write failed", path);
         if (!pl_logs_open(&r, err)) return atomic_abort(&r.metrics), false;
@@ -826,7 +824,6 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
     }
     double total = time_now() - t0;
     if (is_sched) {
-        s2d_signals_untrack(r.metrics.tmp);
         if (ok) ok = atomic_commit(&r.metrics, err);
         else atomic_abort(&r.metrics);
         if (!pl_logs_close(&r, err)) ok = false;

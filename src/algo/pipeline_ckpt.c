@@ -20,7 +20,6 @@
 
 #include "algo/pipeline_run.h"
 #include "core/log.h"
-#include "core/signals.h"
 
 #define N_SUMMARY 11
 
@@ -147,11 +146,7 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
     ckpt_text texts[1] = {{.key = "metrics.jsonl", .text = metrics}};
     ckpt_state st = {.stage_index = si, .stage_name = (char *)s->name, .step = steps_done, .config_text = cfg,
                      .models = models, .n_models = n_models, .u64s = u.u, .n_u64s = u.n, .texts = texts, .n_texts = 1};
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()); /* ckpt_save's temp name (h5io.h) */
-    s2d_signals_track(tmp);
-    ok = ok && ckpt_save(path, &st, err);
-    s2d_signals_untrack(tmp);
+    ok = ok && ckpt_save(path, &st, err); /* registers its temp file: removed on die() or a fatal signal */
     for (int i = 0; i < u.n; i++) free(u.u[i].key), free(u.u[i].values);
     free(u.u), free(models), free(metrics), free(cfg);
     adamw_free(&full);
@@ -306,6 +301,7 @@ static bool cut_metrics(const char *path, long keep, s2d_err *err) {
     for (int k = 0; ok && k < PL_N_METRIC_FIELDS; k++) ok = h5_read_f64(path, metric_fields[k], &cols[k], &n, err);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.cut.%d", path, (int)getpid());
+    s2d_tmp_register(tmp); /* removed on die() or a fatal signal */
     metrics_log *ml = ok ? metrics_log_open(tmp, metric_fields, PL_N_METRIC_FIELDS, err) : NULL;
     ok = ml != NULL;
     for (long i = 0; ok && i < keep; i++) {
@@ -316,6 +312,7 @@ static bool cut_metrics(const char *path, long keep, s2d_err *err) {
     if (ml && !metrics_log_close(ml, err)) ok = false;
     if (ok && rename(tmp, path) != 0) ok = err_set(err, "%s: cannot replace: %s", path, strerror(errno));
     if (!ok) unlink(tmp);
+    s2d_tmp_unregister(tmp);
     free(stage), free(step);
     for (int k = 0; k < PL_N_METRIC_FIELDS; k++) free(cols[k]);
     return ok;
@@ -335,6 +332,7 @@ static bool cut_rollouts(const char *path, long keep, s2d_err *err) {
     for (int k = 0; ok && k < 5; k++) ok = h5_read_f32(path, f32_names[k], &fv[k], &n, err);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.cut.%d", path, (int)getpid());
+    s2d_tmp_register(tmp); /* removed on die() or a fatal signal */
     rollout_log *rl = ok ? rollout_log_open(tmp, err) : NULL;
     ok = rl != NULL;
     const int64_t *off = ok ? iv[5] : NULL;
@@ -356,6 +354,7 @@ static bool cut_rollouts(const char *path, long keep, s2d_err *err) {
     if (rl && !rollout_log_close(rl, err)) ok = false;
     if (ok && rename(tmp, path) != 0) ok = err_set(err, "%s: cannot replace: %s", path, strerror(errno));
     if (!ok) unlink(tmp);
+    s2d_tmp_unregister(tmp);
     free(tokens64);
     for (int k = 0; k < 7; k++) free(iv[k]);
     for (int k = 0; k < 5; k++) free(fv[k]);

@@ -1,6 +1,7 @@
 #include "core/common.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +12,11 @@ static int g_rank = 0;
 static char g_role[32] = "main";
 static void (*g_abort_hook)(int) = NULL;
 
+/* Temp files to remove on die() or a fatal signal. A slot's path is written before its flag is set, so a signal
+ * handler never sees a half-written path. */
 enum { MAX_TMP_FILES = 64 };
 static char g_tmp_files[MAX_TMP_FILES][4200];
+static volatile sig_atomic_t g_tmp_used[MAX_TMP_FILES];
 
 void s2d_set_identity(int rank, const char *role) {
     g_rank = rank;
@@ -24,8 +28,9 @@ void s2d_set_abort_hook(void (*hook)(int code)) { g_abort_hook = hook; }
 
 void s2d_tmp_register(const char *path) {
     for (int i = 0; i < MAX_TMP_FILES; i++) {
-        if (g_tmp_files[i][0] == '\0') {
+        if (!g_tmp_used[i]) {
             snprintf(g_tmp_files[i], sizeof g_tmp_files[i], "%s", path);
+            g_tmp_used[i] = 1;
             return;
         }
     }
@@ -34,14 +39,14 @@ void s2d_tmp_register(const char *path) {
 
 void s2d_tmp_unregister(const char *path) {
     for (int i = 0; i < MAX_TMP_FILES; i++)
-        if (strcmp(g_tmp_files[i], path) == 0) g_tmp_files[i][0] = '\0';
+        if (g_tmp_used[i] && strcmp(g_tmp_files[i], path) == 0) g_tmp_used[i] = 0;
 }
 
-static void remove_tmp_files(void) {
+void s2d_tmp_unlink_all(void) {
     for (int i = 0; i < MAX_TMP_FILES; i++) {
-        if (g_tmp_files[i][0] != '\0') {
+        if (g_tmp_used[i]) {
             unlink(g_tmp_files[i]);
-            g_tmp_files[i][0] = '\0';
+            g_tmp_used[i] = 0;
         }
     }
 }
@@ -79,7 +84,7 @@ _Noreturn void die_at(const char *file, int line, const char *hint, const char *
     fprintf(stderr, "s2d: error [rank %d, %s] %s:%d: %s\n", g_rank, g_role, file, line, msg);
     if (hint) fprintf(stderr, "  hint: %s\n", hint);
     fflush(stderr);
-    remove_tmp_files();
+    s2d_tmp_unlink_all();
     if (g_abort_hook) g_abort_hook(1);
     exit(1);
 }

@@ -53,6 +53,8 @@ void s2d_set_abort_hook(void (*hook)(int code));
 /* Temporary files that die() must remove (outputs are written to a temp name, then renamed). */
 void s2d_tmp_register(const char *path);
 void s2d_tmp_unregister(const char *path);
+/* Removes every registered temp file; async-signal-safe (unlink only), so core/signals.c calls it too. */
+void s2d_tmp_unlink_all(void);
 
 /* Allocation that dies on failure (never inside a step loop: buffers are sized up front). */
 void *xmalloc(size_t n);
