@@ -8,8 +8,10 @@
 cd "$S2D_ROOT" || exit 1
 export OMP_NUM_THREADS=1
 cfg=configs/tests/tiny-pipeline.yaml
-# k1 KL terms give the GRPO stages a gradient even when every reward of the random models is 0
-SETS=(--set 'pipeline[0].grpo.kl_estimator=k1' --set 'pipeline[3].grpo.kl_beta=0.02' --set 'pipeline[3].grpo.kl_estimator=k1')
+# A shorter pipeline (3 steps of 8 prompts per stage): global steps 1-3 teacher_rl, 4-6 bridge_fkl, 7-9
+# bridge_opd (checkpoint every 2: step 8 is mid-stage), 10-12 student_rl.
+SETS=()
+for i in 0 1 2 3; do SETS+=(--set "pipeline[$i].steps=3" --set "pipeline[$i].prompts_per_step=8"); done
 PY=python3
 python3 -c 'import h5py' 2>/dev/null || PY=/usr/bin/python3
 train() { "$S2D" train $cfg "${SETS[@]}" "$@"; }

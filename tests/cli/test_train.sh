@@ -18,20 +18,25 @@ if "$S2D" train configs/tests/tiny-pipeline.yaml --out "$out" --set pipeline[0].
 import json, math, sys
 rows = [json.loads(l) for l in open('$m')]
 steps = [r for r in rows if 'loss' in r]
-assert len(steps) == 2 + 3 + 3 + 3, len(steps)
+assert len(steps) == 2 + 8 + 8 + 8, len(steps)
 assert all(r['loss'] is not None and math.isfinite(r['loss']) for r in steps)
 for r in steps: assert r['tokens'] > 0 and r['gen_s'] >= 0 and 'reward_mean' in r
 lab = {r['stage']: r for r in rows if r.get('event') == 'labels'}
-# grpo stages consume labelled examples (4 prompts per step); the bridge uses prompts only
-assert lab['teacher_rl']['labelled_total'] == 8 and lab['teacher_rl']['unlabelled_prompts'] == 0, lab
-assert lab['bridge_fkl']['labelled_total'] == 0 and lab['bridge_fkl']['unlabelled_prompts'] == 12, lab
-assert lab['bridge_opd']['labelled_total'] == 0 and lab['bridge_opd']['unlabelled_prompts'] == 12, lab
-assert lab['student_rl']['labelled_total'] == 12 and 0 < lab['student_rl']['labelled_unique'] <= 12, lab
+# grpo stages consume labelled examples (16 prompts per step); the bridge uses prompts only
+assert lab['teacher_rl']['labelled_total'] == 32 and lab['teacher_rl']['unlabelled_prompts'] == 0, lab
+assert lab['bridge_fkl']['labelled_total'] == 0 and lab['bridge_fkl']['unlabelled_prompts'] == 128, lab
+assert lab['bridge_opd']['labelled_total'] == 0 and lab['bridge_opd']['unlabelled_prompts'] == 128, lab
+assert lab['student_rl']['labelled_total'] == 128 and 0 < lab['student_rl']['labelled_unique'] <= 128, lab
+# the pre-trained teacher earns real rewards, and its second minibatch per step is off-policy: PPO clipping acts
+t = [r for r in steps if r['stage'] == 'teacher_rl']
+assert any(r['reward_mean'] > 0 for r in t), [r['reward_mean'] for r in t]
+assert any(r['clip_fraction'] > 0 for r in t), [r['clip_fraction'] for r in t]
+assert all(r['clip_fraction'] == 0 for r in steps if r['stage'] == 'student_rl'), 'one minibatch: on-policy, no clipping'
 "
   check "resolved config written and reloadable" "$S2D" train "$out/config.yaml" --dry-run --out "$WORK/x"
   check "resolved config holds the override" grep -q "steps: 2" "$out/config.yaml"
   check "summary table on stdout" grep -q "^student_rl" "$WORK/stdout"
-  check "progress lines on stderr" grep -q "\[bridge_opd\] step 3/3 .*ETA" "$WORK/stderr"
+  check "progress lines on stderr" grep -q "\[bridge_opd\] step 8/8 .*ETA" "$WORK/stderr"
   check "the student differs from its start" bash -c "! cmp -s '$out/models/bridge_fkl/model.safetensors' '$out/models/bridge_opd/model.safetensors'"
 else
   fail "tiny pipeline run: $(tail -5 "$WORK/stderr")"
@@ -43,7 +48,7 @@ expect_error "unknown algo" "pipeline\[1\]\.algo.*(sft|grpo)" "$S2D" train $cfg 
 expect_error "model that does not exist yet" "pipeline\[1\]\.teacher: model 'student_rl' does not exist \(yet\)" \
   "$S2D" train $cfg --out "$WORK/b2" --set pipeline[1].teacher=student_rl
 expect_error "teacher vocabulary differs" "vocabulary of 1024 tokens.*shared vocabulary" \
-  "$S2D" train $cfg --out "$WORK/b3" --set models.teacher.init.vocab_size=1024
+  "$S2D" train $cfg --out "$WORK/b3" --set 'models.teacher={init: {preset: qwen3-tiny, vocab_size: 1024}, tokenizer: configs/demo/tokenizer}'
 expect_error "wrong type via --set" "steps.*integer" "$S2D" train $cfg --out "$WORK/b4" --set pipeline[0].steps=many
 printf 'seed: 1\nmodels: {}\ndatasets: {}\npipeline:\n  - name: a\n    algoo: sft\n' >"$WORK/typo.yaml"
 expect_error "unknown key names file:line:col" "typo.yaml:[0-9]+:[0-9]+" "$S2D" train "$WORK/typo.yaml" --out "$WORK/b5"
