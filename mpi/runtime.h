@@ -6,4 +6,4 @@
  * (rank 0 scheduler, then generators, scorers, learners), one communicator per group (MPI_Comm_split),
  * identity for die() and an abort hook that calls MPI_Abort. Dies with a message naming both sizes when
  * generators + scorers + learners + 1 != the world size. */
-transport *mpi_transport_new(int generators, int scorers, int learners, double timeout_s);
+transport *mpi_transport_new(int generators, int scorers, int learners, double timeout_s, double heartbeat_s);

@@ -1,7 +1,15 @@
 /* transport_mpi.c: the MPI transport (DESIGN §2). Every payload op is a nonblocking MPI call completed by a
  * polling wait that sleeps between MPI_Test calls (ranks share cores: never spin) and gives up after the
- * configured timeout with a message naming this rank, its role, the payload and the peer. */
+ * configured timeout with a message naming this rank, its role, the payload and the peer.
+ *
+ * Scheduler heartbeat: a thread on rank 0 sends a small message to every worker once per interval on a
+ * communicator of its own, whatever the scheduler's main thread is doing. Workers read them inside their waits;
+ * one that hears nothing for heartbeat_s ends the job. This is liveness, not progress: it catches a scheduler
+ * that is frozen, or dead where the launcher has not noticed (a lost node), well before a long receive timeout
+ * would; a scheduler stuck in its own code still beats, and the receive timeouts catch that. */
 #include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +23,65 @@
 
 typedef struct {
     MPI_Comm comm[TP_N_GROUPS]; /* MPI_COMM_NULL where this rank is not a member */
+    /* heartbeat (heartbeat_s > 0) */
+    MPI_Comm hb_comm;           /* a dup of the world, only for heartbeats */
+    double heartbeat_s;
+    double last_beat;           /* workers: time_now() when a heartbeat last arrived */
+    pthread_t hb_thread;        /* rank 0 */
+    atomic_int hb_stop;
+    bool hb_running;
 } mpi_impl;
+
+#define HEARTBEAT_TAG 7
+
+/* Seconds between beats: a few per heartbeat_s, at most one a second. */
+static double beat_interval(double heartbeat_s) { return heartbeat_s / 4 < 1.0 ? heartbeat_s / 4 : 1.0; }
+
+static void *heartbeat_main(void *arg) {
+    mpi_impl *im = arg;
+    int size;
+    MPI_Comm_size(im->hb_comm, &size);
+    const double interval = beat_interval(im->heartbeat_s);
+    int beat = 0;
+    while (!atomic_load(&im->hb_stop)) {
+        for (int w = 1; w < size; w++) {
+            MPI_Request req;
+            MPI_Isend(&beat, 1, MPI_INT, w, HEARTBEAT_TAG, im->hb_comm, &req);
+            MPI_Request_free(&req); /* a 4-byte eager message completes on its own */
+        }
+        beat++;
+        for (double slept = 0; slept < interval && !atomic_load(&im->hb_stop); slept += 0.05) {
+            struct timespec ts = {0, 50000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* Workers: take every heartbeat that has arrived; true if at least one did. */
+static bool drain_heartbeats(mpi_impl *im) {
+    bool got = false;
+    for (;;) {
+        int flag = 0, beat;
+        MPI_Iprobe(0, HEARTBEAT_TAG, im->hb_comm, &flag, MPI_STATUS_IGNORE);
+        if (!flag) return got;
+        MPI_Recv(&beat, 1, MPI_INT, 0, HEARTBEAT_TAG, im->hb_comm, MPI_STATUS_IGNORE);
+        got = true;
+    }
+}
+
+/* Called on every turn of a worker's wait loop. */
+static void check_heartbeat(transport *tp) {
+    mpi_impl *im = tp->impl;
+    if (im->heartbeat_s <= 0 || tp->rank == 0) return;
+    double now = time_now();
+    if (drain_heartbeats(im)) im->last_beat = now;
+    if (now - im->last_beat > im->heartbeat_s)
+        die_hint("the scheduler's process is frozen, or dead on a node its launcher lost; raise runtime.heartbeat_s "
+                 "if its node is merely overloaded",
+                 "rank %d (%s) heard no heartbeat from the scheduler (rank 0) for %.0f s (runtime.heartbeat_s)",
+                 tp->rank, tp_role_name(tp->role), now - im->last_beat);
+}
 
 /* MPI counts are int: payloads move in pieces of at most this many bytes. */
 #define CHUNK ((size_t)1 << 30)
@@ -56,10 +122,14 @@ static const char *const group_names[TP_N_GROUPS] = {
 static void wait_req(transport *tp, MPI_Request *req, const char *what, int from_world, tp_group g) {
     double t0 = time_now();
     long sleep_ns = 100000; /* 0.1 ms, growing to 10 ms */
+    mpi_impl *im = tp->impl;
+    /* Beats queued while this rank computed are fresh evidence: the scheduler was alive meanwhile. */
+    if (im->heartbeat_s > 0 && tp->rank != 0 && drain_heartbeats(im)) im->last_beat = t0;
     for (;;) {
         int done = 0;
         MPI_Test(req, &done, MPI_STATUS_IGNORE);
         if (done) return;
+        check_heartbeat(tp);
         double waited = time_now() - t0;
         if (tp->timeout_s > 0 && waited > tp->timeout_s) {
             if (from_world >= 0)
@@ -158,6 +228,19 @@ static void m_barrier(transport *tp, tp_group g) {
 
 static void m_finalize(transport *tp) {
     mpi_impl *im = tp->impl;
+    if (im->hb_running) { /* stop beating before the last barrier, so every beat is already sent */
+        atomic_store(&im->hb_stop, 1);
+        pthread_join(im->hb_thread, NULL);
+    }
+    MPI_Request r;
+    MPI_Ibarrier(MPI_COMM_WORLD, &r);
+    wait_req(tp, &r, "the final barrier", -1, TP_WORLD);
+    if (im->heartbeat_s > 0) {
+        im->heartbeat_s = 0; /* beats still in flight must not count against anyone now */
+        MPI_Barrier(im->hb_comm);
+        if (tp->rank != 0) drain_heartbeats(im);
+        MPI_Comm_free(&im->hb_comm);
+    }
     for (int g = 0; g < TP_N_GROUPS; g++)
         if (im->comm[g] != MPI_COMM_NULL) MPI_Comm_free(&im->comm[g]);
     s2d_set_abort_hook(NULL);
@@ -165,10 +248,11 @@ static void m_finalize(transport *tp) {
     free(im), free(tp);
 }
 
-transport *mpi_transport_new(int generators, int scorers, int learners, double timeout_s) {
-    int inited = 0;
+transport *mpi_transport_new(int generators, int scorers, int learners, double timeout_s, double heartbeat_s) {
+    int inited = 0, provided = MPI_THREAD_SINGLE;
     MPI_Initialized(&inited);
-    if (!inited) MPI_Init(NULL, NULL);
+    if (!inited) MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided); /* the heartbeat thread sends */
+    else MPI_Query_thread(&provided);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -195,6 +279,19 @@ transport *mpi_transport_new(int generators, int scorers, int learners, double t
     for (int g = TP_GEN; g < TP_N_GROUPS; g++) {
         int key = tp_group_rank(tp, (tp_group)g);
         MPI_Comm_split(MPI_COMM_WORLD, key >= 0 ? 1 : MPI_UNDEFINED, key >= 0 ? key : 0, &im->comm[g]);
+    }
+    if (heartbeat_s > 0 && provided < MPI_THREAD_MULTIPLE) {
+        if (rank == 0) log_warn("this MPI gives no MPI_THREAD_MULTIPLE: the scheduler heartbeat is off");
+        heartbeat_s = 0;
+    }
+    im->heartbeat_s = heartbeat_s;
+    if (heartbeat_s > 0) {
+        MPI_Comm_dup(MPI_COMM_WORLD, &im->hb_comm);
+        im->last_beat = time_now();
+        if (rank == 0) {
+            CHECK(pthread_create(&im->hb_thread, NULL, heartbeat_main, im) == 0, "cannot start the heartbeat thread");
+            im->hb_running = true;
+        }
     }
     char host[256] = "?";
     gethostname(host, sizeof host);

@@ -402,11 +402,14 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         r->global_step++;
         if (tc->fault_rank == tp->rank && r->global_step == tc->fault_step) {
             fprintf(stderr, "s2d: fault injection: rank %d (%s) %s at step %ld\n", tp->rank, tp_role_name(tp->role),
-                    tc->fault_kind == 0 ? "raises SIGKILL" : tc->fault_kind == 1 ? "fails" : "hangs", r->global_step);
+                    tc->fault_kind == 0 ? "raises SIGKILL" : tc->fault_kind == 1 ? "fails" : tc->fault_kind == 2 ? "hangs" : "stops (SIGSTOP)",
+                    r->global_step);
             fflush(stderr);
             if (tc->fault_kind == 0) raise(SIGKILL);
+            if (tc->fault_kind == 3) raise(SIGSTOP); /* only the peers' heartbeat check can notice */
             while (tc->fault_kind == 2) sleep(1); /* its peers' receive timeouts must end the job */
-            die("injected fault (fault.kind: error) at step %ld", r->global_step);
+            die("injected fault (fault.kind: %s) at step %ld", tc->fault_kind == 3 ? "stop, then continued" : "error",
+                r->global_step);
         }
         double t0 = time_now();
         step_times me = {.role = (int32_t)tp->role};

@@ -29,7 +29,8 @@
  *       micro_batches: 1       # the step's sequences in M fixed micro-batches: gradients are summed over a fixed
  *                              # pairwise tree of micro-batches, so any number of learners gives the same bits
  *   roles: {generators: 1, scorers: 1, learners: 1}   # under mpirun/srun: world size = 1 + their sum
- *   runtime: {timeout_s: 120}  # a rank waiting longer than this for a payload ends the job with a message
+ *   runtime: {timeout_s: 120,  # a rank waiting longer than this for a payload ends the job with a message
+ *             heartbeat_s: 30} # a worker that hears no scheduler heartbeat this long ends the job (0 = off)
  *   fault: {rank: R, at_step: K, kind: kill|error|hang} # test only: rank R kills itself / dies / hangs at global step K
  *   fault: {stop_after_step: K} # test only: every rank stops cleanly after the checkpoint of global step K
  *   logging: {rollouts: true, metrics_h5: true}      # OUT/rollouts.h5 and OUT/metrics.h5 (written by the scheduler)
@@ -124,8 +125,10 @@ typedef struct {
     int n_stages;
     int n_generators, n_scorers, n_learners; /* roles: (used under a launcher) */
     double timeout_s;       /* runtime.timeout_s */
+    double heartbeat_s;     /* runtime.heartbeat_s: scheduler liveness under MPI; 0 = off */
     int fault_rank, fault_step; /* test-only fault injection; fault_rank -1 = none */
-    int fault_kind;         /* 0 kill (SIGKILL itself), 1 error (die), 2 hang (sleep: peers time out) */
+    int fault_kind;         /* 0 kill (SIGKILL itself), 1 error (die), 2 hang (sleep: peers time out),
+                               3 stop (SIGSTOP: the process and its heartbeat freeze, the launcher sees nothing) */
     long stop_after_step;   /* test only: stop cleanly after the checkpoint of this global step; 0 = never */
     bool log_rollouts, log_metrics_h5; /* logging: */
 } train_config;

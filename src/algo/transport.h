@@ -72,7 +72,9 @@ transport *transport_local_new(void);
 /* The launcher seam: main.c (the only src/ file that may see mpi/) registers a factory that makes the MPI
  * transport for a world of generators + scorers + learners + 1 ranks (dies with a clear message if the world
  * size differs). cmd_train calls it only when tp_launched() says a launcher started us. */
-typedef transport *(*transport_factory)(int generators, int scorers, int learners, double timeout_s);
+/* heartbeat_s: workers that hear nothing from the scheduler's heartbeat for this long end the job (0 = off). */
+typedef transport *(*transport_factory)(int generators, int scorers, int learners, double timeout_s,
+                                        double heartbeat_s);
 void transport_set_factory(transport_factory f);
 transport_factory transport_get_factory(void);
 /* True under mpirun/srun with more than one task (env OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_STEP_NUM_TASKS > 1,

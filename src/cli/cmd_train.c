@@ -83,7 +83,7 @@ int cmd_train(int argc, char **argv) {
     /* under mpirun/srun: the MPI transport (roles from the config); otherwise every role runs here */
     transport *tp = NULL;
     transport_factory make = transport_get_factory();
-    if (tp_launched() && make) tp = make(tc.n_generators, tc.n_scorers, tc.n_learners, tc.timeout_s);
+    if (tp_launched() && make) tp = make(tc.n_generators, tc.n_scorers, tc.n_learners, tc.timeout_s, tc.heartbeat_s);
     else tp = transport_local_new();
     s2d_signals_install();
     bool stopped = false;

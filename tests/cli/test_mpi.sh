@@ -94,4 +94,8 @@ check "kill: the rank's role is on record" grep -q "rank 3 of 4 is learner 0" "$
 fault_run error "error \[rank 2, scorer\].*injected fault" --set fault.rank=2 --set fault.at_step=2 --set fault.kind=error
 fault_run hang "waited [0-9]+ s for .*(rank 3 \(learner\)|stuck or dead)" --set fault.rank=3 --set fault.at_step=2 \
   --set fault.kind=hang --set runtime.timeout_s=3
+# a frozen scheduler (SIGSTOP: alive to the launcher, silent to everyone) is caught by the heartbeat, not the
+# (here much longer) receive timeout
+fault_run freeze "heard no heartbeat from the scheduler \(rank 0\) for [0-9]+ s" --set fault.rank=0 --set fault.at_step=2 \
+  --set fault.kind=stop --set runtime.heartbeat_s=3 --set runtime.timeout_s=600
 summary
