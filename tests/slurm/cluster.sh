@@ -1,12 +1,16 @@
-# cluster.sh: a throwaway one-node Slurm cluster (slurmctld + slurmd + munged) in a private directory.
+# cluster.sh: a throwaway Slurm cluster (slurmctld + one slurmd per node + munged) in a private directory.
+# SLURM_TEST_NODES=1 makes one node named localhost; N > 1 (default 2) makes nodes node1..nodeN, every one a
+# slurmd on this host with its own port, spool, log and TmpFS (%n in the paths), so multi-node jobs
+# (srun -N 2, --mpi=pmix across "nodes") run for real on one machine.
 # Source it, then:
 #   slurm_cluster_start DIR   writes DIR/slurm.conf, starts the daemons on free loopback ports, exports
 #                             SLURM_CONF (every client command -- sbatch, srun, squeue, sacct -- reads it)
 #   slurm_cluster_stop        cancels the jobs, stops exactly the daemons it started (by pid), waits for them
 # Nothing outside DIR is written: state, spool, logs, the munge key and socket all live there. Other
 # clusters (the system's, another test's) are not touched: ports are picked free, the node name is private.
-# Tunables (env): SLURM_TEST_CPUS (4), SLURM_TEST_MEM_MB (4096), SLURM_TEST_AUTH (munge|none; munge).
-# The node declares 4 CPUs whatever the hardware has (SlurmdParameters=config_overrides): a 4-rank job with
+# Tunables (env): SLURM_TEST_NODES (2), SLURM_TEST_CPUS (4 per node), SLURM_TEST_MEM_MB (4096 per node),
+# SLURM_TEST_AUTH (munge|none; munge). SLURM_CLUSTER_NODES holds the node names once started.
+# Each node declares 4 CPUs whatever the hardware has (SlurmdParameters=config_overrides): a 4-rank job with
 # --ntasks-per-node=4 then fits one node -- Slurm refuses that shape on fewer CPUs even with --overcommit.
 
 _slurm_pids=()
@@ -31,10 +35,33 @@ slurm_cluster_missing() {
 
 slurm_cluster_start() { # DIR
   local dir=$1 cpus=${SLURM_TEST_CPUS:-4} mem=${SLURM_TEST_MEM_MB:-4096} auth=${SLURM_TEST_AUTH:-munge}
+  local nnodes=${SLURM_TEST_NODES:-2} n node_lines= node_list= node_paths
+  if ! [[ $nnodes =~ ^[1-9][0-9]*$ ]]; then _slurm_log "SLURM_TEST_NODES '$nnodes': expected a count >= 1"; return 1; fi
   SLURM_CLUSTER_DIR=$dir
   mkdir -p "$dir/state" "$dir/spool" "$dir/munge" "$dir/tmp" || return 1
   chmod 700 "$dir" "$dir/munge"
   local ctld_port slurmd_port; ctld_port=$(_slurm_free_port) && slurmd_port=$(_slurm_free_port) || return 1
+  SLURM_CLUSTER_NODES=()
+  if [ "$nnodes" -eq 1 ]; then
+    SLURM_CLUSTER_NODES=(localhost)
+    node_lines="NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN"
+    node_list=localhost
+    node_paths="SlurmdSpoolDir=$dir/spool
+TmpFS=$dir/tmp
+SlurmdLogFile=$dir/slurmd.log"
+  else
+    for ((n = 1; n <= nnodes; n++)); do
+      SLURM_CLUSTER_NODES+=("node$n")
+      node_lines+="NodeName=node$n NodeHostname=localhost NodeAddr=127.0.0.1 Port=$(_slurm_free_port) CPUs=$cpus RealMemory=$mem State=UNKNOWN
+"
+      mkdir -p "$dir/spool/node$n" "$dir/tmp/node$n" || return 1
+    done
+    node_list=node[1-$nnodes]
+    node_paths="SlurmdSpoolDir=$dir/spool/%n
+TmpFS=$dir/tmp/%n
+SlurmdPidFile=$dir/slurmd-%n.pid
+SlurmdLogFile=$dir/slurmd-%n.log"
+  fi
   local user; user=$(id -un)
   local auth_lines
   if [ "$auth" = munge ]; then
@@ -67,14 +94,12 @@ SlurmUser=$user
 SlurmdUser=root
 $auth_lines
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
-# job-private temp files (the pmix plugin's spmix_appdir_<uid>_<job>.<step>) go here, not to /tmp: job ids
-# restart at 1 in every test cluster and would collide with another cluster's (or a killed run's) leftovers
-TmpFS=$dir/tmp
+# job-private temp files (TmpFS: the pmix plugin's spmix_appdir_<uid>_<job>.<step>) go to our directory, not
+# /tmp: job ids restart at 1 in every test cluster and would collide with another cluster's (or a killed
+# run's) leftovers -- and, per node, with the other slurmds on this host
+$node_paths
 SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/slurmctld.log
-SlurmdLogFile=$dir/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -94,28 +119,28 @@ KillWait=5
 MinJobAge=300
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+$node_lines
+PartitionName=debug Nodes=$node_list Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
   export SLURM_CONF=$dir/slurm.conf
   slurmctld -D -i -f "$SLURM_CONF" >"$dir/slurmctld.out" 2>&1 &
   _slurm_pids+=($!)
-  slurmd -D -N localhost -f "$SLURM_CONF" >"$dir/slurmd.out" 2>&1 &
-  _slurm_pids+=($!)
-  # ready when the node is idle (slurmd registered with slurmctld)
-  local state= t
+  local node
+  for node in "${SLURM_CLUSTER_NODES[@]}"; do
+    slurmd -D -N "$node" -f "$SLURM_CONF" >"$dir/slurmd-$node.out" 2>&1 &
+    _slurm_pids+=($!)
+  done
+  # ready when every node is idle (its slurmd registered with slurmctld)
+  local states= t
   for t in $(seq 150); do
-    state=$(sinfo -h -N -o '%T' 2>/dev/null | head -1)
-    case "$state" in idle*) break ;; esac
+    states=$(sinfo -h -N -o '%N=%T' 2>/dev/null | sort -u | tr '\n' ' ')
+    [ "$(grep -o '=idle ' <<<"$states" | wc -l)" -eq "$nnodes" ] && return 0
     sleep 0.2
   done
-  if [ "${state%%[*~#]}" != idle ]; then
-    _slurm_log "node not idle after 30 s (state '$state')"
-    _slurm_log "slurmctld: $(tail -5 "$dir/slurmctld.log" "$dir/slurmctld.out" 2>/dev/null)"
-    _slurm_log "slurmd: $(tail -5 "$dir/slurmd.log" "$dir/slurmd.out" 2>/dev/null)"
-    return 1
-  fi
-  return 0
+  _slurm_log "nodes not all idle after 30 s: ${states:-no answer from slurmctld}"
+  _slurm_log "slurmctld: $(tail -5 "$dir/slurmctld.log" "$dir/slurmctld.out" 2>/dev/null)"
+  _slurm_log "slurmd: $(tail -5 "$dir"/slurmd*.log "$dir"/slurmd*.out 2>/dev/null)"
+  return 1
 }
 
 slurm_cluster_stop() {
