@@ -8,6 +8,8 @@ export S2D="$PWD/$build/s2d" S2D_ROOT="$PWD" S2D_TMP="${TMPDIR:-/tmp}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# Sleeping (not spinning) OpenMP waits: tests share 2 cores with MPI ranks and each other.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 passed=0 failed=0 broken=()
 run_one() { # name, command...
   local name=$1; shift
