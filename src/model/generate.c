@@ -209,6 +209,11 @@ bool generator_run(generator *g, const gen_params *params, int n, const int *pro
     run_state st = {.g = g, .params = params, .n = n, .next = 0, .prompt_start = prompt_start,
                     .prompt_tokens = prompt_tokens, .seq_ids = seq_ids, .count = count, .out = out};
     bool ok = true;
+    /* The caller may have changed the model's weights since the last run (the pipeline updates the policy in
+     * place): re-check bf16 exactness and refresh the bf16 copy every run, so it is never stale (model.h). */
+    double tw = time_now();
+    model_kv_refresh_weights(&g->kv, g->m);
+    out->weights_seconds = time_now() - tw;
     for (int s = 0; s < g->n_slots; s++) g->free_slots[s] = s;
     ok = fill_slots(&st, g->n_slots, err);
     const size_t V = (size_t)g->vocab;

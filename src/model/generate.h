@@ -13,7 +13,11 @@
  *
  * Results come back in prompt order, CSR-packed: completion i is tokens[start[i] .. start[i+1]) with one
  * behaviour log-prob per token (sampler.h: after temperature and top-k/top-p filtering; for greedy, the model's
- * log-softmax). A stop token, when hit, is the last token of its completion. */
+ * log-softmax). A stop token, when hit, is the last token of its completion.
+ *
+ * Weights: each generator_run starts with model_kv_refresh_weights, so a model whose weights are all
+ * bf16-exact runs prefill/decode from a bf16 copy (bitwise the same results, half the bytes per step), and a
+ * model changed in place between runs (the pipeline's policy) is re-checked and re-copied: never stale. */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -44,6 +48,7 @@ typedef struct {
     long n_decode_steps;   /* model_decode_step calls */
     long n_decode_rows;    /* rows summed over decode steps */
     double prefill_seconds, decode_seconds, sample_seconds;
+    double weights_seconds; /* model_kv_refresh_weights at the start of the run (bf16 check / copy) */
 } gen_result;
 
 void gen_result_free(gen_result *r);

@@ -177,10 +177,23 @@ typedef struct {
     float *buf;          /* see above */
     size_t bytes;
     model_kv_scratch *scratch; /* decode/prefill activations, sized for max(n_slots rows, max_len tokens) */
+    bool bf16_weights;   /* prefill/decode read the bf16 copy of the weights (model_kv_refresh_weights) */
 } model_kv_cache;
 
 bool model_kv_init(model_kv_cache *kv, const model *m, int n_slots, int max_len, s2d_err *err);
 void model_kv_free(model_kv_cache *kv);
+/* bf16 weights for generation. When EVERY parameter of m is exactly representable in bf16 (the low 16 bits of
+ * each fp32 word are zero, as for models loaded from HF bf16 checkpoints or saved with --dtype bf16), keeps a
+ * bf16 copy of m->params (one contiguous buffer, same offsets) in the cache, and prefill/decode run their
+ * linears and LM head from it: op_linear_rows_bf16 widens in registers and sums in op_linear_rows's order, so
+ * every logit and cache row is BITWISE what the fp32 weights give, from half the weight bytes per step.
+ * Otherwise (e.g. a policy trained in fp32) the copy is dropped and the fp32 weights are used. Returns whether
+ * the bf16 copy is in use (also kv->bf16_weights); logs the path when it changes.
+ * The copy is a snapshot: model_kv_init does NOT make one (the cache starts on fp32 weights), and after the
+ * weights change (an optimizer step, a load) the copy is stale until this is called again. generator_run calls
+ * it at the start of every run, so generators never see stale weights. One pass over the parameters (only the
+ * words that changed are rewritten; it stops at the first non-bf16 word), parallel. */
+bool model_kv_refresh_weights(model_kv_cache *kv, const model *m);
 void model_kv_reset(model_kv_cache *kv, int slot); /* empties the slot (len = 0) */
 /* Appends n tokens to the slot (positions len..len+n-1, attending to what the slot already holds) and
  * writes the logits of the last appended position to logits [V]. Error if len+n > max_len or a token is out

@@ -179,6 +179,7 @@ typedef struct {
     const int *slots;     /* ATTN_DECODE: [T] slot of each row; positions are pos[] */
     const float **k_rows, **v_rows; /* ATTN_DECODE scratch [T] */
     int *ctx_len;                   /* ATTN_DECODE scratch [T] */
+    const uint16_t *w16;            /* KV paths: bf16 copy of m->params (same offsets), or NULL: fp32 weights */
 } attn_mode;
 
 static float *kv_at(const model_kv_cache *kv, const model_config *c, int layer, int which, int slot, int p) {
@@ -188,13 +189,16 @@ static float *kv_at(const model_kv_cache *kv, const model_config *c, int layer, 
 }
 
 /* y[T,out] (+)= x W^T: sgemm for packed batches (training, scoring); the row-exact kernel for the KV-cache
- * paths, whose rows must not depend on the batch they share a step with. */
-static void layer_linear(bool rows, float *y, const float *x, const float *W, int T, int in, int out,
-                         bool accumulate) {
-    if (rows)
-        op_linear_rows(y, x, W, T, in, out, accumulate);
-    else
+ * paths, whose rows must not depend on the batch they share a step with, reading the bf16 copy of W when the
+ * cache has one (w16 mirrors m->params: W's offset in params is its offset there; bitwise the same result). */
+static void layer_linear(const model *m, const attn_mode *mode, float *y, const float *x, const float *W, int T,
+                         int in, int out, bool accumulate) {
+    if (mode->kind == ATTN_PACKED)
         op_matmul(y, x, W, T, out, in, false, true, accumulate);
+    else if (mode->w16)
+        op_linear_rows_bf16(y, x, mode->w16 + (W - m->params), T, in, out, accumulate);
+    else
+        op_linear_rows(y, x, W, T, in, out, accumulate);
 }
 
 static void layer_forward(const model *m, int l, const layer_acts *a, float *x_out, int T, const int *pos,
@@ -203,11 +207,10 @@ static void layer_forward(const model *m, int l, const layer_acts *a, float *x_o
     const model_layer_view *W = &m->w.layers[l];
     int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, I = c->intermediate;
     int qd = nh * hd, kvd = nkv * hd;
-    const bool rows = mode->kind != ATTN_PACKED;
     op_rmsnorm_fwd(a->xn1, a->rstd1, a->x_in, W->attn_norm, T, H, c->rms_eps);
-    layer_linear(rows, a->q_raw, a->xn1, W->wq, T, H, qd, false);
-    layer_linear(rows, a->k_raw, a->xn1, W->wk, T, H, kvd, false);
-    layer_linear(rows, a->v, a->xn1, W->wv, T, H, kvd, false);
+    layer_linear(m, mode, a->q_raw, a->xn1, W->wq, T, H, qd, false);
+    layer_linear(m, mode, a->k_raw, a->xn1, W->wk, T, H, kvd, false);
+    layer_linear(m, mode, a->v, a->xn1, W->wv, T, H, kvd, false);
     if (c->arch == MODEL_QWEN3) { /* per-head RMSNorm over head_dim, before RoPE */
         op_rmsnorm_fwd(a->q, a->rstd_q, a->q_raw, W->q_norm, T * nh, hd, c->rms_eps);
         op_rmsnorm_fwd(a->k, a->rstd_k, a->k_raw, W->k_norm, T * nkv, hd, c->rms_eps);
@@ -235,13 +238,13 @@ static void layer_forward(const model *m, int l, const layer_acts *a, float *x_o
         op_attention_decode(a->att, a->q, mode->k_rows, mode->v_rows, mode->ctx_len, T, nh, nkv, hd, attn_scratch);
     }
     if (a->x_mid != a->x_in) memcpy(a->x_mid, a->x_in, sizeof(float) * (size_t)T * H);
-    layer_linear(rows, a->x_mid, a->att, W->wo, T, qd, H, true); /* x_mid = x_in + att Wo^T */
+    layer_linear(m, mode, a->x_mid, a->att, W->wo, T, qd, H, true); /* x_mid = x_in + att Wo^T */
     op_rmsnorm_fwd(a->xn2, a->rstd2, a->x_mid, W->mlp_norm, T, H, c->rms_eps);
-    layer_linear(rows, a->gate, a->xn2, W->w_gate, T, H, I, false);
-    layer_linear(rows, a->up, a->xn2, W->w_up, T, H, I, false);
+    layer_linear(m, mode, a->gate, a->xn2, W->w_gate, T, H, I, false);
+    layer_linear(m, mode, a->up, a->xn2, W->w_up, T, H, I, false);
     op_swiglu_fwd(a->act, a->gate, a->up, (size_t)T * I);
     if (x_out != a->x_mid) memcpy(x_out, a->x_mid, sizeof(float) * (size_t)T * H);
-    layer_linear(rows, x_out, a->act, W->w_down, T, I, H, true); /* x_out = x_mid + act Wd^T */
+    layer_linear(m, mode, x_out, a->act, W->w_down, T, I, H, true); /* x_out = x_mid + act Wd^T */
 }
 
 static bool check_tokens(const model_config *c, const int32_t *tokens, int T, const char *what, s2d_err *err) {
@@ -391,6 +394,11 @@ struct model_kv_scratch {
     int *pos, *slots, *ctx_len; /* [rows] */
     int *seq_start, *seq_slot, *seq_p0; /* [rows + 1] packed prefill: row offsets, slot, first position */
     const float **k_rows, **v_rows;
+    /* bf16 copy of the weights (model_kv_refresh_weights) */
+    uint16_t *w16;       /* [w16_n] raw bf16 bits of params, same offsets, or NULL */
+    size_t w16_n;
+    const float *w16_src; /* the params it was copied from */
+    int logged_path;      /* -1 nothing logged yet, 0 fp32, 1 bf16: the path is logged when it changes */
 };
 
 /* Prompts are prefilled in pieces of this many tokens, which bounds the scratch. */
@@ -434,6 +442,7 @@ bool model_kv_init(model_kv_cache *kv, const model *m, int n_slots, int max_len,
     s->seq_p0 = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
     s->k_rows = xmalloc(sizeof(float *) * (size_t)s->rows);
     s->v_rows = xmalloc(sizeof(float *) * (size_t)s->rows);
+    s->logged_path = -1;
     kv->scratch = s;
     log_info("kv cache: %d slots x %d positions, %.1f MB (+%.1f MB scratch)", n_slots, max_len, kv->bytes / 1e6,
              s->mem.cap / 1e6);
@@ -452,6 +461,7 @@ void model_kv_free(model_kv_cache *kv) {
         free(s->seq_p0);
         free(s->k_rows);
         free(s->v_rows);
+        free(s->w16);
         free(s);
     }
     free(kv->buf);
@@ -462,6 +472,91 @@ void model_kv_free(model_kv_cache *kv) {
 void model_kv_reset(model_kv_cache *kv, int slot) {
     CHECK(slot >= 0 && slot < kv->n_slots, "model_kv_reset: slot %d out of [0, %d)", slot, kv->n_slots);
     kv->len[slot] = 0;
+}
+
+/* ---- bf16 copy of the weights ---- */
+
+typedef uint32_t __attribute__((may_alias)) f32_bits;
+
+/* Words per piece of the sync pass: 64 KB of fp32, checked then compared while in cache. */
+#define SYNC_PIECE 16384
+
+/* One pass over params [n]: false as soon as some word is not bf16-exact (low 16 bits set). Otherwise, with
+ * w16, makes w16 the bf16 bits of params, rewriting only the pieces that differ (all of them when fresh). */
+static bool bf16_sync(uint16_t *w16, const float *params, size_t n, bool fresh) {
+    const f32_bits *bits = (const f32_bits *)params;
+    const size_t n_pieces = (n + SYNC_PIECE - 1) / SYNC_PIECE;
+    int bad = 0;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (size_t c = 0; c < n_pieces; c++) {
+        if (__atomic_load_n(&bad, __ATOMIC_RELAXED)) continue;
+        const size_t i0 = c * SYNC_PIECE, i1 = S2D_MIN(n, i0 + SYNC_PIECE);
+        uint32_t low = 0;
+        for (size_t i = i0; i < i1; i++) low |= bits[i] & 0xFFFFu;
+        if (low) {
+            __atomic_store_n(&bad, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        if (!w16) continue;
+        uint32_t diff = fresh ? 1 : 0;
+        for (size_t i = i0; i < i1 && !fresh; i++) diff |= (uint32_t)w16[i] ^ (bits[i] >> 16);
+        if (diff)
+            for (size_t i = i0; i < i1; i++) w16[i] = (uint16_t)(bits[i] >> 16);
+    }
+    return !bad;
+}
+
+static void log_weight_path(model_kv_scratch *s, int path, size_t n) {
+    if (s->logged_path == path) return;
+    s->logged_path = path;
+    if (path)
+        log_info("kv cache: every weight is bf16-exact: prefill/decode read a bf16 copy (%.1f MB; results bitwise "
+                 "those of the fp32 weights)", (double)n * 2 / 1e6);
+    else
+        log_info("kv cache: weights are not all bf16-exact: prefill/decode read the fp32 weights");
+}
+
+bool model_kv_refresh_weights(model_kv_cache *kv, const model *m) {
+    model_kv_scratch *s = kv->scratch;
+    CHECK(s, "model_kv_refresh_weights: cache not initialised");
+    kv->bf16_weights = false;
+    bool fresh = false;
+    if (s->w16 && s->w16_n != m->n_params) free(s->w16), s->w16 = NULL;
+    if (!s->w16) {
+        /* check before allocating: trained fp32 policies fail at once and never pay for the copy */
+        if (!bf16_sync(NULL, m->params, m->n_params, false)) {
+            log_weight_path(s, 0, m->n_params);
+            return false;
+        }
+        if (posix_memalign((void **)&s->w16, 64, S2D_MAX(m->n_params, 1) * sizeof(uint16_t)) != 0)
+            die("out of memory: bf16 weight copy of %.1f MB", (double)m->n_params * 2 / 1e6);
+        s->w16_n = m->n_params;
+        fresh = true;
+    }
+    if (!bf16_sync(s->w16, m->params, m->n_params, fresh)) {
+        free(s->w16), s->w16 = NULL; /* partly rewritten; and the memory is better spent elsewhere */
+        log_weight_path(s, 0, m->n_params);
+        return false;
+    }
+    s->w16_src = m->params;
+    kv->bf16_weights = true;
+    log_weight_path(s, 1, m->n_params);
+    return true;
+}
+
+/* The bf16 copy when it was made from m's params, else NULL (fp32 weights). */
+static const uint16_t *kv_w16(const model_kv_cache *kv, const model *m) {
+    const model_kv_scratch *s = kv->scratch;
+    return kv->bf16_weights && s->w16 && s->w16_src == m->params && s->w16_n == m->n_params ? s->w16 : NULL;
+}
+
+/* The LM head of the KV-cache paths: logits [T, V] of final-normed rows hf [T, H]. */
+static void kv_lm_head(const model *m, const uint16_t *w16, float *logits, const float *hf, int T) {
+    const model_config *c = &m->cfg;
+    if (w16)
+        op_linear_rows_bf16(logits, hf, w16 + (m->w.lm_head - m->params), T, c->hidden, c->vocab, false);
+    else
+        op_linear_rows(logits, hf, m->w.lm_head, T, c->hidden, c->vocab, false);
 }
 
 /* Runs all layers over rows already embedded in s->x, then final norm of the rows listed. */
@@ -486,13 +581,13 @@ bool model_prefill(const model *m, model_kv_cache *kv, int slot, const int32_t *
         op_embedding_fwd(s->x, m->w.embed, tokens + i0, rows, H);
         s->seq_start[0] = 0, s->seq_start[1] = rows, s->seq_slot[0] = slot, s->seq_p0[0] = p0;
         attn_mode mode = {.kind = ATTN_PREFILL, .kv = kv, .n_seqs = 1, .seq_start = s->seq_start,
-                          .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0};
+                          .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0, .w16 = kv_w16(kv, m)};
         kv_run_layers(m, s, rows, &mode);
         kv->len[slot] += rows;
         if (i0 + rows == n) { /* logits of the last position only */
             const float *last = s->x + (size_t)(rows - 1) * H;
             op_rmsnorm_fwd(s->hf, s->rstd_f, last, m->w.final_norm, 1, H, c->rms_eps);
-            op_linear_rows(logits, s->hf, m->w.lm_head, 1, H, c->vocab, false);
+            kv_lm_head(m, kv_w16(kv, m), logits, s->hf, 1);
         }
     }
     return true;
@@ -513,7 +608,7 @@ static void prefill_pack(const model *m, model_kv_cache *kv, int p_begin, int p_
     }
     s->seq_start[n_seqs] = T;
     attn_mode mode = {.kind = ATTN_PREFILL, .kv = kv, .n_seqs = n_seqs, .seq_start = s->seq_start,
-                      .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0};
+                      .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0, .w16 = kv_w16(kv, m)};
     kv_run_layers(m, s, T, &mode);
     for (int i = 0; i < n_seqs; i++) {
         kv->len[slots[p_begin + i]] += s->seq_start[i + 1] - s->seq_start[i];
@@ -521,7 +616,7 @@ static void prefill_pack(const model *m, model_kv_cache *kv, int p_begin, int p_
         op_rmsnorm_fwd(s->hf + (size_t)i * H, s->rstd_f + i, s->x + (size_t)(s->seq_start[i + 1] - 1) * H,
                        m->w.final_norm, 1, H, c->rms_eps);
     }
-    op_linear_rows(logits + (size_t)p_begin * c->vocab, s->hf, m->w.lm_head, n_seqs, H, c->vocab, false);
+    kv_lm_head(m, mode.w16, logits + (size_t)p_begin * c->vocab, s->hf, n_seqs);
 }
 
 bool model_prefill_batch(const model *m, model_kv_cache *kv, int n, const int *slots, const int *start,
@@ -579,10 +674,10 @@ bool model_decode_step(const model *m, model_kv_cache *kv, int n, const int *slo
     int H = c->hidden;
     op_embedding_fwd(s->x, m->w.embed, tokens, n, H);
     attn_mode mode = {.kind = ATTN_DECODE, .kv = kv, .slots = s->slots, .k_rows = s->k_rows, .v_rows = s->v_rows,
-                      .ctx_len = s->ctx_len};
+                      .ctx_len = s->ctx_len, .w16 = kv_w16(kv, m)};
     kv_run_layers(m, s, n, &mode);
     for (int i = 0; i < n; i++) kv->len[slots[i]]++;
     op_rmsnorm_fwd(s->hf, s->rstd_f, s->x, m->w.final_norm, n, H, c->rms_eps);
-    op_linear_rows(logits, s->hf, m->w.lm_head, n, H, c->vocab, false);
+    kv_lm_head(m, mode.w16, logits, s->hf, n);
     return true;
 }

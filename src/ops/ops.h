@@ -22,6 +22,18 @@ void op_linear_fwd(float *y, const float *x, const float *W, int T, int in, int 
  * the thread count (batch independence of generation); each weight row is read once per 4 rows of x, which
  * beats sgemm's weight repacking at small T. */
 void op_linear_rows(float *y, const float *x, const float *W, int T, int in, int out, bool accumulate);
+/* op_linear_rows with bf16 weights W16[out,in] (raw bf16 bits, e.g. a bf16 copy of fp32 weights that are all
+ * bf16-exact): each weight is widened to fp32 in registers (exact: a 16-bit shift) and the dot products run in
+ * exactly op_linear_rows's order, so y is BITWISE op_linear_rows(y, x, widen(W16)) on the same code path, while
+ * each step reads half the weight bytes. */
+void op_linear_rows_bf16(float *y, const float *x, const uint16_t *W16, int T, int in, int out, bool accumulate);
+
+/* CPU code paths: the AVX-512 kernels (ops_rows.c, ops_vmath.c) run where the CPU has AVX-512F, unless the
+ * environment variable S2D_NO_AVX512=1 (read once) or ops_set_portable(true) forces the portable loops, which
+ * are what CPUs without AVX-512 run (so tests can check both on one machine). Not thread-safe against running
+ * ops: switch between calls. */
+bool ops_avx512_active(void);
+void ops_set_portable(bool portable);
 /* dx[T,in] (+)= dy[T,out] @ W[out,in] (accumulate_dx); dW[out,in] += dy^T @ x (always accumulates). */
 void op_linear_bwd(float *dx, float *dW, const float *dy, const float *x, const float *W, int T, int in, int out,
                    bool accumulate_dx);

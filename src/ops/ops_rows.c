@@ -10,7 +10,9 @@
  * op_attention_decode: one query row against a cached sequence per (row, head); AVX-512 dot products and
  * softmax-weighted sums over contiguous K/V rows.
  *
- * The AVX-512 code is chosen at run time (__builtin_cpu_supports); the portable fallback computes the same
+ * op_linear_rows_bf16: the same with bf16 weights widened in registers (bitwise the same results, half the bytes).
+ *
+ * The AVX-512 code is chosen at run time (ops_avx512_active: the CPU, S2D_NO_AVX512); the portable fallback computes the same
  * formulas with plain loops (its bits differ from the AVX-512 path's, but are just as row-exact). */
 #include <immintrin.h>
 #include <math.h>
@@ -23,24 +25,49 @@
 /* Weight rows per thread chunk: 16 rows x in floats stay in L2 while every x block passes over them. */
 #define ROWS_WCHUNK 16
 
-static bool have_avx512(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    }
-    return cached == 1;
+static bool have_avx512(void) { return ops_avx512_active(); }
+
+/* Weights are fp32 (W32) or raw bf16 bits (W16); one of the two is non-NULL. Element i of either, widened. */
+typedef struct {
+    const float *w32;
+    const uint16_t *w16;
+} weights;
+
+static inline float widen_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 /* ---- AVX-512 ---- */
 
 #define AVX512 __attribute__((target("avx512f")))
+#define INLINE static inline __attribute__((always_inline))
 
-/* XR rows of x times WB rows of W: XR*WB independent accumulators; each element's chain is
- * fma over k = 0, 16, 32, ... then a masked tail, then _mm512_reduce_add_ps: the same for every block shape. */
-static inline __attribute__((always_inline)) AVX512 void rows_block(float *y, int ldy, const float *x, int ldx,
-                                                                     const float *W, int ldw, int in, int XR,
-                                                                     int WB, bool accumulate) {
+/* 16 weights from element i (bf16 widened by a shift: exact), all lanes. */
+INLINE AVX512 __m512 load_w16(weights W, bool bf16, size_t i) {
+    if (bf16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(W.w16 + i))), 16));
+    return _mm512_loadu_ps(W.w32 + i);
+}
+
+/* The first n < 16 weights from element i, the other lanes zero (as the fp32 masked load gives). */
+INLINE AVX512 __m512 load_w_tail(weights W, bool bf16, size_t i, int n, __mmask16 m) {
+    if (bf16) {
+        uint16_t tmp[16] = {0};
+        memcpy(tmp, W.w16 + i, sizeof(uint16_t) * (size_t)n);
+        return load_w16((weights){NULL, tmp}, true, 0);
+    }
+    return _mm512_maskz_loadu_ps(m, W.w32 + i);
+}
+
+/* XR rows of x times WB weight rows starting at element w0 (row stride ldw): XR*WB independent accumulators;
+ * each element's chain is fma over k = 0, 16, 32, ... then a masked tail, then _mm512_reduce_add_ps: the same
+ * for every block shape and for both weight types. */
+INLINE AVX512 void rows_block(float *y, int ldy, const float *x, int ldx, weights W, bool bf16, size_t w0, int ldw,
+                              int in, int XR, int WB, bool accumulate) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int r = 0; r < XR; r++)
@@ -53,7 +80,7 @@ static inline __attribute__((always_inline)) AVX512 void rows_block(float *y, in
         for (int r = 0; r < XR; r++) xv[r] = _mm512_loadu_ps(x + (size_t)r * ldx + k);
 #pragma GCC unroll 4
         for (int j = 0; j < WB; j++) {
-            __m512 wv = _mm512_loadu_ps(W + (size_t)j * ldw + k);
+            __m512 wv = load_w16(W, bf16, w0 + (size_t)j * ldw + k);
 #pragma GCC unroll 4
             for (int r = 0; r < XR; r++) acc[r][j] = _mm512_fmadd_ps(xv[r], wv, acc[r][j]);
         }
@@ -65,7 +92,7 @@ static inline __attribute__((always_inline)) AVX512 void rows_block(float *y, in
         for (int r = 0; r < XR; r++) xv[r] = _mm512_maskz_loadu_ps(m, x + (size_t)r * ldx + k);
 #pragma GCC unroll 4
         for (int j = 0; j < WB; j++) {
-            __m512 wv = _mm512_maskz_loadu_ps(m, W + (size_t)j * ldw + k);
+            __m512 wv = load_w_tail(W, bf16, w0 + (size_t)j * ldw + k, in - k, m);
 #pragma GCC unroll 4
             for (int r = 0; r < XR; r++) acc[r][j] = _mm512_fmadd_ps(xv[r], wv, acc[r][j]);
         }
@@ -80,54 +107,78 @@ static inline __attribute__((always_inline)) AVX512 void rows_block(float *y, in
         }
 }
 
-AVX512 static void rows_chunk_avx512(float *y, const float *x, const float *W, int T, int in, int out, int o0,
-                                     int o1, bool accumulate) {
+INLINE AVX512 void rows_chunk_avx512(float *y, const float *x, weights W, bool bf16, int T, int in, int out,
+                                     int o0, int o1, bool accumulate) {
     int t = 0;
     for (; t + 4 <= T; t += 4) {
         const float *xt = x + (size_t)t * in;
         float *yt = y + (size_t)t * out;
         int o = o0;
-        for (; o + 4 <= o1; o += 4) rows_block(yt + o, out, xt, in, W + (size_t)o * in, in, in, 4, 4, accumulate);
-        for (; o < o1; o++) rows_block(yt + o, out, xt, in, W + (size_t)o * in, in, in, 4, 1, accumulate);
+        for (; o + 4 <= o1; o += 4) rows_block(yt + o, out, xt, in, W, bf16, (size_t)o * in, in, in, 4, 4, accumulate);
+        for (; o < o1; o++) rows_block(yt + o, out, xt, in, W, bf16, (size_t)o * in, in, in, 4, 1, accumulate);
     }
     for (; t < T; t++) {
         const float *xt = x + (size_t)t * in;
         float *yt = y + (size_t)t * out;
         int o = o0;
-        for (; o + 4 <= o1; o += 4) rows_block(yt + o, out, xt, in, W + (size_t)o * in, in, in, 1, 4, accumulate);
-        for (; o < o1; o++) rows_block(yt + o, out, xt, in, W + (size_t)o * in, in, in, 1, 1, accumulate);
+        for (; o + 4 <= o1; o += 4) rows_block(yt + o, out, xt, in, W, bf16, (size_t)o * in, in, in, 1, 4, accumulate);
+        for (; o < o1; o++) rows_block(yt + o, out, xt, in, W, bf16, (size_t)o * in, in, in, 1, 1, accumulate);
     }
+}
+
+/* Separate instances so each inner loop is compiled for one weight type. */
+AVX512 static void rows_chunk_avx512_f32(float *y, const float *x, weights W, int T, int in, int out, int o0, int o1,
+                                         bool accumulate) {
+    rows_chunk_avx512(y, x, W, false, T, in, out, o0, o1, accumulate);
+}
+AVX512 static void rows_chunk_avx512_bf16(float *y, const float *x, weights W, int T, int in, int out, int o0,
+                                          int o1, bool accumulate) {
+    rows_chunk_avx512(y, x, W, true, T, in, out, o0, o1, accumulate);
 }
 
 /* ---- portable fallback: 16 partial sums per element, in the same pattern ---- */
 
-static void rows_chunk_plain(float *y, const float *x, const float *W, int T, int in, int out, int o0, int o1,
+static void rows_chunk_plain(float *y, const float *x, weights W, int T, int in, int out, int o0, int o1,
                              bool accumulate) {
     for (int t = 0; t < T; t++)
         for (int o = o0; o < o1; o++) {
-            const float *xt = x + (size_t)t * in, *wo = W + (size_t)o * in;
+            const float *xt = x + (size_t)t * in;
+            const size_t w0 = (size_t)o * in;
             float part[16] = {0};
-            for (int k = 0; k < in; k++) part[k & 15] += xt[k] * wo[k];
+            if (W.w16)
+                for (int k = 0; k < in; k++) part[k & 15] += xt[k] * widen_bf16(W.w16[w0 + k]);
+            else
+                for (int k = 0; k < in; k++) part[k & 15] += xt[k] * W.w32[w0 + k];
             float d = 0;
             for (int l = 0; l < 16; l++) d += part[l];
             y[(size_t)t * out + o] = accumulate ? y[(size_t)t * out + o] + d : d;
         }
 }
 
-void op_linear_rows(float *y, const float *x, const float *W, int T, int in, int out, bool accumulate) {
+static void linear_rows(float *y, const float *x, weights W, int T, int in, int out, bool accumulate) {
     if (T <= 0 || out <= 0) return;
-    const bool avx = have_avx512();
+    const bool avx = have_avx512(), bf16 = W.w16 != NULL;
     const int n_chunks = (out + ROWS_WCHUNK - 1) / ROWS_WCHUNK;
     /* Tiny products (qwen3-small, one row) do not pay for a parallel region. */
     const bool parallel = (double)T * in * out >= 65536.0;
 #pragma omp parallel for schedule(static) if (parallel)
     for (int c = 0; c < n_chunks; c++) {
         int o0 = c * ROWS_WCHUNK, o1 = S2D_MIN(out, o0 + ROWS_WCHUNK);
-        if (avx)
-            rows_chunk_avx512(y, x, W, T, in, out, o0, o1, accumulate);
+        if (avx && bf16)
+            rows_chunk_avx512_bf16(y, x, W, T, in, out, o0, o1, accumulate);
+        else if (avx)
+            rows_chunk_avx512_f32(y, x, W, T, in, out, o0, o1, accumulate);
         else
             rows_chunk_plain(y, x, W, T, in, out, o0, o1, accumulate);
     }
+}
+
+void op_linear_rows(float *y, const float *x, const float *W, int T, int in, int out, bool accumulate) {
+    linear_rows(y, x, (weights){W, NULL}, T, in, out, accumulate);
+}
+
+void op_linear_rows_bf16(float *y, const float *x, const uint16_t *W16, int T, int in, int out, bool accumulate) {
+    linear_rows(y, x, (weights){NULL, W16}, T, in, out, accumulate);
 }
 
 /* ---- attention of single query rows against caches ---- */

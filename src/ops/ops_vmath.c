@@ -4,20 +4,40 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "ops/ops.h"
 
 #define AVX512 __attribute__((target("avx512f")))
 
 /* glibc libmvec (linked through libm.so's AS_NEEDED libmvec): 16-lane expf. */
 __m512 _ZGVeN16v_expf(__m512 x);
 
-static bool use_avx512(void) {
-    static int cached = -1;
-    if (cached < 0) {
+/* -1: not decided yet; 0: portable loops; 1: AVX-512. Decided once from the CPU and S2D_NO_AVX512. */
+static int g_avx512 = -1;
+
+bool ops_avx512_active(void) {
+    int v = __atomic_load_n(&g_avx512, __ATOMIC_ACQUIRE);
+    if (v < 0) {
+        const char *env = getenv("S2D_NO_AVX512");
+        bool forced_off = env && env[0] && strcmp(env, "0") != 0;
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        v = !forced_off && __builtin_cpu_supports("avx512f") ? 1 : 0;
+        __atomic_store_n(&g_avx512, v, __ATOMIC_RELEASE);
+        if (forced_off) log_info("ops: S2D_NO_AVX512=%s: portable code paths (no AVX-512 kernels)", env);
     }
-    return cached == 1;
+    return v == 1;
 }
+
+void ops_set_portable(bool portable) {
+    __builtin_cpu_init();
+    int v = !portable && __builtin_cpu_supports("avx512f") ? 1 : 0;
+    __atomic_store_n(&g_avx512, v, __ATOMIC_RELEASE);
+}
+
+static bool use_avx512(void) { return ops_avx512_active(); }
 
 static inline __mmask16 tail_mask(int left) { return (__mmask16)(left >= 16 ? 0xFFFFu : (1u << left) - 1u); }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "core/half.h"
 #include "core/rng.h"
 #include "ops/ops.h"
 #include "test.h"
@@ -144,6 +145,42 @@ static void test_linear_rows(void) {
         }
         EXPECT(same, "linear_rows %dx%dx%d: each row alone gives the same bits as in the batch", T, in, out);
         free(x), free(W), free(y), free(y1), free(xd), free(Wd), free(y0), free(ref);
+    }
+}
+
+/* op_linear_rows_bf16: weights rounded to bf16 (as in HF bf16 checkpoints) give BITWISE op_linear_rows's result
+ * from their bf16 bits (overwrite and accumulate, k tails, edge blocks), each row alone the same bits, and the
+ * double reference within the usual tolerance. */
+static void test_linear_rows_bf16(void) {
+    const int shapes[][3] = {{9, 37, 11}, {5, 1030, 37}, {1, 16, 4}, {4, 64, 16}};
+    for (int sh = 0; sh < 4; sh++) {
+        int T = shapes[sh][0], in = shapes[sh][1], out = shapes[sh][2];
+        size_t nw = (size_t)out * in, ny = (size_t)T * out;
+        float *x = rand_floats((size_t)T * in, 1), *W = rand_floats(nw, 0.5), *y0 = rand_floats(ny, 1);
+        f32_round_to_bf16(W, nw);
+        uint16_t *W16 = malloc(sizeof(uint16_t) * nw);
+        f32_to_bf16_array(W, W16, nw);
+        float *a = malloc(sizeof(float) * ny), *b = malloc(sizeof(float) * ny), *y1 = malloc(sizeof(float) * out);
+        double *ref = malloc(sizeof(double) * ny), *xd = to_double(x, (size_t)T * in), *Wd = to_double(W, nw);
+        ref_matmul(ref, xd, Wd, T, out, in, false, true);
+        op_linear_rows(a, x, W, T, in, out, false);
+        op_linear_rows_bf16(b, x, W16, T, in, out, false);
+        EXPECT(memcmp(a, b, sizeof(float) * ny) == 0, "linear_rows_bf16 %dx%dx%d == fp32 kernel bitwise", T, in, out);
+        EXPECT(max_abs_diff(b, ref, ny) < 4e-6 * sqrt((double)in) * 4, "linear_rows_bf16 %dx%dx%d vs reference (%.3g)",
+               T, in, out, max_abs_diff(b, ref, ny));
+        memcpy(a, y0, sizeof(float) * ny), memcpy(b, y0, sizeof(float) * ny);
+        op_linear_rows(a, x, W, T, in, out, true);
+        op_linear_rows_bf16(b, x, W16, T, in, out, true);
+        EXPECT(memcmp(a, b, sizeof(float) * ny) == 0, "linear_rows_bf16 %dx%dx%d accumulate == fp32 bitwise", T, in,
+               out);
+        bool same = true;
+        op_linear_rows_bf16(b, x, W16, T, in, out, false);
+        for (int t = 0; t < T; t++) {
+            op_linear_rows_bf16(y1, x + (size_t)t * in, W16, 1, in, out, false);
+            same = same && memcmp(y1, b + (size_t)t * out, sizeof(float) * out) == 0;
+        }
+        EXPECT(same, "linear_rows_bf16 %dx%dx%d: each row alone gives the same bits as in the batch", T, in, out);
+        free(x), free(W), free(y0), free(W16), free(a), free(b), free(y1), free(ref), free(xd), free(Wd);
     }
 }
 
@@ -472,14 +509,24 @@ int main(void) {
     rng_stream_init(&R, 1234, 0);
     RUN_TEST(test_matmul);
     RUN_TEST(test_linear);
-    RUN_TEST(test_linear_rows);
     RUN_TEST(test_rmsnorm);
     RUN_TEST(test_rope);
-    RUN_TEST(test_attention);
-    RUN_TEST(test_attention_decode_wide);
-    RUN_TEST(test_swiglu);
     RUN_TEST(test_embedding);
-    RUN_TEST(test_logsoftmax_gather);
     RUN_TEST(test_elementwise);
+    /* The ops with an AVX-512 and a portable path (ops_rows.c, ops_vmath.c): both, against the same references
+     * (on a CPU without AVX-512 both rounds run the portable path). */
+    bool have_avx512 = ops_avx512_active();
+    for (int portable = 0; portable <= 1; portable++) {
+        ops_set_portable(portable);
+        EXPECT(ops_avx512_active() == (have_avx512 && !portable), "ops_set_portable(%d) selects the path", portable);
+        fprintf(stderr, "%s code paths:\n", ops_avx512_active() ? "AVX-512" : "portable");
+        RUN_TEST(test_linear_rows);
+        RUN_TEST(test_linear_rows_bf16);
+        RUN_TEST(test_attention);
+        RUN_TEST(test_attention_decode_wide);
+        RUN_TEST(test_swiglu);
+        RUN_TEST(test_logsoftmax_gather);
+    }
+    ops_set_portable(!have_avx512);
     return TEST_SUMMARY();
 }
