@@ -14,11 +14,8 @@
 static const char *const split_names[3] = {"train", "heldout", "test"};
 
 bool arith_split_parse(const char *name, arith_split *out, s2d_err *err) {
-    for (int i = 0; i < 3; i++)
-        if (strcmp(name, split_names[i]) == 0) {
-            *out = (arith_split)i;
-            return true;
-        }
+    int i = name_index(name, split_names, 3);
+    if (i >= 0) return *out = (arith_split)i, true;
     return err_set(err, "unknown arithmetic split '%s' (choose train, heldout, test)", name);
 }
 

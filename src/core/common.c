@@ -93,6 +93,12 @@ _Noreturn void die_sys_at(const char *file, int line, const char *what) {
     die_at(file, line, NULL, "%s failed: %s", what, strerror(errno));
 }
 
+int name_index(const char *name, const char *const *names, int n) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(name, names[i]) == 0) return i;
+    return -1;
+}
+
 void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) die("out of memory allocating %zu bytes", n);

@@ -77,6 +77,9 @@ bool atomic_open(atomic_file *af, const char *path, s2d_err *err);
 bool atomic_commit(atomic_file *af, s2d_err *err); /* fflush + fsync + rename */
 void atomic_abort(atomic_file *af);                /* close and remove the temp file */
 
+/* Index of name in names[0..n), or -1: the one lookup behind every "parse a name from a fixed list". */
+int name_index(const char *name, const char *const *names, int n);
+
 #define S2D_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define S2D_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define S2D_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -463,12 +463,8 @@ bool cfg_as_enum(cfg_node *node, const char *const *names, int n_names, int *out
         return node_err(err, node, "expected one of %s; got %s", allowed, got);
     }
     if (!cfg_as_str(node, &v, err)) return false;
-    for (int i = 0; i < n_names; i++) {
-        if (strcmp(v, names[i]) == 0) {
-            *out = i;
-            return true;
-        }
-    }
+    int i = name_index(v, names, n_names);
+    if (i >= 0) return *out = i, true;
     return node_err(err, node, "expected one of %s; got '%.*s'", allowed, CFG_SHOW, v);
 }
 

@@ -12,12 +12,8 @@
 static const char *const FORMAT_NAMES[] = {"auto", "math", "gsm8k", "aime", "generic"};
 
 bool ds_format_parse(const char *name, ds_format *out, s2d_err *err) {
-    for (int i = 0; i < (int)S2D_ARRAY_LEN(FORMAT_NAMES); i++) {
-        if (strcmp(name, FORMAT_NAMES[i]) == 0) {
-            *out = (ds_format)i;
-            return true;
-        }
-    }
+    int i = name_index(name, FORMAT_NAMES, (int)S2D_ARRAY_LEN(FORMAT_NAMES));
+    if (i >= 0) return *out = (ds_format)i, true;
     return err_set(err, "unknown dataset format '%s' (expected one of math, gsm8k, aime, generic, auto)", name);
 }
 

@@ -7,12 +7,8 @@
 static const char *const TEMPLATE_NAMES[] = {"none", "qwen3", "qwen3-nothink", "llama3"};
 
 bool chat_template_parse(const char *name, chat_template *out, s2d_err *err) {
-    for (int i = 0; i < (int)S2D_ARRAY_LEN(TEMPLATE_NAMES); i++) {
-        if (strcmp(name, TEMPLATE_NAMES[i]) == 0) {
-            *out = (chat_template)i;
-            return true;
-        }
-    }
+    int i = name_index(name, TEMPLATE_NAMES, (int)S2D_ARRAY_LEN(TEMPLATE_NAMES));
+    if (i >= 0) return *out = (chat_template)i, true;
     return err_set(err, "unknown chat template '%s' (expected one of none, qwen3, qwen3-nothink, llama3)", name);
 }
 

@@ -16,6 +16,7 @@
 #include "algo/optim.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "fixture.h"
 #include "test.h"
 
 static const char *root(void) {
@@ -23,25 +24,6 @@ static const char *root(void) {
     return r ? r : ".";
 }
 
-static float *read_ref_f32(const st_set *ref, const char *name, size_t *count) {
-    const st_tensor *t = st_find(ref, name);
-    if (!t) die("fixture tensor %s missing", name);
-    float *v = xmalloc((size_t)t->numel * sizeof(float));
-    s2d_err err;
-    CHECK_OK(st_read_f32(t, v, (size_t)t->numel, &err), &err);
-    if (count) *count = (size_t)t->numel;
-    return v;
-}
-
-static int32_t *read_ref_i32(const st_set *ref, const char *name, size_t *count) {
-    const st_tensor *t = st_find(ref, name);
-    if (!t) die("fixture tensor %s missing", name);
-    int32_t *v = xmalloc((size_t)t->numel * sizeof(int32_t));
-    s2d_err err;
-    CHECK_OK(st_read_i32(t, v, (size_t)t->numel, &err), &err);
-    *count = (size_t)t->numel;
-    return v;
-}
 
 /* Mean next-token NLL over the packed batch and its gradient w.r.t. each log-prob. */
 static double loss_and_dlogp(const float *logp, const int *seq_start, int n_seqs, float *dlogp) {
@@ -101,10 +83,10 @@ static void run_case(const char *name) {
     EXPECT(mask_errors == 0 && opt.n_segments == m.n_tensors, "%s: decay mask matches torch param groups", name);
 
     size_t n_tok, n_seq, n_losses, n_norms;
-    int32_t *tokens = read_ref_i32(ref, "tokens", &n_tok);
-    int32_t *seq_lens = read_ref_i32(ref, "seq_lens", &n_seq);
-    float *want_losses = read_ref_f32(ref, "adamw_losses", &n_losses);
-    float *want_norms = read_ref_f32(ref, "adamw_grad_norms", &n_norms);
+    int32_t *tokens = fixture_i32(ref, "tokens", &n_tok);
+    int32_t *seq_lens = fixture_i32(ref, "seq_lens", &n_seq);
+    float *want_losses = fixture_f32(ref, "adamw_losses", &n_losses);
+    float *want_norms = fixture_f32(ref, "adamw_grad_norms", &n_norms);
     CHECK((int)n_losses == steps && (int)n_norms == steps, "fixture has %zu losses for %d steps", n_losses, steps);
     int *seq_start = xmalloc((n_seq + 1) * sizeof(int));
     seq_start[0] = 0;
@@ -120,7 +102,7 @@ static void run_case(const char *name) {
         char key[160];
         snprintf(key, sizeof key, "grad.%s", m.tensors[i].name);
         size_t count;
-        float *g = read_ref_f32(ref, key, &count);
+        float *g = fixture_f32(ref, key, &count);
         CHECK(count == m.tensors[i].numel, "%s: %zu values, model has %zu", key, count, m.tensors[i].numel);
         memcpy(m.grads + m.tensors[i].offset, g, count * sizeof(float));
         free(g);
@@ -134,7 +116,7 @@ static void run_case(const char *name) {
         char key[160];
         snprintf(key, sizeof key, "adamw_step1.%s", m.tensors[i].name);
         size_t count;
-        float *want = read_ref_f32(ref, key, &count);
+        float *want = fixture_f32(ref, key, &count);
         for (size_t j = 0; j < count; j++) {
             double d = fabs((double)m.params[m.tensors[i].offset + j] - want[j]);
             if (d > worst1) worst1 = d, worst1_name = m.tensors[i].name;
@@ -166,7 +148,7 @@ static void run_case(const char *name) {
         char key[160];
         snprintf(key, sizeof key, "adamw_final.%s", m.tensors[i].name);
         size_t count;
-        float *want = read_ref_f32(ref, key, &count);
+        float *want = fixture_f32(ref, key, &count);
         CHECK(count == m.tensors[i].numel, "%s: %zu values, model has %zu", key, count, m.tensors[i].numel);
         const float *got = m.params + m.tensors[i].offset;
         for (size_t j = 0; j < count; j++) {

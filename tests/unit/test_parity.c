@@ -9,23 +9,11 @@
 
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "fixture.h"
 #include "test.h"
 
 static const char *CASES[] = {"qwen3_tied", "llama_scaled", "qwen3_untied"};
 
-static float *read_ref(const st_set *ref, const char *name, size_t *n) {
-    const st_tensor *t = st_find(ref, name);
-    if (!t) return NULL;
-    float *buf = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
-    s2d_err err;
-    if (!st_read_f32(t, buf, (size_t)t->numel, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        free(buf);
-        return NULL;
-    }
-    if (n) *n = (size_t)t->numel;
-    return buf;
-}
 
 typedef struct {
     const float *ref; /* [T, V] */
@@ -75,8 +63,8 @@ static void run_case(const char *root, const char *name) {
     model_ws *ws = model_ws_new(&m, T, true);
     EXPECT(model_forward(&m, ws, &batch, &err), "%s: forward: %s", name, err.msg);
 
-    float *ref_logits = read_ref(ref, "logits", NULL), *ref_logp = read_ref(ref, "logprobs", NULL);
-    float *ref_loss = read_ref(ref, "loss", NULL);
+    float *ref_logits = fixture_f32(ref, "logits", NULL), *ref_logp = fixture_f32(ref, "logprobs", NULL);
+    float *ref_loss = fixture_f32(ref, "loss", NULL);
     EXPECT(ref_logits && ref_logp && ref_loss, "%s: ref has logits, logprobs, loss", name);
     if (ref_logits) {
         logits_check lc = {ref_logits, V, 0};
@@ -106,7 +94,7 @@ static void run_case(const char *root, const char *name) {
         char gname[128];
         snprintf(gname, sizeof gname, "grad.%s", t->name);
         size_t n = 0;
-        float *g = read_ref(ref, gname, &n);
+        float *g = fixture_f32(ref, gname, &n);
         EXPECT(g && n == t->numel, "%s: ref has %s with %zu elements", name, gname, t->numel);
         if (!g) continue;
         double maxref = 0, maxdiff = 0;
