@@ -6,6 +6,7 @@
 
 #include "core/arena.h"
 #include "core/log.h"
+#include "core/timer.h"
 #include "model/model.h"
 #include "ops/ops.h"
 
@@ -476,42 +477,15 @@ void model_kv_reset(model_kv_cache *kv, int slot) {
 
 /* ---- bf16 copy of the weights ---- */
 
-typedef uint32_t __attribute__((may_alias)) f32_bits;
-
-/* Words per piece of the sync pass: 64 KB of fp32, checked then compared while in cache. */
-#define SYNC_PIECE 16384
-
-/* One pass over params [n]: false as soon as some word is not bf16-exact (low 16 bits set). Otherwise, with
- * w16, makes w16 the bf16 bits of params, rewriting only the pieces that differ (all of them when fresh). */
-static bool bf16_sync(uint16_t *w16, const float *params, size_t n, bool fresh) {
-    const f32_bits *bits = (const f32_bits *)params;
-    const size_t n_pieces = (n + SYNC_PIECE - 1) / SYNC_PIECE;
-    int bad = 0;
-#pragma omp parallel for schedule(dynamic, 16)
-    for (size_t c = 0; c < n_pieces; c++) {
-        if (__atomic_load_n(&bad, __ATOMIC_RELAXED)) continue;
-        const size_t i0 = c * SYNC_PIECE, i1 = S2D_MIN(n, i0 + SYNC_PIECE);
-        uint32_t low = 0;
-        for (size_t i = i0; i < i1; i++) low |= bits[i] & 0xFFFFu;
-        if (low) {
-            __atomic_store_n(&bad, 1, __ATOMIC_RELAXED);
-            continue;
-        }
-        if (!w16) continue;
-        uint32_t diff = fresh ? 1 : 0;
-        for (size_t i = i0; i < i1 && !fresh; i++) diff |= (uint32_t)w16[i] ^ (bits[i] >> 16);
-        if (diff)
-            for (size_t i = i0; i < i1; i++) w16[i] = (uint16_t)(bits[i] >> 16);
+static void log_weight_path(model_kv_scratch *s, int path, size_t n, double seconds) {
+    if (s->logged_path == path) {
+        log_debug("kv cache: weights re-checked in %.3f s (%s)", seconds, path ? "bf16 copy" : "fp32");
+        return;
     }
-    return !bad;
-}
-
-static void log_weight_path(model_kv_scratch *s, int path, size_t n) {
-    if (s->logged_path == path) return;
     s->logged_path = path;
     if (path)
-        log_info("kv cache: every weight is bf16-exact: prefill/decode read a bf16 copy (%.1f MB; results bitwise "
-                 "those of the fp32 weights)", (double)n * 2 / 1e6);
+        log_info("kv cache: every weight is bf16-exact: prefill/decode read a bf16 copy (%.1f MB, made in %.3f s; "
+                 "results bitwise those of the fp32 weights)", (double)n * 2 / 1e6, seconds);
     else
         log_info("kv cache: weights are not all bf16-exact: prefill/decode read the fp32 weights");
 }
@@ -519,28 +493,27 @@ static void log_weight_path(model_kv_scratch *s, int path, size_t n) {
 bool model_kv_refresh_weights(model_kv_cache *kv, const model *m) {
     model_kv_scratch *s = kv->scratch;
     CHECK(s, "model_kv_refresh_weights: cache not initialised");
+    const double t0 = time_now();
     kv->bf16_weights = false;
     bool fresh = false;
     if (s->w16 && s->w16_n != m->n_params) free(s->w16), s->w16 = NULL;
     if (!s->w16) {
-        /* check before allocating: trained fp32 policies fail at once and never pay for the copy */
-        if (!bf16_sync(NULL, m->params, m->n_params, false)) {
-            log_weight_path(s, 0, m->n_params);
-            return false;
-        }
-        if (posix_memalign((void **)&s->w16, 64, S2D_MAX(m->n_params, 1) * sizeof(uint16_t)) != 0)
-            die("out of memory: bf16 weight copy of %.1f MB", (double)m->n_params * 2 / 1e6);
+        /* Untouched until the pass writes it, so a trained fp32 policy (which fails on its first pieces) costs no
+         * page faults. (MADV_HUGEPAGE made the first copy 4x slower here: direct compaction on fault.) */
+        const size_t bytes = S2D_MAX(m->n_params, 1) * sizeof(uint16_t);
+        if (posix_memalign((void **)&s->w16, 64, bytes) != 0)
+            die("out of memory: bf16 weight copy of %.1f MB", (double)bytes / 1e6);
         s->w16_n = m->n_params;
         fresh = true;
     }
-    if (!bf16_sync(s->w16, m->params, m->n_params, fresh)) {
+    if (!op_bf16_mirror(s->w16, m->params, m->n_params, fresh)) {
         free(s->w16), s->w16 = NULL; /* partly rewritten; and the memory is better spent elsewhere */
-        log_weight_path(s, 0, m->n_params);
+        log_weight_path(s, 0, m->n_params, time_now() - t0);
         return false;
     }
     s->w16_src = m->params;
     kv->bf16_weights = true;
-    log_weight_path(s, 1, m->n_params);
+    log_weight_path(s, 1, m->n_params, time_now() - t0);
     return true;
 }
 

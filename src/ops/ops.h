@@ -28,6 +28,11 @@ void op_linear_rows(float *y, const float *x, const float *W, int T, int in, int
  * each step reads half the weight bytes. */
 void op_linear_rows_bf16(float *y, const float *x, const uint16_t *W16, int T, int in, int out, bool accumulate);
 
+/* dst [n] = the bf16 bits (high halves) of src [n] when EVERY src word is bf16-exact (low 16 bits zero); returns
+ * false as soon as one is not (dst then partly written). Rewrites only the pieces of dst that differ, or all of
+ * it when fresh (dst uninitialised). Parallel, vectorised: one streaming pass. */
+bool op_bf16_mirror(uint16_t *dst, const float *src, size_t n, bool fresh);
+
 /* CPU code paths: the AVX-512 kernels (ops_rows.c, ops_vmath.c) run where the CPU has AVX-512F, unless the
  * environment variable S2D_NO_AVX512=1 (read once) or ops_set_portable(true) forces the portable loops, which
  * are what CPUs without AVX-512 run (so tests can check both on one machine). Not thread-safe against running

@@ -181,6 +181,68 @@ void op_linear_rows_bf16(float *y, const float *x, const uint16_t *W16, int T, i
     linear_rows(y, x, (weights){NULL, W16}, T, in, out, accumulate);
 }
 
+/* ---- bf16 mirror of fp32 weights ---- */
+
+typedef uint32_t __attribute__((may_alias)) f32_bits;
+
+/* Words per piece: 64 KB of fp32, checked then compared while in cache. */
+#define MIRROR_PIECE 16384
+
+/* One piece [i0, i1): -1 if some word is not bf16-exact, else 1 if dst was rewritten, 0 if it already matched. */
+AVX512 static int mirror_piece_avx512(uint16_t *dst, const f32_bits *src, size_t i0, size_t i1, bool fresh) {
+    const __m512i lowmask = _mm512_set1_epi32(0xFFFF);
+    __m512i low = _mm512_setzero_si512();
+    __m256i diff = _mm256_setzero_si256();
+    size_t i = i0;
+    for (; i + 16 <= i1; i += 16) {
+        __m512i v = _mm512_loadu_si512((const void *)(src + i));
+        low = _mm512_or_si512(low, _mm512_and_si512(v, lowmask));
+        __m256i hi = _mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16));
+        if (fresh)
+            _mm256_storeu_si256((__m256i *)(dst + i), hi);
+        else
+            diff = _mm256_or_si256(diff, _mm256_xor_si256(hi, _mm256_loadu_si256((const __m256i *)(dst + i))));
+    }
+    uint32_t low_tail = 0, diff_tail = 0;
+    for (size_t j = i; j < i1; j++) {
+        low_tail |= src[j] & 0xFFFFu;
+        if (fresh)
+            dst[j] = (uint16_t)(src[j] >> 16);
+        else
+            diff_tail |= (uint32_t)dst[j] ^ (src[j] >> 16);
+    }
+    if (low_tail || _mm512_test_epi32_mask(low, low)) return -1;
+    if (fresh) return 1;
+    if (!diff_tail && _mm256_testz_si256(diff, diff)) return 0;
+    for (size_t j = i0; j < i1; j++) dst[j] = (uint16_t)(src[j] >> 16);
+    return 1;
+}
+
+static int mirror_piece_plain(uint16_t *dst, const f32_bits *src, size_t i0, size_t i1, bool fresh) {
+    uint32_t low = 0, diff = fresh ? 1 : 0;
+    for (size_t j = i0; j < i1; j++) low |= src[j] & 0xFFFFu;
+    if (low) return -1;
+    for (size_t j = i0; j < i1 && !fresh; j++) diff |= (uint32_t)dst[j] ^ (src[j] >> 16);
+    if (!diff) return 0;
+    for (size_t j = i0; j < i1; j++) dst[j] = (uint16_t)(src[j] >> 16);
+    return 1;
+}
+
+bool op_bf16_mirror(uint16_t *dst, const float *src, size_t n, bool fresh) {
+    const f32_bits *bits = (const f32_bits *)src;
+    const bool avx = have_avx512();
+    const size_t n_pieces = (n + MIRROR_PIECE - 1) / MIRROR_PIECE;
+    int bad = 0;
+#pragma omp parallel for schedule(dynamic, 16) if (n_pieces > 1)
+    for (size_t c = 0; c < n_pieces; c++) {
+        if (__atomic_load_n(&bad, __ATOMIC_RELAXED)) continue;
+        const size_t i0 = c * MIRROR_PIECE, i1 = S2D_MIN(n, i0 + MIRROR_PIECE);
+        int r = avx ? mirror_piece_avx512(dst, bits, i0, i1, fresh) : mirror_piece_plain(dst, bits, i0, i1, fresh);
+        if (r < 0) __atomic_store_n(&bad, 1, __ATOMIC_RELAXED);
+    }
+    return !bad;
+}
+
 /* ---- attention of single query rows against caches ---- */
 
 size_t op_attention_decode_scratch_floats(int max_ctx) {

@@ -13,6 +13,14 @@ for c in qwen3_tied llama_scaled qwen3_untied; do
   done
 done
 
+# The portable code paths (CPUs without AVX-512) give HF's greedy output too.
+for c in qwen3_tied llama_scaled qwen3_untied; do
+  S2D_NO_AVX512=1 S2D_LOG=info "$S2D" generate --model "$FIX/$c" --max-new-tokens 12 --temperature 0 --batch 2 \
+    <"$FIX/$c/greedy_prompts.jsonl" >"$WORK/$c.portable.out" 2>"$WORK/$c.portable.err"
+  check "$c greedy with S2D_NO_AVX512=1 equals HF generate" cmp -s "$WORK/$c.portable.out" "$FIX/$c/greedy_out.jsonl"
+  check "$c: S2D_NO_AVX512=1 selects the portable paths" grep -q "S2D_NO_AVX512=1: portable code paths" "$WORK/$c.portable.err"
+done
+
 M=$FIX/llama_scaled
 gen() { "$S2D" generate --model "$M" --max-new-tokens 9 "$@"; }
 # Sampling: prompt A's completion is the same alone, first, or third among others, with any batch size.

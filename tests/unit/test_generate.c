@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/half.h"
 #include "io/safetensors.h"
 #include "model/generate.h"
 #include "model/model.h"
@@ -249,9 +250,77 @@ static void test_stop_tokens_cache_full_and_errors(void) {
     model_free(&m);
 }
 
+static bool same_result(const gen_result *a, const gen_result *b) {
+    return a->n == b->n && memcmp(a->start, b->start, sizeof(int) * ((size_t)a->n + 1)) == 0 &&
+           memcmp(a->tokens, b->tokens, sizeof(int32_t) * (size_t)a->start[a->n]) == 0 &&
+           memcmp(a->logprobs, b->logprobs, sizeof(float) * (size_t)a->start[a->n]) == 0 &&
+           memcmp(a->finish, b->finish, sizeof(gen_finish) * (size_t)a->n) == 0;
+}
+
+/* bf16 weights: the fixture model rounded to bf16 generates through the bf16 copy; its twin, identical but for
+ * one non-bf16 embedding entry of a token that never occurs (untied model: that row is only read if the token
+ * is fed), generates through the fp32 weights. Tokens and log-probs are bitwise equal. Then the pipeline's use:
+ * weights changed in place between runs of one generator give the results of a fresh generator. */
+static void test_bf16_weights_same_outputs_and_refresh(void) {
+    char dir[1024];
+    fixture_dir(dir, sizeof dir, "llama_scaled");
+    s2d_err err;
+    model m, twin;
+    CHECK_OK(model_load(&m, dir, &err), &err);
+    CHECK_OK(model_load(&twin, dir, &err), &err);
+    CHECK(!m.cfg.tie_embeddings, "llama_scaled must be untied");
+    f32_round_to_bf16(m.params, m.n_params);
+    memcpy(twin.params, m.params, sizeof(float) * m.n_params);
+    const int V = m.cfg.vocab, H = m.cfg.hidden;
+    const int32_t unused = V - 1;
+    twin.w.embed[(size_t)unused * H] += 0x1p-12f * (1 + fabsf(twin.w.embed[(size_t)unused * H]));
+    enum { NP = 5, MAX_NEW = 12 };
+    int start[NP + 1];
+    int32_t tokens[NP * 9];
+    make_prompts(NP, V - 1, start, tokens); /* ids < V - 1 */
+    gen_params gp = {.sampling = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 5}, .max_new_tokens = MAX_NEW};
+    generator *g16, *g32;
+    CHECK_OK(generator_new(&m, 2, 32, &g16, &err), &err);
+    CHECK_OK(generator_new(&twin, 2, 32, &g32, &err), &err);
+    gen_result r16, r32;
+    CHECK_OK(generator_run(g16, &gp, NP, start, tokens, NULL, &r16, &err), &err);
+    CHECK_OK(generator_run(g32, &gp, NP, start, tokens, NULL, &r32, &err), &err);
+    bool unused_seen = false;
+    for (int i = 0; i < r16.start[NP]; i++) unused_seen = unused_seen || r16.tokens[i] == unused;
+    EXPECT(!unused_seen, "the twin's changed token is never generated");
+    EXPECT(same_result(&r16, &r32), "bf16 copy path == fp32 path: same tokens and log-probs, bitwise");
+    gen_params greedy = greedy_params(MAX_NEW);
+    gen_result q16, q32;
+    CHECK_OK(generator_run(g16, &greedy, NP, start, tokens, NULL, &q16, &err), &err);
+    CHECK_OK(generator_run(g32, &greedy, NP, start, tokens, NULL, &q32, &err), &err);
+    EXPECT(same_result(&q16, &q32), "greedy: bf16 copy path == fp32 path, bitwise");
+    /* In-place update (bf16-exact: halving) between runs of the same generator == a fresh generator. */
+    for (size_t i = 0; i < (size_t)m.cfg.intermediate * H; i++) m.w.layers[0].w_up[i] *= 0.5f;
+    gen_result again, fresh;
+    CHECK_OK(generator_run(g16, &gp, NP, start, tokens, NULL, &again, &err), &err);
+    generator *gf;
+    CHECK_OK(generator_new(&m, 2, 32, &gf, &err), &err);
+    CHECK_OK(generator_run(gf, &gp, NP, start, tokens, NULL, &fresh, &err), &err);
+    EXPECT(!same_result(&again, &r16), "the update changes the samples");
+    EXPECT(same_result(&again, &fresh), "weights updated in place: the next run uses them (== fresh generator)");
+    /* ... and an update off the bf16 grid (as an fp32 optimizer step makes) switches the generator to fp32. */
+    m.w.layers[0].w_up[0] += 0x1p-20f;
+    gen_result off, off_fresh;
+    CHECK_OK(generator_run(g16, &gp, NP, start, tokens, NULL, &off, &err), &err);
+    generator_free(gf);
+    CHECK_OK(generator_new(&m, 2, 32, &gf, &err), &err);
+    CHECK_OK(generator_run(gf, &gp, NP, start, tokens, NULL, &off_fresh, &err), &err);
+    EXPECT(same_result(&off, &off_fresh), "non-bf16 update: the next run uses the new fp32 weights");
+    gen_result_free(&r16), gen_result_free(&r32), gen_result_free(&q16), gen_result_free(&q32);
+    gen_result_free(&again), gen_result_free(&fresh), gen_result_free(&off), gen_result_free(&off_fresh);
+    generator_free(g16), generator_free(g32), generator_free(gf);
+    model_free(&m), model_free(&twin);
+}
+
 int main(void) {
     RUN_TEST(test_greedy_matches_hf);
     RUN_TEST(test_logprobs_match_packed_forward_and_batch_independence);
     RUN_TEST(test_stop_tokens_cache_full_and_errors);
+    RUN_TEST(test_bf16_weights_same_outputs_and_refresh);
     return TEST_SUMMARY();
 }

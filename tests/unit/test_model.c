@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "ops/ops.h"
 #include "test.h"
 
 static char g_tmp[4096];
@@ -518,6 +519,75 @@ static void test_kv_prefill_batch(void) {
     model_free(&m);
 }
 
+/* Three prompts prefilled in one batch (one continuing a slot), then two decode steps, on an emptied cache:
+ * logits [3 + 3 + 3, V] into out. */
+static void kv_steps(const model *m, model_kv_cache *kv, float *out) {
+    s2d_err err;
+    const int V = m->cfg.vocab;
+    for (int s = 0; s < kv->n_slots; s++) model_kv_reset(kv, s);
+    int32_t tok[20], pre[3] = {5, 6, 7};
+    for (int t = 0; t < 20; t++) tok[t] = (t * 29 + 3) % V;
+    const int slots[3] = {2, 0, 1}, start[4] = {0, 4, 15, 20};
+    CHECK_OK(model_prefill(m, kv, 1, pre, 3, out, &err), &err);
+    CHECK_OK(model_prefill_batch(m, kv, 3, slots, start, tok, out, &err), &err);
+    int all[3] = {0, 1, 2};
+    int32_t next[3] = {9, 8, 7};
+    CHECK_OK(model_decode_step(m, kv, 3, all, next, out + 3 * (size_t)V, &err), &err);
+    CHECK_OK(model_decode_step(m, kv, 3, all, next, out + 6 * (size_t)V, &err), &err);
+}
+
+/* bf16 weight copy: on a model whose weights are all bf16-exact, prefill and decode from the copy give logits
+ * and cache rows BITWISE equal to the fp32 weights (AVX-512 and portable paths); a model with one non-bf16
+ * weight keeps fp32; the copy is a snapshot that model_kv_refresh_weights brings up to date. */
+static void test_kv_bf16_weights(void) {
+    model m;
+    s2d_err err;
+    make_tiny(&m, "qwen3-tiny", 13);
+    f32_round_to_bf16(m.params, m.n_params);
+    const int V = m.cfg.vocab, max_len = 40;
+    const size_t nl = 9 * (size_t)V;
+    float *a = malloc(sizeof(float) * nl), *b = malloc(sizeof(float) * nl);
+    model_kv_cache k32, k16;
+    CHECK_OK(model_kv_init(&k32, &m, 3, max_len, &err), &err);
+    CHECK_OK(model_kv_init(&k16, &m, 3, max_len, &err), &err);
+    EXPECT(!k16.bf16_weights, "a new cache starts on the fp32 weights");
+    EXPECT(model_kv_refresh_weights(&k16, &m) && k16.bf16_weights, "bf16-exact model: the bf16 copy is used");
+    const bool have_avx512 = ops_avx512_active();
+    for (int portable = 0; portable <= 1; portable++) {
+        ops_set_portable(portable);
+        const char *path = ops_avx512_active() ? "AVX-512" : "portable";
+        kv_steps(&m, &k32, a);
+        kv_steps(&m, &k16, b);
+        EXPECT(memcmp(a, b, sizeof(float) * nl) == 0, "%s: prefill/decode logits from the bf16 copy == fp32, bitwise",
+               path);
+        EXPECT(memcmp(k32.buf, k16.buf, k32.bytes) == 0, "%s: KV cache rows from the bf16 copy == fp32, bitwise", path);
+    }
+    ops_set_portable(!have_avx512);
+    /* In-place update to other bf16-exact weights (doubling is exact): without a refresh the cache still reads
+     * its snapshot (proof that the copy is what runs); after the refresh it matches fp32 on the new weights. */
+    const model_tensor *wq = model_find_tensor(&m, "model.layers.0.self_attn.q_proj.weight");
+    CHECK(wq, "no q_proj");
+    float *old_logits = malloc(sizeof(float) * nl);
+    kv_steps(&m, &k32, old_logits); /* on the default path again */
+    for (size_t i = 0; i < wq->numel; i++) m.params[wq->offset + i] *= 2;
+    kv_steps(&m, &k16, b);
+    EXPECT(memcmp(b, old_logits, sizeof(float) * nl) == 0, "without a refresh the bf16 snapshot is what runs");
+    kv_steps(&m, &k32, a);
+    EXPECT(memcmp(a, old_logits, sizeof(float) * nl) != 0, "the doubled q_proj changes the fp32 logits");
+    EXPECT(model_kv_refresh_weights(&k16, &m), "still bf16-exact after doubling");
+    kv_steps(&m, &k16, b);
+    EXPECT(memcmp(a, b, sizeof(float) * nl) == 0, "after model_kv_refresh_weights: bitwise fp32 of the new weights");
+    /* One weight off the bf16 grid (the last one: the scan reaches it last): the fp32 path. */
+    m.params[m.n_params - 1] += 0x1p-20f * (1 + fabsf(m.params[m.n_params - 1]));
+    EXPECT(!model_kv_refresh_weights(&k16, &m) && !k16.bf16_weights, "one non-bf16 weight: fp32 path");
+    kv_steps(&m, &k32, a);
+    kv_steps(&m, &k16, b);
+    EXPECT(memcmp(a, b, sizeof(float) * nl) == 0, "non-bf16 model: the cache computes with the fp32 weights");
+    model_kv_free(&k32), model_kv_free(&k16);
+    free(a), free(b), free(old_logits);
+    model_free(&m);
+}
+
 int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "%s/s2d-test-model.XXXXXX", getenv("S2D_TMP") ? getenv("S2D_TMP") : "/tmp");
     CHECK(mkdtemp(g_tmp), "mkdtemp failed");
@@ -530,6 +600,7 @@ int main(void) {
     RUN_TEST(test_backward_finite_differences);
     RUN_TEST(test_kv_cache);
     RUN_TEST(test_kv_prefill_batch);
+    RUN_TEST(test_kv_bf16_weights);
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
