@@ -141,13 +141,18 @@ static void attn_block_probs(float *S, const float *Qb, int ldq, const float *K,
     }
 }
 
+/* Floats of attention scratch each thread uses: a QBLOCK x max_n score block and its probabilities. */
+static size_t attn_scratch_per_thread(int n_seqs, const int *seq_start) {
+    int max_n = 1;
+    for (int s = 0; s < n_seqs; s++) max_n = S2D_MAX(max_n, seq_start[s + 1] - seq_start[s]);
+    return 2 * QBLOCK * (size_t)max_n;
+}
+
 void op_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int n_seqs,
                       const int *seq_start, int nh, int nkv, int hd, float *scratch) {
     int group = nh / nkv, ldq = nh * hd, ldk = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    int max_n = 1;
-    for (int s = 0; s < n_seqs; s++) max_n = S2D_MAX(max_n, seq_start[s + 1] - seq_start[s]);
-    size_t per_thread = 2 * QBLOCK * (size_t)max_n;
+    size_t per_thread = attn_scratch_per_thread(n_seqs, seq_start);
 #pragma omp parallel for schedule(dynamic)
     for (int idx = 0; idx < n_seqs * nh; idx++) {
         int s = idx / nh, h = idx % nh, g = h / group;
@@ -171,16 +176,14 @@ void op_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const 
                       int nkv, int hd, float *scratch) {
     int group = nh / nkv, ldq = nh * hd, ldk = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    int max_n = 1;
-    for (int s = 0; s < n_seqs; s++) max_n = S2D_MAX(max_n, seq_start[s + 1] - seq_start[s]);
-    size_t per_thread = 2 * QBLOCK * (size_t)max_n;
+    size_t per_thread = attn_scratch_per_thread(n_seqs, seq_start);
     /* One task per (sequence, kv head): the query heads of the group add into dK/dV in a fixed order. */
 #pragma omp parallel for schedule(dynamic)
     for (int idx = 0; idx < n_seqs * nkv; idx++) {
         int s = idx / nkv, g = idx % nkv;
         int b = seq_start[s], n = seq_start[s + 1] - b;
         float *P = scratch + per_thread * (size_t)omp_get_thread_num();
-        float *dP = P + QBLOCK * (size_t)max_n;
+        float *dP = P + per_thread / 2; /* the second half of this thread's block */
         const float *K = k + (size_t)b * ldk + (size_t)g * hd, *V = v + (size_t)b * ldk + (size_t)g * hd;
         float *dK = dk + (size_t)b * ldk + (size_t)g * hd, *dV = dv + (size_t)b * ldk + (size_t)g * hd;
         for (int i = 0; i < n; i++) {

@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "model/generate.h"
 #include "model/model.h"
+#include "fixture.h"
 #include "test.h"
 
 static const char *CASES[] = {"qwen3_tied", "llama_scaled", "qwen3_untied"};
@@ -18,15 +19,6 @@ static void fixture_dir(char *out, size_t n, const char *name) {
     snprintf(out, n, "%s/tests/fixtures/parity/%s", r ? r : ".", name);
 }
 
-static int32_t *read_i32(const st_set *ref, const char *name, size_t *count) {
-    const st_tensor *t = st_find(ref, name);
-    if (!t) die("fixture tensor %s missing", name);
-    int32_t *v = xmalloc((size_t)t->numel * sizeof(int32_t));
-    s2d_err err;
-    CHECK_OK(st_read_i32(t, v, (size_t)t->numel, &err), &err);
-    *count = (size_t)t->numel;
-    return v;
-}
 
 static gen_params greedy_params(int max_new) {
     gen_params gp = {.sampling = {.temperature = 0, .top_k = 0, .top_p = 1, .seed = 0}, .max_new_tokens = max_new};
@@ -44,9 +36,9 @@ static void test_greedy_matches_hf(void) {
         st_set *ref;
         CHECK_OK(st_open_file(path, &ref, &err), &err);
         size_t n_tok, n_prompts, n_out;
-        int32_t *prompts = read_i32(ref, "greedy_prompts", &n_tok);
-        int32_t *lens = read_i32(ref, "greedy_prompt_lens", &n_prompts);
-        int32_t *want = read_i32(ref, "greedy_out", &n_out);
+        int32_t *prompts = fixture_i32(ref, "greedy_prompts", &n_tok);
+        int32_t *lens = fixture_i32(ref, "greedy_prompt_lens", &n_prompts);
+        int32_t *want = fixture_i32(ref, "greedy_out", &n_out);
         const int N = (int)(n_out / n_prompts);
         int *start = xmalloc((n_prompts + 1) * sizeof(int));
         start[0] = 0;
