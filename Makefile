@@ -3,6 +3,9 @@
 BUILD ?= build
 CC ?= gcc
 CUDA ?= 0
+ifeq ($(CUDA),1)
+$(info make: CUDA=1 is reserved for the CUDA backend (cuda/), which is not built yet: building the CPU binary)
+endif
 
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
