@@ -13,7 +13,7 @@
 #define AVX512 __attribute__((target("avx512f")))
 
 /* glibc libmvec (linked through libm.so's AS_NEEDED libmvec): 16-lane expf. */
-__m512 _ZGVeN16v_expf(__m512 x);
+AVX512 __m512 _ZGVeN16v_expf(__m512 x);
 
 /* -1: not decided yet; 0: portable loops; 1: AVX-512. Decided once from the CPU and S2D_NO_AVX512. */
 static int g_avx512 = -1;
