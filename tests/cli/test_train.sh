@@ -18,15 +18,16 @@ if "$S2D" train configs/tests/tiny-pipeline.yaml --out "$out" --set pipeline[0].
 import json, math, sys
 rows = [json.loads(l) for l in open('$m')]
 steps = [r for r in rows if 'loss' in r]
-assert len(steps) == 2 + 8 + 8 + 8, len(steps)
+assert len(steps) == 2 + 32 + 32 + 32, len(steps)
 assert all(r['loss'] is not None and math.isfinite(r['loss']) for r in steps)
 for r in steps: assert r['tokens'] > 0 and r['gen_s'] >= 0 and 'reward_mean' in r
 lab = {r['stage']: r for r in rows if r.get('event') == 'labels'}
-# grpo stages consume labelled examples (16 prompts per step); the bridge uses prompts only
-assert lab['teacher_rl']['labelled_total'] == 32 and lab['teacher_rl']['unlabelled_prompts'] == 0, lab
-assert lab['bridge_fkl']['labelled_total'] == 0 and lab['bridge_fkl']['unlabelled_prompts'] == 128, lab
-assert lab['bridge_opd']['labelled_total'] == 0 and lab['bridge_opd']['unlabelled_prompts'] == 128, lab
-assert lab['student_rl']['labelled_total'] == 128 and 0 < lab['student_rl']['labelled_unique'] <= 128, lab
+# grpo stages consume labelled examples (64 prompts per step); the bridge uses prompts only
+assert lab['teacher_rl']['labelled_total'] == 128 and lab['teacher_rl']['unlabelled_prompts'] == 0, lab
+assert lab['bridge_fkl']['labelled_total'] == 0 and lab['bridge_fkl']['unlabelled_prompts'] == 2048, lab
+assert lab['bridge_opd']['labelled_total'] == 0 and lab['bridge_opd']['unlabelled_prompts'] == 2048, lab
+# student_rl cycles through the 150 held-out problems: every use is counted, each problem once as unique
+assert lab['student_rl']['labelled_total'] == 2048 and lab['student_rl']['labelled_unique'] == 150, lab
 # the pre-trained teacher earns real rewards, and its second minibatch per step is off-policy: PPO clipping acts
 t = [r for r in steps if r['stage'] == 'teacher_rl']
 assert any(r['reward_mean'] > 0 for r in t), [r['reward_mean'] for r in t]
@@ -36,7 +37,7 @@ assert all(r['clip_fraction'] == 0 for r in steps if r['stage'] == 'student_rl')
   check "resolved config written and reloadable" "$S2D" train "$out/config.yaml" --dry-run --out "$WORK/x"
   check "resolved config holds the override" grep -q "steps: 2" "$out/config.yaml"
   check "summary table on stdout" grep -q "^student_rl" "$WORK/stdout"
-  check "progress lines on stderr" grep -q "\[bridge_opd\] step 8/8 .*ETA" "$WORK/stderr"
+  check "progress lines on stderr" grep -q "\[bridge_opd\] step 32/32 .*ETA" "$WORK/stderr"
   check "the student differs from its start" bash -c "! cmp -s '$out/models/bridge_fkl/model.safetensors' '$out/models/bridge_opd/model.safetensors'"
 else
   fail "tiny pipeline run: $(tail -5 "$WORK/stderr")"
