@@ -79,19 +79,6 @@ typedef struct {
 double opd_loss(const opd_opts *o, const token_layout *lay, const float *logp, const float *logp_old,
                 const float *logp_teacher, const float *logp_ref, float *dlogp, float *weights_out);
 
-/* ---- forward KL(π_T ‖ πθ) per token row, gradients w.r.t. the student's logits */
-/* full: teacher log-probs over the whole vocabulary. Returns KL; dlogits[v] = scale·(pθ(v) − p_T(v)). */
-double fkl_full_row(const float *teacher_logp /* [V] */, const float *logits /* [V] */, int V, float scale,
-                    float *dlogits /* [V] */);
-/* topk: teacher top-k ids and log-probs plus one tail bucket m = 1 − Σ_K p:
- * KL = Σ_{v∈K} p_T(v) log(p_T(v)/pθ(v)) + m_T log(m_T/mθ). dlogits[v] = scale·(pθ(v) − p_T(v)) on K and
- * scale·pθ(v)(1 − m_T/mθ) off K. Duplicate ids in K are an error (checked). */
-double fkl_topk_row(const int32_t *topk_ids /* [k] */, const float *topk_logp /* [k] */, int k,
-                    const float *logits /* [V] */, int V, float scale, float *dlogits /* [V] */);
-
-/* Teacher side of fkl topk: log-softmax of one logits row and its k largest entries (descending, ties by
- * lower id). scratch is unused; O(V log k). */
-void topk_logprobs_row(const float *logits /* [V] */, int V, int k, int32_t *ids /* [k] */,
-                       float *logp /* [k] */);
-/* Full log-softmax of one row (teacher_logp for fkl_full_row). */
-void log_softmax_row(const float *logits /* [V] */, int V, float *logp /* [V] */);
+/* ---- forward KL(π_T ‖ πθ): vocabulary-wide, so it runs behind the backend (ops.h op_vocab_rows, kinds
+ * VOCAB_FKL_FULL / VOCAB_FKL_TOPK; the teacher side VOCAB_TEACHER_FULL / VOCAB_TEACHER_TOPK). The CPU row
+ * functions are in ops/ops_cpu.h. */

@@ -6,38 +6,33 @@
 
 #include "core/common.h"
 
-/* Floats per block of the gradient norm: each block is summed serially in double, blocks are combined in
- * order, so the norm does not depend on the number of OpenMP threads. */
-#define NORM_BLOCK 16384
-
-void adamw_init(adamw *opt, size_t n, const adamw_hparams *hp) {
+void adamw_init_on(adamw *opt, size_t n, const adamw_hparams *hp, ops_queue *q) {
     CHECK(n > 0, "adamw_init: empty parameter buffer");
     CHECK(hp->beta1 >= 0 && hp->beta1 < 1 && hp->beta2 >= 0 && hp->beta2 < 1 && hp->eps > 0,
           "adamw_init: bad hyper-parameters beta1=%g beta2=%g eps=%g", hp->beta1, hp->beta2, hp->eps);
     memset(opt, 0, sizeof *opt);
     opt->hp = *hp;
+    opt->q = q;
     opt->n = n;
-    void *p = NULL;
-    CHECK(posix_memalign(&p, 64, 2 * n * sizeof(float)) == 0, "adamw_init: out of memory (%zu floats)", 2 * n);
-    opt->state = p;
+    opt->state = ops_alloc(q, OPS_F32, 2 * n).p;
     opt->m = opt->state;
     opt->v = opt->state + n;
-    opt->n_blocks = (n + NORM_BLOCK - 1) / NORM_BLOCK;
-    opt->norm_partials = xcalloc(opt->n_blocks, sizeof(double));
+    ops_reserve(q, 0, 0, 0, n);
     adamw_segment all = {.offset = 0, .numel = n, .decay = true};
     adamw_set_segments(opt, &all, 1);
     adamw_reset(opt);
 }
 
+void adamw_init(adamw *opt, size_t n, const adamw_hparams *hp) { adamw_init_on(opt, n, hp, ops_default()); }
+
 void adamw_free(adamw *opt) {
-    free(opt->state);
+    if (opt->q) ops_free(opt->q, ot_f32(opt->state));
     free(opt->segments);
-    free(opt->norm_partials);
     memset(opt, 0, sizeof *opt);
 }
 
 void adamw_reset(adamw *opt) {
-    memset(opt->state, 0, 2 * opt->n * sizeof(float));
+    ops_zero(opt->q, ot_f32(opt->state), 2 * opt->n);
     opt->step = 0;
 }
 
@@ -65,7 +60,7 @@ void adamw_decay_segments_from_model(adamw *opt, const model *m, bool decay_norm
         bool decay = true;
         if (t->kind == TENSOR_NORM) decay = decay_norms;
         if (t->kind == TENSOR_EMBEDDING) decay = decay_embeddings;
-        segs[i] = (adamw_segment){.offset = t->offset, .numel = t->numel, .decay = decay};
+        segs[i] = (adamw_segment){.offset = t->offset, .numel = t->span, .decay = decay};
     }
     for (int i = 1; i < n; i++) { /* insertion sort: a few hundred tensors at most */
         adamw_segment s = segs[i];
@@ -80,61 +75,22 @@ void adamw_decay_segments_from_model(adamw *opt, const model *m, bool decay_norm
     free(segs);
 }
 
-double adamw_grad_norm(adamw *opt, const float *grads) {
-    const size_t n = opt->n;
-    const long nb = (long)opt->n_blocks;
-    double *partial = opt->norm_partials;
-#pragma omp parallel for schedule(static)
-    for (long b = 0; b < nb; b++) {
-        size_t lo = (size_t)b * NORM_BLOCK, hi = S2D_MIN(n, lo + NORM_BLOCK);
-        double s = 0;
-        for (size_t i = lo; i < hi; i++) s += (double)grads[i] * grads[i];
-        partial[b] = s;
-    }
-    double total = 0;
-    for (long b = 0; b < nb; b++) total += partial[b];
-    return sqrt(total);
-}
+double adamw_grad_norm(adamw *opt, const float *grads) { return sqrt(op_sumsq(opt->q, ot_f32(grads), opt->n)); }
 
 double adamw_clip_grad_norm(adamw *opt, float *grads, float max_norm) {
     double norm = adamw_grad_norm(opt, grads);
     if (max_norm <= 0 || !isfinite(norm)) return norm;
     /* As torch: coefficient computed in fp32 from the fp32 norm, clamped at 1. */
     float coef = max_norm / ((float)norm + 1e-6f);
-    if (coef < 1.0f) {
-        const long n = (long)opt->n;
-#pragma omp parallel for schedule(static)
-        for (long i = 0; i < n; i++) grads[i] *= coef;
-    }
+    if (coef < 1.0f) op_scale(opt->q, ot_f32(grads), coef, opt->n);
     return norm;
 }
 
 void adamw_step(adamw *opt, float *params, const float *grads, float lr) {
     opt->step++;
-    const double t = (double)opt->step;
-    const float b1 = opt->hp.beta1, b2 = opt->hp.beta2, eps = opt->hp.eps;
-    /* Scalars in double as torch computes them in Python, then used as fp32 in the element loop. */
-    const double bias1 = 1.0 - pow((double)b1, t);
-    const double bias2 = 1.0 - pow((double)b2, t);
-    const float step_size = (float)((double)lr / bias1);
-    const float bias2_sqrt = (float)sqrt(bias2);
-    float *m = opt->m, *v = opt->v;
-    for (int s = 0; s < opt->n_segments; s++) {
-        const adamw_segment *seg = &opt->segments[s];
-        const float keep = seg->decay ? (float)(1.0 - (double)lr * opt->hp.weight_decay) : 1.0f;
-        const long lo = (long)seg->offset, hi = (long)(seg->offset + seg->numel);
-#pragma omp parallel for schedule(static)
-        for (long i = lo; i < hi; i++) {
-            float g = grads[i];
-            float p = params[i] * keep;
-            float mi = m[i] + (1.0f - b1) * (g - m[i]);
-            float vi = b2 * v[i] + (1.0f - b2) * (g * g);
-            float denom = sqrtf(vi) / bias2_sqrt + eps;
-            params[i] = p - step_size * (mi / denom);
-            m[i] = mi;
-            v[i] = vi;
-        }
-    }
+    ops_adamw_step a = {.step = opt->step, .lr = lr, .beta1 = opt->hp.beta1, .beta2 = opt->hp.beta2,
+                        .eps = opt->hp.eps, .weight_decay = opt->hp.weight_decay};
+    op_adamw(opt->q, ot_f32(params), ot_f32(grads), ot_f32(opt->m), ot_f32(opt->v), opt->segments, opt->n_segments, &a);
 }
 
 double lr_at(const lr_schedule *s, long step) {

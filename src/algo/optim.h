@@ -33,38 +33,39 @@ typedef struct {
     float weight_decay; /* applied to segments with decay = true */
 } adamw_hparams;
 
-typedef struct {
-    size_t offset, numel; /* range of the flat buffers */
-    bool decay;           /* weight decay applies */
-} adamw_segment;
+/* A range of the flat buffers (offset, numel) and whether weight decay applies (ops.h's ops_segment). */
+typedef ops_segment adamw_segment;
 
 typedef struct {
     adamw_hparams hp;
+    ops_queue *q;           /* the backend queue of the state (and of the params / grads it updates) */
     size_t n;               /* floats in params / grads */
-    float *state;           /* [2, n]: m then v, 64-byte aligned, zero-initialised */
+    float *state;           /* [2, n] device memory: m then v, zero-initialised */
     float *m;               /* = state      [n] first moment */
     float *v;               /* = state + n  [n] second moment */
     long step;              /* optimizer steps taken so far (bias correction uses step + 1 in the next step) */
     adamw_segment *segments; /* [n_segments], covering [0, n) in order without gaps */
     int n_segments;
-    double *norm_partials;  /* [n_blocks] per-block sums of squares for a thread-count-independent norm */
-    size_t n_blocks;
 } adamw;
 
-/* Allocates the state for n floats; initially one segment covering everything, with decay. */
+/* Allocates the state for n floats on ops_default() (adamw_init_on: on q); initially one segment covering
+ * everything, with decay. */
 void adamw_init(adamw *opt, size_t n, const adamw_hparams *hp);
+void adamw_init_on(adamw *opt, size_t n, const adamw_hparams *hp, ops_queue *q);
 void adamw_free(adamw *opt);
 /* Zeroes m, v and the step count. */
 void adamw_reset(adamw *opt);
 
 /* Replaces the segments with one per tensor of m's table: decay on linear weights always, on norm weights
  * only if decay_norms, on the embedding (and a tied LM head, which is the same tensor) only if
- * decay_embeddings. An untied lm_head is a linear weight and is decayed. opt->n must equal m->n_params. */
+ * decay_embeddings. An untied lm_head is a linear weight and is decayed. Each segment spans its tensor's
+ * padding too (model_tensor.span), so the segments tile the buffer. opt->n must equal m->n_params. */
 void adamw_decay_segments_from_model(adamw *opt, const model *m, bool decay_norms, bool decay_embeddings);
 /* Sets arbitrary segments (copied); they must cover [0, opt->n) in order without gaps (dies otherwise). */
 void adamw_set_segments(adamw *opt, const adamw_segment *segments, int n_segments);
 
-/* ||grads||_2 over all n entries, summed in double in fixed-size blocks (same result for any thread count). */
+/* ||grads||_2 over all n entries (grads: device memory of opt->q), summed in double in fixed-size blocks (same
+ * result for any thread count). */
 double adamw_grad_norm(adamw *opt, const float *grads);
 /* torch.nn.utils.clip_grad_norm_(max_norm): returns the pre-clip norm and scales grads in place by
  * min(1, max_norm / (norm + 1e-6)). A non-finite norm leaves grads untouched (the caller should skip the

@@ -64,7 +64,7 @@ static bool ensure_loaded(run *r, named_model *nm, s2d_err *err) {
 
 static void model_copy(model *dst, const model *src) {
     model_create(dst, &src->cfg);
-    memcpy(dst->params, src->params, src->n_params * sizeof(float));
+    model_params_copy(dst, src);
 }
 
 static bool save_model(run *r, const named_model *nm, s2d_err *err) {
@@ -744,7 +744,7 @@ done:
     if (gen) generator_free(gen);
     if (has_eval) generator_free(ev.gen), free_enc_set(&ev.enc), free(ev.seq_ids);
     if (ref == &ref_copy) model_free(&ref_copy);
-    free(policy->grads), policy->grads = NULL;
+    model_free_grads(policy);
     free(b.seq_start), free(b.tokens), free(b.mask), free(b.logp_behaviour), free(b.adv), free(b.logp_teacher);
     free(b.logp_ref), free(b.row_slot), free(b.topk_ids), free(b.topk_logp), free(b.full_logp);
     free(idx), free(gstart), free(gstart_local), free(gids), free(seq_ids), free(rewards), free(adv), free(zero_var), free(seen);

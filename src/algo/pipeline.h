@@ -61,20 +61,18 @@ typedef struct {
     transport *tp;         /* NULL: one local learner */
     int micro_batches, n_learners, index;
     long shard_lo, shard_hi;
-    float *tree_bufs;      /* [depth, n_params] partial sums of the gradient tree */
+    float *tree_bufs;      /* [depth, n_params] device: partial sums of the gradient tree */
     int tree_depth;
-    float *recv;           /* [n_params] a partial sum from another learner */
+    float *recv;           /* [n_params] device: a partial sum from another learner */
+    double *row_kl;        /* host [max_tokens] fkl: KL per row of a micro-batch */
+    double *row_kl_dev;    /* device copy on device backends, else NULL */
     int ws_holds;          /* micro-batch whose forward is in ws, -1 none */
     int *mseq;             /* [max_tokens + 1] rebased seq_start of a micro-batch */
     double *kl_part;       /* [micro_batches] fkl sums per micro-batch */
     int max_tokens;
     float *logp, *logp_old, *dlogp; /* [max_tokens] */
     const float *fixed_old; /* [rows of the batch] the old policy's log-probs when set (minibatches), else NULL */
-    /* fkl callback state */
-    const pl_batch *cur;
-    const tc_stage *stage;
-    double fkl_sum;
-    float fkl_scale;
+    float fkl_scale;       /* fkl: gradient scale of the step (token mean over taught rows) */
 } pl_learner;
 
 /* One local learner, one micro-batch (tests). */
@@ -97,6 +95,8 @@ void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out);
 bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err);
 /* fkl teacher side: fills b->topk_* (mode topk, k ids per masked row) or b->full_logp (mode full). */
 bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, s2d_err *err);
+/* The vocabulary op (ops.h) of stage s's forward KL on rows [0, T) of b, whose teacher data it points at. */
+void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, ops_vocab_op *op);
 /* Mean forward KL(teacher ‖ m) over b's masked rows from b's teacher data (for tests and metrics). */
 double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_batch *b);
 

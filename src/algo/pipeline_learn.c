@@ -16,7 +16,8 @@ void pl_optim_segments(adamw *opt, const model *m, long lo, long hi) {
     adamw_segment *segs = xmalloc((size_t)n * sizeof *segs);
     for (int i = 0; i < n; i++) {
         const model_tensor *t = &m->tensors[i];
-        segs[i] = (adamw_segment){.offset = t->offset, .numel = t->numel,
+        /* span: the tensor and its alignment padding, so the segments tile the buffer */
+        segs[i] = (adamw_segment){.offset = t->offset, .numel = t->span,
                                   .decay = t->kind != TENSOR_NORM && t->kind != TENSOR_EMBEDDING};
     }
     for (int i = 1; i < n; i++) { /* by offset */
@@ -52,14 +53,16 @@ void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc
     CHECK(L->shard_hi > L->shard_lo, "more learners (%d) than parameters (%ld)", L->n_learners, n);
     adamw_init(&L->opt, (size_t)(L->shard_hi - L->shard_lo), &s->adam);
     pl_optim_segments(&L->opt, policy, L->shard_lo, L->shard_hi);
-    L->norm.n = (size_t)n;
-    L->norm.n_blocks = L->opt.n_blocks; /* recomputed below for the full size */
-    L->norm.n_blocks = ((size_t)n + 16383) / 16384;
-    L->norm.norm_partials = xcalloc(L->norm.n_blocks, sizeof(double));
+    ops_queue *q = policy->q;
+    L->norm.n = (size_t)n; /* only the norm and clipping of the full gradient (learner 0) */
+    L->norm.q = q;
+    ops_reserve(q, 0, 0, 0, (size_t)n);
     for (int span = 1; span < micro_batches; span *= 2) L->tree_depth++;
     L->tree_depth += 1;
-    L->tree_bufs = micro_batches > 1 ? xmalloc((size_t)L->tree_depth * (size_t)n * sizeof(float)) : NULL;
-    L->recv = L->n_learners > 1 ? xmalloc((size_t)n * sizeof(float)) : NULL;
+    L->tree_bufs = micro_batches > 1 ? ops_alloc(q, OPS_F32, (size_t)L->tree_depth * (size_t)n).p : NULL;
+    L->recv = L->n_learners > 1 ? ops_alloc(q, OPS_F32, (size_t)n).p : NULL;
+    L->row_kl = xmalloc((size_t)(max_tokens + 1) * sizeof(double));
+    if (!q->host_memory) L->row_kl_dev = ops_alloc(q, OPS_F64, (size_t)max_tokens + 1).p;
     L->mseq = xmalloc((size_t)(max_tokens + 2) * sizeof(int));
     L->kl_part = xcalloc((size_t)micro_batches, sizeof(double));
     L->logp = xmalloc((size_t)max_tokens * sizeof(float));
@@ -68,10 +71,12 @@ void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc
 }
 
 void pl_learner_free(pl_learner *L) {
+    ops_queue *q = L->policy->q;
     model_ws_free(L->ws);
     adamw_free(&L->opt);
-    free(L->norm.norm_partials);
-    free(L->tree_bufs), free(L->recv), free(L->mseq), free(L->kl_part);
+    ops_free(q, ot_f32(L->tree_bufs)), ops_free(q, ot_f32(L->recv)), ops_free(q, ot_f64(L->row_kl_dev));
+    free(L->row_kl);
+    free(L->mseq), free(L->kl_part);
     free(L->logp), free(L->logp_old), free(L->dlogp);
     memset(L, 0, sizeof *L);
 }
@@ -92,28 +97,6 @@ void pl_micro_view(const pl_batch *b, int M, int mb, pl_batch *v, int *seq_scrat
     if (b->logp_ref) v->logp_ref = b->logp_ref + r0;
     if (b->row_slot) v->row_slot = b->row_slot + r0; /* slots stay global: top-k / full rows are shared */
     *row0 = r0;
-}
-
-/* LM-head callback for fkl full/topk: overwrite each chunk's logits with d(loss)/d(logits). */
-static void fkl_grad_cb(void *user, int r0, int r1, float *logits, bool want_grad) {
-    pl_learner *L = user;
-    const pl_batch *b = L->cur;
-    int V = L->policy->cfg.vocab, k = L->stage->topk;
-    for (int t = r0; t < r1; t++) {
-        float *row = logits + (size_t)(t - r0) * V;
-        int slot = b->row_slot[t];
-        if (slot < 0) {
-            if (want_grad) memset(row, 0, (size_t)V * sizeof(float));
-            continue;
-        }
-        double kl;
-        if (L->stage->fkl == FKL_FULL)
-            kl = fkl_full_row(b->full_logp + (size_t)slot * V, row, V, L->fkl_scale, row);
-        else
-            kl = fkl_topk_row(b->topk_ids + (size_t)slot * k, b->topk_logp + (size_t)slot * k, k, row, V,
-                              L->fkl_scale, row);
-        L->fkl_sum += kl;
-    }
 }
 
 static token_layout layout_of(const pl_batch *b) {
@@ -145,9 +128,16 @@ static void leaf_grad(pl_learner *L, const tc_stage *s, const pl_batch *b, int m
     forward_micro(L, b, mb, &v, &r0);
     model_zero_grads(L->policy);
     if (s->algo == ALGO_FKL && s->fkl != FKL_SAMPLED) {
-        L->cur = &v, L->stage = s, L->fkl_sum = 0;
-        model_backward_logits(L->policy, L->ws, fkl_grad_cb, L);
-        L->kl_part[mb] = L->fkl_sum;
+        int T = v.seq_start[v.n_seqs];
+        ops_vocab_op op;
+        pl_fkl_op(L->policy->q, s, &v, T, L->fkl_scale, &op);
+        op.row_kl = L->row_kl_dev ? ot_f64(L->row_kl_dev) : ot_f64(L->row_kl);
+        model_vocab_backward(L->policy, L->ws, &op);
+        if (L->row_kl_dev) ops_download(L->policy->q, L->row_kl, op.row_kl, (size_t)T);
+        double sum = 0; /* taught rows in order */
+        for (int t = 0; t < T; t++)
+            if (v.row_slot[t] >= 0) sum += L->row_kl[t];
+        L->kl_part[mb] = sum;
     } else {
         model_backward_logprobs(L->policy, L->ws, L->dlogp + r0);
     }
@@ -161,12 +151,13 @@ static float *tree_sum(pl_learner *L, const tc_stage *s, const pl_batch *b, int 
     }
     size_t n = L->policy->n_params;
     CHECK(level < L->tree_depth, "gradient tree deeper than %d", L->tree_depth);
+    ops_queue *q = L->policy->q;
     float *buf = L->tree_bufs + (size_t)level * n;
     int mid = tc_tree_mid(lo, hi);
     float *left = tree_sum(L, s, b, lo, mid, level + 1);
-    memcpy(buf, left, n * sizeof(float));
+    ops_copy(q, ot_f32(buf), ot_f32(left), n);
     const float *right = tree_sum(L, s, b, mid, hi, level + 1);
-    for (size_t i = 0; i < n; i++) buf[i] += right[i];
+    op_add(q, ot_f32(buf), ot_f32(right), n);
     return buf;
 }
 
@@ -189,7 +180,7 @@ static int tree_combine(pl_learner *L, const tc_stage *s, const pl_batch *b, int
     if (L->index == jr) L->tp->send(L->tp, TP_LEARN, jl, *mine, n * sizeof(float), "a gradient partial sum");
     if (L->index == jl) {
         L->tp->recv(L->tp, TP_LEARN, jr, L->recv, n * sizeof(float), "a gradient partial sum");
-        for (size_t i = 0; i < n; i++) (*mine)[i] += L->recv[i];
+        op_add(L->policy->q, ot_f32(*mine), ot_f32(L->recv), n);
     }
     return jl;
 }
@@ -332,63 +323,40 @@ bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *l
     return model_token_logprobs(m, ws, &mb, logp, err);
 }
 
-typedef struct {
-    const tc_stage *s;
-    pl_batch *b;
-    int V;
-} fkl_teacher_ctx;
-
-static void fkl_teacher_cb(void *user, int r0, int r1, float *logits, bool want_grad) {
-    (void)want_grad;
-    fkl_teacher_ctx *c = user;
-    int k = c->s->topk;
-    for (int t = r0; t < r1; t++) {
-        int slot = c->b->row_slot[t];
-        if (slot < 0) continue;
-        const float *row = logits + (size_t)(t - r0) * c->V;
-        if (c->s->fkl == FKL_FULL)
-            log_softmax_row(row, c->V, c->b->full_logp + (size_t)slot * c->V);
-        else
-            topk_logprobs_row(row, c->V, k, c->b->topk_ids + (size_t)slot * k, c->b->topk_logp + (size_t)slot * k);
-    }
+/* The vocabulary op of stage s's forward KL over rows [0, T) of batch b: the teacher data of b (host arrays)
+ * as tensors of q (no copy on host-memory backends). */
+void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, ops_vocab_op *op) {
+    CHECK(q->host_memory, "forward KL: the teacher data must be staged to device buffers on the %s backend "
+                          "(not implemented yet: use device: cpu for fkl stages)", q->name);
+    *op = (ops_vocab_op){.kind = s->fkl == FKL_FULL ? VOCAB_FKL_FULL : VOCAB_FKL_TOPK, .k = s->topk, .scale = scale,
+                         .row_slot = ot_i32(b->row_slot), .full_logp = ot_f32(b->full_logp),
+                         .topk_ids = ot_i32(b->topk_ids), .topk_logp = ot_f32(b->topk_logp)};
+    (void)T;
 }
 
 bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, s2d_err *err) {
     model_batch mb = {.n_seqs = b->n_seqs, .seq_start = b->seq_start, .tokens = b->tokens};
     if (!model_forward(teacher, ws, &mb, err)) return false;
-    fkl_teacher_ctx c = {.s = s, .b = b, .V = teacher->cfg.vocab};
-    model_logits_chunks(teacher, ws, fkl_teacher_cb, &c);
+    ops_vocab_op op;
+    pl_fkl_op(teacher->q, s, b, mb.seq_start[mb.n_seqs], 0.0f, &op);
+    op.kind = s->fkl == FKL_FULL ? VOCAB_TEACHER_FULL : VOCAB_TEACHER_TOPK;
+    model_vocab_forward(teacher, ws, &op);
     return true;
-}
-
-typedef struct {
-    const tc_stage *s;
-    const pl_batch *b;
-    int V;
-    double sum;
-} fkl_value_ctx;
-
-static void fkl_value_cb(void *user, int r0, int r1, float *logits, bool want_grad) {
-    (void)want_grad;
-    fkl_value_ctx *c = user;
-    int k = c->s->topk;
-    for (int t = r0; t < r1; t++) {
-        int slot = c->b->row_slot[t];
-        if (slot < 0) continue;
-        float *row = logits + (size_t)(t - r0) * c->V;
-        if (c->s->fkl == FKL_FULL)
-            c->sum += fkl_full_row(c->b->full_logp + (size_t)slot * c->V, row, c->V, 0.0f, row);
-        else
-            c->sum += fkl_topk_row(c->b->topk_ids + (size_t)slot * k, c->b->topk_logp + (size_t)slot * k, k, row,
-                                   c->V, 0.0f, row);
-    }
 }
 
 double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_batch *b) {
     model_batch mb = {.n_seqs = b->n_seqs, .seq_start = b->seq_start, .tokens = b->tokens};
     s2d_err err;
     CHECK_OK(model_forward(m, ws, &mb, &err), &err);
-    fkl_value_ctx c = {.s = s, .b = b, .V = m->cfg.vocab};
-    model_logits_chunks(m, ws, fkl_value_cb, &c);
-    return b->n_rows ? c.sum / b->n_rows : 0;
+    int T = mb.seq_start[mb.n_seqs];
+    double *row_kl = xmalloc((size_t)(T + 1) * sizeof(double)); /* host: one value per row (metrics and tests) */
+    ops_vocab_op op;
+    pl_fkl_op(m->q, s, b, T, 0.0f, &op);
+    op.row_kl = ot_f64(row_kl);
+    model_vocab_forward(m, ws, &op);
+    double sum = 0;
+    for (int t = 0; t < T; t++)
+        if (b->row_slot[t] >= 0) sum += row_kl[t];
+    free(row_kl);
+    return b->n_rows ? sum / b->n_rows : 0;
 }

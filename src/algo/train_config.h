@@ -52,7 +52,7 @@
 #include "core/config.h"
 #include "io/dataset.h"
 #include "model/model.h"
-#include "model/sampler.h"
+#include "ops/sampler.h"
 #include "text/chat.h"
 
 typedef enum { ALGO_SFT = 0, ALGO_GRPO = 1, ALGO_FKL = 2, ALGO_OPD = 3 } train_algo;

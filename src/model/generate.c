@@ -9,9 +9,9 @@ struct generator {
     const model *m;
     int n_slots, max_len, vocab;
     model_kv_cache kv;
-    float *logits;         /* [n_slots, V] decode-step logits, row i for active[i]; prefill logits, row i for
-                              the i-th prompt of a batched prefill */
-    sampler *samplers;     /* [n_slots] one per decode row */
+    float *logits;         /* device [n_slots, V] decode-step logits, row i for active[i]; prefill logits, row i
+                              for the i-th prompt of a batched prefill */
+    uint64_t *row_seq, *row_pos; /* [n_slots] the random-stream keys of the rows being sampled */
     int *slot_prompt;      /* [n_slots] prompt index in the slot, -1 when free */
     int *slot_count;       /* [n_slots] tokens generated so far */
     int32_t *slot_last;    /* [n_slots] last sampled token (fed at the next decode step) */
@@ -49,9 +49,10 @@ bool generator_new(const model *m, int n_slots, int max_len, generator **out, s2
         return false;
     }
     const size_t V = (size_t)g->vocab, S = (size_t)n_slots;
-    g->logits = xmalloc(S * V * sizeof(float));
-    g->samplers = xcalloc(S, sizeof(sampler));
-    for (size_t i = 0; i < S; i++) sampler_init(&g->samplers[i], g->vocab);
+    g->logits = ops_alloc(m->q, OPS_F32, S * V).p;
+    ops_reserve(m->q, max_len, n_slots, g->vocab, 0);
+    g->row_seq = xmalloc(S * sizeof(uint64_t));
+    g->row_pos = xmalloc(S * sizeof(uint64_t));
     g->slot_prompt = xmalloc(S * sizeof(int));
     g->slot_count = xmalloc(S * sizeof(int));
     g->slot_last = xmalloc(S * sizeof(int32_t));
@@ -68,9 +69,9 @@ bool generator_new(const model *m, int n_slots, int max_len, generator **out, s2
 void generator_free(generator *g) {
     if (!g) return;
     model_kv_free(&g->kv);
-    for (int i = 0; i < g->n_slots; i++) sampler_free(&g->samplers[i]);
-    free(g->samplers);
-    free(g->logits);
+    ops_free(g->m->q, ot_f32(g->logits));
+    free(g->row_seq);
+    free(g->row_pos);
     free(g->slot_prompt);
     free(g->slot_count);
     free(g->slot_last);
@@ -134,7 +135,6 @@ static uint64_t seq_id_of(const run_state *st, int p) { return st->seq_ids ? st-
  * slot runs or no prompt waits. Prompts go to slots in order, so their tokens are contiguous. */
 static bool fill_slots(run_state *st, int n_free, s2d_err *err) {
     generator *g = st->g;
-    const size_t V = (size_t)g->vocab;
     for (int i = 0; i < n_free; i++) g->slot_prompt[g->free_slots[i]] = -1;
     while (n_free > 0 && st->next < st->n) {
         const int k = S2D_MIN(n_free, st->n - st->next), p0 = st->next;
@@ -150,13 +150,16 @@ static bool fill_slots(run_state *st, int n_free, s2d_err *err) {
         st->out->prefill_seconds += t1 - t0;
         int still_free = 0;
         for (int i = 0; i < k; i++) {
+            g->row_seq[i] = seq_id_of(st, p0 + i);
+            g->row_pos[i] = (uint64_t)g->fill_start[i + 1] - g->fill_start[i];
+        }
+        op_sample(g->m->q, ot_f32(g->logits), k, g->vocab, &st->params->sampling, g->row_seq, g->row_pos, g->row_token,
+                  g->row_logprob);
+        for (int i = 0; i < k; i++) {
             const int slot = g->free_slots[i], p = p0 + i;
             g->slot_prompt[slot] = p;
             g->slot_count[slot] = 0;
-            float lp;
-            int32_t id = sampler_sample(&g->samplers[i], &st->params->sampling, g->logits + (size_t)i * V,
-                                        seq_id_of(st, p), (uint64_t)g->fill_start[i + 1] - g->fill_start[i], &lp);
-            if (record_token(st, slot, id, lp)) {
+            if (record_token(st, slot, g->row_token[i], g->row_logprob[i])) {
                 g->slot_prompt[slot] = -1;
                 g->free_slots[still_free++] = slot; /* still_free <= i: never overwrites a slot not yet read */
             }
@@ -216,7 +219,6 @@ bool generator_run(generator *g, const gen_params *params, int n, const int *pro
     out->weights_seconds = time_now() - tw;
     for (int s = 0; s < g->n_slots; s++) g->free_slots[s] = s;
     ok = fill_slots(&st, g->n_slots, err);
-    const size_t V = (size_t)g->vocab;
     while (ok) {
         int n_active = 0;
         for (int s = 0; s < g->n_slots; s++)
@@ -235,17 +237,13 @@ bool generator_run(generator *g, const gen_params *params, int n, const int *pro
         out->decode_seconds += t1 - t0;
         out->n_decode_steps++;
         out->n_decode_rows += n_active;
-        /* Rows are independent: sample them in parallel, each with its own scratch (small rows: a parallel
-         * region costs more than it saves). */
-        const bool parallel_rows = n_active > 1 && (size_t)n_active * V >= ((size_t)1 << 17);
-#pragma omp parallel for schedule(dynamic, 1) if (parallel_rows)
         for (int i = 0; i < n_active; i++) {
             int s = g->active[i];
-            int p = g->slot_prompt[s];
-            uint64_t position = (uint64_t)g->kv.len[s]; /* tokens already in the sequence */
-            g->row_token[i] = sampler_sample(&g->samplers[i], &params->sampling, g->logits + (size_t)i * V,
-                                             seq_id_of(&st, p), position, &g->row_logprob[i]);
+            g->row_seq[i] = seq_id_of(&st, g->slot_prompt[s]);
+            g->row_pos[i] = (uint64_t)g->kv.len[s]; /* tokens already in the sequence */
         }
+        op_sample(g->m->q, ot_f32(g->logits), n_active, g->vocab, &params->sampling, g->row_seq, g->row_pos,
+                  g->row_token, g->row_logprob);
         out->sample_seconds += time_now() - t1;
         int n_free = 0;
         for (int i = 0; i < n_active; i++) {

@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #include "model/model.h"
-#include "model/sampler.h"
+#include "ops/sampler.h"
 
 #define GEN_MAX_STOP 16
 

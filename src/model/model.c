@@ -28,7 +28,8 @@ static void add_tensor(model *m, int *cap, const char *name, int layer, tensor_k
     t->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
     t->offset = m->n_params;
     /* Keep every tensor 16-float (64-byte) aligned inside the one buffer. */
-    m->n_params += (t->numel + 15) & ~(size_t)15;
+    t->span = (t->numel + 15) & ~(size_t)15;
+    m->n_params += t->span;
 }
 
 static float *at(const model *m, float *base, int idx) { return base ? base + m->tensors[idx].offset : NULL; }
@@ -61,17 +62,43 @@ static void view_init(const model *m, model_view *v, float *base) {
     CHECK(i == m->n_tensors, "tensor table and views disagree (%d vs %d)", i, m->n_tensors);
 }
 
-static float *alloc_floats(size_t n) {
-    float *p = NULL;
-    if (posix_memalign((void **)&p, 64, sizeof(float) * (n ? n : 1)) != 0)
-        die("out of memory: %zu floats (%.1f MB)", n, n * 4.0 / 1e6);
-    memset(p, 0, sizeof(float) * n);
+/* n zeroed floats of device memory on q. */
+static float *alloc_floats(ops_queue *q, size_t n) {
+    ops_tensor t = ops_alloc(q, OPS_F32, n);
+    ops_zero(q, t, n);
+    return t.p;
+}
+
+void model_params_download(const model *m, float *host) { ops_download(m->q, host, ot_f32(m->params), m->n_params); }
+void model_params_upload(model *m, const float *host) { ops_upload(m->q, ot_f32(m->params), host, m->n_params); }
+
+void model_params_copy(model *dst, const model *src) {
+    CHECK(dst->n_params == src->n_params, "model_params_copy: %zu vs %zu parameters", dst->n_params, src->n_params);
+    if (dst->q == src->q) {
+        ops_copy(dst->q, ot_f32(dst->params), ot_f32(src->params), src->n_params);
+        return;
+    }
+    float *host = xmalloc(S2D_MAX(src->n_params, 1) * sizeof(float)); /* host: staging between two devices */
+    model_params_download(src, host);
+    model_params_upload(dst, host);
+    free(host);
+}
+
+/* A host array with the model's parameters: the device memory itself on host-memory backends, else a
+ * downloaded copy (*staged set: free it, after model_params_upload when it was written). */
+static float *host_params(const model *m, bool download, bool *staged) {
+    float *p = ops_host_ptr(m->q, ot_f32(m->params));
+    *staged = p == NULL;
+    if (p) return p;
+    p = xmalloc(S2D_MAX(m->n_params, 1) * sizeof(float)); /* host: staging of a device backend's params */
+    if (download) model_params_download(m, p);
     return p;
 }
 
 void model_create(model *m, const model_config *cfg) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
+    m->q = ops_default();
     const model_config *c = cfg;
     int cap = 0;
     int64_t H = c->hidden, q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
@@ -101,7 +128,7 @@ void model_create(model *m, const model_config *cfg) {
     add_tensor(m, &cap, "model.norm.weight", -1, TENSOR_NORM, H, 0);
     if (!c->tie_embeddings) add_tensor(m, &cap, "lm_head.weight", -1, TENSOR_LINEAR, c->vocab, H);
 
-    m->params = alloc_floats(m->n_params);
+    m->params = alloc_floats(m->q, m->n_params);
     m->w.layers = xcalloc((size_t)c->n_layers, sizeof(model_layer_view));
     m->g.layers = xcalloc((size_t)c->n_layers, sizeof(model_layer_view));
     view_init(m, &m->w, m->params);
@@ -110,38 +137,49 @@ void model_create(model *m, const model_config *cfg) {
     int half = c->head_dim / 2;
     double *inv = xmalloc(sizeof(double) * (size_t)half);
     model_rope_inv_freq(c, inv);
-    m->rope_cos = alloc_floats((size_t)c->max_pos * half);
-    m->rope_sin = alloc_floats((size_t)c->max_pos * half);
-#pragma omp parallel for schedule(static)
+    const size_t n_rope = (size_t)c->max_pos * half;
+    float *cos_h = xmalloc(S2D_MAX(n_rope, 1) * sizeof(float)), *sin_h = xmalloc(S2D_MAX(n_rope, 1) * sizeof(float));
     for (int p = 0; p < c->max_pos; p++)
         for (int i = 0; i < half; i++) {
             float f = (float)inv[i] * (float)p;
-            m->rope_cos[(size_t)p * half + i] = (float)cos((double)f);
-            m->rope_sin[(size_t)p * half + i] = (float)sin((double)f);
+            cos_h[(size_t)p * half + i] = (float)cos((double)f);
+            sin_h[(size_t)p * half + i] = (float)sin((double)f);
         }
-    free(inv);
+    m->rope_cos = alloc_floats(m->q, n_rope);
+    m->rope_sin = alloc_floats(m->q, n_rope);
+    ops_upload(m->q, ot_f32(m->rope_cos), cos_h, n_rope);
+    ops_upload(m->q, ot_f32(m->rope_sin), sin_h, n_rope);
+    free(inv), free(cos_h), free(sin_h);
 }
 
 void model_free(model *m) {
+    if (m->q) {
+        ops_free(m->q, ot_f32(m->params));
+        ops_free(m->q, ot_f32(m->grads));
+        ops_free(m->q, ot_f32(m->rope_cos));
+        ops_free(m->q, ot_f32(m->rope_sin));
+    }
     free(m->tensors);
-    free(m->params);
-    free(m->grads);
     free(m->w.layers);
     free(m->g.layers);
-    free(m->rope_cos);
-    free(m->rope_sin);
     memset(m, 0, sizeof *m);
 }
 
 void model_alloc_grads(model *m) {
     if (m->grads) return;
-    m->grads = alloc_floats(m->n_params);
+    m->grads = alloc_floats(m->q, m->n_params);
     view_init(m, &m->g, m->grads);
+}
+
+void model_free_grads(model *m) {
+    ops_free(m->q, ot_f32(m->grads));
+    m->grads = NULL;
+    view_init(m, &m->g, NULL);
 }
 
 void model_zero_grads(model *m) {
     CHECK(m->grads, "model_zero_grads: call model_alloc_grads first");
-    memset(m->grads, 0, sizeof(float) * m->n_params);
+    ops_zero(m->q, ot_f32(m->grads), m->n_params);
 }
 
 const model_tensor *model_find_tensor(const model *m, const char *name) {
@@ -151,11 +189,14 @@ const model_tensor *model_find_tensor(const model *m, const char *name) {
 }
 
 void model_init_random(model *m, uint64_t seed) {
+    bool staged;
+    float *params = host_params(m, false, &staged);
     /* One Philox stream per tensor: independent of threads and of the order tensors are visited. */
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
-        float *p = m->params + t->offset;
+        float *p = params + t->offset;
+        for (size_t j = t->numel; j < t->span; j++) p[j] = 0.0f; /* padding */
         if (t->kind == TENSOR_NORM) {
             for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f;
             continue;
@@ -164,6 +205,7 @@ void model_init_random(model *m, uint64_t seed) {
         rng_stream_init(&r, seed, (uint64_t)i);
         for (size_t j = 0; j < t->numel; j++) p[j] = (float)(0.02 * rng_next_normal(&r));
     }
+    if (staged) model_params_upload(m, params), free(params);
 }
 
 /* Parameter count from the config alone (a check on the tensor table). */
@@ -191,7 +233,8 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
         return false;
     }
     size_t loaded = 0;
-    bool ok = true;
+    bool ok = true, staged;
+    float *params = host_params(m, true, &staged);
     for (int i = 0; i < m->n_tensors && ok; i++) {
         const model_tensor *t = &m->tensors[i];
         const st_tensor *s = st_find(set, t->name);
@@ -199,7 +242,7 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
             ok = err_set(err, "%s: missing tensor '%s' (expected by config.json)", dir, t->name);
             break;
         }
-        if (!st_check_shape(s, t->ndim, t->shape, err) || !st_read_f32(s, m->params + t->offset, t->numel, err)) {
+        if (!st_check_shape(s, t->ndim, t->shape, err) || !st_read_f32(s, params + t->offset, t->numel, err)) {
             ok = false;
             break;
         }
@@ -221,6 +264,10 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
         ok = err_set(err, "%s: loaded %zu parameters, config.json implies %zu", dir, loaded,
                      expected_param_count(&cfg));
     st_close(set);
+    if (staged) {
+        if (ok) model_params_upload(m, params);
+        free(params);
+    }
     if (!ok) model_free(m);
     else log_info("loaded %s: %s, %zu parameters", dir, cfg.arch == MODEL_QWEN3 ? "qwen3" : "llama", loaded);
     return ok;
@@ -239,6 +286,8 @@ static bool write_text_atomic(const char *path, const char *text, s2d_err *err) 
 /* Writes model.safetensors then config.json into dir (which exists). */
 static bool save_files(const model *m, const char *dir, bool bf16, s2d_err *err) {
     char path[4096];
+    bool staged;
+    float *params = host_params(m, true, &staged);
     st_write_tensor *ts = xcalloc((size_t)m->n_tensors, sizeof *ts);
     for (int i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
@@ -246,12 +295,13 @@ static bool save_files(const model *m, const char *dir, bool bf16, s2d_err *err)
         ts[i].ndim = t->ndim;
         ts[i].shape[0] = t->shape[0];
         ts[i].shape[1] = t->shape[1];
-        ts[i].f32 = m->params + t->offset;
+        ts[i].f32 = params + t->offset;
     }
     st_meta meta[] = {{"format", "pt"}};
     path_join(path, sizeof path, dir, "model.safetensors");
     bool ok = st_write(path, ts, m->n_tensors, bf16 ? ST_BF16 : ST_F32, meta, 1, err);
     free(ts);
+    if (staged) free(params);
     if (!ok) return false;
     char *json = model_config_to_json(&m->cfg);
     if (bf16) { /* the dtype a reader should load in */

@@ -1,8 +1,13 @@
-/* model.h: Qwen3 / Llama 3 decoder-only transformers, fp32 on CPU through ops.h.
+/* model.h: Qwen3 / Llama 3 decoder-only transformers through the backend seam (ops.h).
  *
  * Architecture is data: model_config (from HF config.json) → a tensor table (HF names, shapes, offsets into
  * ONE contiguous params buffer). Gradients (and AdamW m, v, owned by algo/optim) are buffers of the same
  * length with the same offsets, so tensor i of any of them starts at tensors[i].offset.
+ *
+ * Device: a model lives on one backend queue (m->q, the process default of ops_default() when it is created):
+ * params, grads, the RoPE tables, workspaces and KV caches are device memory of that queue, and every tensor
+ * operation is an ops.h call on it. Host code reads or writes parameters only through model_params_download /
+ * model_params_upload (or ops_host_ptr on host-memory backends).
  *
  * Batches are PACKED: n_seqs sequences laid end to end, no padding; each sequence has its own positions
  * 0..n_i-1 and its own causal mask. A "row" is a token index t in [0, T) of the packed batch.
@@ -17,13 +22,14 @@
  * Inference: model_token_logprobs(&m, ws, &batch, logp, &err) in one call (ws may be inference-only).
  * Generation: model_kv_cache + model_prefill + model_decode_step (see the bottom of this file).
  *
- * Threading: the ops use OpenMP inside; the model functions themselves are not re-entrant on one ws/kv. */
+ * Threading: the backend parallelises inside ops; the model functions themselves are not re-entrant on one ws/kv. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "core/common.h"
+#include "ops/ops.h"
 
 typedef enum { MODEL_QWEN3 = 0, MODEL_LLAMA = 1 } model_arch;
 typedef enum { ROPE_DEFAULT = 0, ROPE_LLAMA3 = 1 } rope_type;
@@ -70,6 +76,7 @@ typedef struct {
     int64_t shape[2];  /* [out, in] for linear (HF layout), [vocab, hidden] for the embedding, [n] for norms */
     size_t numel;
     size_t offset;     /* in floats, into params / grads / optimizer buffers */
+    size_t span;       /* floats up to the next tensor (numel rounded up to 16: every tensor starts 64-byte aligned) */
     tensor_kind kind;
     int layer;         /* -1 for embedding, final norm, lm_head */
 } model_tensor;
@@ -96,21 +103,32 @@ typedef struct {
     model_layer_view *layers; /* [n_layers] */
 } model_view;
 
+/* The same views over a bf16 copy of the parameters (generation weights; same offsets). */
+typedef struct {
+    const uint16_t *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+} model_layer_view16;
+
 typedef struct {
     model_config cfg;
+    ops_queue *q;          /* the backend queue every buffer below belongs to */
     model_tensor *tensors; /* [n_tensors], in HF order: embed, layers..., final norm, lm_head (untied) */
     int n_tensors;
     size_t n_params;       /* floats in params (= sum of numel) */
-    float *params;         /* [n_params], 64-byte aligned */
-    float *grads;          /* [n_params] or NULL until model_alloc_grads */
+    float *params;         /* [n_params] device memory, 64-byte aligned */
+    float *grads;          /* [n_params] device memory, or NULL until model_alloc_grads */
     model_view w;          /* views into params */
     model_view g;          /* views into grads (all NULL until model_alloc_grads) */
-    float *rope_cos;       /* [max_pos, head_dim/2] */
-    float *rope_sin;       /* [max_pos, head_dim/2] */
+    float *rope_cos;       /* [max_pos, head_dim/2] device memory */
+    float *rope_sin;       /* [max_pos, head_dim/2] device memory */
 } model;
 
-/* Builds the tensor table for cfg and allocates params (zeroed). Dies only on OOM. */
+/* Builds the tensor table for cfg and allocates params (zeroed) on ops_default(). Dies only on OOM. */
 void model_create(model *m, const model_config *cfg);
+/* Host copies of the parameters [n_params] (the backend's buffers are not touched otherwise). */
+void model_params_download(const model *m, float *host);
+void model_params_upload(model *m, const float *host);
+/* dst (created with src's config, on any queue) gets src's parameters. */
+void model_params_copy(model *dst, const model *src);
 void model_free(model *m);
 /* Normal(0, 0.02) for embeddings and linears, 1 for norm weights, from Philox stream (seed, tensor index):
  * the same seed always gives the same model, independent of thread count. */
@@ -121,6 +139,7 @@ bool model_load(model *m, const char *dir, s2d_err *err);
 /* Writes DIR/config.json and DIR/model.safetensors atomically (creates DIR); bf16 stores weights as BF16. */
 bool model_save(const model *m, const char *dir, bool bf16, s2d_err *err);
 void model_alloc_grads(model *m);
+void model_free_grads(model *m);
 void model_zero_grads(model *m);
 const model_tensor *model_find_tensor(const model *m, const char *name); /* NULL if none */
 
@@ -132,11 +151,17 @@ typedef struct {
 } model_batch;
 
 /* Workspace: activation memory for up to max_tokens packed tokens, allocated once (size logged).
- * training = true keeps every layer's activations for model_backward_*; false reuses one layer's. */
+ * training = true keeps activations for model_backward_*; false reuses one layer's. recompute (training only):
+ * keep only each layer's input and recompute the layer's activations during the backward pass (per-layer
+ * checkpointing: the gradients are bitwise those without it, the activation memory ~n_layers times smaller). */
 typedef struct model_ws model_ws;
+typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_LAYER = 1 } model_recompute;
 model_ws *model_ws_new(const model *m, int max_tokens, bool training);
+model_ws *model_ws_new_recompute(const model *m, int max_tokens, bool training, model_recompute recompute);
 void model_ws_free(model_ws *ws);
 size_t model_ws_bytes(const model_ws *ws);
+/* Of which: activations kept for the backward pass (the part recompute shrinks). */
+size_t model_ws_activation_bytes(const model_ws *ws);
 int model_ws_max_tokens(const model_ws *ws);
 /* Rows per LM-head chunk (default 64 rows for vocab >= 32768, else 256); chunk logits are [rows, V]. */
 int model_ws_chunk_rows(const model_ws *ws);
@@ -145,9 +170,20 @@ int model_ws_chunk_rows(const model_ws *ws);
  * Errors: T > max_tokens, a token id out of [0, vocab) (names the token and its position), bad seq_start. */
 bool model_forward(const model *m, model_ws *ws, const model_batch *batch, s2d_err *err);
 
-/* LM-head callback, called for consecutive row ranges [r0, r1) of the last forward's batch, in order.
- * logits: [r1-r0, V] fp32. With want_grad (inside model_backward_logits) the callback must overwrite logits
- * in place with d(loss)/d(logits) for those rows (zeros for rows that do not contribute). */
+/* The vocabulary-wide work of the last forward's batch, chunk by chunk (logits recomputed per chunk, never
+ * [T, V] at once): op describes it (ops.h ops_vocab_op: the log-prob of the next token, forward KL, the
+ * teacher's top-k or full log-softmax); the chunk scratch fields of op are filled in here. */
+void model_vocab_forward(const model *m, model_ws *ws, ops_vocab_op *op);
+/* After model_forward on a training ws: op with want_grad (its gradient replaces each chunk's logits), then the
+ * backward through the LM head and every layer, ACCUMULATING into m->grads. */
+void model_vocab_backward(model *m, model_ws *ws, ops_vocab_op *op);
+/* Per-row next-token targets of the last forward (i32 [T] device tensor: −1 at each sequence's last row). */
+ops_tensor model_ws_targets(const model_ws *ws);
+
+/* LM-head callback (tests and diagnostics), called for consecutive row ranges [r0, r1) of the last forward's
+ * batch, in order, with HOST logits [r1-r0, V] (downloaded first on device backends). With want_grad (inside
+ * model_backward_logits) the callback must overwrite logits in place with d(loss)/d(logits) for those rows
+ * (zeros for rows that do not contribute). */
 typedef void (*model_logits_fn)(void *user, int r0, int r1, float *logits, bool want_grad);
 
 /* After model_forward: calls fn over all rows chunk by chunk (never materialises [T, V]). */
@@ -174,10 +210,11 @@ typedef struct model_kv_scratch model_kv_scratch;
 typedef struct {
     int n_slots, max_len;
     int *len;            /* [n_slots] positions filled */
-    float *buf;          /* see above */
+    float *buf;          /* see above; device memory */
     size_t bytes;
     model_kv_scratch *scratch; /* decode/prefill activations, sized for max(n_slots rows, max_len tokens) */
     bool bf16_weights;   /* prefill/decode read the bf16 copy of the weights (model_kv_refresh_weights) */
+    ops_queue *q;        /* the model's queue */
 } model_kv_cache;
 
 bool model_kv_init(model_kv_cache *kv, const model *m, int n_slots, int max_len, s2d_err *err);
@@ -185,7 +222,7 @@ void model_kv_free(model_kv_cache *kv);
 /* bf16 weights for generation. When EVERY parameter of m is exactly representable in bf16 (the low 16 bits of
  * each fp32 word are zero, as for models loaded from HF bf16 checkpoints or saved with --dtype bf16), keeps a
  * bf16 copy of m->params (one contiguous buffer, same offsets) in the cache, and prefill/decode run their
- * linears and LM head from it: op_linear_rows_bf16 widens in registers and sums in op_linear_rows's order, so
+ * linears and LM head from it: op_linear_rows with bf16 weights widens them exactly and sums in the fp32 order, so
  * every logit and cache row is BITWISE what the fp32 weights give, from half the weight bytes per step.
  * Otherwise (e.g. a policy trained in fp32) the copy is dropped and the fp32 weights are used. Returns whether
  * the bf16 copy is in use (also kv->bf16_weights); logs the path when it changes.
@@ -196,7 +233,8 @@ void model_kv_free(model_kv_cache *kv);
 bool model_kv_refresh_weights(model_kv_cache *kv, const model *m);
 void model_kv_reset(model_kv_cache *kv, int slot); /* empties the slot (len = 0) */
 /* Appends n tokens to the slot (positions len..len+n-1, attending to what the slot already holds) and
- * writes the logits of the last appended position to logits [V]. Error if len+n > max_len or a token is out
+ * writes the logits of the last appended position to logits [V] (device memory of m->q, as every logits
+ * argument below). Error if len+n > max_len or a token is out
  * of range. */
 bool model_prefill(const model *m, model_kv_cache *kv, int slot, const int32_t *tokens, int n, float *logits,
                    s2d_err *err);

@@ -1,7 +1,7 @@
 /* ops_cpu.c: fp32 reference backend of ops.h (OpenBLAS sgemm + OpenMP). Deterministic: each output element is
  * produced by one thread with a fixed reduction order; gradient accumulations that several rows share (norm
  * weights, embedding rows, GQA key/value heads) are split by column or by kv head, never raced. */
-#include "ops/ops.h"
+#include "ops/ops_cpu.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -17,7 +17,7 @@
  * it saves (decode steps of small models), and on a shared machine each region waits for every thread. */
 #define PAR_MIN 32768
 
-void op_matmul(float *C, const float *A, const float *B, int M, int N, int K, bool trans_a, bool trans_b,
+void cpu_matmul(float *C, const float *A, const float *B, int M, int N, int K, bool trans_a, bool trans_b,
                bool accumulate) {
     if (M == 0 || N == 0) return;
     if (K == 0) {
@@ -28,17 +28,17 @@ void op_matmul(float *C, const float *A, const float *B, int M, int N, int K, bo
                 1.0f, A, trans_a ? M : K, B, trans_b ? K : N, accumulate ? 1.0f : 0.0f, C, N);
 }
 
-void op_linear_fwd(float *y, const float *x, const float *W, int T, int in, int out) {
-    op_matmul(y, x, W, T, out, in, false, true, false);
+void cpu_linear_fwd(float *y, const float *x, const float *W, int T, int in, int out) {
+    cpu_matmul(y, x, W, T, out, in, false, true, false);
 }
 
-void op_linear_bwd(float *dx, float *dW, const float *dy, const float *x, const float *W, int T, int in, int out,
+void cpu_linear_bwd(float *dx, float *dW, const float *dy, const float *x, const float *W, int T, int in, int out,
                    bool accumulate_dx) {
-    if (dx) op_matmul(dx, dy, W, T, in, out, false, false, accumulate_dx);
-    if (dW) op_matmul(dW, dy, x, out, in, T, true, false, true);
+    if (dx) cpu_matmul(dx, dy, W, T, in, out, false, false, accumulate_dx);
+    if (dW) cpu_matmul(dW, dy, x, out, in, T, true, false, true);
 }
 
-void op_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int dim, float eps) {
+void cpu_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int dim, float eps) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * dim;
@@ -51,7 +51,7 @@ void op_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int r
     }
 }
 
-void op_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+void cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                     int rows, int dim, bool accumulate_dx) {
     /* dx = rs * (w*dy) - rs^3/dim * x * sum(w*dy*x) */
     if (dx) {
@@ -104,14 +104,14 @@ static void rope_apply(float *x, const int *pos, const float *cos, const float *
     }
 }
 
-void op_rope_fwd(float *x, const int *pos, const float *cos, const float *sin, int T, int n_heads, int hd) {
+void cpu_rope_fwd(float *x, const int *pos, const float *cos, const float *sin, int T, int n_heads, int hd) {
     rope_apply(x, pos, cos, sin, T, n_heads, hd, 1.0f);
 }
-void op_rope_bwd(float *dx, const int *pos, const float *cos, const float *sin, int T, int n_heads, int hd) {
+void cpu_rope_bwd(float *dx, const int *pos, const float *cos, const float *sin, int T, int n_heads, int hd) {
     rope_apply(dx, pos, cos, sin, T, n_heads, hd, -1.0f);
 }
 
-size_t op_attention_scratch_floats(int max_seq_len) {
+size_t cpu_attention_scratch_floats(int max_seq_len) {
     return (size_t)omp_get_max_threads() * 2 * QBLOCK * (size_t)S2D_MAX(max_seq_len, 1);
 }
 
@@ -148,7 +148,7 @@ static size_t attn_scratch_per_thread(int n_seqs, const int *seq_start) {
     return 2 * QBLOCK * (size_t)max_n;
 }
 
-void op_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int n_seqs,
+void cpu_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int n_seqs,
                       const int *seq_start, int nh, int nkv, int hd, float *scratch) {
     int group = nh / nkv, ldq = nh * hd, ldk = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -171,7 +171,7 @@ void op_attention_fwd(float *out, float *lse, const float *q, const float *k, co
     }
 }
 
-void op_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                       const float *v, const float *out, const float *lse, int n_seqs, const int *seq_start, int nh,
                       int nkv, int hd, float *scratch) {
     int group = nh / nkv, ldq = nh * hd, ldk = nkv * hd;
@@ -219,7 +219,7 @@ void op_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const 
     }
 }
 
-void op_attention_prefill(float *out, const float *q, const float *k, const float *v, int n, int p0, int nh, int nkv,
+void cpu_attention_prefill(float *out, const float *q, const float *k, const float *v, int n, int p0, int nh, int nkv,
                           int hd, float *scratch) {
     int group = nh / nkv, ldq = nh * hd, ldk = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -240,7 +240,7 @@ void op_attention_prefill(float *out, const float *q, const float *k, const floa
 /* Element blocks for the vectorised exp loops. */
 #define EW_BLOCK 4096
 
-void op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
+void cpu_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
     size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static) if (n >= 8 * EW_BLOCK)
     for (size_t b = 0; b < nb; b++) {
@@ -249,7 +249,7 @@ void op_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
     }
 }
 
-void op_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+void cpu_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
     size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static) if (n >= 8 * EW_BLOCK)
     for (size_t b = 0; b < nb; b++) {
@@ -258,12 +258,12 @@ void op_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *gate,
     }
 }
 
-void op_embedding_fwd(float *out, const float *table, const int32_t *tokens, int T, int dim) {
+void cpu_embedding_fwd(float *out, const float *table, const int32_t *tokens, int T, int dim) {
 #pragma omp parallel for schedule(static) if ((size_t)T * dim >= PAR_MIN)
     for (int t = 0; t < T; t++) memcpy(out + (size_t)t * dim, table + (size_t)tokens[t] * dim, sizeof(float) * dim);
 }
 
-void op_embedding_bwd(float *dtable, const float *dout, const int32_t *tokens, int T, int dim) {
+void cpu_embedding_bwd(float *dtable, const float *dout, const int32_t *tokens, int T, int dim) {
     /* Column blocks across threads; tokens in order within a block, so repeated tokens add deterministically. */
     const int CB = 64;
     int nblocks = (dim + CB - 1) / CB;
@@ -283,7 +283,7 @@ static float row_lse(const float *x, int V) {
     return mx + (float)log(vm_exp_sum(NULL, x, V, mx));
 }
 
-void op_logsoftmax_gather_fwd(float *logp, float *lse, const float *logits, const int32_t *target, int rows,
+void cpu_logsoftmax_gather_fwd(float *logp, float *lse, const float *logits, const int32_t *target, int rows,
                               int V) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
@@ -294,7 +294,7 @@ void op_logsoftmax_gather_fwd(float *logp, float *lse, const float *logits, cons
     }
 }
 
-void op_logsoftmax_gather_bwd(float *logits, const float *lse, const float *dlogp, const int32_t *target, int rows,
+void cpu_logsoftmax_gather_bwd(float *logits, const float *lse, const float *dlogp, const int32_t *target, int rows,
                               int V) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
@@ -309,7 +309,7 @@ void op_logsoftmax_gather_bwd(float *logits, const float *lse, const float *dlog
     }
 }
 
-void op_log_softmax(float *x, int rows, int V) {
+void cpu_log_softmax(float *x, int rows, int V) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         float *xr = x + (size_t)r * V;
@@ -318,15 +318,15 @@ void op_log_softmax(float *x, int rows, int V) {
     }
 }
 
-void op_add(float *y, const float *x, size_t n) {
+void cpu_add(float *y, const float *x, size_t n) {
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
-void op_scale(float *y, float s, size_t n) {
+void cpu_scale(float *y, float s, size_t n) {
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] *= s;
 }
-void op_axpy(float *y, float a, const float *x, size_t n) {
+void cpu_axpy(float *y, float a, const float *x, size_t n) {
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }

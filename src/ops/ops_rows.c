@@ -1,16 +1,16 @@
 /* ops_rows.c: row-exact kernels for the KV-cache paths (decode and prefill), where M (rows) is small and a
  * row's result must not depend on the other rows of the batch.
  *
- * op_linear_rows computes every y[t, o] as ONE dot product x[t, :] . W[o, :] in a fixed order (16-lane partial
+ * cpu_linear_rows computes every y[t, o] as ONE dot product x[t, :] . W[o, :] in a fixed order (16-lane partial
  * sums over k in steps of 16, then a fixed lane reduction), whatever T, the row's place in the batch, the
  * register block it falls in, or the thread count. It reads each weight row once per 4 rows of x (a weight
  * block stays in cache while all x blocks pass over it), which is what small-M decode needs: OpenBLAS
  * repacks the weights on every call, costing more than the multiply at M <= 16.
  *
- * op_attention_decode: one query row against a cached sequence per (row, head); AVX-512 dot products and
+ * cpu_attention_decode: one query row against a cached sequence per (row, head); AVX-512 dot products and
  * softmax-weighted sums over contiguous K/V rows.
  *
- * op_linear_rows_bf16: the same with bf16 weights widened in registers (bitwise the same results, half the bytes).
+ * cpu_linear_rows_bf16: the same with bf16 weights widened in registers (bitwise the same results, half the bytes).
  *
  * The AVX-512 code is chosen at run time (ops_avx512_active: the CPU, S2D_NO_AVX512); the portable fallback computes the same
  * formulas with plain loops (its bits differ from the AVX-512 path's, but are just as row-exact). */
@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "core/common.h"
-#include "ops/ops.h"
+#include "ops/ops_cpu.h"
 
 /* Weight rows per thread chunk: 16 rows x in floats stay in L2 while every x block passes over them. */
 #define ROWS_WCHUNK 16
@@ -173,11 +173,11 @@ static void linear_rows(float *y, const float *x, weights W, int T, int in, int 
     }
 }
 
-void op_linear_rows(float *y, const float *x, const float *W, int T, int in, int out, bool accumulate) {
+void cpu_linear_rows(float *y, const float *x, const float *W, int T, int in, int out, bool accumulate) {
     linear_rows(y, x, (weights){W, NULL}, T, in, out, accumulate);
 }
 
-void op_linear_rows_bf16(float *y, const float *x, const uint16_t *W16, int T, int in, int out, bool accumulate) {
+void cpu_linear_rows_bf16(float *y, const float *x, const uint16_t *W16, int T, int in, int out, bool accumulate) {
     linear_rows(y, x, (weights){NULL, W16}, T, in, out, accumulate);
 }
 
@@ -228,7 +228,7 @@ static int mirror_piece_plain(uint16_t *dst, const f32_bits *src, size_t i0, siz
     return 1;
 }
 
-bool op_bf16_mirror(uint16_t *dst, const float *src, size_t n, bool fresh) {
+bool cpu_bf16_mirror(uint16_t *dst, const float *src, size_t n, bool fresh) {
     const f32_bits *bits = (const f32_bits *)src;
     const bool avx = have_avx512();
     const size_t n_pieces = (n + MIRROR_PIECE - 1) / MIRROR_PIECE;
@@ -245,7 +245,7 @@ bool op_bf16_mirror(uint16_t *dst, const float *src, size_t n, bool fresh) {
 
 /* ---- attention of single query rows against caches ---- */
 
-size_t op_attention_decode_scratch_floats(int max_ctx) {
+size_t cpu_attention_decode_scratch_floats(int max_ctx) {
     return (size_t)omp_get_max_threads() * (size_t)S2D_MAX(max_ctx, 1);
 }
 
@@ -303,7 +303,7 @@ static void decode_head_plain(float *o, const float *qr, const float *K, const f
     }
 }
 
-void op_attention_decode(float *out, const float *q, const float *const *k_rows, const float *const *v_rows,
+void cpu_attention_decode(float *out, const float *q, const float *const *k_rows, const float *const *v_rows,
                          const int *ctx_len, int n, int nh, int nkv, int hd, float *scratch) {
     int group = nh / nkv, ldk = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "algo/losses.h"
+#include "ops/ops_cpu.h"
 #include "core/rng.h"
 #include "test.h"
 
@@ -231,17 +232,17 @@ static void test_fkl(void) {
     float zt[V], tl[V], z[V], d[V], d2[V];
     fill_random(zt, V, -4, 4, 9);
     fill_random(z, V, -4, 4, 10);
-    log_softmax_row(zt, V, tl);
-    double kl = fkl_full_row(tl, z, V, 1.0f, d);
+    cpu_log_softmax_row(zt, V, tl);
+    double kl = cpu_fkl_full_row(tl, z, V, 1.0f, d);
     EXPECT_CLOSE(kl, kl_closed_form(tl, z, V), 1e-6, 1e-6, "full KL value");
-    double self = fkl_full_row(tl, zt, V, 1.0f, d2);
+    double self = cpu_fkl_full_row(tl, zt, V, 1.0f, d2);
     EXPECT(fabs(self) < 1e-6, "KL(p||p) = 0 (got %g)", self);
     for (int v = 0; v < V; v++) { /* finite differences over logits */
         float x = z[v];
         z[v] = x + 1e-3f;
-        double up = fkl_full_row(tl, z, V, 1.0f, d2);
+        double up = cpu_fkl_full_row(tl, z, V, 1.0f, d2);
         z[v] = x - 1e-3f;
-        double dn = fkl_full_row(tl, z, V, 1.0f, d2);
+        double dn = cpu_fkl_full_row(tl, z, V, 1.0f, d2);
         z[v] = x;
         EXPECT_CLOSE(d[v], (up - dn) / 2e-3, 2e-5, 2e-3, "full KL d/dlogit");
     }
@@ -249,8 +250,8 @@ static void test_fkl(void) {
     /* top-k with k = V equals the full KL. */
     int32_t ids[V];
     float tk[V];
-    topk_logprobs_row(zt, V, V, ids, tk);
-    double kl_all = fkl_topk_row(ids, tk, V, z, V, 1.0f, d2);
+    cpu_topk_logprobs_row(zt, V, V, ids, tk);
+    double kl_all = cpu_fkl_topk_row(ids, tk, V, z, V, 1.0f, d2);
     EXPECT_CLOSE(kl_all, kl, 1e-6, 1e-6, "top-k with k = V equals full KL");
     float maxdiff = 0;
     for (int v = 0; v < V; v++) maxdiff = fmaxf(maxdiff, fabsf(d2[v] - d[v]));
@@ -258,8 +259,8 @@ static void test_fkl(void) {
 
     /* top-k with a tail bucket: closed form with the bucket computed here in double. */
     const int k = 5;
-    topk_logprobs_row(zt, V, k, ids, tk);
-    double kl_k = fkl_topk_row(ids, tk, k, z, V, 1.0f, d);
+    cpu_topk_logprobs_row(zt, V, k, ids, tk);
+    double kl_k = cpu_fkl_topk_row(ids, tk, k, z, V, 1.0f, d);
     double mx = -1e300, s = 0;
     for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
     for (int v = 0; v < V; v++) s += exp(z[v] - mx);
@@ -275,9 +276,9 @@ static void test_fkl(void) {
     for (int v = 0; v < V; v++) {
         float x = z[v];
         z[v] = x + 1e-3f;
-        double up = fkl_topk_row(ids, tk, k, z, V, 1.0f, d2);
+        double up = cpu_fkl_topk_row(ids, tk, k, z, V, 1.0f, d2);
         z[v] = x - 1e-3f;
-        double dn = fkl_topk_row(ids, tk, k, z, V, 1.0f, d2);
+        double dn = cpu_fkl_topk_row(ids, tk, k, z, V, 1.0f, d2);
         z[v] = x;
         EXPECT_CLOSE(d[v], (up - dn) / 2e-3, 2e-5, 2e-3, "top-k KL d/dlogit");
     }
@@ -290,7 +291,7 @@ static void test_topk_selection(void) {
     z[17] = z[42] = 9.0f; /* a tie at the top: lower id first */
     int32_t ids[10];
     float lp[10];
-    topk_logprobs_row(z, V, 10, ids, lp);
+    cpu_topk_logprobs_row(z, V, 10, ids, lp);
     EXPECT(ids[0] == 17 && ids[1] == 42, "ties broken by lower id (%d, %d)", ids[0], ids[1]);
     int ok = 1;
     for (int i = 1; i < 10; i++) ok &= lp[i] <= lp[i - 1];
@@ -303,7 +304,7 @@ static void test_topk_selection(void) {
     }
     EXPECT(greater == 0, "top-10 holds the 10 largest logits");
     float full[V];
-    log_softmax_row(z, V, full);
+    cpu_log_softmax_row(z, V, full);
     EXPECT_CLOSE(lp[3], full[ids[3]], 1e-6, 0, "top-k log-probs are log-softmax values");
 }
 

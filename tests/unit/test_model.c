@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ops/ops_cpu.h"
 #include "core/half.h"
 #include "core/rng.h"
 #include "io/safetensors.h"

@@ -7,7 +7,7 @@
 #include "core/common.h"
 #include "core/half.h"
 #include "core/rng.h"
-#include "ops/ops.h"
+#include "ops/ops_cpu.h"
 #include "test.h"
 
 static rng_stream R;
@@ -78,11 +78,11 @@ static void test_matmul(void) {
         double *Ad = to_double(A, (size_t)M * K), *Bd = to_double(B, (size_t)K * N), *Cd = to_double(C, (size_t)M * N);
         double *ref = malloc(sizeof(double) * M * N);
         ref_matmul(ref, Ad, Bd, M, N, K, ta, tb);
-        op_matmul(C, A, B, M, N, K, ta, tb, true); /* accumulate onto the old C */
+        cpu_matmul(C, A, B, M, N, K, ta, tb, true); /* accumulate onto the old C */
         for (int i = 0; i < M * N; i++) ref[i] += Cd[i];
         EXPECT(max_abs_diff(C, ref, (size_t)M * N) < 1e-5, "matmul ta=%d tb=%d accumulate", ta, tb);
         ref_matmul(ref, Ad, Bd, M, N, K, ta, tb);
-        op_matmul(C, A, B, M, N, K, ta, tb, false);
+        cpu_matmul(C, A, B, M, N, K, ta, tb, false);
         EXPECT(max_abs_diff(C, ref, (size_t)M * N) < 1e-5, "matmul ta=%d tb=%d overwrite", ta, tb);
         free(A), free(B), free(C), free(Ad), free(Bd), free(Cd), free(ref);
     }
@@ -108,17 +108,17 @@ static void test_linear(void) {
     memcpy(dx0, dx, sizeof(float) * T * in);
     linear_ctx c = {to_double(x, (size_t)T * in), to_double(W, (size_t)out * in), w, T, in, out,
                     malloc(sizeof(double) * T * out)};
-    op_linear_fwd(y, x, W, T, in, out);
+    cpu_linear_fwd(y, x, W, T, in, out);
     linear_loss(&c);
     EXPECT(max_abs_diff(y, c.y, (size_t)T * out) < 1e-5, "linear forward");
-    op_linear_bwd(dx, dW, w, x, W, T, in, out, true);
+    cpu_linear_bwd(dx, dW, w, x, W, T, in, out, true);
     for (int i = 0; i < T * in; i++) dx[i] -= dx0[i]; /* accumulate_dx added onto the old contents */
     EXPECT(fd_check(c.x, dx, (size_t)T * in, linear_loss, &c, 1000) < 1e-3, "linear dx");
     EXPECT(fd_check(c.W, dW, (size_t)out * in, linear_loss, &c, 1000) < 1e-3, "linear dW");
     free(x), free(W), free(w), free(y), free(dx), free(dW), free(dx0), free(c.x), free(c.W), free(c.y);
 }
 
-/* op_linear_rows (KV-cache paths): the double reference, overwrite and accumulate; sizes with a k tail (in % 16)
+/* cpu_linear_rows (KV-cache paths): the double reference, overwrite and accumulate; sizes with a k tail (in % 16)
  * and edge blocks (T % 4, out % 4); and row exactness: a row's bits do not depend on T or its place. */
 static void test_linear_rows(void) {
     const int shapes[][3] = {{9, 37, 11}, {5, 1030, 37}, {1, 16, 4}};
@@ -130,17 +130,17 @@ static void test_linear_rows(void) {
         double *ref = malloc(sizeof(double) * T * out);
         ref_matmul(ref, xd, Wd, T, out, in, false, true);
         double tol = 1e-6 * sqrt((double)in) * 4;
-        op_linear_rows(y, x, W, T, in, out, true);
+        cpu_linear_rows(y, x, W, T, in, out, true);
         for (int i = 0; i < T * out; i++) ref[i] += y0[i];
         EXPECT(max_abs_diff(y, ref, (size_t)T * out) < tol, "linear_rows %dx%dx%d accumulate (%.3g)", T, in, out,
                max_abs_diff(y, ref, (size_t)T * out));
         for (int i = 0; i < T * out; i++) ref[i] -= y0[i];
-        op_linear_rows(y, x, W, T, in, out, false);
+        cpu_linear_rows(y, x, W, T, in, out, false);
         EXPECT(max_abs_diff(y, ref, (size_t)T * out) < tol, "linear_rows %dx%dx%d overwrite (%.3g)", T, in, out,
                max_abs_diff(y, ref, (size_t)T * out));
         bool same = true;
         for (int t = 0; t < T; t++) {
-            op_linear_rows(y1, x + (size_t)t * in, W, 1, in, out, false);
+            cpu_linear_rows(y1, x + (size_t)t * in, W, 1, in, out, false);
             same = same && memcmp(y1, y + (size_t)t * out, sizeof(float) * out) == 0;
         }
         EXPECT(same, "linear_rows %dx%dx%d: each row alone gives the same bits as in the batch", T, in, out);
@@ -148,7 +148,7 @@ static void test_linear_rows(void) {
     }
 }
 
-/* op_linear_rows_bf16: weights rounded to bf16 (as in HF bf16 checkpoints) give BITWISE op_linear_rows's result
+/* cpu_linear_rows_bf16: weights rounded to bf16 (as in HF bf16 checkpoints) give BITWISE cpu_linear_rows's result
  * from their bf16 bits (overwrite and accumulate, k tails, edge blocks), each row alone the same bits, and the
  * double reference within the usual tolerance. */
 static void test_linear_rows_bf16(void) {
@@ -163,20 +163,20 @@ static void test_linear_rows_bf16(void) {
         float *a = malloc(sizeof(float) * ny), *b = malloc(sizeof(float) * ny), *y1 = malloc(sizeof(float) * out);
         double *ref = malloc(sizeof(double) * ny), *xd = to_double(x, (size_t)T * in), *Wd = to_double(W, nw);
         ref_matmul(ref, xd, Wd, T, out, in, false, true);
-        op_linear_rows(a, x, W, T, in, out, false);
-        op_linear_rows_bf16(b, x, W16, T, in, out, false);
+        cpu_linear_rows(a, x, W, T, in, out, false);
+        cpu_linear_rows_bf16(b, x, W16, T, in, out, false);
         EXPECT(memcmp(a, b, sizeof(float) * ny) == 0, "linear_rows_bf16 %dx%dx%d == fp32 kernel bitwise", T, in, out);
         EXPECT(max_abs_diff(b, ref, ny) < 4e-6 * sqrt((double)in) * 4, "linear_rows_bf16 %dx%dx%d vs reference (%.3g)",
                T, in, out, max_abs_diff(b, ref, ny));
         memcpy(a, y0, sizeof(float) * ny), memcpy(b, y0, sizeof(float) * ny);
-        op_linear_rows(a, x, W, T, in, out, true);
-        op_linear_rows_bf16(b, x, W16, T, in, out, true);
+        cpu_linear_rows(a, x, W, T, in, out, true);
+        cpu_linear_rows_bf16(b, x, W16, T, in, out, true);
         EXPECT(memcmp(a, b, sizeof(float) * ny) == 0, "linear_rows_bf16 %dx%dx%d accumulate == fp32 bitwise", T, in,
                out);
         bool same = true;
-        op_linear_rows_bf16(b, x, W16, T, in, out, false);
+        cpu_linear_rows_bf16(b, x, W16, T, in, out, false);
         for (int t = 0; t < T; t++) {
-            op_linear_rows_bf16(y1, x + (size_t)t * in, W16, 1, in, out, false);
+            cpu_linear_rows_bf16(y1, x + (size_t)t * in, W16, 1, in, out, false);
             same = same && memcmp(y1, b + (size_t)t * out, sizeof(float) * out) == 0;
         }
         EXPECT(same, "linear_rows_bf16 %dx%dx%d: each row alone gives the same bits as in the batch", T, in, out);
@@ -210,10 +210,10 @@ static void test_rmsnorm(void) {
     float *x = rand_floats(n, 2), *wt = rand_floats(dim, 1), *w = rand_floats(n, 1);
     float *y = malloc(4 * n), *rstd = malloc(4 * rows), *dx = malloc(4 * n), *dwt = calloc(dim, 4);
     rms_ctx c = {to_double(x, n), to_double(wt, dim), w, rows, dim, 1e-6f, malloc(8 * n)};
-    op_rmsnorm_fwd(y, rstd, x, wt, rows, dim, c.eps);
+    cpu_rmsnorm_fwd(y, rstd, x, wt, rows, dim, c.eps);
     rms_loss(&c);
     EXPECT(max_abs_diff(y, c.y, n) < 1e-5, "rmsnorm forward");
-    op_rmsnorm_bwd(dx, dwt, w, x, wt, rstd, rows, dim, false);
+    cpu_rmsnorm_bwd(dx, dwt, w, x, wt, rstd, rows, dim, false);
     EXPECT(fd_check(c.x, dx, n, rms_loss, &c, 1000) < 1e-3, "rmsnorm dx");
     EXPECT(fd_check(c.wt, dwt, dim, rms_loss, &c, 1000) < 1e-3, "rmsnorm dw");
     free(x), free(wt), free(w), free(y), free(rstd), free(dx), free(dwt), free(c.x), free(c.wt), free(c.y);
@@ -258,13 +258,13 @@ static void test_rope(void) {
     float *x = rand_floats(n, 1), *w = rand_floats(n, 1), *y = malloc(4 * n), *g = malloc(4 * n);
     rope_ctx c = {to_double(x, n), w, cs, sn, pos, T, nh, hd, malloc(8 * n)};
     memcpy(y, x, 4 * n);
-    op_rope_fwd(y, pos, cs, sn, T, nh, hd);
+    cpu_rope_fwd(y, pos, cs, sn, T, nh, hd);
     rope_loss(&c);
     EXPECT(max_abs_diff(y, c.y, n) < 1e-6, "rope forward");
     /* position 0 is the identity */
     EXPECT(memcmp(y, x, 4 * (size_t)nh * hd) == 0, "rope at position 0 is the identity");
     memcpy(g, w, 4 * n);
-    op_rope_bwd(g, pos, cs, sn, T, nh, hd);
+    cpu_rope_bwd(g, pos, cs, sn, T, nh, hd);
     EXPECT(fd_check(c.x, g, n, rope_loss, &c, 1000) < 1e-3, "rope backward");
     free(cs), free(sn), free(x), free(w), free(y), free(g), free(c.x), free(c.y);
 }
@@ -322,13 +322,13 @@ static void test_attention(void) {
     float *q = rand_floats(nq, 1), *k = rand_floats(nk, 1), *v = rand_floats(nk, 1), *w = rand_floats(nq, 1);
     float *out = malloc(4 * nq), *lse = malloc(4 * (size_t)T * nh);
     float *dq = malloc(4 * nq), *dk = malloc(4 * nk), *dv = malloc(4 * nk);
-    float *scratch = malloc(4 * op_attention_scratch_floats(70));
+    float *scratch = malloc(4 * cpu_attention_scratch_floats(70));
     attn_ctx c = {to_double(q, nq), to_double(k, nk), to_double(v, nk), w, n_seqs, seq_start, nh, nkv, hd,
                   malloc(8 * nq)};
-    op_attention_fwd(out, lse, q, k, v, n_seqs, seq_start, nh, nkv, hd, scratch);
+    cpu_attention_fwd(out, lse, q, k, v, n_seqs, seq_start, nh, nkv, hd, scratch);
     attn_loss(&c);
     EXPECT(max_abs_diff(out, c.out, nq) < 1e-5, "attention forward (%.3g)", max_abs_diff(out, c.out, nq));
-    op_attention_bwd(dq, dk, dv, w, q, k, v, out, lse, n_seqs, seq_start, nh, nkv, hd, scratch);
+    cpu_attention_bwd(dq, dk, dv, w, q, k, v, out, lse, n_seqs, seq_start, nh, nkv, hd, scratch);
     EXPECT(fd_check(c.q, dq, nq, attn_loss, &c, 150) < 1e-3, "attention dq");
     EXPECT(fd_check(c.k, dk, nk, attn_loss, &c, 150) < 1e-3, "attention dk");
     EXPECT(fd_check(c.v, dv, nk, attn_loss, &c, 150) < 1e-3, "attention dv");
@@ -338,7 +338,7 @@ static void test_attention(void) {
     int b = 3, n = 70, p0 = 40;
     int kvd = nkv * hd, qd = nh * hd;
     float *o2 = malloc(4 * (size_t)n * qd);
-    op_attention_prefill(o2, q + (size_t)(b + p0) * qd, k + (size_t)b * kvd, v + (size_t)b * kvd, n - p0, p0, nh,
+    cpu_attention_prefill(o2, q + (size_t)(b + p0) * qd, k + (size_t)b * kvd, v + (size_t)b * kvd, n - p0, p0, nh,
                          nkv, hd, scratch);
     double e = 0;
     for (size_t i = 0; i < (size_t)(n - p0) * qd; i++) e = fmax(e, fabs(o2[i] - out[(size_t)(b + p0) * qd + i]));
@@ -346,8 +346,8 @@ static void test_attention(void) {
     const float *krows[70], *vrows[70];
     int ctx[70];
     for (int i = 0; i < n; i++) krows[i] = k + (size_t)b * kvd, vrows[i] = v + (size_t)b * kvd, ctx[i] = i + 1;
-    float *dscr = malloc(4 * op_attention_decode_scratch_floats(70));
-    op_attention_decode(o2, q + (size_t)b * qd, krows, vrows, ctx, n, nh, nkv, hd, dscr);
+    float *dscr = malloc(4 * cpu_attention_decode_scratch_floats(70));
+    cpu_attention_decode(o2, q + (size_t)b * qd, krows, vrows, ctx, n, nh, nkv, hd, dscr);
     e = 0;
     for (size_t i = 0; i < (size_t)n * qd; i++) e = fmax(e, fabs(o2[i] - out[(size_t)b * qd + i]));
     EXPECT(e < 1e-5, "decode attention matches packed (%.3g)", e);
@@ -372,8 +372,8 @@ static void test_attention_decode_wide(void) {
         memcpy(qs + (size_t)i * qd, q + (size_t)rows[i] * qd, 4 * (size_t)qd);
         krows[i] = k, vrows[i] = v, ctx[i] = rows[i] + 1;
     }
-    float *scr = malloc(4 * op_attention_decode_scratch_floats(T));
-    op_attention_decode(o, qs, krows, vrows, ctx, 3, nh, nkv, hd, scr);
+    float *scr = malloc(4 * cpu_attention_decode_scratch_floats(T));
+    cpu_attention_decode(o, qs, krows, vrows, ctx, 3, nh, nkv, hd, scr);
     double e = 0;
     for (int i = 0; i < 3; i++)
         e = fmax(e, max_abs_diff(o + (size_t)i * qd, c.out + (size_t)rows[i] * qd, (size_t)qd));
@@ -400,10 +400,10 @@ static void test_swiglu(void) {
     float *g = rand_floats(n, 3), *u = rand_floats(n, 1), *w = rand_floats(n, 1), *h = malloc(4 * n);
     float *dg = malloc(4 * n), *du = malloc(4 * n);
     swiglu_ctx c = {to_double(g, n), to_double(u, n), w, n, malloc(8 * n)};
-    op_swiglu_fwd(h, g, u, n);
+    cpu_swiglu_fwd(h, g, u, n);
     swiglu_loss(&c);
     EXPECT(max_abs_diff(h, c.h, n) < 1e-5, "swiglu forward");
-    op_swiglu_bwd(dg, du, w, g, u, n);
+    cpu_swiglu_bwd(dg, du, w, g, u, n);
     EXPECT(fd_check(c.g, dg, n, swiglu_loss, &c, 1000) < 1e-3, "swiglu dgate");
     EXPECT(fd_check(c.u, du, n, swiglu_loss, &c, 1000) < 1e-3, "swiglu dup");
     free(g), free(u), free(w), free(h), free(dg), free(du), free(c.g), free(c.u), free(c.h);
@@ -430,11 +430,11 @@ static void test_embedding(void) {
     int32_t tok[8] = {3, 0, 10, 3, 3, 7, 0, 1};
     float *table = rand_floats((size_t)V * dim, 1), *w = rand_floats((size_t)T * dim, 1);
     float *out = malloc(4 * (size_t)T * dim), *dtab = calloc((size_t)V * dim, 4);
-    op_embedding_fwd(out, table, tok, T, dim);
+    cpu_embedding_fwd(out, table, tok, T, dim);
     int same = 1;
     for (int t = 0; t < T; t++) same &= memcmp(out + t * dim, table + tok[t] * dim, 4 * dim) == 0;
     EXPECT(same, "embedding forward gathers rows");
-    op_embedding_bwd(dtab, w, tok, T, dim);
+    cpu_embedding_bwd(dtab, w, tok, T, dim);
     emb_ctx c = {to_double(table, (size_t)V * dim), w, tok, T, dim};
     EXPECT(fd_check(c.table, dtab, (size_t)V * dim, emb_loss, &c, 2000) < 1e-3, "embedding backward");
     int untouched = 1;
@@ -473,17 +473,17 @@ static void test_logsoftmax_gather(void) {
     float *x = rand_floats(n, 4), *w = rand_floats(rows, 1), *logp = malloc(4 * rows), *lse = malloc(4 * rows);
     float *g = malloc(4 * n);
     lsm_ctx c = {to_double(x, n), w, tgt, rows, V, malloc(8 * rows)};
-    op_logsoftmax_gather_fwd(logp, lse, x, tgt, rows, V);
+    cpu_logsoftmax_gather_fwd(logp, lse, x, tgt, rows, V);
     lsm_loss(&c);
     EXPECT(max_abs_diff(logp, c.logp, rows) < 1e-5, "log-softmax gather forward");
     EXPECT(logp[1] == 0.0f, "row without a target gives 0");
     memcpy(g, x, 4 * n);
-    op_logsoftmax_gather_bwd(g, lse, w, tgt, rows, V);
+    cpu_logsoftmax_gather_bwd(g, lse, w, tgt, rows, V);
     EXPECT(fd_check(c.x, g, n, lsm_loss, &c, 1500) < 1e-3, "log-softmax gather backward");
     /* full log-softmax: rows exponentiate to probability distributions matching the gather */
     float *ls = malloc(4 * n);
     memcpy(ls, x, 4 * n);
-    op_log_softmax(ls, rows, V);
+    cpu_log_softmax(ls, rows, V);
     double worst = 0;
     for (int r = 0; r < rows; r++) {
         double s = 0;
@@ -497,11 +497,11 @@ static void test_logsoftmax_gather(void) {
 
 static void test_elementwise(void) {
     float y[5] = {1, 2, 3, 4, 5}, x[5] = {1, -1, 0.5f, 2, 0};
-    op_add(y, x, 5);
+    cpu_add(y, x, 5);
     EXPECT(y[0] == 2 && y[1] == 1 && y[2] == 3.5f, "add");
-    op_scale(y, 2, 5);
+    cpu_scale(y, 2, 5);
     EXPECT(y[0] == 4 && y[4] == 10, "scale");
-    op_axpy(y, -2, x, 5);
+    cpu_axpy(y, -2, x, 5);
     EXPECT(y[0] == 2 && y[1] == 4 && y[3] == 8, "axpy");
 }
 

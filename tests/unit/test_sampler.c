@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "core/rng.h"
-#include "model/sampler.h"
+#include "ops/sampler.h"
 #include "test.h"
 
 /* Softmax of logits / T in double (the test's own reference). */

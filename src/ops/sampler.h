@@ -1,4 +1,4 @@
-/* sampler.h: next-token sampling from one row of logits: temperature, top-k, top-p (nucleus), greedy.
+/* sampler.h: the CPU backend's next-token sampling (op_sample runs it per row; tests use it directly) from one row of logits: temperature, top-k, top-p (nucleus), greedy.
  *
  * Order of operations (as Hugging Face's logits processors): logits / temperature → softmax → keep the k most
  * likely (top_k > 0) → renormalise → keep the smallest most-likely-first set whose cumulative probability is
@@ -19,13 +19,10 @@
 #include <stdint.h>
 
 #include "core/common.h"
+#include "ops/ops.h"
 
-typedef struct {
-    float temperature; /* 0 = greedy; > 0 divides the logits */
-    int top_k;         /* 0 = off */
-    float top_p;       /* (0, 1]; 1 = off */
-    uint64_t seed;
-} sampler_params;
+/* The parameters are ops.h's ops_sampling (temperature 0 = greedy, top_k 0 = off, top_p 1 = off, seed). */
+typedef ops_sampling sampler_params;
 
 /* Checks ranges (temperature >= 0 and finite, top_k >= 0, 0 < top_p <= 1); false + err naming the field. */
 bool sampler_params_check(const sampler_params *sp, s2d_err *err);

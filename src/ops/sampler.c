@@ -1,4 +1,4 @@
-#include "model/sampler.h"
+#include "ops/sampler.h"
 
 #include <math.h>
 #include <stdlib.h>
