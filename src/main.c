@@ -25,6 +25,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"train", cmd_train, "run a training pipeline (teacher RL -> bridge -> student RL) from a YAML config"},
     {"export", cmd_export, "write a checkpoint's model as a Hugging Face directory (config, safetensors)"},
     {"inspect", cmd_inspect, "summarise an s2d HDF5 file (checkpoint, rollout log, metrics)"},
+    {"devices", cmd_devices, "list the compute backends compiled in and the devices each can see"},
 };
 
 static void usage(FILE *out) {

@@ -348,7 +348,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         }
         pl_learner_init_dist(&L, policy, maxT, s, tp, M);
         model_ws_free(L.ws);
-        L.ws = model_ws_new(policy, max_micro_tokens, true);
+        L.ws = model_ws_new_recompute(policy, max_micro_tokens, true, s->recompute);
     }
     model_ws *tws = (is_scorer && tea && s->algo != ALGO_SFT && s->algo != ALGO_GRPO) ? model_ws_new(&tea->m, maxT, false) : NULL;
     model_ws *rws = ref ? model_ws_new(ref, maxT, false) : NULL;

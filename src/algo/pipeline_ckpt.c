@@ -237,7 +237,7 @@ bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_curs
     bool ok = saved.n_params == out->m.n_params ||
               err_set(err, "%s: model %s has %zu parameters, the policy %zu", rp->path, s->output, saved.n_params,
                       out->m.n_params);
-    if (ok) memcpy(out->m.params, saved.params, saved.n_params * sizeof(float));
+    if (ok) model_params_copy(&out->m, &saved);
     model_free(&saved);
     if (!ok) return false;
     if (L) { /* this learner's slice of the moments, whatever the learner count that wrote them */

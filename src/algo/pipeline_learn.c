@@ -47,7 +47,7 @@ void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc
     CHECK(tc_tree_aligned(micro_batches, L->n_learners), "learners %d do not align with %d micro-batches",
           L->n_learners, micro_batches);
     if (!policy->grads) model_alloc_grads(policy);
-    L->ws = model_ws_new(policy, max_tokens, true);
+    L->ws = model_ws_new_recompute(policy, max_tokens, true, s->recompute);
     long n = (long)policy->n_params;
     tp_split(n, L->n_learners, L->index, &L->shard_lo, &L->shard_hi);
     CHECK(L->shard_hi > L->shard_lo, "more learners (%d) than parameters (%ld)", L->n_learners, n);

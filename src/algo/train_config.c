@@ -444,6 +444,10 @@ bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry
     tc->seed = (uint64_t)seed;
     const char *dummy_out;
     TRY(cfg_get_str_or(root, "out", NULL, &dummy_out, err)); /* default output dir, read by cmd_train */
+    const char *device; /* the backend every model of this process runs on (ops.h: cpu, cuda, cuda:N) */
+    TRY(cfg_get_str_or(root, "device", "cpu", &device, err));
+    if (strlen(device) >= sizeof tc->device) return err_set(err, "%s: device: '%s' is too long", path, device);
+    snprintf(tc->device, sizeof tc->device, "%s", device);
     cfg_node *defaults; /* a place for YAML anchors (`defaults: &stage {...}`, merged with `<<: *stage`) */
     TRY(cfg_get_map_opt(root, "defaults", &defaults, err));
     if (defaults) mark_used(defaults);
@@ -488,6 +492,19 @@ bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry
     if (tc->n_stages == 0) return err_set(err, "%s: pipeline: no stages", path);
     tc->stages = xcalloc((size_t)tc->n_stages, sizeof(tc_stage));
     for (int i = 0; i < tc->n_stages; i++) TRY(read_stage(tc, cfg_at(pipe, i), i, &tc->stages[i], err));
+    cfg_node *training; /* training: {recompute: none|layer} applies to every stage's learner */
+    TRY(cfg_get_map_opt(root, "training", &training, err));
+    if (training) {
+        const char *rc;
+        TRY(cfg_get_str_or(training, "recompute", "none", &rc, err));
+        bool layer = strcmp(rc, "layer") == 0;
+        if (!layer && strcmp(rc, "none") != 0) {
+            char where[256] = "";
+            cfg_where(cfg_find(training, "recompute"), where, sizeof where);
+            return err_set(err, "%s: training.recompute: '%s' must be none or layer", where, rc);
+        }
+        for (int i = 0; i < tc->n_stages; i++) tc->stages[i].recompute = layer ? RECOMPUTE_LAYER : RECOMPUTE_NONE;
+    }
     TRY(read_runtime(tc, root, err));
     TRY(cfg_check_unused(root, err));
     return check_plan(tc, pipe, err);
@@ -503,7 +520,7 @@ void train_config_free(train_config *tc) {
 }
 
 bool train_config_same_run(cfg_node *a, cfg_node *b, s2d_err *err) {
-    static const char *const free_keys[] = {"roles", "runtime", "fault", "out"};
+    static const char *const free_keys[] = {"roles", "runtime", "fault", "out", "device", "training"};
     cfg_node *maps[2] = {a, b};
     for (int side = 0; side < 2; side++) {
         cfg_node *x = maps[side], *y = maps[1 - side];

@@ -107,6 +107,7 @@ typedef struct {
     char eval_data[64];     /* "" = no eval */
     int eval_every, eval_samples, eval_max_new_tokens;
     int ckpt_every;         /* 0 = only at the end */
+    model_recompute recompute; /* training.recompute: per-layer activation recomputation in the learner */
     int minibatches;        /* grpo/opd: optimizer steps per step, on contiguous minibatches, old policy fixed */
     int micro_batches;      /* fixed split of the step's sequences (layout-independent gradient sums) */
 } tc_stage;
@@ -114,6 +115,7 @@ typedef struct {
 typedef struct {
     cfg_node *root;
     char *path;
+    char device[32];     /* device: (default cpu; --device overrides): the backend of every model here */
     uint64_t seed;
     chat_template chat;
     char *instruction;      /* "" = the problem alone */

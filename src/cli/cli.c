@@ -1,5 +1,8 @@
 #include "cli/cli.h"
 
+#include "core/log.h"
+#include "ops/ops.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -113,4 +116,12 @@ double flag_double(const char *flag, const char *value, double min, double max) 
     if (errno || end == value || *end != '\0' || !isfinite(v)) die("%s: '%s' is not a number", flag, value);
     if (v < min || v > max) die("%s: %g is out of range [%g, %g]", flag, v, min, max);
     return v;
+}
+
+void cli_use_device(const char *spec) {
+    ops_queue *q;
+    s2d_err err;
+    if (!ops_open(spec, &q, &err)) die_hint("s2d devices", "--device: %s", err.msg);
+    ops_set_default(q);
+    log_info("device: %s (%s backend)", q->name, ops_backend_name(q->be));
 }

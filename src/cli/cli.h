@@ -33,3 +33,7 @@ void print_json_string(FILE *out, const char *s, size_t len);
 /* Flag helpers: parse "--name value" values with range checks; die naming the flag on bad input. */
 long flag_long(const char *flag, const char *value, long min, long max);
 double flag_double(const char *flag, const char *value, double min, double max);
+
+/* --device NAME: opens the backend queue (ops.h ops_open) and makes it the default for every model, workspace
+ * and cache this process creates; dies with the reason (not compiled in, no such device) and a hint. */
+void cli_use_device(const char *spec);

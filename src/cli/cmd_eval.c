@@ -51,7 +51,8 @@ static void usage(FILE *out) {
             "  --seed S            default 0\n"
             "  --limit N           only the first N problems of each dataset\n"
             "  --batch B           concurrent sequences (default 16)\n"
-            "  --out FILE.jsonl    every sample with its completion, extracted answer and correctness\n",
+            "  --out FILE.jsonl    every sample with its completion, extracted answer and correctness\n"
+            "  --device NAME       backend and device: cpu (default), cuda, cuda:N (see s2d devices)\n",
             CHAT_DEFAULT_INSTRUCTION);
 }
 
@@ -126,6 +127,7 @@ int cmd_eval(int argc, char **argv) {
         else if (strcmp(a, "--limit") == 0) limit = flag_long(a, v, 1, INT32_MAX);
         else if (strcmp(a, "--batch") == 0) batch = flag_long(a, v, 1, 4096);
         else if (strcmp(a, "--out") == 0) out_path = v;
+        else if (strcmp(a, "--device") == 0) cli_use_device(v);
         else {
             usage(stderr);
             die("eval: unknown option '%s'", a);

@@ -31,7 +31,8 @@ static void usage(FILE *out) {
             "  --batch B         concurrent sequences (KV-cache slots); default 8\n"
             "  --max-len L       KV-cache positions per sequence; default min(max_position_embeddings,\n"
             "                    longest prompt + N)\n"
-            "  --details         print {\"ids\", \"logprobs\", \"finish\"} objects instead of id arrays\n");
+            "  --details         print {\"ids\", \"logprobs\", \"finish\"} objects instead of id arrays\n"
+            "  --device NAME     backend and device: cpu (default), cuda, cuda:N (see s2d devices)\n");
 }
 
 static void parse_stop(const char *value, gen_params *gp) {
@@ -135,6 +136,9 @@ int cmd_generate(int argc, char **argv) {
             batch = flag_long(a, v, 1, 4096), i++;
         } else if (strcmp(a, "--max-len") == 0) {
             max_len = flag_long(a, v, 2, 1 << 24), i++;
+        } else if (strcmp(a, "--device") == 0) {
+            if (!v) die("--device needs a name (cpu, cuda, cuda:N)");
+            cli_use_device(v), i++;
         } else if (strcmp(a, "--details") == 0) {
             details = true;
         } else {

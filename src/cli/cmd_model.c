@@ -59,10 +59,11 @@ int cmd_init_model(int argc, char **argv) {
 }
 
 static void logprobs_usage(FILE *out) {
-    fprintf(out, "usage: s2d logprobs --model DIR [--batch-tokens N] < ids.jsonl\n"
+    fprintf(out, "usage: s2d logprobs --model DIR [--batch-tokens N] [--device NAME] < ids.jsonl\n"
                  "  stdin: one JSON array of token ids per line\n"
                  "  stdout: one JSON array per line: log p(ids[i] | ids[0..i-1]) for i = 1..n-1\n"
-                 "  --batch-tokens N   tokens per packed forward pass (default 4096)\n");
+                 "  --batch-tokens N   tokens per packed forward pass (default 4096)\n"
+                 "  --device NAME      backend and device: cpu (default), cuda, cuda:N (see s2d devices)\n");
 }
 
 int cmd_logprobs(int argc, char **argv) {
@@ -77,6 +78,7 @@ int cmd_logprobs(int argc, char **argv) {
         if (!v) die_hint("s2d logprobs --help", "%s needs a value", a);
         if (strcmp(a, "--model") == 0) dir = v;
         else if (strcmp(a, "--batch-tokens") == 0) batch_tokens = flag_long(a, v, 1, 1 << 24);
+        else if (strcmp(a, "--device") == 0) cli_use_device(v);
         else die_hint("s2d logprobs --help", "unknown option '%s'", a);
         i++;
     }

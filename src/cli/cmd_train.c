@@ -11,6 +11,7 @@
 #include "algo/pipeline.h"
 #include "algo/train_config.h"
 #include "algo/transport.h"
+#include "cli/cli.h"
 #include "cli/commands.h"
 #include "core/common.h"
 #include "core/signals.h"
@@ -21,12 +22,14 @@ static void usage(FILE *out) {
             "  --out DIR      output directory (default: the config's out:, else runs/<config name>)\n"
             "  --set K=V      override any config key (validated like the file), e.g. --set pipeline[0].steps=5\n"
             "  --dry-run      validate the config and print the plan without loading weights or data\n"
+            "  --device NAME  backend and device for every model of this process: cpu, cuda, cuda:N (default: the\n"
+            "                 config's device:, else cpu; see s2d devices)\n"
             "  --resume       continue from the newest complete checkpoint in DIR/checkpoints (same config; roles,\n"
             "                 runtime and fault may differ, e.g. another number of learners)\n");
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *config = NULL, *out = NULL;
+    const char *config = NULL, *out = NULL, *device = NULL;
     bool dry_run = false, resume = false;
     char **sets = xcalloc((size_t)argc, sizeof(char *));
     int n_sets = 0;
@@ -44,6 +47,9 @@ int cmd_train(int argc, char **argv) {
             sets[n_sets++] = argv[++i];
         } else if (strncmp(a, "--set=", 6) == 0) {
             sets[n_sets++] = argv[i] + 6;
+        } else if (strcmp(a, "--device") == 0) {
+            if (i + 1 >= argc) die("--device needs a name (cpu, cuda, cuda:N)");
+            device = argv[++i];
         } else if (strcmp(a, "--resume") == 0) {
             resume = true;
         } else if (strcmp(a, "--dry-run") == 0) {
@@ -61,6 +67,8 @@ int cmd_train(int argc, char **argv) {
     s2d_err err;
     train_config tc;
     if (!train_config_load(config, sets, n_sets, dry_run, &tc, &err)) die("%s", err.msg);
+    if (device) snprintf(tc.device, sizeof tc.device, "%s", device);
+    if (!dry_run) cli_use_device(tc.device); /* dry runs name it in the plan only */
     char out_buf[4096];
     if (!out) {
         cfg_node *o = cfg_find(tc.root, "out");

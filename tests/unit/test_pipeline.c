@@ -216,7 +216,92 @@ static void test_micro_batches_match_whole_batch(void) {
     pl_learner_free(&L1), pl_learner_free(&L2), model_free(&m0), model_free(&m1), model_free(&m2), free(f.full);
 }
 
+/* training.recompute = layer: the same step gives bitwise the same weights (every stage kind that trains
+ * through log-probs or logits), and a qwen3-0.6b training workspace keeps >= 4x fewer activation bytes. */
+static void recompute_case(train_algo algo) {
+    model a, b, teacher;
+    tiny_model(&a, 21), tiny_model(&b, 21), tiny_model(&teacher, 22);
+    a.cfg.n_layers = b.cfg.n_layers = 1; /* the tiny model has 1 layer: add depth below */
+    model_free(&a), model_free(&b);
+    model_config c = teacher.cfg;
+    c.n_layers = 3;
+    model_create(&a, &c), model_create(&b, &c);
+    model_init_random(&a, 23), model_init_random(&b, 23);
+    model_free(&teacher), model_create(&teacher, &c), model_init_random(&teacher, 24);
+    fixture f;
+    make_batch(&f, c.vocab);
+    tc_stage s = stage_of(algo);
+    s.fkl = FKL_TOPK;
+    if (algo == ALGO_FKL) {
+        model_ws *tws = model_ws_new(&teacher, T, false);
+        s2d_err err;
+        CHECK_OK(pl_score_fkl(&teacher, tws, &s, &f.b, &err), &err);
+        model_ws_free(tws);
+    }
+    pl_learner La, Lb;
+    pl_learner_init(&La, &a, T, &s);
+    s.recompute = RECOMPUTE_LAYER;
+    pl_learner_init(&Lb, &b, T, &s);
+    pl_learn_stats sa, sb;
+    for (int step = 0; step < 2; step++) {
+        pl_learn_step(&La, &s, &f.b, step, &sa);
+        pl_learn_step(&Lb, &s, &f.b, step, &sb);
+    }
+    EXPECT(memcmp(a.params, b.params, a.n_params * sizeof(float)) == 0 && sa.grad_norm == sb.grad_norm,
+           "algo %d: recompute gives bitwise the same weights (grad norm %.9g vs %.9g)", algo, sa.grad_norm,
+           sb.grad_norm);
+    EXPECT(sa.grad_norm > 0, "algo %d: the step trains", algo);
+    pl_learner_free(&La), pl_learner_free(&Lb), model_free(&a), model_free(&b), model_free(&teacher), free(f.full);
+}
+
+static void test_recompute_is_bitwise(void) {
+    recompute_case(ALGO_SFT);
+    recompute_case(ALGO_FKL);
+    model_config c;
+    s2d_err err;
+    CHECK_OK(model_config_preset("qwen3-0.6b", &c, &err), &err);
+    model shape = {.cfg = c, .q = ops_cpu()}; /* a workspace needs only the config: no weights allocated */
+    model_ws *full = model_ws_new_recompute(&shape, 64, true, RECOMPUTE_NONE);
+    size_t full_bytes = model_ws_activation_bytes(full);
+    model_ws_free(full);
+    model_ws *re = model_ws_new_recompute(&shape, 64, true, RECOMPUTE_LAYER);
+    size_t re_bytes = model_ws_activation_bytes(re);
+    model_ws_free(re);
+    EXPECT(re_bytes * 4 <= full_bytes, "qwen3-0.6b activations: %.1f MB with recompute vs %.1f MB without (want >= 4x)",
+           re_bytes / 1e6, full_bytes / 1e6);
+}
+
+/* Tensors whose size is not a multiple of 16 floats (head_dim 8: q/k norms of 8) leave alignment padding in the
+ * flat buffer; the optimizer's segments must tile it (this died with "segment 7 starts at ..., expected ..."). */
+static void test_unaligned_tensors_train(void) {
+    model m;
+    model_config c;
+    s2d_err err;
+    CHECK_OK(model_config_preset("qwen3-tiny", &c, &err), &err);
+    c.vocab = 64, c.hidden = 32, c.intermediate = 40, c.n_layers = 2, c.head_dim = 8;
+    model_create(&m, &c);
+    model_init_random(&m, 31);
+    EXPECT(m.n_params > 0 && model_find_tensor(&m, "model.layers.0.self_attn.q_norm.weight")->span == 16,
+           "head_dim 8: the q_norm tensor is padded to 16 floats");
+    fixture f;
+    make_batch(&f, c.vocab);
+    tc_stage s = stage_of(ALGO_SFT);
+    pl_learner L;
+    pl_learner_init(&L, &m, T, &s);
+    pl_learn_stats st;
+    pl_learn_step(&L, &s, &f.b, 0, &st);
+    EXPECT(isfinite(st.loss) && st.grad_norm > 0, "an sft step on a head_dim 8 model runs (loss %g)", st.loss);
+    adamw whole;
+    adamw_init(&whole, m.n_params, &s.adam);
+    adamw_decay_segments_from_model(&whole, &m, false, false); /* dies if the segments leave a gap */
+    EXPECT(whole.n_segments == m.n_tensors, "one segment per tensor");
+    adamw_free(&whole);
+    pl_learner_free(&L), model_free(&m), free(f.full);
+}
+
 int main(void) {
+    RUN_TEST(test_unaligned_tensors_train);
+    RUN_TEST(test_recompute_is_bitwise);
     RUN_TEST(test_micro_batches_match_whole_batch);
     RUN_TEST(test_grpo_moves_toward_reward);
     RUN_TEST(test_sft_lowers_nll);

@@ -1,0 +1,163 @@
+/* arith_task.c: deterministic multi-step integer arithmetic problems with worked solutions. */
+#include "algo/arith_task.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+
+#define ARITH_STREAM 0xA7170000ull
+#define ARITH_SPLIT_KEY 0x5EEDA7117ull /* fixed: the split of a problem never depends on a config's seed */
+#define ARITH_MAX_OPS 8
+
+static const char *const split_names[3] = {"train", "heldout", "test"};
+
+bool arith_split_parse(const char *name, arith_split *out, s2d_err *err) {
+    int i = name_index(name, split_names, 3);
+    if (i >= 0) return *out = (arith_split)i, true;
+    return err_set(err, "unknown arithmetic split '%s' (choose train, heldout, test)", name);
+}
+
+const char *arith_split_name(arith_split s) { return split_names[s]; }
+
+arith_split arith_split_of(const char *problem) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a, then one Philox block keyed by the fixed split key */
+    for (const char *c = problem; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    uint32_t w[4];
+    philox4x32(ARITH_SPLIT_KEY, h, 0, w);
+    uint32_t bucket = w[0] % 10;
+    return bucket < 8 ? ARITH_TRAIN : bucket == 8 ? ARITH_HELDOUT : ARITH_TEST;
+}
+
+/* Tokens of an expression: n+1 values and n operators. */
+typedef struct {
+    int n_ops;
+    long long val[ARITH_MAX_OPS + 1];
+    char op[ARITH_MAX_OPS];
+} expr;
+
+static int expr_print(const expr *e, char *buf, size_t cap) {
+    int at = 0;
+    for (int i = 0; i <= e->n_ops; i++) {
+        at += snprintf(buf + at, cap - (size_t)at, "%lld", e->val[i]);
+        if (i < e->n_ops) at += snprintf(buf + at, cap - (size_t)at, "%c", e->op[i]);
+    }
+    return at;
+}
+
+/* Applies one operation: the first '*' if any, else the first + or -. */
+static void expr_reduce_once(expr *e) {
+    int k = 0;
+    for (int i = 0; i < e->n_ops; i++)
+        if (e->op[i] == '*') {
+            k = i;
+            goto found;
+        }
+    k = 0;
+found:;
+    long long a = e->val[k], b = e->val[k + 1];
+    long long r = e->op[k] == '*' ? a * b : e->op[k] == '+' ? a + b : a - b;
+    e->val[k] = r;
+    for (int i = k + 1; i < e->n_ops; i++) e->val[i] = e->val[i + 1];
+    for (int i = k; i < e->n_ops - 1; i++) e->op[i] = e->op[i + 1];
+    e->n_ops--;
+}
+
+static bool expr_parse(const char *s, expr *e) {
+    e->n_ops = 0;
+    for (;;) {
+        if (*s < '0' || *s > '9') return false;
+        long long v = 0;
+        int digits = 0;
+        while (*s >= '0' && *s <= '9') {
+            if (++digits > 9) return false;
+            v = v * 10 + (*s++ - '0');
+        }
+        e->val[e->n_ops] = v;
+        if (*s == '\0') return true;
+        if (*s != '+' && *s != '-' && *s != '*') return false;
+        if (e->n_ops == ARITH_MAX_OPS) return false;
+        e->op[e->n_ops++] = *s++;
+    }
+}
+
+bool arith_eval(const char *problem, long long *value) {
+    expr e;
+    if (!expr_parse(problem, &e)) return false;
+    while (e.n_ops > 0) expr_reduce_once(&e);
+    *value = e.val[0];
+    return true;
+}
+
+bool arith_make(const arith_params *p, arith_split split, int count, arith_set *out, s2d_err *err) {
+    memset(out, 0, sizeof *out);
+    if (p->n_ops < 1 || p->n_ops > ARITH_MAX_OPS)
+        return err_set(err, "arithmetic task: ops = %d, expected 1..%d", p->n_ops, ARITH_MAX_OPS);
+    if (p->max_operand < 1 || p->max_operand > 999)
+        return err_set(err, "arithmetic task: max_operand = %d, expected 1..999", p->max_operand);
+    if (count < 1) return err_set(err, "arithmetic task: size = %d, expected >= 1", count);
+    out->problem = xcalloc((size_t)count, sizeof(char *));
+    out->answer = xcalloc((size_t)count, sizeof(char *));
+    out->solution = xcalloc((size_t)count, sizeof(char *));
+    /* Open-addressing set of the texts taken so far (dedup within the split). */
+    size_t cap = 1;
+    while (cap < (size_t)count * 4) cap <<= 1;
+    char **seen = xcalloc(cap, sizeof(char *));
+    rng_stream r;
+    rng_stream_init(&r, p->seed, ARITH_STREAM);
+    long attempts = 0, max_attempts = 200L * count + 100000;
+    char text[256], sol[1024];
+    while (out->n < count && attempts++ < max_attempts) {
+        expr e = {.n_ops = p->n_ops};
+        static const char ops[3] = {'+', '-', '*'};
+        for (int i = 0; i <= p->n_ops; i++) e.val[i] = (long long)rng_next_below(&r, (uint64_t)p->max_operand + 1);
+        for (int i = 0; i < p->n_ops; i++) e.op[i] = ops[rng_next_below(&r, 3)];
+        expr_print(&e, text, sizeof text);
+        if (arith_split_of(text) != split) continue;
+        uint64_t h = 1469598103934665603ULL;
+        for (const char *c = text; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+        size_t slot = h & (cap - 1);
+        bool dup = false;
+        while (seen[slot]) {
+            if (strcmp(seen[slot], text) == 0) {
+                dup = true;
+                break;
+            }
+            slot = (slot + 1) & (cap - 1);
+        }
+        if (dup) continue;
+        int at = 0;
+        while (e.n_ops > 0) {
+            expr_reduce_once(&e);
+            if (e.n_ops > 0) {
+                at += expr_print(&e, sol + at, sizeof sol - (size_t)at);
+                at += snprintf(sol + at, sizeof sol - (size_t)at, "=");
+            }
+        }
+        char ans[32];
+        snprintf(ans, sizeof ans, "%lld", e.val[0]);
+        snprintf(sol + at, sizeof sol - (size_t)at, "%s \\boxed{%s}", ans, ans);
+        int i = out->n++;
+        out->problem[i] = xstrdup(text);
+        out->answer[i] = xstrdup(ans);
+        out->solution[i] = xstrdup(sol);
+        seen[slot] = out->problem[i];
+    }
+    free(seen);
+    if (out->n < count) {
+        int got = out->n;
+        arith_free(out);
+        return err_set(err,
+                       "arithmetic task: only %d distinct %s problems with ops = %d, max_operand = %d (asked for "
+                       "%d); lower size or raise ops / max_operand",
+                       got, split_names[split], p->n_ops, p->max_operand, count);
+    }
+    return true;
+}
+
+void arith_free(arith_set *s) {
+    for (int i = 0; i < s->n; i++) free(s->problem[i]), free(s->answer[i]), free(s->solution[i]);
+    free(s->problem), free(s->answer), free(s->solution);
+    memset(s, 0, sizeof *s);
+}

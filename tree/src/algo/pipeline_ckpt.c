@@ -1,0 +1,400 @@
+/* pipeline_ckpt.c: checkpoints, resume and the HDF5 logs of `s2d train` (DESIGN §5).
+ *
+ * A checkpoint is written by the scheduler (rank 0) and holds everything needed to continue exactly:
+ *   models      every stage output so far (the current stage's output = the policy being trained), with the
+ *               policy's full AdamW state (gathered from the learners' ZeRO-1 shards) when written mid-stage
+ *   /state      run.global_step, run.log_rows (rows in rollouts.h5 / metrics.h5), and for the stage being run:
+ *               cursor.<stage> (seed, epoch, position of the prompt shuffler), labels.<stage> (unique, total),
+ *               seen.<stage> [n prompts] (0/1: handed out before), rng.sampling.<stage> (Philox key of the
+ *               generators, steps done: sequence ids are step << 32 | i, so the streams need nothing else);
+ *               summary.<stage> for every stage so far (accuracy before/after, seconds, phase times as double
+ *               bits, label counts, has_eval)
+ *   /text       metrics.jsonl: the metrics lines so far (resume restarts the file from them)
+ *   /config     the resolved config (a resume must describe the same run)
+ * Greedy evaluation has no state; the learning-rate schedule is a function of the step. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "algo/pipeline_run.h"
+#include "core/log.h"
+
+#define N_SUMMARY 11
+
+static void summary_pack(const stage_summary *u, uint64_t *w) {
+    double d[6] = {u->acc_before, u->acc_after, u->seconds, u->gen_s, u->score_s, u->learn_s};
+    for (int i = 0; i < 6; i++) memcpy(&w[i], &d[i], sizeof(double));
+    w[6] = (uint64_t)u->labelled_total, w[7] = (uint64_t)u->labelled_unique;
+    w[8] = (uint64_t)u->unlabelled_total, w[9] = (uint64_t)u->unlabelled_unique, w[10] = u->has_eval;
+}
+
+static void summary_unpack(const uint64_t *w, stage_summary *u) {
+    double d[6];
+    for (int i = 0; i < 6; i++) memcpy(&d[i], &w[i], sizeof(double));
+    u->acc_before = d[0], u->acc_after = d[1], u->seconds = d[2], u->gen_s = d[3], u->score_s = d[4];
+    u->learn_s = d[5];
+    u->labelled_total = (long)w[6], u->labelled_unique = (long)w[7], u->unlabelled_total = (long)w[8];
+    u->unlabelled_unique = (long)w[9], u->has_eval = w[10] != 0;
+}
+
+/* The resolved config as YAML text (malloc'd). */
+static char *config_text(const cfg_node *root, s2d_err *err) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    CHECK(mem, "open_memstream failed");
+    bool ok = cfg_write(root, mem, err);
+    fclose(mem);
+    if (!ok) free(text), text = NULL;
+    return text;
+}
+
+static void ckpt_dir(const run *r, char *out, size_t n) { path_join(out, n, r->out, "checkpoints"); }
+
+typedef struct {
+    ckpt_u64 *u;
+    int n, cap;
+} u64_list;
+
+static void u64_add(u64_list *l, const char *key, const uint64_t *v, size_t n) {
+    if (l->n == l->cap) l->cap = l->cap ? 2 * l->cap : 16, l->u = xrealloc(l->u, (size_t)l->cap * sizeof *l->u);
+    uint64_t *copy = xmalloc((n ? n : 1) * sizeof(uint64_t));
+    if (n) memcpy(copy, v, n * sizeof(uint64_t));
+    l->u[l->n++] = (ckpt_u64){.key = xstrdup(key), .values = copy, .n = n};
+}
+
+bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *L,
+                   s2d_err *err) {
+    const train_config *tc = r->tc;
+    const tc_stage *s = &tc->stages[si];
+    transport *tp = r->tp;
+    bool is_sched = tp_plays(tp, ROLE_SCHEDULER);
+    named_model *out = pl_find_named(r, s->output);
+    CHECK(out && out->loaded, "checkpoint: the stage output %s is missing", s->output);
+    /* the policy's AdamW state: the learners' shards, concatenated in learner order = flat parameter order */
+    adamw full = {0};
+    if (mid_stage) {
+        size_t n = out->m.n_params, *counts = xmalloc((size_t)(tp->size + 1) * sizeof(size_t));
+        if (is_sched) {
+            adamw_init(&full, n, &s->adam);
+            pl_optim_segments(&full, &out->m, 0, (long)n);
+        }
+        size_t mine = L ? L->opt.n * sizeof(float) : 0;
+        tp->gatherv(tp, TP_WORLD, L ? L->opt.m : NULL, mine, full.m, n * sizeof(float), counts,
+                    "the optimizer's first moments");
+        size_t total = 0;
+        for (int i = 0; is_sched && i < (tp->local ? 1 : tp->size); i++) total += counts[i];
+        CHECK(!is_sched || total == n * sizeof(float), "gathered %zu bytes of AdamW moments, expected %zu", total,
+              n * sizeof(float));
+        tp->gatherv(tp, TP_WORLD, L ? L->opt.v : NULL, mine, full.v, n * sizeof(float), counts,
+                    "the optimizer's second moments");
+        int64_t step = L ? L->opt.step : 0, got = 0;
+        bool first = L && L->index == 0;
+        tp->gatherv(tp, TP_WORLD, &step, first ? sizeof step : 0, &got, sizeof got, counts, "the optimizer's step");
+        full.step = (long)got;
+        free(counts);
+    }
+    if (!is_sched) return true;
+
+    char dir[4096], path[4096], key[128];
+    ckpt_dir(r, dir, sizeof dir);
+    if (!pl_mkdir_p(dir, err)) return adamw_free(&full), false;
+    ckpt_path(path, sizeof path, dir, si, steps_done);
+
+    int n_models = 0;
+    ckpt_model *models = xcalloc((size_t)r->n_models, sizeof *models);
+    for (int i = 0; i < r->n_models; i++) {
+        named_model *nm = &r->models[i];
+        if (nm->def >= 0 || !nm->loaded) continue; /* config models are rebuilt from the config */
+        models[n_models++] = (ckpt_model){.name = nm->name, .m = &nm->m, .opt = (mid_stage && nm == out) ? &full : NULL};
+    }
+    u64_list u = {0};
+    uint64_t v[4];
+    v[0] = (uint64_t)r->global_step;
+    u64_add(&u, "run.global_step", v, 1);
+    v[0] = (uint64_t)r->log_rows;
+    u64_add(&u, "run.log_rows", v, 1);
+    v[0] = cur->dsamp->cur.seed, v[1] = (uint64_t)cur->dsamp->cur.epoch, v[2] = (uint64_t)cur->dsamp->cur.position;
+    snprintf(key, sizeof key, "cursor.%s", s->name);
+    u64_add(&u, key, v, 3);
+    v[0] = (uint64_t)cur->unique, v[1] = (uint64_t)cur->total;
+    snprintf(key, sizeof key, "labels.%s", s->name);
+    u64_add(&u, key, v, 2);
+    uint64_t *seen = xmalloc((size_t)(cur->n + 1) * sizeof(uint64_t));
+    for (int i = 0; i < cur->n; i++) seen[i] = cur->seen[i];
+    snprintf(key, sizeof key, "seen.%s", s->name);
+    u64_add(&u, key, seen, (size_t)cur->n);
+    free(seen);
+    v[0] = cur->sampling_seed, v[1] = (uint64_t)steps_done;
+    snprintf(key, sizeof key, "rng.sampling.%s", s->name);
+    u64_add(&u, key, v, 2);
+    for (int j = 0; j <= si; j++) {
+        uint64_t w[N_SUMMARY];
+        summary_pack(&r->sums[j], w);
+        snprintf(key, sizeof key, "summary.%s", tc->stages[j].name);
+        u64_add(&u, key, w, N_SUMMARY);
+    }
+    /* metrics.jsonl so far: what the scheduler has written to its temp file */
+    char *metrics = NULL;
+    size_t len;
+    bool ok = fflush(r->metrics.fp) == 0 || err_set(err, "%s: write failed: %s", r->metrics.tmp, strerror(errno));
+    ok = ok && read_file(r->metrics.tmp, &metrics, &len, err);
+    char *cfg = ok ? config_text(r->tc->root, err) : NULL;
+    ok = ok && cfg;
+    ckpt_text texts[1] = {{.key = "metrics.jsonl", .text = metrics}};
+    ckpt_state st = {.stage_index = si, .stage_name = (char *)s->name, .step = steps_done, .config_text = cfg,
+                     .models = models, .n_models = n_models, .u64s = u.u, .n_u64s = u.n, .texts = texts, .n_texts = 1};
+    ok = ok && ckpt_save(path, &st, err); /* registers its temp file: removed on die() or a fatal signal */
+    for (int i = 0; i < u.n; i++) free(u.u[i].key), free(u.u[i].values);
+    free(u.u), free(models), free(metrics), free(cfg);
+    adamw_free(&full);
+    return ok;
+}
+
+/* ---- resume ---- */
+static const ckpt_u64 *need_u64(const resume_point *rp, const char *key, size_t n, s2d_err *err) {
+    const ckpt_u64 *c = ckpt_find_u64(rp->st, key);
+    if (!c || c->n != n) {
+        err_set(err, "%s: /state/%s: %s (expected %zu values)", rp->path, key, c ? "wrong length" : "missing", n);
+        return NULL;
+    }
+    return c;
+}
+
+/* The scheduler's checks and restores (runs on rank 0 only). */
+static bool resume_sched(run *r, s2d_err *err) {
+    resume_point *rp = &r->resume;
+    const train_config *tc = r->tc;
+    char dir[4096];
+    ckpt_dir(r, dir, sizeof dir);
+    bool found = false;
+    if (access(dir, F_OK) != 0)
+        return err_set(err, "%s: nothing to resume: no checkpoints directory (%s does not exist)", r->out, dir);
+    if (!ckpt_find_latest(dir, rp->path, sizeof rp->path, &found, err)) return false;
+    if (!found) return err_set(err, "%s: nothing to resume: no complete checkpoint in %s", r->out, dir);
+    rp->st = xcalloc(1, sizeof(ckpt_state));
+    if (!ckpt_load(rp->path, rp->st, err)) return false;
+    const ckpt_state *st = rp->st;
+    log_info("resuming from %s: stage %d (%s), step %ld", rp->path, st->stage_index, st->stage_name, st->step);
+    /* same run? compare both configs as written and re-read (anchors, merges and --set resolved) */
+    if (!st->config_text) return err_set(err, "%s: /config: missing (not a checkpoint of s2d train)", rp->path);
+    char *mine = config_text(tc->root, err);
+    if (!mine) return false;
+    cfg_node *a = NULL, *b = NULL;
+    bool ok = cfg_load_string(st->config_text, rp->path, &a, err) && cfg_load_string(mine, "this run's config", &b, err);
+    if (ok && !train_config_same_run(a, b, err))
+        ok = err_prefix(err, "%s: cannot resume from %s with a different config", tc->path, rp->path);
+    if (a) cfg_free(a);
+    if (b) cfg_free(b);
+    free(mine);
+    if (!ok) return false;
+    if (st->stage_index < 0 || st->stage_index >= tc->n_stages || strcmp(st->stage_name, tc->stages[st->stage_index].name) != 0 ||
+        st->step < 0 || st->step > tc->stages[st->stage_index].steps)
+        return err_set(err, "%s: stage %d (%s) step %ld does not fit this config's pipeline", rp->path, st->stage_index,
+                       st->stage_name, st->step);
+    rp->stage = st->stage_index, rp->step = st->step;
+    const ckpt_u64 *g = need_u64(rp, "run.global_step", 1, err), *lr = g ? need_u64(rp, "run.log_rows", 1, err) : NULL;
+    if (!lr) return false;
+    rp->global_step = (long)g->values[0];
+    r->log_rows = (long)lr->values[0];
+    char key[128];
+    for (int j = 0; j <= rp->stage; j++) {
+        snprintf(key, sizeof key, "summary.%s", tc->stages[j].name);
+        const ckpt_u64 *c = need_u64(rp, key, N_SUMMARY, err);
+        if (!c) return false;
+        summary_unpack(c->values, &r->sums[j]);
+    }
+    if (!ckpt_find_text(st, "metrics.jsonl")) return err_set(err, "%s: /text/metrics.jsonl: missing", rp->path);
+    return true;
+}
+
+bool pl_resume_begin(run *r, s2d_err *err) {
+    resume_point *rp = &r->resume;
+    transport *tp = r->tp;
+    bool ok = !tp_plays(tp, ROLE_SCHEDULER) || resume_sched(r, err);
+    if (!ok) return false; /* die() on the scheduler ends the job (the MPI abort hook) */
+    int64_t hdr[3] = {rp->stage, rp->step, rp->global_step};
+    tp->bcast(tp, TP_WORLD, 0, hdr, sizeof hdr, "the resume point");
+    tp->bcast(tp, TP_WORLD, 0, rp->path, sizeof rp->path, "the checkpoint path");
+    rp->stage = (int)hdr[0], rp->step = hdr[1], rp->global_step = hdr[2];
+    return true;
+}
+
+bool pl_resume_stage_output(run *r, int si, named_model *out, s2d_err *err) {
+    const tc_stage *s = &r->tc->stages[si];
+    if (!ckpt_load_model(r->resume.path, s->output, &out->m, NULL, err))
+        return err_prefix(err, "resuming stage %s", s->name);
+    return true;
+}
+
+bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_cursor *cur, s2d_err *err) {
+    const tc_stage *s = &r->tc->stages[si];
+    resume_point *rp = &r->resume;
+    model saved;
+    if (!ckpt_load_model(rp->path, s->output, &saved, NULL, err)) return err_prefix(err, "resuming stage %s", s->name);
+    bool ok = saved.n_params == out->m.n_params ||
+              err_set(err, "%s: model %s has %zu parameters, the policy %zu", rp->path, s->output, saved.n_params,
+                      out->m.n_params);
+    if (ok) model_params_copy(&out->m, &saved);
+    model_free(&saved);
+    if (!ok) return false;
+    if (L) { /* this learner's slice of the moments, whatever the learner count that wrote them */
+        long step = 0;
+        if (!ckpt_read_optim_range(rp->path, s->output, (size_t)L->shard_lo, (size_t)(L->shard_hi - L->shard_lo),
+                                   L->opt.m, L->opt.v, &step, err))
+            return err_prefix(err, "resuming stage %s", s->name);
+        L->opt.step = step;
+    }
+    if (!tp_plays(r->tp, ROLE_SCHEDULER)) return true;
+    char key[128];
+    snprintf(key, sizeof key, "cursor.%s", s->name);
+    const ckpt_u64 *c = need_u64(rp, key, 3, err);
+    if (!c) return false;
+    ds_cursor dc = {.seed = c->values[0], .epoch = (int64_t)c->values[1], .position = (int64_t)c->values[2]};
+    if (dc.seed != cur->dsamp->cur.seed)
+        return err_set(err, "%s: /state/%s: shuffling seed %llu, this run's %llu", rp->path, key,
+                       (unsigned long long)dc.seed, (unsigned long long)cur->dsamp->cur.seed);
+    if (!ds_sampler_restore(cur->dsamp, cur->n, dc, err)) return err_prefix(err, "%s: /state/%s", rp->path, key);
+    snprintf(key, sizeof key, "labels.%s", s->name);
+    if (!(c = need_u64(rp, key, 2, err))) return false;
+    cur->unique = (long)c->values[0], cur->total = (long)c->values[1];
+    snprintf(key, sizeof key, "seen.%s", s->name);
+    if (!(c = need_u64(rp, key, (size_t)cur->n, err))) return false;
+    for (int i = 0; i < cur->n; i++) cur->seen[i] = c->values[i] != 0;
+    snprintf(key, sizeof key, "rng.sampling.%s", s->name);
+    if (!(c = need_u64(rp, key, 2, err))) return false;
+    if (c->values[0] != cur->sampling_seed || (long)c->values[1] != rp->step)
+        return err_set(err, "%s: /state/%s: sampling key %llu at step %llu, expected %llu at step %ld", rp->path, key,
+                       (unsigned long long)c->values[0], (unsigned long long)c->values[1],
+                       (unsigned long long)cur->sampling_seed, rp->step);
+    snprintf(key, sizeof key, "summary.%s", s->name);
+    if (!(c = need_u64(rp, key, N_SUMMARY, err))) return false;
+    summary_unpack(c->values, &r->sums[si]);
+    return true;
+}
+
+/* ---- HDF5 logs ---- */
+static const char *const metric_fields[PL_N_METRIC_FIELDS] = {PL_METRIC_FIELDS};
+
+static bool exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* Rows of a log (its per-step /step dataset); 0 when the file does not exist. */
+static bool log_rows(const char *path, const char *step_set, long *rows, s2d_err *err) {
+    *rows = 0;
+    if (!exists(path)) return true;
+    int64_t *v = NULL;
+    size_t n = 0;
+    if (!h5_read_i64(path, step_set, &v, &n, err)) return false;
+    free(v);
+    *rows = (long)n;
+    return true;
+}
+
+/* Rewrites the metrics table with its first `keep` rows (a run that went past its last checkpoint). */
+static bool cut_metrics(const char *path, long keep, s2d_err *err) {
+    int64_t *stage = NULL, *step = NULL;
+    double *cols[PL_N_METRIC_FIELDS] = {0};
+    size_t n = 0;
+    bool ok = h5_read_i64(path, "stage", &stage, &n, err) && h5_read_i64(path, "step", &step, &n, err);
+    for (int k = 0; ok && k < PL_N_METRIC_FIELDS; k++) ok = h5_read_f64(path, metric_fields[k], &cols[k], &n, err);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.cut.%d", path, (int)getpid());
+    s2d_tmp_register(tmp); /* removed on die() or a fatal signal */
+    metrics_log *ml = ok ? metrics_log_open(tmp, metric_fields, PL_N_METRIC_FIELDS, err) : NULL;
+    ok = ml != NULL;
+    for (long i = 0; ok && i < keep; i++) {
+        double row[PL_N_METRIC_FIELDS];
+        for (int k = 0; k < PL_N_METRIC_FIELDS; k++) row[k] = cols[k][i];
+        ok = metrics_log_append(ml, (int)stage[i], (long)step[i], row, err);
+    }
+    if (ml && !metrics_log_close(ml, err)) ok = false;
+    if (ok && rename(tmp, path) != 0) ok = err_set(err, "%s: cannot replace: %s", path, strerror(errno));
+    if (!ok) unlink(tmp);
+    s2d_tmp_unregister(tmp);
+    free(stage), free(step);
+    for (int k = 0; k < PL_N_METRIC_FIELDS; k++) free(cols[k]);
+    return ok;
+}
+
+/* Rewrites the rollout log with its first `keep` steps. */
+static bool cut_rollouts(const char *path, long keep, s2d_err *err) {
+    static const char *const i64_names[7] = {"steps/stage", "steps/step", "steps/policy_version", "steps/seq_begin",
+                                             "steps/n_seqs", "seqs/offsets", "seqs/prompt_len"};
+    static const char *const f32_names[5] = {"seqs/reward", "seqs/advantage", "logp/behaviour", "logp/teacher",
+                                             "logp/reference"};
+    int64_t *iv[8] = {0}, *tokens64 = NULL;
+    float *fv[5] = {0};
+    size_t n;
+    bool ok = h5_read_i64(path, "tokens", &tokens64, &n, err);
+    for (int k = 0; ok && k < 7; k++) ok = h5_read_i64(path, i64_names[k], &iv[k], &n, err);
+    for (int k = 0; ok && k < 5; k++) ok = h5_read_f32(path, f32_names[k], &fv[k], &n, err);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.cut.%d", path, (int)getpid());
+    s2d_tmp_register(tmp); /* removed on die() or a fatal signal */
+    rollout_log *rl = ok ? rollout_log_open(tmp, err) : NULL;
+    ok = rl != NULL;
+    const int64_t *off = ok ? iv[5] : NULL;
+    for (long i = 0; ok && i < keep; i++) {
+        long s0 = (long)iv[3][i], ns = (long)iv[4][i], t0 = (long)off[s0];
+        int32_t *loff = xmalloc((size_t)(ns + 1) * sizeof(int32_t)), *plen = xmalloc((size_t)(ns + 1) * sizeof(int32_t));
+        long nt = (long)off[s0 + ns] - t0;
+        int32_t *tok = xmalloc((size_t)(nt + 1) * sizeof(int32_t));
+        for (long j = 0; j <= ns; j++) loff[j] = (int32_t)(off[s0 + j] - t0);
+        for (long j = 0; j < ns; j++) plen[j] = (int32_t)iv[6][s0 + j];
+        for (long t = 0; t < nt; t++) tok[t] = (int32_t)tokens64[t0 + t];
+        rollout_step st = {.stage = (int)iv[0][i], .step = (long)iv[1][i], .policy_version = (long)iv[2][i],
+                           .n_seqs = (int)ns, .offsets = loff, .tokens = tok, .prompt_len = plen,
+                           .reward = fv[0] + s0, .advantage = fv[1] + s0, .logp_behaviour = fv[2] + t0,
+                           .logp_teacher = fv[3] + t0, .logp_reference = fv[4] + t0};
+        ok = rollout_log_append(rl, &st, err);
+        free(loff), free(plen), free(tok);
+    }
+    if (rl && !rollout_log_close(rl, err)) ok = false;
+    if (ok && rename(tmp, path) != 0) ok = err_set(err, "%s: cannot replace: %s", path, strerror(errno));
+    if (!ok) unlink(tmp);
+    s2d_tmp_unregister(tmp);
+    free(tokens64);
+    for (int k = 0; k < 7; k++) free(iv[k]);
+    for (int k = 0; k < 5; k++) free(fv[k]);
+    return ok;
+}
+
+bool pl_logs_open(run *r, s2d_err *err) {
+    const train_config *tc = r->tc;
+    char rpath[4096], mpath[4096];
+    path_join(rpath, sizeof rpath, r->out, "rollouts.h5");
+    path_join(mpath, sizeof mpath, r->out, "metrics.h5");
+    const char *paths[2] = {rpath, mpath}, *row_sets[2] = {"steps/step", "step"};
+    bool on[2] = {tc->log_rollouts, tc->log_metrics_h5};
+    for (int k = 0; k < 2; k++) {
+        if (!on[k]) continue;
+        if (!r->resume.active) { /* a fresh run starts fresh logs */
+            if (exists(paths[k]) && unlink(paths[k]) != 0)
+                return err_set(err, "%s: cannot remove the old log: %s", paths[k], strerror(errno));
+            continue;
+        }
+        long rows;
+        if (!log_rows(paths[k], row_sets[k], &rows, err)) return false;
+        if (rows < r->log_rows)
+            return err_set(err, "%s: has %ld steps but the checkpoint %s follows %ld (was logging switched on, or "
+                                "the file replaced?)", paths[k], rows, r->resume.path, r->log_rows);
+        if (rows > r->log_rows) {
+            log_info("%s: dropping %ld steps logged after the checkpoint", paths[k], rows - r->log_rows);
+            if (!(k == 0 ? cut_rollouts(paths[k], r->log_rows, err) : cut_metrics(paths[k], r->log_rows, err)))
+                return false;
+        }
+    }
+    if (tc->log_rollouts && !(r->rollouts = rollout_log_open(rpath, err))) return false;
+    if (tc->log_metrics_h5 && !(r->metrics_h5 = metrics_log_open(mpath, metric_fields, PL_N_METRIC_FIELDS, err)))
+        return false;
+    return true;
+}
+
+bool pl_logs_close(run *r, s2d_err *err) {
+    bool ok = true;
+    if (r->rollouts) ok = rollout_log_close(r->rollouts, err) && ok, r->rollouts = NULL;
+    if (r->metrics_h5) ok = metrics_log_close(r->metrics_h5, err) && ok, r->metrics_h5 = NULL;
+    return ok;
+}

@@ -1,0 +1,362 @@
+/* pipeline_learn.c: the learner (loss → backward → clip → AdamW) and the scorers of the pipeline. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "algo/pipeline.h"
+
+void pl_learner_init(pl_learner *L, model *policy, int max_tokens, const tc_stage *s) {
+    pl_learner_init_dist(L, policy, max_tokens, s, NULL, 1);
+}
+
+/* Decay segments of the model's tensor table (no decay on norms and embeddings, as the single-process learner
+ * had), intersected with [lo, hi) and shifted to start at 0. */
+void pl_optim_segments(adamw *opt, const model *m, long lo, long hi) {
+    int n = m->n_tensors, k = 0;
+    adamw_segment *segs = xmalloc((size_t)n * sizeof *segs);
+    for (int i = 0; i < n; i++) {
+        const model_tensor *t = &m->tensors[i];
+        /* span: the tensor and its alignment padding, so the segments tile the buffer */
+        segs[i] = (adamw_segment){.offset = t->offset, .numel = t->span,
+                                  .decay = t->kind != TENSOR_NORM && t->kind != TENSOR_EMBEDDING};
+    }
+    for (int i = 1; i < n; i++) { /* by offset */
+        adamw_segment x = segs[i];
+        int j = i - 1;
+        while (j >= 0 && segs[j].offset > x.offset) segs[j + 1] = segs[j], j--;
+        segs[j + 1] = x;
+    }
+    adamw_segment *out = xmalloc((size_t)n * sizeof *out);
+    for (int i = 0; i < n; i++) {
+        long a = S2D_MAX((long)segs[i].offset, lo), b = S2D_MIN((long)(segs[i].offset + segs[i].numel), hi);
+        if (b > a) out[k++] = (adamw_segment){.offset = (size_t)(a - lo), .numel = (size_t)(b - a), .decay = segs[i].decay};
+    }
+    adamw_set_segments(opt, out, k);
+    free(segs), free(out);
+}
+
+void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc_stage *s, transport *tp,
+                          int micro_batches) {
+    memset(L, 0, sizeof *L);
+    L->policy = policy;
+    L->max_tokens = max_tokens;
+    L->tp = tp;
+    L->micro_batches = micro_batches;
+    L->n_learners = tp && !tp->local ? tp->n_learn : 1;
+    L->index = tp && !tp->local ? tp->index : 0;
+    CHECK(tc_tree_aligned(micro_batches, L->n_learners), "learners %d do not align with %d micro-batches",
+          L->n_learners, micro_batches);
+    if (!policy->grads) model_alloc_grads(policy);
+    L->ws = model_ws_new(policy, max_tokens, true);
+    long n = (long)policy->n_params;
+    tp_split(n, L->n_learners, L->index, &L->shard_lo, &L->shard_hi);
+    CHECK(L->shard_hi > L->shard_lo, "more learners (%d) than parameters (%ld)", L->n_learners, n);
+    adamw_init(&L->opt, (size_t)(L->shard_hi - L->shard_lo), &s->adam);
+    pl_optim_segments(&L->opt, policy, L->shard_lo, L->shard_hi);
+    ops_queue *q = policy->q;
+    L->norm.n = (size_t)n; /* only the norm and clipping of the full gradient (learner 0) */
+    L->norm.q = q;
+    ops_reserve(q, 0, 0, 0, (size_t)n);
+    for (int span = 1; span < micro_batches; span *= 2) L->tree_depth++;
+    L->tree_depth += 1;
+    L->tree_bufs = micro_batches > 1 ? ops_alloc(q, OPS_F32, (size_t)L->tree_depth * (size_t)n).p : NULL;
+    L->recv = L->n_learners > 1 ? ops_alloc(q, OPS_F32, (size_t)n).p : NULL;
+    L->row_kl = xmalloc((size_t)(max_tokens + 1) * sizeof(double));
+    if (!q->host_memory) L->row_kl_dev = ops_alloc(q, OPS_F64, (size_t)max_tokens + 1).p;
+    L->mseq = xmalloc((size_t)(max_tokens + 2) * sizeof(int));
+    L->kl_part = xcalloc((size_t)micro_batches, sizeof(double));
+    L->logp = xmalloc((size_t)max_tokens * sizeof(float));
+    L->logp_old = xmalloc((size_t)max_tokens * sizeof(float));
+    L->dlogp = xmalloc((size_t)max_tokens * sizeof(float));
+}
+
+void pl_learner_free(pl_learner *L) {
+    ops_queue *q = L->policy->q;
+    model_ws_free(L->ws);
+    adamw_free(&L->opt);
+    ops_free(q, ot_f32(L->tree_bufs)), ops_free(q, ot_f32(L->recv)), ops_free(q, ot_f64(L->row_kl_dev));
+    free(L->row_kl);
+    free(L->mseq), free(L->kl_part);
+    free(L->logp), free(L->logp_old), free(L->dlogp);
+    memset(L, 0, sizeof *L);
+}
+
+void pl_micro_view(const pl_batch *b, int M, int mb, pl_batch *v, int *seq_scratch, int *row0) {
+    long lo, hi;
+    tp_split(b->n_seqs, M, mb, &lo, &hi);
+    int r0 = b->seq_start[lo];
+    for (long i = lo; i <= hi; i++) seq_scratch[i - lo] = b->seq_start[i] - r0;
+    *v = *b;
+    v->n_seqs = (int)(hi - lo);
+    v->seq_start = seq_scratch;
+    v->tokens = b->tokens + r0;
+    v->mask = b->mask + r0;
+    if (b->logp_behaviour) v->logp_behaviour = b->logp_behaviour + r0;
+    if (b->adv) v->adv = b->adv + r0;
+    if (b->logp_teacher) v->logp_teacher = b->logp_teacher + r0;
+    if (b->logp_ref) v->logp_ref = b->logp_ref + r0;
+    if (b->row_slot) v->row_slot = b->row_slot + r0; /* slots stay global: top-k / full rows are shared */
+    *row0 = r0;
+}
+
+static token_layout layout_of(const pl_batch *b) {
+    return (token_layout){.n_seqs = b->n_seqs, .seq_start = b->seq_start, .mask = b->mask};
+}
+
+/* Row range of learner j's block of micro-batches. */
+static void learner_rows(const pl_learner *L, const pl_batch *b, int j, int *r0, int *r1) {
+    long m0, m1, s0, s1, unused;
+    tp_split(L->micro_batches, L->n_learners, j, &m0, &m1);
+    tp_split(b->n_seqs, L->micro_batches, (int)m0, &s0, &unused);
+    tp_split(b->n_seqs, L->micro_batches, (int)m1 - 1, &unused, &s1);
+    *r0 = b->seq_start[s0], *r1 = b->seq_start[s1];
+}
+
+static void forward_micro(pl_learner *L, const pl_batch *b, int mb, pl_batch *v, int *r0) {
+    pl_micro_view(b, L->micro_batches, mb, v, L->mseq, r0);
+    if (L->ws_holds == mb) return;
+    model_batch mbat = {.n_seqs = v->n_seqs, .seq_start = v->seq_start, .tokens = v->tokens};
+    s2d_err err;
+    CHECK_OK(model_forward(L->policy, L->ws, &mbat, &err), &err);
+    L->ws_holds = mb;
+}
+
+/* Gradient of micro-batch mb into policy->grads. */
+static void leaf_grad(pl_learner *L, const tc_stage *s, const pl_batch *b, int mb) {
+    pl_batch v;
+    int r0;
+    forward_micro(L, b, mb, &v, &r0);
+    model_zero_grads(L->policy);
+    if (s->algo == ALGO_FKL && s->fkl != FKL_SAMPLED) {
+        int T = v.seq_start[v.n_seqs];
+        ops_vocab_op op;
+        pl_fkl_op(L->policy->q, s, &v, T, L->fkl_scale, &op);
+        op.row_kl = L->row_kl_dev ? ot_f64(L->row_kl_dev) : ot_f64(L->row_kl);
+        model_vocab_backward(L->policy, L->ws, &op);
+        if (L->row_kl_dev) ops_download(L->policy->q, L->row_kl, op.row_kl, (size_t)T);
+        double sum = 0; /* taught rows in order */
+        for (int t = 0; t < T; t++)
+            if (v.row_slot[t] >= 0) sum += L->row_kl[t];
+        L->kl_part[mb] = sum;
+    } else {
+        model_backward_logprobs(L->policy, L->ws, L->dlogp + r0);
+    }
+}
+
+/* Sum of the gradients of micro-batches [lo, hi) over the fixed tree; returns the buffer holding it. */
+static float *tree_sum(pl_learner *L, const tc_stage *s, const pl_batch *b, int lo, int hi, int level) {
+    if (hi - lo == 1) {
+        leaf_grad(L, s, b, lo);
+        return L->policy->grads;
+    }
+    size_t n = L->policy->n_params;
+    CHECK(level < L->tree_depth, "gradient tree deeper than %d", L->tree_depth);
+    ops_queue *q = L->policy->q;
+    float *buf = L->tree_bufs + (size_t)level * n;
+    int mid = tc_tree_mid(lo, hi);
+    float *left = tree_sum(L, s, b, lo, mid, level + 1);
+    ops_copy(q, ot_f32(buf), ot_f32(left), n);
+    const float *right = tree_sum(L, s, b, mid, hi, level + 1);
+    op_add(q, ot_f32(buf), ot_f32(right), n);
+    return buf;
+}
+
+/* Node [lo, hi) of the tree above the learner blocks: returns the learner that holds its sum (in *mine when
+ * that is this learner). Right-hand owners send, left-hand owners add: the same additions as tree_sum. */
+static int tree_combine(pl_learner *L, const tc_stage *s, const pl_batch *b, int lo, int hi, int level,
+                        float **mine) {
+    for (int j = 0; j < L->n_learners; j++) {
+        long a, z;
+        tp_split(L->micro_batches, L->n_learners, j, &a, &z);
+        if (a == lo && z == hi) {
+            if (j == L->index) *mine = tree_sum(L, s, b, lo, hi, level);
+            return j;
+        }
+    }
+    int mid = tc_tree_mid(lo, hi);
+    int jl = tree_combine(L, s, b, lo, mid, level + 1, mine);
+    int jr = tree_combine(L, s, b, mid, hi, level + 1, mine);
+    size_t n = L->policy->n_params;
+    if (L->index == jr) L->tp->send(L->tp, TP_LEARN, jl, *mine, n * sizeof(float), "a gradient partial sum");
+    if (L->index == jl) {
+        L->tp->recv(L->tp, TP_LEARN, jr, L->recv, n * sizeof(float), "a gradient partial sum");
+        op_add(L->policy->q, ot_f32(*mine), ot_f32(L->recv), n);
+    }
+    return jl;
+}
+
+void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st) {
+    memset(st, 0, sizeof *st);
+    model *m = L->policy;
+    int T = b->seq_start[b->n_seqs];
+    CHECK(T <= L->max_tokens, "pl_learn_step: %d tokens > workspace %d", T, L->max_tokens);
+    CHECK(L->micro_batches <= b->n_seqs, "pl_learn_step: %d micro-batches > %d sequences", L->micro_batches,
+          b->n_seqs);
+    bool multi = L->n_learners > 1;
+    L->ws_holds = -1;
+    long m0, m1;
+    tp_split(L->micro_batches, L->n_learners, L->index, &m0, &m1);
+    for (int t = 0; t < T; t++) st->tokens += b->mask[t] != 0;
+    token_layout lay = layout_of(b);
+    bool logits_loss = s->algo == ALGO_FKL && s->fkl != FKL_SAMPLED;
+    /* counts/displacements of the learners' row blocks (bytes), for the all-gathers */
+    size_t cnt[4096], dsp[4096];
+    CHECK(L->n_learners <= 4096, "at most 4096 learners");
+    if (logits_loss) {
+        L->fkl_scale = b->n_rows > 0 ? 1.0f / (float)b->n_rows : 0.0f; /* token mean over taught rows */
+    } else {
+        /* pass 1: this learner's rows of log-probs, then everyone's */
+        for (long mb = m0; mb < m1; mb++) {
+            pl_batch v;
+            int r0;
+            forward_micro(L, b, (int)mb, &v, &r0);
+            model_token_logprobs_from_ws(m, L->ws, L->logp + r0);
+        }
+        if (multi) {
+            for (int j = 0; j < L->n_learners; j++) {
+                int r0, r1;
+                learner_rows(L, b, j, &r0, &r1);
+                dsp[j] = (size_t)r0 * sizeof(float), cnt[j] = (size_t)(r1 - r0) * sizeof(float);
+            }
+            L->tp->allgatherv(L->tp, TP_LEARN, L->logp, cnt, dsp, "per-token log-probs of the other learners");
+        }
+        /* The "old" policy: fixed before the first of several minibatch updates (ρ ≠ 1 after the first, so
+         * PPO clipping and the truncated IS weight act), else the current one (ρ = 1; clipping inactive). */
+        memcpy(L->logp_old, L->fixed_old ? L->fixed_old : L->logp, (size_t)T * sizeof(float));
+        if (s->algo == ALGO_SFT || s->algo == ALGO_FKL) {
+            st->loss = sft_loss(&lay, AGG_TOKEN_MEAN, 0, L->logp, L->dlogp);
+        } else if (s->algo == ALGO_GRPO) {
+            grpo_stats gs;
+            st->loss = grpo_loss(&s->grpo, &lay, L->logp, L->logp_old, s->grpo.tis_cap > 0 ? b->logp_behaviour : NULL,
+                                 s->grpo.kl_beta > 0 ? b->logp_ref : NULL, b->adv, L->dlogp, &gs);
+            st->kl = gs.kl;
+            st->clip_fraction = gs.clip_fraction;
+        } else { /* opd */
+            st->loss = opd_loss(&s->opd, &lay, L->logp, L->logp_old, b->logp_teacher,
+                                b->logp_ref ? b->logp_ref : L->logp_old, L->dlogp, NULL);
+            double kl = 0; /* reverse KL estimate E_student[ℓθ − ℓT] over counted tokens */
+            long n = 0;
+            for (int t = 0; t < T; t++)
+                if (b->mask[t] != 0) kl += L->logp[t] - b->logp_teacher[t], n++;
+            st->kl = n ? kl / n : 0;
+        }
+    }
+    /* gradients: the fixed tree over micro-batches, this learner's subtree first */
+    float *total = NULL;
+    if (multi) tree_combine(L, s, b, 0, L->micro_batches, 0, &total);
+    else total = tree_sum(L, s, b, 0, L->micro_batches, 0);
+    if (logits_loss) {
+        if (multi) {
+            for (int j = 0; j < L->n_learners; j++) {
+                long a, z;
+                tp_split(L->micro_batches, L->n_learners, j, &a, &z);
+                dsp[j] = (size_t)a * sizeof(double), cnt[j] = (size_t)(z - a) * sizeof(double);
+            }
+            L->tp->allgatherv(L->tp, TP_LEARN, L->kl_part, cnt, dsp, "forward-KL sums of the other learners");
+        }
+        double sum = 0;
+        for (int mb = 0; mb < L->micro_batches; mb++) sum += L->kl_part[mb];
+        st->loss = b->n_rows > 0 ? sum / b->n_rows : 0;
+        st->kl = st->loss;
+    }
+    /* learner 0: clip the total; every learner: AdamW on its shard (ZeRO-1), then all-gather the shards */
+    size_t n = m->n_params;
+    double norm_bits[1] = {0};
+    if (L->index == 0) norm_bits[0] = adamw_clip_grad_norm(&L->norm, total, s->clip);
+    float *shard = NULL;
+    if (multi) {
+        if (L->index == 0) {
+            for (int j = 1; j < L->n_learners; j++) {
+                long a, z;
+                tp_split((long)n, L->n_learners, j, &a, &z);
+                L->tp->send(L->tp, TP_LEARN, j, total + a, (size_t)(z - a) * sizeof(float), "a gradient shard");
+            }
+            shard = total + L->shard_lo;
+        } else {
+            shard = L->recv; /* free again after the combine */
+            L->tp->recv(L->tp, TP_LEARN, 0, shard, (size_t)(L->shard_hi - L->shard_lo) * sizeof(float),
+                        "a gradient shard");
+        }
+        L->tp->bcast(L->tp, TP_LEARN, 0, norm_bits, sizeof norm_bits, "the gradient norm");
+    } else {
+        shard = total;
+    }
+    st->grad_norm = norm_bits[0];
+    st->lr = lr_at(&s->sched, step);
+    if (isfinite(st->grad_norm)) adamw_step(&L->opt, m->params + L->shard_lo, shard, (float)st->lr);
+    if (multi) {
+        for (int j = 0; j < L->n_learners; j++) {
+            long a, z;
+            tp_split((long)n, L->n_learners, j, &a, &z);
+            dsp[j] = (size_t)a * sizeof(float), cnt[j] = (size_t)(z - a) * sizeof(float);
+        }
+        L->tp->allgatherv(L->tp, TP_LEARN, m->params, cnt, dsp, "updated parameter shards");
+    }
+}
+
+void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out) {
+    int T = b->seq_start[b->n_seqs];
+    CHECK(T <= L->max_tokens, "pl_learn_logprobs: %d tokens > workspace %d", T, L->max_tokens);
+    L->ws_holds = -1;
+    long m0, m1;
+    tp_split(L->micro_batches, L->n_learners, L->index, &m0, &m1);
+    for (long mb = m0; mb < m1; mb++) {
+        pl_batch v;
+        int r0;
+        forward_micro(L, b, (int)mb, &v, &r0);
+        model_token_logprobs_from_ws(L->policy, L->ws, out + r0);
+    }
+    if (L->n_learners > 1) {
+        size_t cnt[4096], dsp[4096];
+        for (int j = 0; j < L->n_learners; j++) {
+            int r0, r1;
+            learner_rows(L, b, j, &r0, &r1);
+            dsp[j] = (size_t)r0 * sizeof(float), cnt[j] = (size_t)(r1 - r0) * sizeof(float);
+        }
+        L->tp->allgatherv(L->tp, TP_LEARN, out, cnt, dsp, "per-token log-probs of the other learners");
+    }
+    L->ws_holds = -1;
+}
+
+bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err) {
+    model_batch mb = {.n_seqs = b->n_seqs, .seq_start = b->seq_start, .tokens = b->tokens};
+    return model_token_logprobs(m, ws, &mb, logp, err);
+}
+
+/* The vocabulary op of stage s's forward KL over rows [0, T) of batch b: the teacher data of b (host arrays)
+ * as tensors of q (no copy on host-memory backends). */
+void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, ops_vocab_op *op) {
+    CHECK(q->host_memory, "forward KL: the teacher data must be staged to device buffers on the %s backend "
+                          "(not implemented yet: use device: cpu for fkl stages)", q->name);
+    *op = (ops_vocab_op){.kind = s->fkl == FKL_FULL ? VOCAB_FKL_FULL : VOCAB_FKL_TOPK, .k = s->topk, .scale = scale,
+                         .row_slot = ot_i32(b->row_slot), .full_logp = ot_f32(b->full_logp),
+                         .topk_ids = ot_i32(b->topk_ids), .topk_logp = ot_f32(b->topk_logp)};
+    (void)T;
+}
+
+bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, s2d_err *err) {
+    model_batch mb = {.n_seqs = b->n_seqs, .seq_start = b->seq_start, .tokens = b->tokens};
+    if (!model_forward(teacher, ws, &mb, err)) return false;
+    ops_vocab_op op;
+    pl_fkl_op(teacher->q, s, b, mb.seq_start[mb.n_seqs], 0.0f, &op);
+    op.kind = s->fkl == FKL_FULL ? VOCAB_TEACHER_FULL : VOCAB_TEACHER_TOPK;
+    model_vocab_forward(teacher, ws, &op);
+    return true;
+}
+
+double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_batch *b) {
+    model_batch mb = {.n_seqs = b->n_seqs, .seq_start = b->seq_start, .tokens = b->tokens};
+    s2d_err err;
+    CHECK_OK(model_forward(m, ws, &mb, &err), &err);
+    int T = mb.seq_start[mb.n_seqs];
+    double *row_kl = xmalloc((size_t)(T + 1) * sizeof(double)); /* host: one value per row (metrics and tests) */
+    ops_vocab_op op;
+    pl_fkl_op(m->q, s, b, T, 0.0f, &op);
+    op.row_kl = ot_f64(row_kl);
+    model_vocab_forward(m, ws, &op);
+    double sum = 0;
+    for (int t = 0; t < T; t++)
+        if (b->row_slot[t] >= 0) sum += row_kl[t];
+    free(row_kl);
+    return b->n_rows ? sum / b->n_rows : 0;
+}

@@ -1,0 +1,806 @@
+/* model_forward.c: packed forward / backward of the decoder, the chunked LM head, and the KV-cache paths
+ * (prefill, decode) that share the same layer code. Every tensor operation is an ops.h call on the model's
+ * queue; host arrays here are metadata (sequence starts, slots, positions before they are staged). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/timer.h"
+#include "model/model.h"
+#include "ops/ops.h"
+
+/* Activations of one layer over T rows (device memory). In inference mode one set is shared by all layers and
+ * the residual is updated in place (x_in == x_mid == x_out); q_raw/k_raw alias q/k. */
+typedef struct {
+    float *x_in;   /* [T, H] residual entering the layer */
+    float *rstd1;  /* [T] */
+    float *xn1;    /* [T, H] input_layernorm output */
+    float *q_raw;  /* [T, nh*hd] projection before q_norm (Qwen3; == q otherwise) */
+    float *k_raw;  /* [T, nkv*hd] */
+    float *rstd_q; /* [T*nh] (Qwen3) */
+    float *rstd_k; /* [T*nkv] (Qwen3) */
+    float *q;      /* [T, nh, hd] after q_norm + RoPE */
+    float *k;      /* [T, nkv, hd] after k_norm + RoPE */
+    float *v;      /* [T, nkv, hd] */
+    float *att;    /* [T, nh*hd] attention output before o_proj */
+    float *lse;    /* [T, nh] */
+    float *x_mid;  /* [T, H] residual after attention */
+    float *rstd2;  /* [T] */
+    float *xn2;    /* [T, H] post_attention_layernorm output */
+    float *gate;   /* [T, I] */
+    float *up;     /* [T, I] */
+    float *act;    /* [T, I] silu(gate) * up */
+} layer_acts;
+
+struct model_ws {
+    model_config cfg;
+    ops_queue *q;
+    int max_tokens, chunk_rows;
+    bool training;
+    model_recompute recompute;
+    float *mem;       /* the one device buffer every activation below is carved from */
+    size_t mem_floats, act_floats; /* total; of which activations kept for the backward pass */
+    /* the batch of the last forward */
+    int T, n_seqs;
+    bool have_forward;
+    int *seq_start;   /* host [max_tokens + 1] */
+    int32_t *tokens_h, *pos_h, *target_h; /* host [max_tokens]: staged into the device copies below */
+    int32_t *tokens, *pos, *target;       /* device [max_tokens]; target: next token, -1 at a sequence's last row */
+    layer_acts *acts; /* [n_layers] (training), [1] (inference); recompute: x_in only, per layer */
+    layer_acts shared; /* recompute: the activations of the one layer being run */
+    float *x_scratch; /* [T, H] recompute: the discarded output of a recomputed layer */
+    float *x_final;   /* [T, H] residual after the last layer */
+    float *rstd_f;    /* [T] */
+    float *hf;        /* [T, H] after the final norm */
+    float *logits;    /* [chunk_rows, V] */
+    float *chunk_logp, *chunk_lse; /* [chunk_rows] */
+    float *logp_dev, *dlogp_dev;   /* [T] staging of the host per-token arrays */
+    float *host_chunk; /* host [chunk_rows, V]: model_logits_chunks on device backends, else NULL */
+    /* backward (training only) */
+    float *dx, *dxn, *dhf;        /* [T, H] */
+    float *dq, *dq_raw, *datt;    /* [T, nh*hd] */
+    float *dk, *dk_raw, *dv;      /* [T, nkv*hd] */
+    float *dgate, *dup, *dact;    /* [T, I] */
+};
+
+/* Carves buffers out of base (or only counts them when base is NULL), 64-byte aligned. */
+typedef struct {
+    float *base;
+    size_t used; /* floats */
+} carver;
+
+static float *carve(carver *c, size_t n) {
+    float *p = c->base ? c->base + c->used : NULL;
+    c->used += (n + 15) & ~(size_t)15;
+    return p;
+}
+
+/* A layer's activations; x_shared != NULL: inference (residual in place). keep_x_in = false: x_in is set by the
+ * caller (recompute's shared set). */
+static void layout_acts(carver *c, layer_acts *a, const model_config *cfg, int T, bool training, float *x_shared,
+                        bool keep_x_in) {
+    size_t H = cfg->hidden, qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    size_t I = cfg->intermediate, t = (size_t)T;
+    bool qwen = cfg->arch == MODEL_QWEN3;
+    a->x_in = training ? (keep_x_in ? carve(c, t * H) : NULL) : x_shared;
+    a->rstd1 = carve(c, t);
+    a->xn1 = carve(c, t * H);
+    a->q = carve(c, t * qd);
+    a->k = carve(c, t * kvd);
+    a->v = carve(c, t * kvd);
+    a->q_raw = training && qwen ? carve(c, t * qd) : a->q;
+    a->k_raw = training && qwen ? carve(c, t * kvd) : a->k;
+    a->rstd_q = qwen ? carve(c, t * cfg->n_heads) : NULL;
+    a->rstd_k = qwen ? carve(c, t * cfg->n_kv_heads) : NULL;
+    a->att = carve(c, t * qd);
+    a->lse = training ? carve(c, t * cfg->n_heads) : NULL;
+    a->x_mid = training ? carve(c, t * H) : x_shared;
+    a->rstd2 = carve(c, t);
+    a->xn2 = carve(c, t * H);
+    a->gate = carve(c, t * I);
+    a->up = carve(c, t * I);
+    a->act = carve(c, t * I);
+}
+
+static void layout_ws(model_ws *ws, carver *c) {
+    const model_config *cfg = &ws->cfg;
+    size_t H = cfg->hidden, qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    size_t I = cfg->intermediate, t = (size_t)ws->max_tokens;
+    int n_sets = ws->training ? cfg->n_layers : 1;
+    size_t act0 = c->used;
+    ws->x_final = carve(c, t * H);
+    if (ws->recompute == RECOMPUTE_LAYER) {
+        for (int l = 0; l < n_sets; l++) ws->acts[l].x_in = carve(c, t * H);
+        layout_acts(c, &ws->shared, cfg, ws->max_tokens, true, NULL, false);
+        ws->x_scratch = carve(c, t * H);
+    } else {
+        for (int l = 0; l < n_sets; l++)
+            layout_acts(c, &ws->acts[l], cfg, ws->max_tokens, ws->training, ws->training ? NULL : ws->x_final, true);
+    }
+    ws->rstd_f = carve(c, t);
+    ws->hf = carve(c, t * H);
+    ws->act_floats = c->used - act0;
+    ws->logits = carve(c, (size_t)ws->chunk_rows * cfg->vocab);
+    ws->chunk_logp = carve(c, (size_t)ws->chunk_rows);
+    ws->chunk_lse = carve(c, (size_t)ws->chunk_rows);
+    ws->logp_dev = carve(c, t);
+    ws->dlogp_dev = carve(c, t);
+    /* the per-token ids share the buffer: an i32 and an f32 are the same size */
+    ws->tokens = (int32_t *)carve(c, t);
+    ws->pos = (int32_t *)carve(c, t);
+    ws->target = (int32_t *)carve(c, t);
+    if (ws->training) {
+        ws->dx = carve(c, t * H);
+        ws->dxn = carve(c, t * H);
+        ws->dhf = carve(c, t * H);
+        ws->dq = carve(c, t * qd);
+        ws->dq_raw = carve(c, t * qd);
+        ws->datt = carve(c, t * qd);
+        ws->dk = carve(c, t * kvd);
+        ws->dk_raw = carve(c, t * kvd);
+        ws->dv = carve(c, t * kvd);
+        ws->dgate = carve(c, t * I);
+        ws->dup = carve(c, t * I);
+        ws->dact = carve(c, t * I);
+    }
+}
+
+static int default_chunk_rows(const model_config *cfg, int max_tokens) {
+    int rows = cfg->vocab >= 32768 ? 64 : 256;
+    return S2D_MAX(1, S2D_MIN(rows, max_tokens));
+}
+
+model_ws *model_ws_new_recompute(const model *m, int max_tokens, bool training, model_recompute recompute) {
+    CHECK(max_tokens > 0, "model_ws_new: max_tokens must be positive, got %d", max_tokens);
+    model_ws *ws = xcalloc(1, sizeof *ws);
+    ws->cfg = m->cfg;
+    ws->q = m->q;
+    ws->max_tokens = max_tokens;
+    ws->training = training;
+    ws->recompute = training ? recompute : RECOMPUTE_NONE;
+    ws->chunk_rows = default_chunk_rows(&m->cfg, max_tokens);
+    ws->acts = xcalloc((size_t)(training ? m->cfg.n_layers : 1), sizeof(layer_acts));
+    ws->seq_start = xmalloc(sizeof(int) * ((size_t)max_tokens + 1));
+    ws->tokens_h = xmalloc(sizeof(int32_t) * (size_t)max_tokens);
+    ws->pos_h = xmalloc(sizeof(int32_t) * (size_t)max_tokens);
+    ws->target_h = xmalloc(sizeof(int32_t) * (size_t)max_tokens);
+    carver count = {NULL, 0};
+    layout_ws(ws, &count);
+    ws->mem_floats = count.used;
+    ws->mem = ops_alloc(ws->q, OPS_F32, count.used).p;
+    ops_zero(ws->q, ot_f32(ws->mem), count.used);
+    carver real = {ws->mem, 0};
+    layout_ws(ws, &real);
+    if (!ws->q->host_memory) ws->host_chunk = xmalloc((size_t)ws->chunk_rows * m->cfg.vocab * sizeof(float));
+    ops_reserve(ws->q, max_tokens, 0, 0, 0);
+    log_info("model workspace: %d tokens, %s%s, %.1f MB of activations (%.1f MB in all, on %s)", max_tokens,
+             training ? "training" : "inference", ws->recompute == RECOMPUTE_LAYER ? " with per-layer recompute" : "",
+             (double)ws->act_floats * 4 / 1e6, (double)ws->mem_floats * 4 / 1e6, ws->q->name);
+    return ws;
+}
+
+model_ws *model_ws_new(const model *m, int max_tokens, bool training) {
+    return model_ws_new_recompute(m, max_tokens, training, RECOMPUTE_NONE);
+}
+
+void model_ws_free(model_ws *ws) {
+    if (!ws) return;
+    ops_free(ws->q, ot_f32(ws->mem));
+    free(ws->acts);
+    free(ws->seq_start);
+    free(ws->tokens_h);
+    free(ws->pos_h);
+    free(ws->target_h);
+    free(ws->host_chunk);
+    free(ws);
+}
+
+size_t model_ws_bytes(const model_ws *ws) { return ws->mem_floats * sizeof(float); }
+size_t model_ws_activation_bytes(const model_ws *ws) { return ws->act_floats * sizeof(float); }
+int model_ws_max_tokens(const model_ws *ws) { return ws->max_tokens; }
+int model_ws_chunk_rows(const model_ws *ws) { return ws->chunk_rows; }
+ops_tensor model_ws_targets(const model_ws *ws) { return ot_i32(ws->target); }
+
+/* ---- the layer, shared by all paths ---- */
+
+typedef enum { ATTN_PACKED, ATTN_PREFILL, ATTN_DECODE } attn_kind;
+typedef struct {
+    attn_kind kind;
+    int n_seqs;
+    const int *seq_start; /* ATTN_PACKED (host) */
+    model_kv_cache *kv;   /* ATTN_PREFILL / ATTN_DECODE */
+    /* ATTN_PREFILL: n_seqs sequences packed by seq_start (rows), sequence i appended to slot seq_slot[i] from
+     * position seq_p0[i] */
+    const int *seq_slot, *seq_p0;
+    const int *slots;     /* ATTN_DECODE: [T] slot of each row (host) */
+    const int *pos_h;     /* ATTN_DECODE: [T] position of each row (host) */
+    int *ctx_len;         /* ATTN_DECODE scratch [T] (host) */
+    const model_layer_view16 *w16; /* KV paths: bf16 views of the weights (model_kv_refresh_weights), or NULL */
+} attn_mode;
+
+/* One layer's K (which 0) or V (1) cache: [n_slots, max_len, nkv, hd]. */
+static float *kv_layer(const model_kv_cache *kv, const model_config *c, int layer, int which) {
+    size_t kvd = (size_t)c->n_kv_heads * c->head_dim;
+    return kv->buf + ((size_t)layer * 2 + which) * kv->n_slots * (size_t)kv->max_len * kvd;
+}
+
+/* y[T,out] (+)= x W^T: a GEMM for packed batches (training, scoring); the row-invariant linear for the KV-cache
+ * paths, whose rows must not depend on the batch they share a step with, on the bf16 weights when the cache
+ * has them (bitwise the same result). */
+static void layer_linear(const model *m, const attn_mode *mode, float *y, const float *x, const float *W,
+                         const uint16_t *W16, int T, int in, int out, bool accumulate) {
+    if (mode->kind == ATTN_PACKED)
+        op_matmul(m->q, ot_f32(y), ot_f32(x), ot_f32(W), T, out, in, false, true, accumulate);
+    else if (mode->w16)
+        op_linear_rows(m->q, ot_f32(y), ot_f32(x), ot_bf16(W16), T, in, out, accumulate);
+    else
+        op_linear_rows(m->q, ot_f32(y), ot_f32(x), ot_f32(W), T, in, out, accumulate);
+}
+
+static void layer_forward(const model *m, int l, const layer_acts *a, float *x_out, int T, const int32_t *pos,
+                          const attn_mode *mode) {
+    ops_queue *q = m->q;
+    const model_config *c = &m->cfg;
+    const model_layer_view *W = &m->w.layers[l];
+    const model_layer_view16 *W16 = mode->w16 ? &mode->w16[l] : &(model_layer_view16){0};
+    int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, I = c->intermediate;
+    int qd = nh * hd, kvd = nkv * hd;
+    op_rmsnorm_fwd(q, ot_f32(a->xn1), ot_f32(a->rstd1), ot_f32(a->x_in), ot_f32(W->attn_norm), T, H, c->rms_eps);
+    layer_linear(m, mode, a->q_raw, a->xn1, W->wq, W16->wq, T, H, qd, false);
+    layer_linear(m, mode, a->k_raw, a->xn1, W->wk, W16->wk, T, H, kvd, false);
+    layer_linear(m, mode, a->v, a->xn1, W->wv, W16->wv, T, H, kvd, false);
+    if (c->arch == MODEL_QWEN3) { /* per-head RMSNorm over head_dim, before RoPE */
+        op_rmsnorm_fwd(q, ot_f32(a->q), ot_f32(a->rstd_q), ot_f32(a->q_raw), ot_f32(W->q_norm), T * nh, hd, c->rms_eps);
+        op_rmsnorm_fwd(q, ot_f32(a->k), ot_f32(a->rstd_k), ot_f32(a->k_raw), ot_f32(W->k_norm), T * nkv, hd,
+                       c->rms_eps);
+    }
+    op_rope_fwd(q, ot_f32(a->q), ot_i32(pos), ot_f32(m->rope_cos), ot_f32(m->rope_sin), T, nh, hd);
+    op_rope_fwd(q, ot_f32(a->k), ot_i32(pos), ot_f32(m->rope_cos), ot_f32(m->rope_sin), T, nkv, hd);
+    if (mode->kind == ATTN_PACKED) {
+        op_attention_fwd(q, ot_f32(a->att), ot_f32(a->lse), ot_f32(a->q), ot_f32(a->k), ot_f32(a->v), mode->n_seqs,
+                         mode->seq_start, nh, nkv, hd);
+    } else if (mode->kind == ATTN_PREFILL) {
+        model_kv_cache *kv = mode->kv;
+        const size_t slot_floats = (size_t)kv->max_len * kvd;
+        float *kc = kv_layer(kv, c, l, 0), *vc = kv_layer(kv, c, l, 1);
+        for (int i = 0; i < mode->n_seqs; i++) {
+            int r0 = mode->seq_start[i], n = mode->seq_start[i + 1] - r0, slot = mode->seq_slot[i], p0 = mode->seq_p0[i];
+            ops_tensor k_slot = ot_at(ot_f32(kc), (size_t)slot * slot_floats);
+            ops_tensor v_slot = ot_at(ot_f32(vc), (size_t)slot * slot_floats);
+            ops_copy(q, ot_at(k_slot, (size_t)p0 * kvd), ot_f32(a->k + (size_t)r0 * kvd), (size_t)n * kvd);
+            ops_copy(q, ot_at(v_slot, (size_t)p0 * kvd), ot_f32(a->v + (size_t)r0 * kvd), (size_t)n * kvd);
+            op_attention_prefill(q, ot_f32(a->att + (size_t)r0 * qd), ot_f32(a->q + (size_t)r0 * qd), k_slot, v_slot, n,
+                                 p0, nh, nkv, hd);
+        }
+    } else {
+        model_kv_cache *kv = mode->kv;
+        op_kv_write(q, ot_f32(kv_layer(kv, c, l, 0)), ot_f32(a->k), kv->max_len, mode->slots, mode->pos_h, T, kvd);
+        op_kv_write(q, ot_f32(kv_layer(kv, c, l, 1)), ot_f32(a->v), kv->max_len, mode->slots, mode->pos_h, T, kvd);
+        for (int r = 0; r < T; r++) mode->ctx_len[r] = mode->pos_h[r] + 1;
+        op_attention_decode(q, ot_f32(a->att), ot_f32(a->q), ot_f32(kv_layer(kv, c, l, 0)), ot_f32(kv_layer(kv, c, l, 1)),
+                            kv->max_len, mode->slots, mode->ctx_len, T, nh, nkv, hd);
+    }
+    if (a->x_mid != a->x_in) ops_copy(q, ot_f32(a->x_mid), ot_f32(a->x_in), (size_t)T * H);
+    layer_linear(m, mode, a->x_mid, a->att, W->wo, W16->wo, T, qd, H, true); /* x_mid = x_in + att Wo^T */
+    op_rmsnorm_fwd(q, ot_f32(a->xn2), ot_f32(a->rstd2), ot_f32(a->x_mid), ot_f32(W->mlp_norm), T, H, c->rms_eps);
+    layer_linear(m, mode, a->gate, a->xn2, W->w_gate, W16->w_gate, T, H, I, false);
+    layer_linear(m, mode, a->up, a->xn2, W->w_up, W16->w_up, T, H, I, false);
+    op_swiglu_fwd(q, ot_f32(a->act), ot_f32(a->gate), ot_f32(a->up), (size_t)T * I);
+    if (x_out != a->x_mid) ops_copy(q, ot_f32(x_out), ot_f32(a->x_mid), (size_t)T * H);
+    layer_linear(m, mode, x_out, a->act, W->w_down, W16->w_down, T, I, H, true); /* x_out = x_mid + act Wd^T */
+}
+
+static bool check_tokens(const model_config *c, const int32_t *tokens, int T, const char *what, s2d_err *err) {
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab)
+            return err_set(err, "%s: token id %d at position %d is out of range [0, %d)", what, tokens[t], t,
+                           c->vocab);
+    return true;
+}
+
+/* The activations layer l runs on and the residual it writes. */
+static const layer_acts *layer_set(model_ws *ws, int l, float **x_out) {
+    const int L = ws->cfg.n_layers;
+    if (!ws->training) {
+        *x_out = ws->x_final;
+        return &ws->acts[0];
+    }
+    *x_out = l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final;
+    if (ws->recompute != RECOMPUTE_LAYER) return &ws->acts[l];
+    ws->shared.x_in = ws->acts[l].x_in;
+    return &ws->shared;
+}
+
+bool model_forward(const model *m, model_ws *ws, const model_batch *b, s2d_err *err) {
+    const model_config *c = &m->cfg;
+    ws->have_forward = false;
+    if (b->n_seqs < 0 || b->seq_start[0] != 0) return err_set(err, "batch: seq_start[0] must be 0");
+    for (int s = 0; s < b->n_seqs; s++)
+        if (b->seq_start[s + 1] < b->seq_start[s]) return err_set(err, "batch: seq_start decreases at sequence %d", s);
+    int T = b->seq_start[b->n_seqs];
+    if (T > ws->max_tokens)
+        return err_set(err, "batch: %d tokens exceed the workspace's %d (raise max_tokens)", T, ws->max_tokens);
+    if (!check_tokens(c, b->tokens, T, "batch", err)) return false;
+    for (int s = 0; s < b->n_seqs; s++)
+        if (b->seq_start[s + 1] - b->seq_start[s] > c->max_pos)
+            return err_set(err, "batch: sequence %d has %d tokens, more than max_position_embeddings %d", s,
+                           b->seq_start[s + 1] - b->seq_start[s], c->max_pos);
+    ops_queue *q = m->q;
+    ws->T = T;
+    ws->n_seqs = b->n_seqs;
+    memcpy(ws->seq_start, b->seq_start, sizeof(int) * ((size_t)b->n_seqs + 1)); /* host metadata */
+    memcpy(ws->tokens_h, b->tokens, sizeof(int32_t) * (size_t)T);                /* host token ids */
+    for (int s = 0; s < b->n_seqs; s++)
+        for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
+            ws->pos_h[t] = t - b->seq_start[s];
+            ws->target_h[t] = t + 1 < b->seq_start[s + 1] ? b->tokens[t + 1] : -1;
+        }
+    ops_upload(q, ot_i32(ws->tokens), ws->tokens_h, (size_t)T);
+    ops_upload(q, ot_i32(ws->pos), ws->pos_h, (size_t)T);
+    ops_upload(q, ot_i32(ws->target), ws->target_h, (size_t)T);
+    attn_mode mode = {.kind = ATTN_PACKED, .n_seqs = b->n_seqs, .seq_start = ws->seq_start};
+    int L = c->n_layers, H = c->hidden;
+    float *x0 = ws->training ? ws->acts[0].x_in : ws->x_final;
+    op_embedding_fwd(q, ot_f32(x0), ot_f32(m->w.embed), ot_i32(ws->tokens), T, H);
+    for (int l = 0; l < L; l++) {
+        float *x_out;
+        const layer_acts *a = layer_set(ws, l, &x_out);
+        layer_forward(m, l, a, x_out, T, ws->pos, &mode);
+    }
+    op_rmsnorm_fwd(q, ot_f32(ws->hf), ot_f32(ws->rstd_f), ot_f32(ws->x_final), ot_f32(m->w.final_norm), T, H, c->rms_eps);
+    ws->have_forward = true;
+    return true;
+}
+
+/* Logits of rows [r0, r1) into ws->logits. */
+static void chunk_logits(const model *m, model_ws *ws, int r0, int r1) {
+    op_linear_fwd(m->q, ot_f32(ws->logits), ot_f32(ws->hf + (size_t)r0 * m->cfg.hidden), ot_f32(m->w.lm_head), r1 - r0,
+                  m->cfg.hidden, m->cfg.vocab);
+}
+
+static void vocab_scratch(model_ws *ws, ops_vocab_op *op, const model *m) {
+    op->V = m->cfg.vocab;
+    op->chunk_logp = ot_f32(ws->chunk_logp);
+    op->chunk_lse = ot_f32(ws->chunk_lse);
+}
+
+void model_vocab_forward(const model *m, model_ws *ws, ops_vocab_op *op) {
+    CHECK(ws->have_forward, "model_vocab_forward: no forward pass in this workspace");
+    vocab_scratch(ws, op, m);
+    op->want_grad = false;
+    for (int r0 = 0; r0 < ws->T; r0 += ws->chunk_rows) {
+        int r1 = S2D_MIN(ws->T, r0 + ws->chunk_rows);
+        chunk_logits(m, ws, r0, r1);
+        op_vocab_rows(m->q, op, ot_f32(ws->logits), r0, r1 - r0);
+    }
+}
+
+void model_logits_chunks(const model *m, model_ws *ws, model_logits_fn fn, void *user) {
+    CHECK(ws->have_forward, "model_logits_chunks: no forward pass in this workspace");
+    const size_t V = (size_t)m->cfg.vocab;
+    for (int r0 = 0; r0 < ws->T; r0 += ws->chunk_rows) {
+        int r1 = S2D_MIN(ws->T, r0 + ws->chunk_rows);
+        chunk_logits(m, ws, r0, r1);
+        float *host = ops_host_ptr(m->q, ot_f32(ws->logits));
+        if (!host) ops_download(m->q, host = ws->host_chunk, ot_f32(ws->logits), (size_t)(r1 - r0) * V);
+        fn(user, r0, r1, host, false);
+    }
+}
+
+void model_token_logprobs_from_ws(const model *m, model_ws *ws, float *logp) {
+    ops_vocab_op op = {.kind = VOCAB_LOGP, .target = ot_i32(ws->target), .logp = ot_f32(ws->logp_dev)};
+    model_vocab_forward(m, ws, &op);
+    ops_download(m->q, logp, ot_f32(ws->logp_dev), (size_t)ws->T);
+}
+
+bool model_token_logprobs(const model *m, model_ws *ws, const model_batch *batch, float *logp, s2d_err *err) {
+    if (!model_forward(m, ws, batch, err)) return false;
+    model_token_logprobs_from_ws(m, ws, logp);
+    return true;
+}
+
+static void layer_backward(model *m, int l, const layer_acts *a, model_ws *ws, float *dx) {
+    ops_queue *q = m->q;
+    const model_config *c = &m->cfg;
+    const model_layer_view *W = &m->w.layers[l], *G = &m->g.layers[l];
+    int T = ws->T, H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, I = c->intermediate;
+    int qd = nh * hd, kvd = nkv * hd;
+    /* MLP: x_out = x_mid + swiglu(xn2 Wg^T, xn2 Wu^T) Wd^T */
+    op_linear_bwd(q, ot_f32(ws->dact), ot_f32(G->w_down), ot_f32(dx), ot_f32(a->act), ot_f32(W->w_down), T, I, H, false);
+    op_swiglu_bwd(q, ot_f32(ws->dgate), ot_f32(ws->dup), ot_f32(ws->dact), ot_f32(a->gate), ot_f32(a->up), (size_t)T * I);
+    op_linear_bwd(q, ot_f32(ws->dxn), ot_f32(G->w_gate), ot_f32(ws->dgate), ot_f32(a->xn2), ot_f32(W->w_gate), T, H, I,
+                  false);
+    op_linear_bwd(q, ot_f32(ws->dxn), ot_f32(G->w_up), ot_f32(ws->dup), ot_f32(a->xn2), ot_f32(W->w_up), T, H, I, true);
+    op_rmsnorm_bwd(q, ot_f32(dx), ot_f32(G->mlp_norm), ot_f32(ws->dxn), ot_f32(a->x_mid), ot_f32(W->mlp_norm),
+                   ot_f32(a->rstd2), T, H, true);
+    /* attention: x_mid = x_in + attn(q, k, v) Wo^T */
+    op_linear_bwd(q, ot_f32(ws->datt), ot_f32(G->wo), ot_f32(dx), ot_f32(a->att), ot_f32(W->wo), T, qd, H, false);
+    op_attention_bwd(q, ot_f32(ws->dq), ot_f32(ws->dk), ot_f32(ws->dv), ot_f32(ws->datt), ot_f32(a->q), ot_f32(a->k),
+                     ot_f32(a->v), ot_f32(a->att), ot_f32(a->lse), ws->n_seqs, ws->seq_start, nh, nkv, hd);
+    op_rope_bwd(q, ot_f32(ws->dq), ot_i32(ws->pos), ot_f32(m->rope_cos), ot_f32(m->rope_sin), T, nh, hd);
+    op_rope_bwd(q, ot_f32(ws->dk), ot_i32(ws->pos), ot_f32(m->rope_cos), ot_f32(m->rope_sin), T, nkv, hd);
+    const float *dq_raw = ws->dq, *dk_raw = ws->dk;
+    if (c->arch == MODEL_QWEN3) {
+        op_rmsnorm_bwd(q, ot_f32(ws->dq_raw), ot_f32(G->q_norm), ot_f32(ws->dq), ot_f32(a->q_raw), ot_f32(W->q_norm),
+                       ot_f32(a->rstd_q), T * nh, hd, false);
+        op_rmsnorm_bwd(q, ot_f32(ws->dk_raw), ot_f32(G->k_norm), ot_f32(ws->dk), ot_f32(a->k_raw), ot_f32(W->k_norm),
+                       ot_f32(a->rstd_k), T * nkv, hd, false);
+        dq_raw = ws->dq_raw, dk_raw = ws->dk_raw;
+    }
+    op_linear_bwd(q, ot_f32(ws->dxn), ot_f32(G->wq), ot_f32(dq_raw), ot_f32(a->xn1), ot_f32(W->wq), T, H, qd, false);
+    op_linear_bwd(q, ot_f32(ws->dxn), ot_f32(G->wk), ot_f32(dk_raw), ot_f32(a->xn1), ot_f32(W->wk), T, H, kvd, true);
+    op_linear_bwd(q, ot_f32(ws->dxn), ot_f32(G->wv), ot_f32(ws->dv), ot_f32(a->xn1), ot_f32(W->wv), T, H, kvd, true);
+    op_rmsnorm_bwd(q, ot_f32(dx), ot_f32(G->attn_norm), ot_f32(ws->dxn), ot_f32(a->x_in), ot_f32(W->attn_norm),
+                   ot_f32(a->rstd1), T, H, true);
+}
+
+/* The layers' backward after the LM head's (ws->dhf holds d(loss)/d(hf)), accumulating into m->grads. With
+ * per-layer recompute each layer's activations are rebuilt from its saved input first (the same ops in the
+ * same order as the forward, so the gradients are bitwise those without recompute). */
+static void backward_layers(model *m, model_ws *ws) {
+    ops_queue *q = m->q;
+    const model_config *c = &m->cfg;
+    int T = ws->T, H = c->hidden;
+    op_rmsnorm_bwd(q, ot_f32(ws->dx), ot_f32(m->g.final_norm), ot_f32(ws->dhf), ot_f32(ws->x_final),
+                   ot_f32(m->w.final_norm), ot_f32(ws->rstd_f), T, H, false);
+    attn_mode mode = {.kind = ATTN_PACKED, .n_seqs = ws->n_seqs, .seq_start = ws->seq_start};
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        float *x_out;
+        const layer_acts *a = layer_set(ws, l, &x_out);
+        /* the last layer's activations are still in the shared set from the forward pass */
+        if (ws->recompute == RECOMPUTE_LAYER && l + 1 < c->n_layers) layer_forward(m, l, a, ws->x_scratch, T, ws->pos, &mode);
+        layer_backward(m, l, a, ws, ws->dx);
+    }
+    op_embedding_bwd(q, ot_f32(m->g.embed), ot_f32(ws->dx), ot_i32(ws->tokens), T, H);
+}
+
+static void backward_checks(const model *m, const model_ws *ws, const char *what) {
+    CHECK(ws->have_forward, "%s: no forward pass in this workspace", what);
+    CHECK(ws->training, "%s: the workspace was made without training activations", what);
+    CHECK(m->grads, "%s: call model_alloc_grads first", what);
+}
+
+void model_vocab_backward(model *m, model_ws *ws, ops_vocab_op *op) {
+    backward_checks(m, ws, "model_vocab_backward");
+    int T = ws->T, H = m->cfg.hidden, V = m->cfg.vocab;
+    vocab_scratch(ws, op, m);
+    op->want_grad = true;
+    /* LM head, chunk by chunk: logits recomputed, never stored whole. */
+    for (int r0 = 0; r0 < T; r0 += ws->chunk_rows) {
+        int r1 = S2D_MIN(T, r0 + ws->chunk_rows);
+        chunk_logits(m, ws, r0, r1);
+        op_vocab_rows(m->q, op, ot_f32(ws->logits), r0, r1 - r0);
+        op_linear_bwd(m->q, ot_f32(ws->dhf + (size_t)r0 * H), ot_f32(m->g.lm_head), ot_f32(ws->logits),
+                      ot_f32(ws->hf + (size_t)r0 * H), ot_f32(m->w.lm_head), r1 - r0, H, V, false);
+    }
+    backward_layers(m, ws);
+}
+
+void model_backward_logits(model *m, model_ws *ws, model_logits_fn fn, void *user) {
+    backward_checks(m, ws, "model_backward_logits");
+    int T = ws->T, H = m->cfg.hidden, V = m->cfg.vocab;
+    for (int r0 = 0; r0 < T; r0 += ws->chunk_rows) {
+        int r1 = S2D_MIN(T, r0 + ws->chunk_rows);
+        chunk_logits(m, ws, r0, r1);
+        float *host = ops_host_ptr(m->q, ot_f32(ws->logits));
+        size_t n = (size_t)(r1 - r0) * V;
+        if (!host) ops_download(m->q, host = ws->host_chunk, ot_f32(ws->logits), n);
+        fn(user, r0, r1, host, true);
+        if (host == ws->host_chunk) ops_upload(m->q, ot_f32(ws->logits), host, n);
+        op_linear_bwd(m->q, ot_f32(ws->dhf + (size_t)r0 * H), ot_f32(m->g.lm_head), ot_f32(ws->logits),
+                      ot_f32(ws->hf + (size_t)r0 * H), ot_f32(m->w.lm_head), r1 - r0, H, V, false);
+    }
+    backward_layers(m, ws);
+}
+
+void model_backward_logprobs(model *m, model_ws *ws, const float *dlogp) {
+    ops_vocab_op op = {.kind = VOCAB_LOGP, .target = ot_i32(ws->target),
+                       .dlogp = ops_stage(m->q, ot_f32(ws->dlogp_dev), dlogp, (size_t)ws->T)};
+    model_vocab_backward(m, ws, &op);
+}
+
+/* ---- KV cache ---- */
+
+struct model_kv_scratch {
+    int rows;
+    float *mem;     /* device: the buffers below */
+    size_t mem_floats;
+    layer_acts acts;
+    float *x;       /* [rows, H] residual */
+    float *hf;      /* [rows, H] */
+    float *rstd_f;  /* [rows] */
+    int32_t *pos;   /* device [rows] */
+    int32_t *pos_h; /* host [rows] */
+    int *slots, *ctx_len; /* host [rows] */
+    int *seq_start, *seq_slot, *seq_p0; /* host [rows + 1] packed prefill: row offsets, slot, first position */
+    int32_t *tok_dev; /* device [rows] token ids of one pass */
+    /* bf16 copy of the weights (model_kv_refresh_weights) */
+    uint16_t *w16;       /* device [w16_n] raw bf16 bits of params, same offsets, or NULL */
+    size_t w16_n;
+    const float *w16_src; /* the params it was copied from */
+    model_layer_view16 *w16_layers; /* [n_layers] views into w16 */
+    const uint16_t *w16_lm_head;
+    int logged_path;      /* -1 nothing logged yet, 0 fp32, 1 bf16: the path is logged when it changes */
+};
+
+/* Prompts are prefilled in pieces of this many tokens, which bounds the scratch. */
+#define PREFILL_CHUNK 256
+
+static void layout_kv_scratch(model_kv_scratch *s, const model_config *c, carver *cv) {
+    size_t H = c->hidden;
+    s->x = carve(cv, (size_t)s->rows * H);
+    layout_acts(cv, &s->acts, c, s->rows, false, s->x, true);
+    s->hf = carve(cv, (size_t)s->rows * H);
+    s->rstd_f = carve(cv, (size_t)s->rows);
+    s->pos = (int32_t *)carve(cv, (size_t)s->rows);
+    s->tok_dev = (int32_t *)carve(cv, (size_t)s->rows);
+}
+
+bool model_kv_init(model_kv_cache *kv, const model *m, int n_slots, int max_len, s2d_err *err) {
+    const model_config *c = &m->cfg;
+    memset(kv, 0, sizeof *kv);
+    if (n_slots < 1) return err_set(err, "kv cache: n_slots must be >= 1, got %d", n_slots);
+    if (max_len < 1 || max_len > c->max_pos)
+        return err_set(err, "kv cache: max_len %d must be in [1, max_position_embeddings %d]", max_len, c->max_pos);
+    kv->q = m->q;
+    kv->n_slots = n_slots;
+    kv->max_len = max_len;
+    kv->len = xcalloc((size_t)n_slots, sizeof(int));
+    size_t floats = (size_t)c->n_layers * 2 * n_slots * (size_t)max_len * c->n_kv_heads * c->head_dim;
+    kv->bytes = floats * sizeof(float);
+    kv->buf = ops_alloc(kv->q, OPS_F32, floats).p;
+    model_kv_scratch *s = xcalloc(1, sizeof *s);
+    s->rows = S2D_MAX(n_slots, S2D_MIN(PREFILL_CHUNK, max_len));
+    carver count = {NULL, 0};
+    layout_kv_scratch(s, c, &count);
+    s->mem_floats = count.used;
+    s->mem = ops_alloc(kv->q, OPS_F32, count.used).p;
+    carver real = {s->mem, 0};
+    layout_kv_scratch(s, c, &real);
+    s->pos_h = xmalloc(sizeof(int32_t) * (size_t)s->rows);
+    s->slots = xmalloc(sizeof(int) * (size_t)s->rows);
+    s->ctx_len = xmalloc(sizeof(int) * (size_t)s->rows);
+    s->seq_start = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
+    s->seq_slot = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
+    s->seq_p0 = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
+    s->w16_layers = xcalloc((size_t)c->n_layers, sizeof *s->w16_layers);
+    s->logged_path = -1;
+    kv->scratch = s;
+    ops_reserve(kv->q, max_len, s->rows, 0, 0);
+    log_info("kv cache: %d slots x %d positions, %.1f MB (+%.1f MB scratch) on %s", n_slots, max_len, kv->bytes / 1e6,
+             (double)s->mem_floats * 4 / 1e6, kv->q->name);
+    return true;
+}
+
+void model_kv_free(model_kv_cache *kv) {
+    if (kv->scratch) {
+        model_kv_scratch *s = kv->scratch;
+        ops_free(kv->q, ot_f32(s->mem));
+        free(s->pos_h);
+        free(s->slots);
+        free(s->ctx_len);
+        free(s->seq_start);
+        free(s->seq_slot);
+        free(s->seq_p0);
+        ops_free(kv->q, ot_bf16(s->w16));
+        free(s->w16_layers);
+        free(s);
+    }
+    if (kv->q) ops_free(kv->q, ot_f32(kv->buf));
+    free(kv->len);
+    memset(kv, 0, sizeof *kv);
+}
+
+void model_kv_reset(model_kv_cache *kv, int slot) {
+    CHECK(slot >= 0 && slot < kv->n_slots, "model_kv_reset: slot %d out of [0, %d)", slot, kv->n_slots);
+    kv->len[slot] = 0;
+}
+
+/* ---- bf16 copy of the weights ---- */
+
+static void log_weight_path(model_kv_scratch *s, int path, size_t n, double seconds) {
+    if (s->logged_path == path) {
+        log_debug("kv cache: weights re-checked in %.3f s (%s)", seconds, path ? "bf16 copy" : "fp32");
+        return;
+    }
+    s->logged_path = path;
+    if (path)
+        log_info("kv cache: every weight is bf16-exact: prefill/decode read a bf16 copy (%.1f MB, made in %.3f s; "
+                 "results bitwise those of the fp32 weights)", (double)n * 2 / 1e6, seconds);
+    else
+        log_info("kv cache: weights are not all bf16-exact: prefill/decode read the fp32 weights");
+}
+
+/* Views of the bf16 copy from the tensor table (the same offsets as params). */
+static void w16_views(model_kv_scratch *s, const model *m) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        const uint16_t *p = s->w16 + t->offset;
+        if (strcmp(t->name, m->cfg.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight") == 0)
+            s->w16_lm_head = p;
+        if (t->layer < 0 || t->kind != TENSOR_LINEAR) continue;
+        model_layer_view16 *v = &s->w16_layers[t->layer];
+        const char *suffix = strrchr(t->name, '.') ? t->name : t->name; /* full name: match the projection */
+        if (strstr(suffix, ".q_proj.")) v->wq = p;
+        else if (strstr(suffix, ".k_proj.")) v->wk = p;
+        else if (strstr(suffix, ".v_proj.")) v->wv = p;
+        else if (strstr(suffix, ".o_proj.")) v->wo = p;
+        else if (strstr(suffix, ".gate_proj.")) v->w_gate = p;
+        else if (strstr(suffix, ".up_proj.")) v->w_up = p;
+        else if (strstr(suffix, ".down_proj.")) v->w_down = p;
+    }
+}
+
+bool model_kv_refresh_weights(model_kv_cache *kv, const model *m) {
+    model_kv_scratch *s = kv->scratch;
+    CHECK(s, "model_kv_refresh_weights: cache not initialised");
+    const double t0 = time_now();
+    kv->bf16_weights = false;
+    bool fresh = false;
+    if (s->w16 && s->w16_n != m->n_params) ops_free(kv->q, ot_bf16(s->w16)), s->w16 = NULL;
+    if (!s->w16) {
+        /* Untouched until the pass writes it, so a trained fp32 policy (which fails on its first pieces) costs no
+         * page faults. (MADV_HUGEPAGE made the first copy 4x slower here: direct compaction on fault.) */
+        s->w16 = ops_alloc(kv->q, OPS_BF16, S2D_MAX(m->n_params, 1)).p;
+        s->w16_n = m->n_params;
+        fresh = true;
+        w16_views(s, m);
+    }
+    if (!op_bf16_mirror(kv->q, ot_bf16(s->w16), ot_f32(m->params), m->n_params, fresh)) {
+        ops_free(kv->q, ot_bf16(s->w16)), s->w16 = NULL; /* partly rewritten; and the memory is better spent elsewhere */
+        log_weight_path(s, 0, m->n_params, time_now() - t0);
+        return false;
+    }
+    s->w16_src = m->params;
+    kv->bf16_weights = true;
+    log_weight_path(s, 1, m->n_params, time_now() - t0);
+    return true;
+}
+
+/* The bf16 views when the copy was made from m's params, else NULL (fp32 weights). */
+static const model_layer_view16 *kv_w16(const model_kv_cache *kv, const model *m) {
+    const model_kv_scratch *s = kv->scratch;
+    return kv->bf16_weights && s->w16 && s->w16_src == m->params && s->w16_n == m->n_params ? s->w16_layers : NULL;
+}
+
+/* The LM head of the KV-cache paths: logits [T, V] of final-normed rows hf [T, H]. */
+static void kv_lm_head(const model *m, const model_kv_cache *kv, float *logits, const float *hf, int T) {
+    const model_config *c = &m->cfg;
+    const model_kv_scratch *s = kv->scratch;
+    ops_tensor W = kv_w16(kv, m) ? ot_bf16(s->w16_lm_head) : ot_f32(m->w.lm_head);
+    op_linear_rows(m->q, ot_f32(logits), ot_f32(hf), W, T, c->hidden, c->vocab, false);
+}
+
+/* Runs all layers over rows already embedded in s->x (positions staged in s->pos). */
+static void kv_run_layers(const model *m, model_kv_scratch *s, int T, const attn_mode *mode) {
+    for (int l = 0; l < m->cfg.n_layers; l++) layer_forward(m, l, &s->acts, s->x, T, s->pos, mode);
+}
+
+/* Embeds tokens (host [n]) into s->x rows [row0, row0 + n). */
+static void kv_embed(const model *m, model_kv_scratch *s, const int32_t *tokens, int row0, int n) {
+    ops_tensor ids = ops_stage(m->q, ot_i32(s->tok_dev), tokens, (size_t)n);
+    op_embedding_fwd(m->q, ot_f32(s->x + (size_t)row0 * m->cfg.hidden), ot_f32(m->w.embed), ids, n, m->cfg.hidden);
+}
+
+bool model_prefill(const model *m, model_kv_cache *kv, int slot, const int32_t *tokens, int n, float *logits,
+                   s2d_err *err) {
+    const model_config *c = &m->cfg;
+    model_kv_scratch *s = kv->scratch;
+    if (slot < 0 || slot >= kv->n_slots) return err_set(err, "prefill: slot %d out of [0, %d)", slot, kv->n_slots);
+    if (n < 1) return err_set(err, "prefill: empty prompt for slot %d", slot);
+    if (kv->len[slot] + n > kv->max_len)
+        return err_set(err, "prefill: slot %d would hold %d positions, more than the cache's %d", slot,
+                       kv->len[slot] + n, kv->max_len);
+    if (!check_tokens(c, tokens, n, "prompt", err)) return false;
+    int H = c->hidden;
+    for (int i0 = 0; i0 < n; i0 += s->rows) {
+        int rows = S2D_MIN(s->rows, n - i0), p0 = kv->len[slot];
+        for (int r = 0; r < rows; r++) s->pos_h[r] = p0 + r;
+        ops_upload(m->q, ot_i32(s->pos), s->pos_h, (size_t)rows);
+        kv_embed(m, s, tokens + i0, 0, rows);
+        s->seq_start[0] = 0, s->seq_start[1] = rows, s->seq_slot[0] = slot, s->seq_p0[0] = p0;
+        attn_mode mode = {.kind = ATTN_PREFILL, .kv = kv, .n_seqs = 1, .seq_start = s->seq_start,
+                          .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0, .w16 = kv_w16(kv, m)};
+        kv_run_layers(m, s, rows, &mode);
+        kv->len[slot] += rows;
+        if (i0 + rows == n) { /* logits of the last position only */
+            const float *last = s->x + (size_t)(rows - 1) * H;
+            op_rmsnorm_fwd(m->q, ot_f32(s->hf), ot_f32(s->rstd_f), ot_f32(last), ot_f32(m->w.final_norm), 1, H,
+                           c->rms_eps);
+            kv_lm_head(m, kv, logits, s->hf, 1);
+        }
+    }
+    return true;
+}
+
+/* One packed pass over prompts [p_begin, p_end) of a model_prefill_batch call (their tokens fit the scratch). */
+static void prefill_pack(const model *m, model_kv_cache *kv, int p_begin, int p_end, const int *slots,
+                         const int *start, const int32_t *tokens, float *logits) {
+    const model_config *c = &m->cfg;
+    model_kv_scratch *s = kv->scratch;
+    int H = c->hidden, n_seqs = p_end - p_begin, T = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        int p = p_begin + i, len = start[p + 1] - start[p], p0 = kv->len[slots[p]];
+        s->seq_start[i] = T, s->seq_slot[i] = slots[p], s->seq_p0[i] = p0;
+        for (int j = 0; j < len; j++) s->pos_h[T + j] = p0 + j;
+        T += len;
+    }
+    s->seq_start[n_seqs] = T;
+    ops_upload(m->q, ot_i32(s->pos), s->pos_h, (size_t)T);
+    kv_embed(m, s, tokens + start[p_begin], 0, T); /* the prompts' tokens are contiguous */
+    attn_mode mode = {.kind = ATTN_PREFILL, .kv = kv, .n_seqs = n_seqs, .seq_start = s->seq_start,
+                      .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0, .w16 = kv_w16(kv, m)};
+    kv_run_layers(m, s, T, &mode);
+    for (int i = 0; i < n_seqs; i++) {
+        kv->len[slots[p_begin + i]] += s->seq_start[i + 1] - s->seq_start[i];
+        /* the last position of each prompt, gathered; row-wise ops, so a row is as if prefilled alone */
+        op_rmsnorm_fwd(m->q, ot_f32(s->hf + (size_t)i * H), ot_f32(s->rstd_f + i),
+                       ot_f32(s->x + (size_t)(s->seq_start[i + 1] - 1) * H), ot_f32(m->w.final_norm), 1, H, c->rms_eps);
+    }
+    kv_lm_head(m, kv, logits + (size_t)p_begin * c->vocab, s->hf, n_seqs);
+}
+
+bool model_prefill_batch(const model *m, model_kv_cache *kv, int n, const int *slots, const int *start,
+                         const int32_t *tokens, float *logits, s2d_err *err) {
+    const model_config *c = &m->cfg;
+    model_kv_scratch *s = kv->scratch;
+    if (n < 0 || n > kv->n_slots) return err_set(err, "prefill: %d prompts, must be in [0, %d]", n, kv->n_slots);
+    for (int i = 0; i < n; i++) {
+        int len = start[i + 1] - start[i];
+        if (slots[i] < 0 || slots[i] >= kv->n_slots)
+            return err_set(err, "prefill: prompt %d: slot %d out of [0, %d)", i, slots[i], kv->n_slots);
+        for (int j = 0; j < i; j++)
+            if (slots[j] == slots[i]) return err_set(err, "prefill: slot %d appears twice", slots[i]);
+        if (len < 1) return err_set(err, "prefill: prompt %d is empty", i);
+        if (kv->len[slots[i]] + len > kv->max_len)
+            return err_set(err, "prefill: prompt %d: slot %d would hold %d positions, more than the cache's %d", i,
+                           slots[i], kv->len[slots[i]] + len, kv->max_len);
+        if (!check_tokens(c, tokens + start[i], len, "prompt", err)) return err_prefix(err, "prefill: prompt %d", i);
+    }
+    /* Consecutive prompts are packed while their tokens fit the scratch; a longer prompt goes alone through
+     * model_prefill's chunks. Either way every row's arithmetic is that of prefilling its prompt alone. */
+    int p = 0;
+    while (p < n) {
+        int len = start[p + 1] - start[p];
+        if (len > s->rows) {
+            if (!model_prefill(m, kv, slots[p], tokens + start[p], len, logits + (size_t)p * c->vocab, err))
+                return false;
+            p++;
+            continue;
+        }
+        int q = p, T = 0;
+        while (q < n && T + (start[q + 1] - start[q]) <= s->rows) T += start[q + 1] - start[q], q++;
+        prefill_pack(m, kv, p, q, slots, start, tokens, logits);
+        p = q;
+    }
+    return true;
+}
+
+bool model_decode_step(const model *m, model_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
+                       float *logits, s2d_err *err) {
+    const model_config *c = &m->cfg;
+    model_kv_scratch *s = kv->scratch;
+    if (n < 1 || n > kv->n_slots) return err_set(err, "decode: %d rows, must be in [1, %d]", n, kv->n_slots);
+    if (!check_tokens(c, tokens, n, "decode", err)) return false;
+    for (int i = 0; i < n; i++) {
+        if (slots[i] < 0 || slots[i] >= kv->n_slots)
+            return err_set(err, "decode: slot %d out of [0, %d)", slots[i], kv->n_slots);
+        if (kv->len[slots[i]] >= kv->max_len)
+            return err_set(err, "decode: slot %d is full (%d positions)", slots[i], kv->max_len);
+        for (int j = 0; j < i; j++)
+            if (slots[j] == slots[i]) return err_set(err, "decode: slot %d appears twice", slots[i]);
+        s->pos_h[i] = kv->len[slots[i]];
+        s->slots[i] = slots[i];
+    }
+    int H = c->hidden;
+    ops_upload(m->q, ot_i32(s->pos), s->pos_h, (size_t)n);
+    kv_embed(m, s, tokens, 0, n);
+    attn_mode mode = {.kind = ATTN_DECODE, .kv = kv, .slots = s->slots, .pos_h = s->pos_h, .ctx_len = s->ctx_len,
+                      .w16 = kv_w16(kv, m)};
+    kv_run_layers(m, s, n, &mode);
+    for (int i = 0; i < n; i++) kv->len[slots[i]]++;
+    op_rmsnorm_fwd(m->q, ot_f32(s->hf), ot_f32(s->rstd_f), ot_f32(s->x), ot_f32(m->w.final_norm), n, H, c->rms_eps);
+    kv_lm_head(m, kv, logits, s->hf, n);
+    return true;
+}
