@@ -19,7 +19,9 @@ check "one output line per input line (blank skipped)" bash -c "[ \$(wc -l < out
 check "n-1 values per line" bash -c "awk -F, 'NR==1{exit !(NF==4)} NR==2{exit !(\$0==\"[]\")} NR==3{exit !(NF==2)} NR==4{exit !(\$0==\"[]\")}' out.jsonl"
 # a random init is close to uniform: every log-prob is negative and near -log(512) = -6.24
 check "log-probs near -log(vocab)" bash -c "tr -d '[]' < out.jsonl | tr ',' '\n' | awk 'NF{ if (\$1 >= 0 || \$1 < -7.5 || \$1 > -5) bad=1 } END{exit bad}'"
-check "packing does not change results" bash -c "'$S2D' logprobs --model tiny --batch-tokens 1 < in.jsonl | cmp -s - out.jsonl"
+# Packing changes only the GEMM's row count; OpenBLAS may round a row differently for another M on some CPUs
+# (seen on AMD EPYC without AVX-512: 1 ulp), so the values must agree to float rounding, not bit for bit.
+check "packing does not change results (to float rounding)" bash -c "'$S2D' logprobs --model tiny --batch-tokens 1 < in.jsonl > packed1.jsonl && paste -d' ' <(tr -d '[]' < packed1.jsonl) <(tr -d '[]' < out.jsonl) | awk '{ n = split(\$1, a, \",\"); split(\$2, b, \",\"); for (i = 1; i <= n; i++) { d = a[i] - b[i]; if (d < 0) d = -d; if (d > 2e-6) bad = 1 } } END { exit bad }'"
 check "llama bf16 model scores" bash -c "'$S2D' logprobs --model llama < in.jsonl | wc -l | grep -qx 4"
 
 # bad input
