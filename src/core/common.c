@@ -86,7 +86,11 @@ _Noreturn void die_at(const char *file, int line, const char *hint, const char *
     fflush(stderr);
     s2d_tmp_unlink_all();
     if (g_abort_hook) g_abort_hook(1);
-    exit(1);
+    /* _exit, not exit: atexit handlers would run HDF5's library shutdown, which closes (and flushes) files
+     * that a failed write left half-built, and that crashes (H5F__close_cb after ENOSPC). Every stdio stream
+     * is flushed first, as exit() would have done. */
+    fflush(NULL);
+    _exit(1);
 }
 
 _Noreturn void die_sys_at(const char *file, int line, const char *what) {

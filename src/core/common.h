@@ -5,7 +5,8 @@
  *    tests can see the message; the command line turns it into die().
  *  - everything else that cannot go on (OOM, syscalls, broken invariants): die() at once.
  * die() prints rank, role, file:line and an optional hint, removes registered temporary files (so no partial
- * output survives), then calls the abort hook (MPI_Abort under mpi/) or exit(1). */
+ * output survives), then calls the abort hook (MPI_Abort under mpi/) or _exit(1) (no atexit handlers: HDF5's
+ * would close half-written files). */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
