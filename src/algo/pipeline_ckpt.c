@@ -172,10 +172,10 @@ static bool resume_sched(run *r, s2d_err *err) {
     bool found = false;
     if (access(dir, F_OK) != 0)
         return err_set(err, "%s: nothing to resume: no checkpoints directory (%s does not exist)", r->out, dir);
-    if (!ckpt_find_latest(dir, rp->path, sizeof rp->path, &found, err)) return false;
-    if (!found) return err_set(err, "%s: nothing to resume: no complete checkpoint in %s", r->out, dir);
     rp->st = xcalloc(1, sizeof(ckpt_state));
-    if (!ckpt_load(rp->path, rp->st, err)) return false;
+    /* the newest checkpoint that loads intact: damaged newer ones are skipped with a warning naming them */
+    if (!ckpt_load_latest(dir, rp->path, sizeof rp->path, rp->st, &found, err)) return false;
+    if (!found) return err_set(err, "%s: nothing to resume: no complete, intact checkpoint in %s", r->out, dir);
     const ckpt_state *st = rp->st;
     log_info("resuming from %s: stage %d (%s), step %ld", rp->path, st->stage_index, st->stage_name, st->step);
     /* same run? compare both configs as written and re-read (anchors, merges and --set resolved) */
