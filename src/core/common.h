@@ -63,6 +63,12 @@ void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 
+/* Read-only opens that refuse anything but a regular file (FIFO, device, directory, socket) before a read can
+ * block on it: open with O_NONBLOCK, fstat, S_ISREG, then back to blocking. -1 / NULL + err naming the file.
+ * check_regular is the stat-only check for libraries that open by name (HDF5). */
+int open_regular(const char *path, s2d_err *err);
+FILE *fopen_regular(const char *path, s2d_err *err);
+bool check_regular(const char *path, s2d_err *err);
 /* Whole file into memory (NUL-terminated); false + err naming the file on failure. */
 bool read_file(const char *path, char **data, size_t *len, s2d_err *err);
 /* Joins dir and name into out (size n); dies if it does not fit. */

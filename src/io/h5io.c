@@ -224,6 +224,7 @@ static hid_t open_ro(const char *path, s2d_err *err) {
         err_set(err, "%s: cannot read: %s", path, strerror(errno));
         return -1;
     }
+    if (!check_regular(path, err)) return -1; /* HDF5 would block opening a FIFO */
     if (H5Fis_hdf5(path) <= 0) {
         err_set(err, "%s: not an HDF5 file", path);
         return -1;
