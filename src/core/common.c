@@ -205,7 +205,29 @@ bool atomic_open(atomic_file *af, const char *path, s2d_err *err) {
     memset(af, 0, sizeof *af);
     if (snprintf(af->path, sizeof af->path, "%s", path) >= (int)sizeof af->path)
         return err_set(err, "path too long: %s", path);
-    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", path, (long)getpid());
+    /* Only a regular file is replaced (by rename). A symlink is followed: its target is replaced and the link
+     * stays. Anything else that exists (a device such as /dev/null, a FIFO) is written through, never renamed
+     * over: the rename would put a regular file in the device's place. */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        char *target = realpath(path, NULL);
+        if (target) {
+            int w = snprintf(af->path, sizeof af->path, "%s", target);
+            free(target);
+            if (w >= (int)sizeof af->path) return err_set(err, "%s: the link's target path is too long", path);
+        }
+        /* a dangling link: written through below (creates its target) */
+    }
+    bool exists = stat(af->path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode)) return err_set(err, "%s: is a directory", path);
+    if ((exists && !S_ISREG(st.st_mode)) || (!exists && lstat(af->path, &st) == 0)) {
+        af->direct = true;
+        snprintf(af->tmp, sizeof af->tmp, "%s", af->path);
+        af->fp = fopen(af->path, "wb");
+        if (!af->fp) return err_set(err, "%s: cannot open for writing: %s", path, strerror(errno));
+        return true;
+    }
+    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", af->path, (long)getpid());
     af->fp = fopen(af->tmp, "wb");
     if (!af->fp) return err_set(err, "%s: cannot create: %s", af->tmp, strerror(errno));
     s2d_tmp_register(af->tmp);
@@ -213,6 +235,13 @@ bool atomic_open(atomic_file *af, const char *path, s2d_err *err) {
 }
 
 bool atomic_commit(atomic_file *af, s2d_err *err) {
+    if (af->direct) { /* a device or FIFO: nothing to sync or rename */
+        bool ok = fflush(af->fp) == 0;
+        ok = (fclose(af->fp) == 0) && ok;
+        af->fp = NULL;
+        if (!ok) return err_set(err, "%s: write failed: %s", af->path, strerror(errno));
+        return true;
+    }
     bool ok = fflush(af->fp) == 0 && fsync(fileno(af->fp)) == 0;
     ok = (fclose(af->fp) == 0) && ok;
     af->fp = NULL;
@@ -235,6 +264,7 @@ bool atomic_commit(atomic_file *af, s2d_err *err) {
 void atomic_abort(atomic_file *af) {
     if (af->fp) fclose(af->fp);
     af->fp = NULL;
+    if (af->direct) return; /* never unlink a device or FIFO */
     unlink(af->tmp);
     s2d_tmp_unregister(af->tmp);
 }

@@ -74,11 +74,14 @@ bool read_file(const char *path, char **data, size_t *len, s2d_err *err);
 /* Joins dir and name into out (size n); dies if it does not fit. */
 void path_join(char *out, size_t n, const char *dir, const char *name);
 
-/* Atomic output: write to "<path>.tmp.<pid>", then rename over path on commit; die() removes the temp. */
+/* Atomic output: write to "<path>.tmp.<pid>", then rename over path on commit; die() removes the temp.
+ * Only regular files (or nothing) are replaced: a symlink's target is replaced (the link stays); an existing
+ * device or FIFO (e.g. --out /dev/null) is written through (direct: tmp = path, no rename, never unlinked). */
 typedef struct {
     FILE *fp;
     char path[4096];
     char tmp[4200];
+    bool direct;
 } atomic_file;
 bool atomic_open(atomic_file *af, const char *path, s2d_err *err);
 bool atomic_commit(atomic_file *af, s2d_err *err); /* fflush + fsync + rename */
