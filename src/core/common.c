@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -267,4 +268,70 @@ void atomic_abort(atomic_file *af) {
     if (af->direct) return; /* never unlink a device or FIFO */
     unlink(af->tmp);
     s2d_tmp_unregister(af->tmp);
+}
+
+bool dir_has_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    struct dirent *e;
+    bool any = false;
+    while (!any && (e = readdir(d))) any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return any;
+}
+
+/* The pid of a temp name "<anything>.tmp.<digits>", or 0. */
+static long temp_pid(const char *name) {
+    const char *t = strstr(name, ".tmp.");
+    if (!t) return 0;
+    for (const char *n; (n = strstr(t + 1, ".tmp.")); t = n) {} /* the last ".tmp." */
+    const char *p = t + 5;
+    if (!*p) return 0;
+    long pid = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9' || pid > 100000000L) return 0;
+        pid = pid * 10 + (*p - '0');
+    }
+    return pid;
+}
+
+static bool pid_alive(long pid) { return pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno == EPERM; }
+
+/* Removes a temp directory written by a dead process: its plain files, then itself (nothing deeper). */
+static bool remove_temp_dir(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return false;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char p[8192];
+        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && !S_ISDIR(st.st_mode)) unlink(p);
+    }
+    closedir(d);
+    return rmdir(path) == 0;
+}
+
+int remove_dead_temps(const char *dir, int depth) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char p[8192];
+        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) continue;
+        struct stat st;
+        if (lstat(p, &st) != 0) continue;
+        long pid = temp_pid(e->d_name);
+        if (pid > 0 && !pid_alive(pid) && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+            bool ok = S_ISDIR(st.st_mode) ? remove_temp_dir(p) : unlink(p) == 0;
+            if (ok) removed++;
+        } else if (S_ISDIR(st.st_mode) && depth > 0) {
+            removed += remove_dead_temps(p, depth - 1);
+        }
+    }
+    closedir(d);
+    return removed;
 }

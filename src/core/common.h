@@ -87,6 +87,13 @@ bool atomic_open(atomic_file *af, const char *path, s2d_err *err);
 bool atomic_commit(atomic_file *af, s2d_err *err); /* fflush + fsync + rename */
 void atomic_abort(atomic_file *af);                /* close and remove the temp file */
 
+/* True when dir exists and holds anything (other than . and ..). */
+bool dir_has_entries(const char *dir);
+/* Removes temp files and temp directories ("<name>.tmp.<pid>", as atomic_open, ckpt_save and model saves name
+ * them) under dir and its subdirectories down to `depth` more levels, whose pid is not a live process (the
+ * leftovers of a SIGKILLed run). Returns how many were removed. */
+int remove_dead_temps(const char *dir, int depth);
+
 /* Index of name in names[0..n), or -1: the one lookup behind every "parse a name from a fixed list". */
 int name_index(const char *name, const char *const *names, int n);
 
