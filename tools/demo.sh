@@ -9,5 +9,5 @@ echo "s2d demo: teacher SFT -> student SFT -> teacher_rl -> bridge_fkl -> bridge
 echo "progress on stderr; models, metrics.jsonl and the resolved config in $out/"
 t0=$(date +%s)
 shift || true
-"$build"/s2d train configs/demo/demo.yaml --out "$out" "$@"
+"$build"/s2d train configs/demo/demo.yaml --out "$out" --overwrite "$@"  # a rerun replaces the last demo
 echo "demo wall time: $(( $(date +%s) - t0 )) s"

@@ -110,6 +110,9 @@ double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_ba
  * differ from the run that wrote it); metrics.jsonl restarts from the checkpoint's copy and the HDF5 logs are
  * cut back to the checkpoint's rows, so the finished files equal an uninterrupted run's.
  * *stopped: the run ended at fault.stop_after_step (a checkpoint was written there). */
+/* Before a run (scheduler only): a fresh run (no resume) into a non-empty OUT is refused unless overwrite
+ * (which removes the earlier run's checkpoints, logs and config.yaml); dead temp files in OUT are removed. */
+bool pl_prepare_out(const char *out, bool resume, bool overwrite, s2d_err *err);
 bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bool resume, bool *stopped,
                   s2d_err *err);
 /* Decay segments of m's tensor table (no decay on norms and embeddings) intersected with [lo, hi) of the flat

@@ -30,6 +30,9 @@ static bool copy_name(cfg_node *node, const char *what, char *out, size_t cap, s
               (*c >= 'A' && *c <= 'Z')))
             return err_set(err, "%s: %s: %s '%s' may hold only letters, digits, '_', '-', '.'", where,
                            cfg_path(node), what, s);
+    if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0) /* names become paths: OUT/models/<name> */
+        return err_set(err, "%s: %s: %s '%s' is not allowed (it names a directory, not a new one)", where,
+                       cfg_path(node), what, s);
     snprintf(out, cap, "%s", s);
     return true;
 }

@@ -7,6 +7,7 @@
  *       stdin: one JSON array of token ids per line; stdout: one JSON array per line with the n-1 log-probs of
  *       ids[1..n-1] given their prefixes. Every line is read and checked before any output, so bad input
  *       (invalid JSON, an id out of range) prints nothing on stdout and an error naming stdin:LINE. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,6 +92,7 @@ int cmd_logprobs(int argc, char **argv) {
     int n = 0, cap = 64, longest = 0;
     size_t ids_len = 0, ids_cap = 4096;
     int *start = xmalloc(sizeof(int) * (size_t)(cap + 1));
+    long *line_of = xmalloc(sizeof(long) * (size_t)cap); /* stdin line of each sequence (blank lines skipped) */
     int32_t *ids = xmalloc(sizeof(int32_t) * ids_cap);
     jsonl_reader r;
     jsonl_reader_init(&r, stdin, "stdin");
@@ -110,7 +112,9 @@ int cmd_logprobs(int argc, char **argv) {
         if (n == cap) {
             cap *= 2;
             start = xrealloc(start, sizeof(int) * (size_t)(cap + 1));
+            line_of = xrealloc(line_of, sizeof(long) * (size_t)cap);
         }
+        line_of[n] = r.lineno;
         if (ids_len + (size_t)len > ids_cap) {
             while (ids_len + (size_t)len > ids_cap) ids_cap *= 2;
             ids = xrealloc(ids, sizeof(int32_t) * ids_cap);
@@ -136,6 +140,11 @@ int cmd_logprobs(int argc, char **argv) {
         for (int i = i0; i <= i1; i++) seq_start[i - i0] = start[i] - start[i0];
         model_batch b = {i1 - i0, seq_start, ids + start[i0]};
         if (!model_token_logprobs(&m, ws, &b, logp, &err)) die("%s", err.msg);
+        for (int i = i0; i < i1; i++) /* never print 1e999 or nan: JSON has neither */
+            for (int k = start[i] - start[i0], e = start[i + 1] - start[i0] - 1; k < e; k++)
+                if (!isfinite(logp[k]))
+                    die("stdin:%ld: the log-prob at position %d is not finite (%g): the model's outputs overflow",
+                        line_of[i], k - (start[i] - start[i0]) + 1, (double)logp[k]);
         for (int i = i0; i < i1; i++) {
             int len = start[i + 1] - start[i];
             print_float_array(stdout, logp + (start[i] - start[i0]), len > 0 ? len - 1 : 0);
@@ -149,6 +158,7 @@ int cmd_logprobs(int argc, char **argv) {
     free(logp);
     free(seq_start);
     free(start);
+    free(line_of);
     free(ids);
     model_ws_free(ws);
     model_free(&m);

@@ -18,19 +18,21 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume]\n"
+            "usage: s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume|--overwrite]\n"
             "  --out DIR      output directory (default: the config's out:, else runs/<config name>)\n"
             "  --set K=V      override any config key (validated like the file), e.g. --set pipeline[0].steps=5\n"
             "  --dry-run      validate the config and print the plan without loading weights or data\n"
             "  --device NAME  backend and device for every model of this process: cpu, cuda, cuda:N (default: the\n"
             "                 config's device:, else cpu; see s2d devices)\n"
             "  --resume       continue from the newest complete checkpoint in DIR/checkpoints (same config; roles,\n"
-            "                 runtime and fault may differ, e.g. another number of learners)\n");
+            "                 runtime and fault may differ, e.g. another number of learners)\n"
+            "  --overwrite    start a new run in a non-empty DIR (removes its checkpoints and logs; without it,\n"
+            "                 a fresh run into a non-empty DIR is refused)\n");
 }
 
 int cmd_train(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *device = NULL;
-    bool dry_run = false, resume = false;
+    bool dry_run = false, resume = false, overwrite = false;
     char **sets = xcalloc((size_t)argc, sizeof(char *));
     int n_sets = 0;
     for (int i = 1; i < argc; i++) {
@@ -52,6 +54,8 @@ int cmd_train(int argc, char **argv) {
             device = argv[++i];
         } else if (strcmp(a, "--resume") == 0) {
             resume = true;
+        } else if (strcmp(a, "--overwrite") == 0) {
+            overwrite = true;
         } else if (strcmp(a, "--dry-run") == 0) {
             dry_run = true;
         } else if (a[0] == '-') {
@@ -95,6 +99,7 @@ int cmd_train(int argc, char **argv) {
     else tp = transport_local_new();
     s2d_signals_install();
     bool stopped = false;
+    if (tp->rank == 0 && !pl_prepare_out(out, resume, overwrite, &err)) die("%s", err.msg); /* rank 0 owns OUT */
     if (!pipeline_run(&tc, out, tp, resume, &stopped, &err)) die("%s", err.msg);
     tp->finalize(tp);
     train_config_free(&tc);

@@ -1,10 +1,12 @@
 #include "core/common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -86,7 +88,11 @@ _Noreturn void die_at(const char *file, int line, const char *hint, const char *
     fflush(stderr);
     s2d_tmp_unlink_all();
     if (g_abort_hook) g_abort_hook(1);
-    exit(1);
+    /* _exit, not exit: atexit handlers would run HDF5's library shutdown, which closes (and flushes) files
+     * that a failed write left half-built, and that crashes (H5F__close_cb after ENOSPC). Every stdio stream
+     * is flushed first, as exit() would have done. */
+    fflush(NULL);
+    _exit(1);
 }
 
 _Noreturn void die_sys_at(const char *file, int line, const char *what) {
@@ -121,17 +127,59 @@ char *xstrdup(const char *s) {
     return d;
 }
 
+static const char *file_kind(mode_t m) {
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a plain file";
+}
+
+bool check_regular(const char *path, s2d_err *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return err_set(err, "%s: not a regular file (%s)", path, file_kind(st.st_mode));
+    return true;
+}
+
+int open_regular(const char *path, s2d_err *err) {
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        err_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        err_set(err, "%s: cannot stat: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        err_set(err, "%s: not a regular file (%s)", path, file_kind(st.st_mode));
+        close(fd);
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return fd;
+}
+
+FILE *fopen_regular(const char *path, s2d_err *err) {
+    int fd = open_regular(path, err);
+    if (fd < 0) return NULL;
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        err_set(err, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
+    }
+    return fp;
+}
+
 bool read_file(const char *path, char **data, size_t *len, s2d_err *err) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    FILE *fp = fopen_regular(path, err);
+    if (!fp) return false;
     struct stat st;
     if (fstat(fileno(fp), &st) != 0) {
         fclose(fp);
         return err_set(err, "%s: cannot stat: %s", path, strerror(errno));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        fclose(fp);
-        return err_set(err, "%s: not a regular file", path);
     }
     size_t n = (size_t)st.st_size;
     char *buf = xmalloc(n + 1);
@@ -158,7 +206,29 @@ bool atomic_open(atomic_file *af, const char *path, s2d_err *err) {
     memset(af, 0, sizeof *af);
     if (snprintf(af->path, sizeof af->path, "%s", path) >= (int)sizeof af->path)
         return err_set(err, "path too long: %s", path);
-    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", path, (long)getpid());
+    /* Only a regular file is replaced (by rename). A symlink is followed: its target is replaced and the link
+     * stays. Anything else that exists (a device such as /dev/null, a FIFO) is written through, never renamed
+     * over: the rename would put a regular file in the device's place. */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        char *target = realpath(path, NULL);
+        if (target) {
+            int w = snprintf(af->path, sizeof af->path, "%s", target);
+            free(target);
+            if (w >= (int)sizeof af->path) return err_set(err, "%s: the link's target path is too long", path);
+        }
+        /* a dangling link: written through below (creates its target) */
+    }
+    bool exists = stat(af->path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode)) return err_set(err, "%s: is a directory", path);
+    if ((exists && !S_ISREG(st.st_mode)) || (!exists && lstat(af->path, &st) == 0)) {
+        af->direct = true;
+        snprintf(af->tmp, sizeof af->tmp, "%s", af->path);
+        af->fp = fopen(af->path, "wb");
+        if (!af->fp) return err_set(err, "%s: cannot open for writing: %s", path, strerror(errno));
+        return true;
+    }
+    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", af->path, (long)getpid());
     af->fp = fopen(af->tmp, "wb");
     if (!af->fp) return err_set(err, "%s: cannot create: %s", af->tmp, strerror(errno));
     s2d_tmp_register(af->tmp);
@@ -166,6 +236,13 @@ bool atomic_open(atomic_file *af, const char *path, s2d_err *err) {
 }
 
 bool atomic_commit(atomic_file *af, s2d_err *err) {
+    if (af->direct) { /* a device or FIFO: nothing to sync or rename */
+        bool ok = fflush(af->fp) == 0;
+        ok = (fclose(af->fp) == 0) && ok;
+        af->fp = NULL;
+        if (!ok) return err_set(err, "%s: write failed: %s", af->path, strerror(errno));
+        return true;
+    }
     bool ok = fflush(af->fp) == 0 && fsync(fileno(af->fp)) == 0;
     ok = (fclose(af->fp) == 0) && ok;
     af->fp = NULL;
@@ -188,6 +265,73 @@ bool atomic_commit(atomic_file *af, s2d_err *err) {
 void atomic_abort(atomic_file *af) {
     if (af->fp) fclose(af->fp);
     af->fp = NULL;
+    if (af->direct) return; /* never unlink a device or FIFO */
     unlink(af->tmp);
     s2d_tmp_unregister(af->tmp);
+}
+
+bool dir_has_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    struct dirent *e;
+    bool any = false;
+    while (!any && (e = readdir(d))) any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return any;
+}
+
+/* The pid of a temp name "<anything>.tmp.<digits>", or 0. */
+static long temp_pid(const char *name) {
+    const char *t = strstr(name, ".tmp.");
+    if (!t) return 0;
+    for (const char *n; (n = strstr(t + 1, ".tmp.")); t = n) {} /* the last ".tmp." */
+    const char *p = t + 5;
+    if (!*p) return 0;
+    long pid = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9' || pid > 100000000L) return 0;
+        pid = pid * 10 + (*p - '0');
+    }
+    return pid;
+}
+
+static bool pid_alive(long pid) { return pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno == EPERM; }
+
+/* Removes a temp directory written by a dead process: its plain files, then itself (nothing deeper). */
+static bool remove_temp_dir(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return false;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char p[8192];
+        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && !S_ISDIR(st.st_mode)) unlink(p);
+    }
+    closedir(d);
+    return rmdir(path) == 0;
+}
+
+int remove_dead_temps(const char *dir, int depth) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char p[8192];
+        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) continue;
+        struct stat st;
+        if (lstat(p, &st) != 0) continue;
+        long pid = temp_pid(e->d_name);
+        if (pid > 0 && !pid_alive(pid) && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+            bool ok = S_ISDIR(st.st_mode) ? remove_temp_dir(p) : unlink(p) == 0;
+            if (ok) removed++;
+        } else if (S_ISDIR(st.st_mode) && depth > 0) {
+            removed += remove_dead_temps(p, depth - 1);
+        }
+    }
+    closedir(d);
+    return removed;
 }

@@ -5,7 +5,8 @@
  *    tests can see the message; the command line turns it into die().
  *  - everything else that cannot go on (OOM, syscalls, broken invariants): die() at once.
  * die() prints rank, role, file:line and an optional hint, removes registered temporary files (so no partial
- * output survives), then calls the abort hook (MPI_Abort under mpi/) or exit(1). */
+ * output survives), then calls the abort hook (MPI_Abort under mpi/) or _exit(1) (no atexit handlers: HDF5's
+ * would close half-written files). */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -62,20 +63,36 @@ void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 
+/* Read-only opens that refuse anything but a regular file (FIFO, device, directory, socket) before a read can
+ * block on it: open with O_NONBLOCK, fstat, S_ISREG, then back to blocking. -1 / NULL + err naming the file.
+ * check_regular is the stat-only check for libraries that open by name (HDF5). */
+int open_regular(const char *path, s2d_err *err);
+FILE *fopen_regular(const char *path, s2d_err *err);
+bool check_regular(const char *path, s2d_err *err);
 /* Whole file into memory (NUL-terminated); false + err naming the file on failure. */
 bool read_file(const char *path, char **data, size_t *len, s2d_err *err);
 /* Joins dir and name into out (size n); dies if it does not fit. */
 void path_join(char *out, size_t n, const char *dir, const char *name);
 
-/* Atomic output: write to "<path>.tmp.<pid>", then rename over path on commit; die() removes the temp. */
+/* Atomic output: write to "<path>.tmp.<pid>", then rename over path on commit; die() removes the temp.
+ * Only regular files (or nothing) are replaced: a symlink's target is replaced (the link stays); an existing
+ * device or FIFO (e.g. --out /dev/null) is written through (direct: tmp = path, no rename, never unlinked). */
 typedef struct {
     FILE *fp;
     char path[4096];
     char tmp[4200];
+    bool direct;
 } atomic_file;
 bool atomic_open(atomic_file *af, const char *path, s2d_err *err);
 bool atomic_commit(atomic_file *af, s2d_err *err); /* fflush + fsync + rename */
 void atomic_abort(atomic_file *af);                /* close and remove the temp file */
+
+/* True when dir exists and holds anything (other than . and ..). */
+bool dir_has_entries(const char *dir);
+/* Removes temp files and temp directories ("<name>.tmp.<pid>", as atomic_open, ckpt_save and model saves name
+ * them) under dir and its subdirectories down to `depth` more levels, whose pid is not a live process (the
+ * leftovers of a SIGKILLed run). Returns how many were removed. */
+int remove_dead_temps(const char *dir, int depth);
 
 /* Index of name in names[0..n), or -1: the one lookup behind every "parse a name from a fixed list". */
 int name_index(const char *name, const char *const *names, int n);

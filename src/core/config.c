@@ -12,6 +12,7 @@
 enum {
     CFG_MAX_DEPTH = 64,        /* guards alias cycles (an alias to an ancestor) */
     CFG_MAX_NODES = 1000000,   /* guards alias fan-out ("billion laughs") */
+    CFG_MAX_MERGE_WORK = 4000000, /* map pairs visited, merges included: guards nested '<<' doubling */
     CFG_SHOW = 60,             /* longest value quoted in an error */
 };
 
@@ -113,11 +114,55 @@ static void describe(const cfg_node *node, char *buf, size_t n) {
 
 /* ------------------------------------------------------------------ loading */
 
+/* Bytes of values and paths after resolving aliases: an alias of a big string repeated must not expand
+ * without bound (the node count alone allows 10^6 copies of a 1 MiB string). */
+#define CFG_MAX_BYTES ((size_t)64 << 20)
+
 typedef struct {
     yaml_document_t *doc;
     const char *origin;
     long count;
+    long merge_work;
+    size_t bytes;
 } conv_ctx;
+
+/* The keys of a map under construction, hashed (open addressing, indices into out->keys) so that duplicate
+ * checks stay linear in the number of keys. */
+typedef struct {
+    int *slot; /* -1 = empty */
+    size_t cap; /* a power of two, > 2 * keys */
+} keyset;
+
+static uint64_t key_hash(const char *k) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *k; k++) h = (h ^ (unsigned char)*k) * 0x100000001b3ULL;
+    return h;
+}
+static void keyset_insert_index(keyset *ks, const cfg_node *map, int i) {
+    size_t j = (size_t)key_hash(map->keys[i]) & (ks->cap - 1);
+    while (ks->slot[j] >= 0) j = (j + 1) & (ks->cap - 1);
+    ks->slot[j] = i;
+}
+/* Index of key in map, or -1. */
+static int keyset_find(const keyset *ks, const cfg_node *map, const char *key) {
+    if (!ks->cap) return -1;
+    for (size_t j = (size_t)key_hash(key) & (ks->cap - 1); ks->slot[j] >= 0; j = (j + 1) & (ks->cap - 1))
+        if (strcmp(map->keys[ks->slot[j]], key) == 0) return ks->slot[j];
+    return -1;
+}
+/* Call after appending map->keys[map->n - 1]. */
+static void keyset_added(keyset *ks, const cfg_node *map) {
+    if ((size_t)map->n * 2 >= ks->cap) {
+        free(ks->slot);
+        ks->cap = ks->cap ? 2 * ks->cap : 16;
+        while ((size_t)map->n * 2 >= ks->cap) ks->cap *= 2;
+        ks->slot = xmalloc(ks->cap * sizeof(int));
+        for (size_t j = 0; j < ks->cap; j++) ks->slot[j] = -1;
+        for (int i = 0; i < map->n; i++) keyset_insert_index(ks, map, i);
+    } else {
+        keyset_insert_index(ks, map, map->n - 1);
+    }
+}
 
 static void mark_of(const yaml_node_t *yn, int *line, int *col) {
     *line = (int)yn->start_mark.line + 1;
@@ -138,13 +183,18 @@ static cfg_node *convert(conv_ctx *cx, yaml_node_t *yn, const char *path, int de
 
 /* Adds the pairs of yaml map `ym` to `out`. Merge keys (`<<`) are applied after the explicit keys, and only
  * for keys not already present. */
-static bool convert_map_pairs(conv_ctx *cx, yaml_node_t *ym, cfg_node *out, int depth, bool merging, s2d_err *err) {
+static bool convert_map_pairs(conv_ctx *cx, yaml_node_t *ym, cfg_node *out, keyset *ks, int depth, bool merging,
+                              s2d_err *err) {
     for (int pass = 0; pass < 2; pass++) {
         for (yaml_node_pair_t *p = ym->data.mapping.pairs.start; p < ym->data.mapping.pairs.top; p++) {
             yaml_node_t *yk = yaml_document_get_node(cx->doc, p->key);
             yaml_node_t *yv = yaml_document_get_node(cx->doc, p->value);
             int kl, kc;
             mark_of(yk, &kl, &kc);
+            if (++cx->merge_work > CFG_MAX_MERGE_WORK)
+                return err_set(err, "%s:%d:%d: %s: more than %d map entries visited while resolving merge keys "
+                               "('<<' of aliases nested too deep or too often)",
+                               cx->origin, kl, kc, cfg_path(out), CFG_MAX_MERGE_WORK);
             if (yk->type != YAML_SCALAR_NODE)
                 return err_set(err, "%s:%d:%d: %s: map keys must be scalars", cx->origin, kl, kc, cfg_path(out));
             const char *key = (const char *)yk->data.scalar.value;
@@ -162,15 +212,13 @@ static bool convert_map_pairs(conv_ctx *cx, yaml_node_t *ym, cfg_node *out, int 
                     if (depth > CFG_MAX_DEPTH)
                         return err_set(err, "%s:%d:%d: nesting deeper than %d (an alias cycle?)", cx->origin, kl, kc,
                                        CFG_MAX_DEPTH);
-                    if (!convert_map_pairs(cx, src, out, depth + 1, true, err)) return false;
+                    if (!convert_map_pairs(cx, src, out, ks, depth + 1, true, err)) return false;
                 }
                 continue;
             }
             if (strlen(key) != yk->data.scalar.length)
                 return err_set(err, "%s:%d:%d: a key contains a NUL character", cx->origin, kl, kc);
-            int dup = -1;
-            for (int i = 0; i < out->n; i++)
-                if (strcmp(out->keys[i], key) == 0) dup = i;
+            int dup = keyset_find(ks, out, key);
             if (dup >= 0) {
                 if (merging) continue; /* explicit (or earlier merged) key wins */
                 char *pp = child_path(out->path, key, 0);
@@ -184,6 +232,7 @@ static bool convert_map_pairs(conv_ctx *cx, yaml_node_t *ym, cfg_node *out, int 
             free(pp);
             if (!child) return false;
             node_append(out, key, kl, kc, child);
+            keyset_added(ks, out);
         }
     }
     return true;
@@ -198,6 +247,12 @@ static cfg_node *convert(conv_ctx *cx, yaml_node_t *yn, const char *path, int de
     }
     if (++cx->count > CFG_MAX_NODES) {
         err_set(err, "%s:%d:%d: more than %d nodes after resolving aliases", cx->origin, line, col, CFG_MAX_NODES);
+        return NULL;
+    }
+    cx->bytes += strlen(path) + strlen(cx->origin) + 2 + (yn->type == YAML_SCALAR_NODE ? yn->data.scalar.length + 1 : 0);
+    if (cx->bytes > CFG_MAX_BYTES) {
+        err_set(err, "%s:%d:%d: %s: more than %zu MiB of values after resolving aliases (a big value aliased "
+                "many times?)", cx->origin, line, col, path[0] ? path : "(root)", CFG_MAX_BYTES >> 20);
         return NULL;
     }
     if (!check_tag(yn, cx->origin, err)) return NULL;
@@ -228,7 +283,10 @@ static cfg_node *convert(conv_ctx *cx, yaml_node_t *yn, const char *path, int de
         return out;
     case YAML_MAPPING_NODE:
         out = node_new(CFG_MAP, cx->origin, line, col, path);
-        if (!convert_map_pairs(cx, yn, out, depth, false, err)) {
+        keyset ks = {0};
+        bool ok = convert_map_pairs(cx, yn, out, &ks, depth, false, err);
+        free(ks.slot);
+        if (!ok) {
             cfg_free(out);
             return NULL;
         }

@@ -266,8 +266,8 @@ bool dataset_load(dataset *ds, const char *path, const ds_load_opts *opts, s2d_e
     memset(ds, 0, sizeof *ds);
     ds_load_opts dflt = {.format = DS_AUTO};
     const ds_load_opts *o = opts ? opts : &dflt;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    FILE *fp = fopen_regular(path, err); /* a FIFO would block in fopen() */
+    if (!fp) return false;
     ds->source = xstrdup(path);
     ds->format = o->format;
     rec_off *offs = NULL;

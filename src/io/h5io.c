@@ -36,8 +36,35 @@ static bool attr_write(hid_t loc, const char *name, hid_t type, const void *v) {
     return ok;
 }
 static bool attr_i64(hid_t loc, const char *name, int64_t v) { return attr_write(loc, name, H5T_NATIVE_INT64, &v); }
+static bool attr_u64(hid_t loc, const char *name, uint64_t v) { return attr_write(loc, name, H5T_NATIVE_UINT64, &v); }
 static bool attr_f64(hid_t loc, const char *name, double v) { return attr_write(loc, name, H5T_NATIVE_DOUBLE, &v); }
 
+/* Per-dataset checksum (attribute "checksum", uint64): FNV-1a 64 over the data's bytes taken as little-endian
+ * 64-bit words, then the tail bytes one by one. Chunked callers feed multiples of 8 bytes. */
+#define CKSUM_INIT 0xcbf29ce484222325ULL
+#define CKSUM_PRIME 0x100000001b3ULL
+static uint64_t cksum_update(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * CKSUM_PRIME;
+    }
+    for (; i < n; i++) h = (h ^ p[i]) * CKSUM_PRIME;
+    return h;
+}
+uint64_t h5_checksum(const void *data, size_t n) { return cksum_update(CKSUM_INIT, data, n); }
+
+/* Strings are written fixed-length (stored in the object itself): a variable-length string lives in HDF5's
+ * global heap, whose unchecked heap ids make a flipped byte crash the reader (H5HG_read). */
+static hid_t fixed_str_type(const char *s) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(s) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    return t;
+}
 static hid_t vlen_str_type(void) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);
@@ -45,15 +72,16 @@ static hid_t vlen_str_type(void) {
     return t;
 }
 static bool attr_str(hid_t loc, const char *name, const char *s) {
-    hid_t t = vlen_str_type();
-    bool ok = attr_write(loc, name, t, &s);
+    hid_t t = fixed_str_type(s);
+    bool ok = attr_write(loc, name, t, s);
     H5Tclose(t);
     return ok;
 }
 static bool text_dataset_write(hid_t loc, const char *name, const char *s) {
-    hid_t t = vlen_str_type(), sp = H5Screate(H5S_SCALAR);
+    hid_t t = fixed_str_type(s), sp = H5Screate(H5S_SCALAR);
     hid_t d = H5Dcreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = d >= 0 && H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s) >= 0;
+    bool ok = d >= 0 && H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0 &&
+              attr_u64(d, "checksum", h5_checksum(s, strlen(s)));
     if (d >= 0) H5Dclose(d);
     H5Sclose(sp);
     H5Tclose(t);
@@ -63,7 +91,9 @@ static bool dataset_write(hid_t loc, const char *name, hid_t memtype, hid_t file
                           const void *data, hid_t *out_d) {
     hid_t sp = H5Screate_simple(rank, dims, NULL);
     hid_t d = H5Dcreate2(loc, name, filetype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = d >= 0 && H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+    size_t nbytes = (size_t)H5Sget_simple_extent_npoints(sp) * H5Tget_size(memtype);
+    bool ok = d >= 0 && H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0 &&
+              attr_u64(d, "checksum", h5_checksum(data, nbytes));
     H5Sclose(sp);
     if (out_d && ok) *out_d = d;
     else if (d >= 0) H5Dclose(d);
@@ -72,33 +102,50 @@ static bool dataset_write(hid_t loc, const char *name, hid_t memtype, hid_t file
 
 /* ---- small readers ---- */
 
-static bool attr_read_i64(hid_t loc, const char *name, int64_t *v) {
+/* A numeric attribute is read only when it is one value of a numeric class of at most 8 bytes (a damaged
+ * type or space is refused, never converted or read past the 8 bytes of *v). */
+static bool attr_read_num(hid_t loc, const char *name, hid_t memtype, void *v) {
     if (H5Aexists(loc, name) <= 0) return false;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0) return false;
-    hid_t sp = H5Aget_space(a);
-    bool ok = H5Sget_simple_extent_npoints(sp) == 1 && H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
-    H5Sclose(sp);
+    hid_t sp = H5Aget_space(a), ty = H5Aget_type(a);
+    H5T_class_t cls = ty >= 0 ? H5Tget_class(ty) : H5T_NO_CLASS;
+    size_t size = ty >= 0 ? H5Tget_size(ty) : 0;
+    bool ok = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1 && (cls == H5T_INTEGER || cls == H5T_FLOAT) &&
+              size >= 1 && size <= 8 && H5Aread(a, memtype, v) >= 0;
+    if (ty >= 0) H5Tclose(ty);
+    if (sp >= 0) H5Sclose(sp);
     H5Aclose(a);
     return ok;
 }
-static bool attr_read_f64(hid_t loc, const char *name, double *v) {
-    if (H5Aexists(loc, name) <= 0) return false;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return false;
-    hid_t sp = H5Aget_space(a);
-    bool ok = H5Sget_simple_extent_npoints(sp) == 1 && H5Aread(a, H5T_NATIVE_DOUBLE, v) >= 0;
-    H5Sclose(sp);
-    H5Aclose(a);
-    return ok;
+static bool attr_read_i64(hid_t loc, const char *name, int64_t *v) { return attr_read_num(loc, name, H5T_NATIVE_INT64, v); }
+static bool attr_read_u64(hid_t loc, const char *name, uint64_t *v) { return attr_read_num(loc, name, H5T_NATIVE_UINT64, v); }
+static bool attr_read_f64(hid_t loc, const char *name, double *v) { return attr_read_num(loc, name, H5T_NATIVE_DOUBLE, v); }
+
+/* Checks data just read from dataset d (nbytes in memory, as written) against its checksum attribute. A dataset
+ * without one (a checkpoint of format_version 1) is not checked. */
+static bool checksum_ok(hid_t d, const void *data, size_t nbytes, const char *path, const char *dname, s2d_err *err) {
+    if (H5Aexists(d, "checksum") <= 0) return true;
+    uint64_t want = 0;
+    if (!attr_read_u64(d, "checksum", &want))
+        return err_set(err, "%s: dataset %s: damaged checksum attribute (the file is corrupted)", path, dname);
+    uint64_t got = h5_checksum(data, nbytes);
+    if (got != want)
+        return err_set(err, "%s: dataset %s is corrupted (checksum %016llx, written as %016llx)", path, dname,
+                       (unsigned long long)got, (unsigned long long)want);
+    return true;
 }
 
 /* A scalar string from an attribute (is_attr) or a dataset, variable or fixed length; malloc'd. */
 static char *string_read(hid_t obj, bool is_attr) {
     hid_t ft = is_attr ? H5Aget_type(obj) : H5Dget_type(obj);
     if (ft < 0) return NULL;
+    hid_t sp = is_attr ? H5Aget_space(obj) : H5Dget_space(obj);
+    bool one = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1; /* a damaged space would overrun the buffer */
+    if (sp >= 0) H5Sclose(sp);
     char *out = NULL;
-    if (H5Tget_class(ft) == H5T_STRING) {
+    size_t fsize = H5Tget_size(ft);
+    if (one && H5Tget_class(ft) == H5T_STRING && fsize > 0 && fsize < ((size_t)1 << 32)) {
         if (H5Tis_variable_str(ft) > 0) {
             hid_t mt = vlen_str_type();
             char *s = NULL;
@@ -112,6 +159,7 @@ static char *string_read(hid_t obj, bool is_attr) {
             size_t size = H5Tget_size(ft);
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, size + 1);
+            H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 does not convert between ASCII and UTF-8 */
             char *buf = xcalloc(size + 2, 1);
             herr_t rc = is_attr ? H5Aread(obj, mt, buf) : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
             if (rc >= 0) out = buf;
@@ -130,10 +178,17 @@ static char *attr_read_str(hid_t loc, const char *name) {
     H5Aclose(a);
     return s;
 }
-static char *text_dataset_read(hid_t loc, const char *name) {
+/* NULL when unreadable; *corrupt (may be NULL) set when it was read but fails its checksum. */
+static char *text_dataset_read(hid_t loc, const char *name, bool *corrupt) {
+    if (corrupt) *corrupt = false;
     hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
     if (d < 0) return NULL;
     char *s = string_read(d, false);
+    if (s && !checksum_ok(d, s, strlen(s), "", name, NULL)) {
+        if (corrupt) *corrupt = true;
+        free(s);
+        s = NULL;
+    }
     H5Dclose(d);
     return s;
 }
@@ -169,6 +224,7 @@ static hid_t open_ro(const char *path, s2d_err *err) {
         err_set(err, "%s: cannot read: %s", path, strerror(errno));
         return -1;
     }
+    if (!check_regular(path, err)) return -1; /* HDF5 would block opening a FIFO */
     if (H5Fis_hdf5(path) <= 0) {
         err_set(err, "%s: not an HDF5 file", path);
         return -1;
@@ -195,7 +251,8 @@ static bool save_model(hid_t f, const char *path, const ckpt_model *cm, s2d_err 
     hid_t g = H5Gcreate2(f, gpath, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return err_set(err, "%s: cannot create group %s", path, gpath);
     char *json = model_config_to_json(&m->cfg);
-    bool ok = attr_str(g, "config_json", json) && attr_i64(g, "n_params", (int64_t)m->n_params) &&
+    bool ok = attr_str(g, "config_json", json) && attr_u64(g, "config_json_checksum", h5_checksum(json, strlen(json))) &&
+              attr_i64(g, "n_params", (int64_t)m->n_params) &&
               attr_i64(g, "n_tensors", m->n_tensors) && attr_str(g, "dtype", cm->bf16 ? "bf16" : "f32");
     free(json);
     if (!ok) {
@@ -293,7 +350,12 @@ bool ckpt_save(const char *path, const ckpt_state *s, s2d_err *err) {
     h5_quiet();
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* the 1.8+ file format: superblock, object headers (with their attributes) and B-trees carry checksums,
+     * so HDF5 itself refuses damaged metadata instead of following it */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) return err_set(err, "%s: cannot create: %s", tmp, strerror(errno));
     s2d_tmp_register(tmp);
     bool ok = save_contents(f, path, s, err);
@@ -341,6 +403,8 @@ static bool read_tensor(hid_t g, const char *path, const char *gname, const mode
     if (!link_exists(g, t->name)) return err_set(err, "%s: dataset %s/%s is missing", path, gname, t->name);
     hid_t d = H5Dopen2(g, t->name, H5P_DEFAULT);
     if (d < 0) return err_set(err, "%s: cannot open dataset %s/%s", path, gname, t->name);
+    char dname[600];
+    snprintf(dname, sizeof dname, "%s/%s", gname, t->name);
     hid_t sp = H5Dget_space(d), ty = H5Dget_type(d);
     hsize_t dims[2] = {0, 0};
     int rank = H5Sget_simple_extent_ndims(sp);
@@ -363,12 +427,16 @@ static bool read_tensor(hid_t g, const char *path, const char *gname, const mode
                 ok = err_set(err, "%s: dataset %s/%s says dtype bf16 but is not uint16", path, gname, t->name);
             else if (H5Dread(d, H5T_NATIVE_UINT16, H5S_ALL, H5S_ALL, H5P_DEFAULT, half) < 0)
                 ok = err_set(err, "%s: cannot read dataset %s/%s (truncated?)", path, gname, t->name);
+            else if (!checksum_ok(d, half, t->numel * sizeof(uint16_t), path, dname, err))
+                ok = false;
             else bf16_to_f32_array(half, dst, t->numel);
             *is_bf16 = true;
         } else if (cls != H5T_FLOAT) {
             ok = err_set(err, "%s: dataset %s/%s is not float (and has no dtype = bf16 attribute)", path, gname, t->name);
         } else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
             ok = err_set(err, "%s: cannot read dataset %s/%s (truncated?)", path, gname, t->name);
+        } else {
+            ok = checksum_ok(d, dst, t->numel * sizeof(float), path, dname, err);
         }
         free(dt);
     }
@@ -399,6 +467,13 @@ static bool load_model_from(hid_t f, const char *path, const char *name, model *
     if (!json) {
         H5Gclose(g);
         return err_set(err, "%s: group %s has no config_json attribute", path, gname);
+    }
+    uint64_t want_sum = 0;
+    if (H5Aexists(g, "config_json_checksum") > 0 &&
+        (!attr_read_u64(g, "config_json_checksum", &want_sum) || want_sum != h5_checksum(json, strlen(json)))) {
+        free(json);
+        H5Gclose(g);
+        return err_set(err, "%s: attribute %s/config_json is corrupted (checksum mismatch)", path, gname);
     }
     char where[512];
     snprintf(where, sizeof where, "%s:%s/config_json", path, gname);
@@ -467,13 +542,34 @@ static bool read_f32_range(hid_t loc, const char *path, const char *name, size_t
     else if (offset + count > want_n)
         ok = err_set(err, "%s: range [%zu, %zu) is outside dataset %s of %zu values", path, offset, offset + count, name,
                      want_n);
-    else {
+    else if (H5Aexists(d, "checksum") > 0 && !(offset == 0 && count == want_n)) {
+        /* a slice of a checksummed dataset: stream all of it through the checksum, keep the slice */
+        enum { CHUNK = 1 << 16 }; /* floats: a multiple of 8 bytes, as cksum_update wants */
+        float *buf = xmalloc(CHUNK * sizeof(float));
+        uint64_t h = CKSUM_INIT, want = 0;
+        for (size_t at = 0; ok && at < want_n; at += CHUNK) {
+            hsize_t start = at, cnt = S2D_MIN((size_t)CHUNK, want_n - at);
+            hid_t mem = H5Screate_simple(1, &cnt, NULL);
+            H5Sselect_hyperslab(sp, H5S_SELECT_SET, &start, NULL, &cnt, NULL);
+            if (H5Dread(d, H5T_NATIVE_FLOAT, mem, sp, H5P_DEFAULT, buf) < 0)
+                ok = err_set(err, "%s: cannot read dataset %s (truncated?)", path, name);
+            H5Sclose(mem);
+            if (!ok) break;
+            h = cksum_update(h, buf, (size_t)cnt * sizeof(float));
+            size_t lo = S2D_MAX(at, offset), hi = S2D_MIN(at + (size_t)cnt, offset + count);
+            if (lo < hi) memcpy(out + (lo - offset), buf + (lo - at), (hi - lo) * sizeof(float));
+        }
+        free(buf);
+        if (ok && (!attr_read_u64(d, "checksum", &want) || want != h))
+            ok = err_set(err, "%s: dataset %s is corrupted (checksum mismatch)", path, name);
+    } else {
         hsize_t start = offset, cnt = count;
         hid_t mem = H5Screate_simple(1, &cnt, NULL);
         H5Sselect_hyperslab(sp, H5S_SELECT_SET, &start, NULL, &cnt, NULL);
         if (count && H5Dread(d, H5T_NATIVE_FLOAT, mem, sp, H5P_DEFAULT, out) < 0)
             ok = err_set(err, "%s: cannot read dataset %s (truncated?)", path, name);
         H5Sclose(mem);
+        if (ok) ok = checksum_ok(d, out, count * sizeof(float), path, name, err);
     }
     H5Sclose(sp);
     H5Dclose(d);
@@ -540,9 +636,11 @@ static bool load_optim(hid_t f, const char *path, const char *name, const model 
     adamw *o = xcalloc(1, sizeof *o);
     adamw_init(o, m->n_params, &hp);
     o->step = (long)step;
-    bool ok = read_f32_range(g, path, "m", 0, m->n_params, m->n_params, o->m, err) &&
-              read_f32_range(g, path, "v", 0, m->n_params, m->n_params, o->v, err);
-    if (!ok) err_prefix(err, "%s", gname);
+    char dm[300], dv[300];
+    snprintf(dm, sizeof dm, "%s/m", gname);
+    snprintf(dv, sizeof dv, "%s/v", gname);
+    bool ok = read_f32_range(f, path, dm, 0, m->n_params, m->n_params, o->m, err) &&
+              read_f32_range(f, path, dv, 0, m->n_params, m->n_params, o->v, err);
     /* segments [k, 3]: must tile [0, n) in order */
     if (ok) {
         hid_t d = H5Dopen2(g, "segments", H5P_DEFAULT);
@@ -554,8 +652,11 @@ static bool load_optim(hid_t f, const char *path, const char *name, const model 
         } else {
             int64_t *raw = xmalloc(dims[0] * 3 * sizeof(int64_t));
             adamw_segment *segs = xmalloc(dims[0] * sizeof *segs);
+            char dname[300];
+            snprintf(dname, sizeof dname, "%s/segments", gname);
             if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0)
                 ok = err_set(err, "%s: cannot read dataset %s/segments", path, gname);
+            else ok = checksum_ok(d, raw, dims[0] * 3 * sizeof(int64_t), path, dname, err);
             int64_t at = 0;
             for (hsize_t i = 0; ok && i < dims[0]; i++) {
                 if (raw[3 * i] != at || raw[3 * i + 1] <= 0 || raw[3 * i] + raw[3 * i + 1] > (int64_t)m->n_params)
@@ -591,8 +692,10 @@ static bool load_contents(hid_t f, const char *path, ckpt_state *s, s2d_err *err
     s->step = (long)step;
     s->stage_name = attr_read_str(f, "stage_name");
     if (!s->stage_name) s->stage_name = xstrdup("");
-    if (link_exists(f, "config") && !(s->config_text = text_dataset_read(f, "config")))
-        return err_set(err, "%s: cannot read string dataset /config", path);
+    bool corrupt = false;
+    if (link_exists(f, "config") && !(s->config_text = text_dataset_read(f, "config", &corrupt)))
+        return err_set(err, corrupt ? "%s: dataset /config is corrupted (checksum mismatch)"
+                                    : "%s: cannot read string dataset /config", path);
 
     char **names = NULL;
     int n = 0;
@@ -647,8 +750,11 @@ static bool load_contents(hid_t f, const char *path, ckpt_state *s, s2d_err *err
             } else {
                 u->n = dims[0];
                 u->values = xcalloc(dims[0] ? dims[0] : 1, sizeof(uint64_t));
+                char dname[300];
+                snprintf(dname, sizeof dname, "/state/%s", u->key);
                 if (dims[0] && H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, u->values) < 0)
                     ok = err_set(err, "%s: cannot read dataset /state/%s", path, u->key);
+                else ok = checksum_ok(d, u->values, dims[0] * sizeof(uint64_t), path, dname, err);
             }
             if (sp >= 0) H5Sclose(sp);
             if (d >= 0) H5Dclose(d);
@@ -669,8 +775,9 @@ static bool load_contents(hid_t f, const char *path, ckpt_state *s, s2d_err *err
             s->texts[i].key = names[i];
             names[i] = NULL;
             s->n_texts = i + 1;
-            if (!(s->texts[i].text = text_dataset_read(g, s->texts[i].key)))
-                ok = err_set(err, "%s: cannot read string dataset /text/%s", path, s->texts[i].key);
+            if (!(s->texts[i].text = text_dataset_read(g, s->texts[i].key, &corrupt)))
+                ok = err_set(err, corrupt ? "%s: dataset /text/%s is corrupted (checksum mismatch)"
+                                          : "%s: cannot read string dataset /text/%s", path, s->texts[i].key);
         }
         h5_free_names(names, n);
         H5Gclose(g);
@@ -764,6 +871,51 @@ bool ckpt_find_latest(const char *dir, char *out, size_t n, bool *found, s2d_err
         *found = true;
     }
     closedir(d);
+    return true;
+}
+
+typedef struct {
+    int stage;
+    long step;
+    char *path;
+} ckpt_cand;
+static int cand_newest_first(const void *a, const void *b) {
+    const ckpt_cand *x = a, *y = b;
+    if (x->stage != y->stage) return x->stage > y->stage ? -1 : 1;
+    return x->step > y->step ? -1 : x->step < y->step ? 1 : 0;
+}
+
+bool ckpt_load_latest(const char *dir, char *out, size_t n, ckpt_state *st, bool *found, s2d_err *err) {
+    *found = false;
+    memset(st, 0, sizeof *st);
+    DIR *d = opendir(dir);
+    if (!d) return err_set(err, "%s: cannot read directory: %s", dir, strerror(errno));
+    ckpt_cand *c = NULL;
+    size_t nc = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int stage, used = 0;
+        long step;
+        if (sscanf(e->d_name, "ckpt-%d-%ld.h5%n", &stage, &step, &used) != 2 || used == 0 || e->d_name[used] != '\0')
+            continue;
+        if (nc == cap) c = xrealloc(c, (cap = cap ? 2 * cap : 16) * sizeof *c);
+        char path[4096];
+        path_join(path, sizeof path, dir, e->d_name);
+        c[nc++] = (ckpt_cand){stage, step, xstrdup(path)};
+    }
+    closedir(d);
+    if (nc) qsort(c, nc, sizeof *c, cand_newest_first);
+    for (size_t i = 0; i < nc && !*found; i++) {
+        s2d_err why;
+        if (ckpt_load(c[i].path, st, &why)) {
+            snprintf(out, n, "%s", c[i].path);
+            *found = true;
+        } else {
+            log_warn("resume: skipping damaged or incomplete checkpoint %s", why.msg);
+        }
+    }
+    for (size_t i = 0; i < nc; i++) free(c[i].path);
+    free(c);
     return true;
 }
 
@@ -1219,7 +1371,7 @@ static bool summary_checkpoint(hid_t f, const char *path, bool list_tensors, FIL
         }
         if (g >= 0) H5Gclose(g);
     }
-    char *config = link_exists(f, "config") ? text_dataset_read(f, "config") : NULL;
+    char *config = link_exists(f, "config") ? text_dataset_read(f, "config", NULL) : NULL;
     if (config) {
         fprintf(out, "config (first lines):\n");
         const char *p = config;

@@ -24,6 +24,11 @@
  * used) or any state words; "cursor.<dataset>" = (seed, epoch, position); "labels.<stage>" = labelled examples
  * consumed. Signed values are stored as their two's-complement bits.
  *
+ * Integrity: every dataset has a "checksum" attribute (uint64, h5_checksum of its data as written; group
+ * /models/<name> has config_json_checksum), verified by every reader here; strings are fixed-length (never in
+ * the global heap) and files use the 1.8+ format, whose metadata HDF5 checksums. Files without checksum
+ * attributes (written before they existed) load unchecked.
+ *
  * Crash safety: ckpt_save writes "<path>.tmp.<pid>" (registered with s2d_tmp_register, so die() removes it),
  * sets the `complete` attribute last, closes, fsyncs and renames it to <path>. ckpt_find_latest ignores temp
  * names and any file without complete = 1.
@@ -118,6 +123,10 @@ bool ckpt_read_optim_range(const char *path, const char *name, size_t offset, si
  * and files without complete = 1 (or unreadable ones) are skipped. found = false when there is none. An
  * unreadable dir is an error. */
 bool ckpt_find_latest(const char *dir, char *out, size_t n, bool *found, s2d_err *err);
+/* Loads (ckpt_load, every checksum verified) the newest checkpoint in dir that loads; each newer one that does
+ * not (damaged, incomplete, unreadable) is skipped with a warning naming it and why. found = false (and st
+ * zeroed) when none loads. An unreadable dir is an error. */
+bool ckpt_load_latest(const char *dir, char *out, size_t n, ckpt_state *st, bool *found, s2d_err *err);
 
 /* ---- Rollout log layout (format "s2d-rollouts"; every dataset 1-D, chunked, extendible) ----
  *   per step   (N steps):   /steps/stage int32, /steps/step int64, /steps/policy_version int64,
@@ -168,6 +177,9 @@ bool h5_read_i64(const char *path, const char *dataset, int64_t **out, size_t *n
 /* The root attribute "format" ("s2d-checkpoint", "s2d-rollouts", "s2d-metrics"), malloc'd; false + err when
  * the file is not HDF5 or has no format attribute. */
 bool h5_file_format(const char *path, char **format, s2d_err *err);
+/* The checksum stored with every checkpoint dataset (attribute "checksum", uint64): FNV-1a 64 over the bytes
+ * as 64-bit little-endian words, then the tail bytes. */
+uint64_t h5_checksum(const void *data, size_t n);
 
 /* Human-readable summary of an s2d HDF5 file on out (s2d inspect): kind, stage/step, models with tensor
  * counts, parameter counts (and every tensor's shape with list_tensors), optimizer and state keys, a config

@@ -378,11 +378,8 @@ done:
 static bool file_open(const char *path, st_file *f, s2d_err *err) {
     memset(f, 0, sizeof *f);
     f->path = xstrdup(path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        err_set(err, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
+    int fd = open_regular(path, err); /* a FIFO would block in open() */
+    if (fd < 0) goto fail;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         err_set(err, "%s: not a regular file", path);

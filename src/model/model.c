@@ -246,6 +246,14 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
             ok = false;
             break;
         }
+        const float *p = m->params + t->offset; /* NaN/Inf weights: a load error, not NaN outputs later */
+        for (size_t k = 0; k < t->numel; k++)
+            if (!isfinite(p[k])) {
+                ok = err_set(err, "%s: tensor '%s' holds a non-finite value (%g at flat index %zu)", s->file, t->name,
+                             (double)p[k], k);
+                break;
+            }
+        if (!ok) break;
         loaded += t->numel;
     }
     for (int i = 0; i < st_count(set) && ok; i++) {

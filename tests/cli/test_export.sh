@@ -58,7 +58,8 @@ def tensor(name):
     assert h["dtype"] == "F32"
     return np.frombuffer(raw[8 + n + a:8 + n + b], dtype="<f4").reshape(h["shape"])
 with h5py.File(ck, "r") as f:
-    assert f.attrs["format"] == "s2d-checkpoint" and f.attrs["complete"] == 1 and f.attrs["step"] == 25
+    # strings are fixed-length (h5py gives bytes): never in the global heap, which a flipped byte can crash
+    assert f.attrs["format"] == b"s2d-checkpoint" and f.attrs["complete"] == 1 and f.attrs["step"] == 25
     assert f["config"][()].decode() == "pipeline: cli-test\nseed: 9\n"
     pol, tea = f["models/policy"], f["models/teacher"]
     names = [k for k in hdr if k != "__metadata__"]
@@ -67,7 +68,7 @@ with h5py.File(ck, "r") as f:
     for k in names:
         w = tensor(k)
         assert pol[k].dtype == np.float32 and np.array_equal(pol[k][()], w), k
-        assert tea[k].dtype == np.uint16 and tea[k].attrs["dtype"] == "bf16"
+        assert tea[k].dtype == np.uint16 and tea[k].attrs["dtype"] == b"bf16"
         # bf16 = fp32 rounded to nearest even in the top 16 bits
         u = w.view(np.uint32).astype(np.uint64)
         rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
@@ -79,6 +80,19 @@ with h5py.File(ck, "r") as f:
     assert np.array_equal(f["optim/policy/v"][()], (i % 13).astype(np.float32) / np.float32(7))
     assert f["optim/policy"].attrs["step"] == 7 and m.size == pol.attrs["n_params"]
     assert list(f["state/cursor.arith_train"][()]) == [42, 1, 17]
+    # every dataset has its checksum: FNV-1a 64 over the data as little-endian 64-bit words, then tail bytes
+    def cksum(b):
+        h, M = 0xcbf29ce484222325, (1 << 64) - 1
+        n8 = len(b) // 8 * 8
+        for w in np.frombuffer(b[:n8], dtype="<u8").tolist(): h = ((h ^ w) * 0x100000001b3) & M
+        for c in b[n8:]: h = ((h ^ c) * 0x100000001b3) & M
+        return h
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            data = obj[()]
+            b = data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()
+            assert int(obj.attrs["checksum"]) == cksum(b), name
+    f.visititems(visit)
 with h5py.File(ck + ".rollouts.h5", "r") as f:
     off, tok = f["seqs/offsets"][()], f["tokens"][()]
     beh, tea, ref = f["logp/behaviour"][()], f["logp/teacher"][()], f["logp/reference"][()]

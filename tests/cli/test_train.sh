@@ -54,6 +54,16 @@ expect_error "wrong type via --set" "steps.*integer" "$S2D" train $cfg --out "$W
 printf 'seed: 1\nmodels: {}\ndatasets: {}\npipeline:\n  - name: a\n    algoo: sft\n' >"$WORK/typo.yaml"
 expect_error "unknown key names file:line:col" "typo.yaml:[0-9]+:[0-9]+" "$S2D" train "$WORK/typo.yaml" --out "$WORK/b5"
 expect_error "fkl needs a teacher" "algo fkl needs a 'teacher'" "$S2D" train $cfg --out "$WORK/b6" --set pipeline[1].teacher=null
+# stage and output names become paths (OUT/models/<name>): '.', '..' and '/' are refused with the key path
+expect_error "stage name '.'" "pipeline\[0\]\.name: stage name '\.' is not allowed" \
+  "$S2D" train $cfg --out "$WORK/b7" --set 'pipeline[0].name=.' --set pipeline[0].output=teacher_rl
+expect_error "stage name '..'" "pipeline\[0\]\.name: stage name '\.\.' is not allowed" \
+  "$S2D" train $cfg --out "$WORK/b7" --set 'pipeline[0].name=..'
+expect_error "output name '..'" "pipeline\[2\]\.output: output name '\.\.' is not allowed" \
+  "$S2D" train $cfg --out "$WORK/b7" --set 'pipeline[2].output=..'
+expect_error "stage name with '/'" "pipeline\[0\]\.name: stage name 'a/b' may hold only" \
+  "$S2D" train $cfg --out "$WORK/b7" --set 'pipeline[0].name=a/b'
+check "no output from refused names" test ! -e "$WORK/b7"
 check "no output from failed starts" test ! -e "$WORK/b1/metrics.jsonl" -a ! -e "$WORK/b3" 
 
 # every shipped pipeline validates
