@@ -45,7 +45,7 @@ __device__ __forceinline__ unsigned long long wfix(float w) { return (unsigned l
 __device__ __forceinline__ float key_weight(uint32_t key) { return __uint_as_float(key & 0x7fffffffu); } /* w >= 0 */
 
 /* Inclusive prefix of v over the block in thread order (fp64, fixed tree); *total = the block's sum. */
-__device__ double block_scan_d(double v, samp_smem *s, double *total) {
+static __device__ double block_scan_d(double v, samp_smem *s, double *total) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     for (int o = 1; o < 32; o <<= 1) {
         const double t = __shfl_up_sync(0xffffffffu, v, o);
@@ -69,7 +69,7 @@ __device__ double block_scan_d(double v, samp_smem *s, double *total) {
 
 /* The key K* of the first candidate-order position whose cumulative fixed-point weight reaches target
  * (1 <= target <= total), and in *m how many elements with key K* (lowest ids first) that position takes. */
-__device__ uint32_t mass_select(const float *w, int V, unsigned long long target, samp_smem *s,
+static __device__ uint32_t mass_select(const float *w, int V, unsigned long long target, samp_smem *s,
                                 unsigned long long *m) {
     uint32_t prefix = 0, mask = 0;
     unsigned long long rem = target;
@@ -103,7 +103,7 @@ __device__ uint32_t mass_select(const float *w, int V, unsigned long long target
 }
 
 /* The id of the m-th (1-based) element with key `key`, in id order. */
-__device__ int nth_with_key(const float *w, int V, uint32_t key, unsigned long long m, samp_smem *s, sel_smem *ss) {
+static __device__ int nth_with_key(const float *w, int V, uint32_t key, unsigned long long m, samp_smem *s, sel_smem *ss) {
     if (threadIdx.x == 0) s->token = -1;
     __syncthreads();
     long long base = 0;

@@ -49,7 +49,7 @@ __device__ __forceinline__ int sel_scan_flag(bool flag, sel_smem *s, int *total)
 
 /* The key of the k-th best element of x[0..n) (1 <= k <= n) and, in *need, how many elements with exactly that
  * key belong to the best k (the others above it all do). */
-__device__ uint32_t sel_radix_kth(const float *x, int n, int k, sel_smem *s, int *need) {
+static __device__ uint32_t sel_radix_kth(const float *x, int n, int k, sel_smem *s, int *need) {
     uint32_t prefix = 0, mask = 0;
     int remaining = k;
     for (int shift = 24; shift >= 0; shift -= 8) {
@@ -81,7 +81,7 @@ __device__ uint32_t sel_radix_kth(const float *x, int n, int k, sel_smem *s, int
 
 /* Writes the k best (key above kth, then the `need` lowest ids with key == kth) into keys/ids [0, k), unordered
  * above the threshold; pads [k, P) with the worst possible entry. */
-__device__ void sel_gather(const float *x, int n, int k, uint32_t kth, int need, uint32_t *keys, int *ids, int P,
+static __device__ void sel_gather(const float *x, int n, int k, uint32_t kth, int need, uint32_t *keys, int *ids, int P,
                            sel_smem *s) {
     const int n_gt = k - need;
     int base_gt = 0, base_eq = 0;
@@ -112,7 +112,7 @@ __device__ void sel_gather(const float *x, int n, int k, uint32_t kth, int need,
 }
 
 /* Sorts P (a power of two) entries best first. */
-__device__ void sel_bitonic(uint32_t *keys, int *ids, int P) {
+static __device__ void sel_bitonic(uint32_t *keys, int *ids, int P) {
     for (int size = 2; size <= P; size <<= 1)
         for (int stride = size >> 1; stride > 0; stride >>= 1) {
             for (int i = threadIdx.x; i < P; i += blockDim.x) {

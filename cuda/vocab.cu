@@ -10,7 +10,7 @@
 #define VOCAB_THREADS 1024
 
 /* fp32 max of the row, then sum of expf(x - max) in fp64 (the CPU's row_lse). */
-__device__ float row_lse_f(const float *x, int V, double *red_d, float *red_f) {
+static __device__ float row_lse_f(const float *x, int V, double *red_d, float *red_f) {
     float mx = -INFINITY;
     for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, x[v]);
     mx = cu_block_max_f(mx, red_f);
@@ -21,7 +21,7 @@ __device__ float row_lse_f(const float *x, int V, double *red_d, float *red_f) {
 }
 
 /* The fp64 log-sum-exp of losses.c (logsumexp_row). */
-__device__ double row_lse_d(const float *x, int V, double *red_d, float *red_f) {
+static __device__ double row_lse_d(const float *x, int V, double *red_d, float *red_f) {
     float mx = -INFINITY;
     for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, x[v]);
     mx = cu_block_max_f(mx, red_f);
