@@ -1,10 +1,29 @@
 # s2d: one entry point. make | make test | make run | make deps | make bench | make fuzz | make clean
-# BUILD=dir puts every output under dir (default build/). CUDA=1 is reserved for the CUDA backend.
+# BUILD=dir puts every output under dir (default build/). CUDA=1 also builds the CUDA backend (cuda/, nvcc).
 BUILD ?= build
 CC ?= gcc
 CUDA ?= 0
+
+# CUDA backend: cuda/*.cu -> $(BUILD)/obj/cuda/*.o. `make cuda-check` (and `make test`, whenever nvcc is found)
+# compiles them so they cannot rot; CUDA=1 links them into every binary. The objects go on the link line
+# themselves, not into libs2d.a: the registry reaches ops_cuda_backend through a weak reference, which never
+# pulls a member out of an archive.
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
+CU_SRC    := $(wildcard cuda/*.cu)
+CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+NVCCFLAGS := -arch=sm_90 -O3 -std=c++17 -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Isrc -MMD -MP
+CUDA_LINK_OBJ :=
+CUDA_LIBS     :=
 ifeq ($(CUDA),1)
-$(info make: CUDA=1 is reserved for the CUDA backend (cuda/), which is not built yet: building the CPU binary)
+ifeq ($(NVCC),)
+$(error make CUDA=1: nvcc not found (not on PATH, not in $(CUDA_HOME)/bin): install the CUDA toolkit (12.x or 13.x) or pass NVCC=/path/to/nvcc CUDA_HOME=/path/to/cuda)
+endif
+ifeq ($(wildcard $(CUDA_HOME)/lib64/libcublasLt.so),)
+$(error make CUDA=1: $(CUDA_HOME)/lib64/libcublasLt.so not found: install cuBLAS (libcublas-dev) or pass CUDA_HOME=/path/to/cuda)
+endif
+CUDA_LINK_OBJ := $(CU_OBJ)
+CUDA_LIBS     := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lstdc++
 endif
 
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
@@ -38,7 +57,7 @@ endif
 TOOL_SRC  := $(wildcard tools/bench/*.c)
 TOOL_BIN  := $(TOOL_SRC:tools/bench/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps test run bench fuzz clean
+.PHONY: all deps test run bench fuzz clean cuda-check
 all: $(BUILD)/s2d
 
 deps:
@@ -56,6 +75,9 @@ $(BUILD)/obj/src/main.o: src/main.c
 $(BUILD)/san/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(SAN_CFLAGS) -c $< -o $@
+$(BUILD)/obj/cuda/%.o: cuda/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(BUILD)/libs2d.a: $(LIB_OBJ)
 	@rm -f $@
@@ -64,21 +86,30 @@ $(BUILD)/libs2d-san.a: $(SAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/s2d: $(BUILD)/obj/src/main.o $(MPI_OBJ) $(BUILD)/libs2d.a
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS)
+$(BUILD)/s2d: $(BUILD)/obj/src/main.o $(MPI_OBJ) $(CUDA_LINK_OBJ) $(BUILD)/libs2d.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS) $(CUDA_LIBS)
 
 # Unit tests run under AddressSanitizer + UndefinedBehaviorSanitizer.
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libs2d-san.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libs2d-san.a $(CUDA_LINK_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(SAN_CFLAGS) $< $(BUILD)/libs2d-san.a -o $@ $(LDLIBS) $(SAN)
+	$(CC) $(CPPFLAGS) $(SAN_CFLAGS) $< $(CUDA_LINK_OBJ) $(BUILD)/libs2d-san.a -o $@ $(LDLIBS) $(SAN) $(CUDA_LIBS)
 
-$(BUILD)/tools/%: tools/bench/%.c $(BUILD)/libs2d.a
+$(BUILD)/tools/%: tools/bench/%.c $(BUILD)/libs2d.a $(CUDA_LINK_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libs2d.a -o $@ $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(CUDA_LINK_OBJ) $(BUILD)/libs2d.a -o $@ $(LDLIBS) $(CUDA_LIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/s2d $(TEST_BIN)
+	@if [ -n "$(NVCC)" ]; then $(MAKE) --no-print-directory cuda-check || exit 1; fi
 	@tests/run.sh $(BUILD) $(T)
+
+# Compiles every CUDA source (no link, no GPU needed); the GPU tests themselves are tests/gpu/run.sh.
+cuda-check:
+	@if [ -z "$(NVCC)" ]; then echo "cuda-check: nvcc not found (not on PATH, not in $(CUDA_HOME)/bin)"; exit 1; fi
+	@$(MAKE) --no-print-directory $(CU_OBJ)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then \
+	  echo "cuda: $(words $(CU_SRC)) sources compiled; a GPU is visible: run tests/gpu/run.sh for the GPU tests"; \
+	else echo "cuda: $(words $(CU_SRC)) sources compiled; GPU tests skipped: no GPU visible"; fi
 
 run: deps
 	@$(MAKE) --no-print-directory $(BUILD)/s2d
@@ -106,4 +137,4 @@ fuzz: deps
 clean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(SAN_OBJ:.o=.d) $(MPI_OBJ:.o=.d) $(BUILD)/obj/src/main.d
+-include $(LIB_OBJ:.o=.d) $(SAN_OBJ:.o=.d) $(MPI_OBJ:.o=.d) $(BUILD)/obj/src/main.d $(CU_OBJ:.o=.d)
