@@ -1,6 +1,6 @@
 /* sample.cu: op_sample on the device, one block per row; ids and log-probs come back to the host.
  *
- * The CPU sampler (model/sampler.c) is the reference: logits / T -> w = expf(x/T - max) -> top-k -> top-p ->
+ * The CPU sampler (ops/sampler.c) is the reference: logits / T -> w = expf(x/T - max) -> top-k -> top-p ->
  * inverse-CDF draw with u = sampler_uniform(seed, seq_id, position) (computed on the host by that very
  * function, so the keying cannot drift). Candidates are ordered by weight descending, ties by lower id.
  *  - greedy: argmax (lowest id among equal maxima); log-prob of the untempered softmax.
@@ -18,7 +18,7 @@
 
 #define _Noreturn [[noreturn]]
 extern "C" {
-#include "model/sampler.h"
+#include "ops/sampler.h"
 }
 #undef _Noreturn
 

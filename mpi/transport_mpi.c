@@ -220,6 +220,30 @@ static void m_recv(transport *tp, tp_group g, int from, void *buf, size_t bytes,
     }
 }
 
+static void m_reduce_scatter_f32(transport *tp, tp_group g, const float *buf, const size_t *counts,
+                                 const size_t *displs, float *shard, const char *what) {
+    MPI_Comm c = comm_of(tp, g);
+    int n;
+    MPI_Comm_size(c, &n);
+    int *cnt = xmalloc((size_t)n * sizeof(int));
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        CHECK(displs[i] == at && counts[i] < (size_t)INT32_MAX, "reduce-scatter of %s: shards must tile the buffer in "
+              "member order and fit an int", what);
+        cnt[i] = (int)counts[i], at += counts[i];
+    }
+    MPI_Request r;
+    MPI_Ireduce_scatter(buf, shard, cnt, MPI_FLOAT, MPI_SUM, c, &r);
+    wait_req(tp, &r, what, -1, g);
+    free(cnt);
+}
+
+static void m_allreduce_f64(transport *tp, tp_group g, double *v, int n, const char *what) {
+    MPI_Request r;
+    MPI_Iallreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, comm_of(tp, g), &r);
+    wait_req(tp, &r, what, -1, g);
+}
+
 static void m_barrier(transport *tp, tp_group g) {
     MPI_Request r;
     MPI_Ibarrier(comm_of(tp, g), &r);
@@ -245,6 +269,7 @@ static void m_finalize(transport *tp) {
         if (im->comm[g] != MPI_COMM_NULL) MPI_Comm_free(&im->comm[g]);
     s2d_set_abort_hook(NULL);
     MPI_Finalize();
+    tp_free_staging(tp);
     free(im), free(tp);
 }
 
@@ -261,7 +286,8 @@ transport *mpi_transport_new(int generators, int scorers, int learners, double t
     *tp = (transport){.local = false, .rank = rank, .size = size, .n_gen = generators, .n_score = scorers,
                       .n_learn = learners, .timeout_s = timeout_s, .name = "mpi", .bcast = m_bcast,
                       .gatherv = m_gatherv, .allgatherv = m_allgatherv, .send = m_send, .recv = m_recv,
-                      .barrier = m_barrier, .finalize = m_finalize};
+                      .barrier = m_barrier, .reduce_scatter_f32 = m_reduce_scatter_f32,
+                      .allreduce_f64 = m_allreduce_f64, .finalize = m_finalize};
     if (rank == 0) tp->role = ROLE_SCHEDULER, tp->index = 0;
     else if (rank <= generators) tp->role = ROLE_GENERATOR, tp->index = rank - 1;
     else if (rank <= generators + scorers) tp->role = ROLE_SCORER, tp->index = rank - 1 - generators;

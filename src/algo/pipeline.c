@@ -347,6 +347,11 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             max_micro_tokens = S2D_MAX(max_micro_tokens, (int)(hi - lo) * max_seq);
         }
         pl_learner_init_dist(&L, policy, maxT, s, tp, M);
+        L.reduce = tc->reduce;
+        if (L.n_learners > 1 && L.index == 0)
+            log_info("%s: gradients reduced across %d learners %s", s->name, L.n_learners,
+                     L.reduce == TP_REDUCE_FAST ? "by the transport's reduce-scatter (runtime.reduce: fast)"
+                                                : "over the fixed micro-batch tree (runtime.reduce: deterministic)");
         model_ws_free(L.ws);
         L.ws = model_ws_new_recompute(policy, max_micro_tokens, true, s->recompute);
     }
@@ -613,7 +618,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         double tw = time_now();
         if (lroot || is_sched || is_gen) {
             tp->bcast(tp, TP_WEIGHTS, 0, &st, sizeof st, "learner statistics");
-            tp->bcast(tp, TP_WEIGHTS, 0, policy->params, policy->n_params * sizeof(float), "new weights");
+            tp_bcast_mem(tp, TP_WEIGHTS, 0, policy->params, policy->n_params * sizeof(float), TP_DEVICE, "new weights");
             version++;
         }
         if (is_learner || lroot) me.sync = time_now() - tw;
@@ -711,7 +716,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         }
     }
     /* the stage's output -> every rank (later stages may score with it or train it) */
-    tp->bcast(tp, TP_WORLD, tp_world_rank(tp, ROLE_LEARNER, 0), policy->params, policy->n_params * sizeof(float),
+    tp_bcast_mem(tp, TP_WORLD, tp_world_rank(tp, ROLE_LEARNER, 0), policy->params, policy->n_params * sizeof(float), TP_DEVICE,
               "the stage's final weights");
     sum->seconds = seconds_before + time_now() - t_stage;
     if (has_eval) {
@@ -758,6 +763,7 @@ done:
 bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bool resume, bool *stopped,
                   s2d_err *err) {
     run r = {.tc = tc, .out = out_dir, .tp = tp};
+    if (!tp->dev) tp->dev = ops_default(); /* weights and gradients live there: the transport stages them */
     r.sums = xcalloc((size_t)tc->n_stages, sizeof(stage_summary));
     *stopped = false;
     bool is_sched = tp_plays(tp, ROLE_SCHEDULER);

@@ -60,6 +60,7 @@ typedef struct {
     adamw norm;            /* only n, n_blocks, norm_partials: the full-gradient norm on learner 0 */
     transport *tp;         /* NULL: one local learner */
     int micro_batches, n_learners, index;
+    tp_reduce_mode reduce; /* runtime.reduce (set by the caller after init; default deterministic) */
     long shard_lo, shard_hi;
     float *tree_bufs;      /* [depth, n_params] device: partial sums of the gradient tree */
     int tree_depth;

@@ -79,17 +79,17 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
     if (mid_stage) {
         size_t n = out->m.n_params, *counts = xmalloc((size_t)(tp->size + 1) * sizeof(size_t));
         if (is_sched) {
-            adamw_init(&full, n, &s->adam);
+            adamw_init_on(&full, n, &s->adam, ops_cpu()); /* host: the writer reads it */
             pl_optim_segments(&full, &out->m, 0, (long)n);
         }
         size_t mine = L ? L->opt.n * sizeof(float) : 0;
-        tp->gatherv(tp, TP_WORLD, L ? L->opt.m : NULL, mine, full.m, n * sizeof(float), counts,
+        tp_gatherv_mem(tp, TP_WORLD, L ? L->opt.m : NULL, mine, TP_DEVICE, full.m, n * sizeof(float), counts,
                     "the optimizer's first moments");
         size_t total = 0;
         for (int i = 0; is_sched && i < (tp->local ? 1 : tp->size); i++) total += counts[i];
         CHECK(!is_sched || total == n * sizeof(float), "gathered %zu bytes of AdamW moments, expected %zu", total,
               n * sizeof(float));
-        tp->gatherv(tp, TP_WORLD, L ? L->opt.v : NULL, mine, full.v, n * sizeof(float), counts,
+        tp_gatherv_mem(tp, TP_WORLD, L ? L->opt.v : NULL, mine, TP_DEVICE, full.v, n * sizeof(float), counts,
                     "the optimizer's second moments");
         int64_t step = L ? L->opt.step : 0, got = 0;
         bool first = L && L->index == 0;
@@ -106,10 +106,17 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
 
     int n_models = 0;
     ckpt_model *models = xcalloc((size_t)r->n_models, sizeof *models);
+    model *host_copies = xcalloc((size_t)r->n_models, sizeof *host_copies); /* of models on device backends */
     for (int i = 0; i < r->n_models; i++) {
         named_model *nm = &r->models[i];
         if (nm->def >= 0 || !nm->loaded) continue; /* config models are rebuilt from the config */
-        models[n_models++] = (ckpt_model){.name = nm->name, .m = &nm->m, .opt = (mid_stage && nm == out) ? &full : NULL};
+        model *m = &nm->m;
+        if (!m->q->host_memory) { /* the writer reads host memory */
+            model_create_on(&host_copies[i], &m->cfg, ops_cpu());
+            model_params_copy(&host_copies[i], m);
+            m = &host_copies[i];
+        }
+        models[n_models++] = (ckpt_model){.name = nm->name, .m = m, .opt = (mid_stage && nm == out) ? &full : NULL};
     }
     u64_list u = {0};
     uint64_t v[4];
@@ -150,6 +157,9 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
     ok = ok && ckpt_save(path, &st, err); /* registers its temp file: removed on die() or a fatal signal */
     for (int i = 0; i < u.n; i++) free(u.u[i].key), free(u.u[i].values);
     free(u.u), free(models), free(metrics), free(cfg);
+    for (int i = 0; i < r->n_models; i++)
+        if (host_copies[i].q) model_free(&host_copies[i]);
+    free(host_copies);
     adamw_free(&full);
     return ok;
 }

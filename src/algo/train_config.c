@@ -406,12 +406,14 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
              *lg = logging ? logging : empty;
     int64_t stop = 0;
     static const char *const kinds[4] = {"kill", "error", "hang", "stop"};
-    int kind = 0;
+    static const char *const reduces[2] = {"deterministic", "fast"};
+    int kind = 0, reduce = 0;
     ok = ok && cfg_get_int_or(r, "generators", 1, 1, 4096, &tc->n_generators, err) &&
          cfg_get_int_or(r, "scorers", 1, 1, 4096, &tc->n_scorers, err) &&
          cfg_get_int_or(r, "learners", 1, 1, 4096, &tc->n_learners, err) &&
          cfg_get_double_or(t, "timeout_s", 120, 0.1, 1e7, &tc->timeout_s, err) &&
          cfg_get_double_or(t, "heartbeat_s", 30, 0, 1e7, &tc->heartbeat_s, err) &&
+         cfg_get_enum_or(t, "reduce", reduces, 2, 0, &reduce, err) &&
          cfg_get_int_or(f, "rank", -1, -1, 1 << 20, &tc->fault_rank, err) &&
          cfg_get_int_or(f, "at_step", 1, 1, 1 << 30, &tc->fault_step, err) &&
          cfg_get_enum_or(f, "kind", kinds, 4, 0, &kind, err) &&
@@ -419,6 +421,7 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
          cfg_get_bool_or(lg, "rollouts", true, &tc->log_rollouts, err) &&
          cfg_get_bool_or(lg, "metrics_h5", true, &tc->log_metrics_h5, err);
     tc->fault_kind = kind;
+    tc->reduce = reduce ? TP_REDUCE_FAST : TP_REDUCE_DETERMINISTIC;
     tc->stop_after_step = (long)stop;
     for (int i = 0; ok && i < tc->n_stages; i++) {
         const tc_stage *s = &tc->stages[i];

@@ -49,6 +49,7 @@
 #include "algo/arith_task.h"
 #include "algo/losses.h"
 #include "algo/optim.h"
+#include "algo/transport.h"
 #include "core/config.h"
 #include "io/dataset.h"
 #include "model/model.h"
@@ -128,6 +129,7 @@ typedef struct {
     int n_generators, n_scorers, n_learners; /* roles: (used under a launcher) */
     double timeout_s;       /* runtime.timeout_s */
     double heartbeat_s;     /* runtime.heartbeat_s: scheduler liveness under MPI; 0 = off */
+    tp_reduce_mode reduce;  /* runtime.reduce: deterministic (fixed tree, any learner count bitwise) | fast */
     int fault_rank, fault_step; /* test-only fault injection; fault_rank -1 = none */
     int fault_kind;         /* 0 kill (SIGKILL itself), 1 error (die), 2 hang (sleep: peers time out),
                                3 stop (SIGSTOP: the process and its heartbeat freeze, the launcher sees nothing) */

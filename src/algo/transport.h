@@ -20,8 +20,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "ops/ops.h"
+
 typedef enum { ROLE_SCHEDULER = 0, ROLE_GENERATOR = 1, ROLE_SCORER = 2, ROLE_LEARNER = 3 } tp_role;
 typedef enum { TP_WORLD, TP_GEN, TP_BATCH, TP_PAYLOAD, TP_LEARN, TP_WEIGHTS, TP_N_GROUPS } tp_group;
+
+/* Where a moved buffer lives: host memory, or device memory of tp->dev (tensor buffers: weights, gradients,
+ * optimizer shards). The moves below take host buffers; the tp_*_mem wrappers take either and stage device
+ * buffers through a host bounce buffer unless the transport moves device memory itself (device_native: NCCL)
+ * or the device's memory is host memory (the CPU backend: no copy at all). */
+typedef enum { TP_HOST = 0, TP_DEVICE = 1 } tp_mem;
+
+/* Gradient reduction across learners (runtime.reduce): deterministic = the fixed pairwise tree over
+ * micro-batches (bitwise equal for any learner count), fast = the library's own reduce-scatter (MPI: ring or
+ * whatever it picks; results depend on the learner count by float rounding). */
+typedef enum { TP_REDUCE_DETERMINISTIC = 0, TP_REDUCE_FAST = 1 } tp_reduce_mode;
 
 typedef struct transport transport;
 struct transport {
@@ -45,7 +58,18 @@ struct transport {
     void (*send)(transport *tp, tp_group g, int to, const void *buf, size_t bytes, const char *what);
     void (*recv)(transport *tp, tp_group g, int from, void *buf, size_t bytes, const char *what);
     void (*barrier)(transport *tp, tp_group g);
+    /* Sum over g's members of float buf [n] (n = Σ counts); member i receives its part [displs[i], +counts[i])
+     * (ELEMENTS) of the sum in shard [counts[i]]. The library's own order (fast mode). Host buffers. */
+    void (*reduce_scatter_f32)(transport *tp, tp_group g, const float *buf, const size_t *counts,
+                               const size_t *displs, float *shard, const char *what);
+    /* In place: v [n] becomes the sum over g's members. */
+    void (*allreduce_f64)(transport *tp, tp_group g, double *v, int n, const char *what);
     void (*finalize)(transport *tp);
+    /* device buffers (tp_mem) */
+    ops_queue *dev;      /* the queue tensor buffers belong to (NULL: host only) */
+    bool device_native;  /* the moves above accept device buffers of dev directly */
+    void *bounce;        /* host staging for device buffers, grown to the largest move */
+    size_t bounce_cap;
     /* NCCL seam (CUDA issue): for each group an ncclComm_t made from an ncclUniqueId that group member 0
      * creates and broadcasts over the group's MPI communicator (ncclCommInitRank(&c, size, id, rank)); the
      * payload ops above then run ncclBroadcast/ncclSend/ncclRecv on device buffers and only control stays on
@@ -54,6 +78,19 @@ struct transport {
 };
 
 const char *tp_role_name(tp_role r);
+/* The moves on a buffer that lives at `where` (see tp_mem). gatherv: `mine` lives at where, `all` on the host. */
+void tp_bcast_mem(transport *tp, tp_group g, int root, void *buf, size_t bytes, tp_mem where, const char *what);
+void tp_send_mem(transport *tp, tp_group g, int to, const void *buf, size_t bytes, tp_mem where, const char *what);
+void tp_recv_mem(transport *tp, tp_group g, int from, void *buf, size_t bytes, tp_mem where, const char *what);
+void tp_allgatherv_mem(transport *tp, tp_group g, void *buf, const size_t *counts, const size_t *displs, size_t total,
+                       tp_mem where, const char *what);
+void tp_gatherv_mem(transport *tp, tp_group g, const void *mine, size_t bytes, tp_mem where, void *all, size_t cap,
+                    size_t *counts, const char *what);
+/* Fast-mode gradient reduction of device buffers: the sum of every member's grads [n] (tp->dev), member i's
+ * shard [counts[i]] of it into shard (tp->dev). */
+void tp_reduce_scatter_mem(transport *tp, tp_group g, const float *grads, const size_t *counts,
+                           const size_t *displs, float *shard, const char *what);
+void tp_free_staging(transport *tp);
 /* Does this process play role r? (the local transport plays all four) */
 static inline bool tp_plays(const transport *tp, tp_role r) { return tp->local || tp->role == r; }
 /* Members of g and this rank's place in it (-1 when not a member); fixed by the layout. */

@@ -89,14 +89,27 @@ static void local_recv(transport *tp, tp_group g, int from, void *buf, size_t by
     local_p2p(tp, g, from, buf, bytes, what);
 }
 static void local_barrier(transport *tp, tp_group g) { (void)tp, (void)g; }
-static void local_finalize(transport *tp) { free(tp); }
+static void local_reduce_scatter(transport *tp, tp_group g, const float *buf, const size_t *counts,
+                                 const size_t *displs, float *shard, const char *what) {
+    (void)tp, (void)g, (void)what; /* one member: its shard is all of it */
+    if (shard != buf + displs[0] && counts[0]) memmove(shard, buf + displs[0], counts[0] * sizeof(float));
+}
+static void local_allreduce_f64(transport *tp, tp_group g, double *v, int n, const char *what) {
+    (void)tp, (void)g, (void)v, (void)n, (void)what; /* one member: the sum is its own */
+}
+static void local_finalize(transport *tp) {
+    tp_free_staging(tp);
+    free(tp);
+}
 
 transport *transport_local_new(void) {
     transport *tp = xcalloc(1, sizeof *tp);
     *tp = (transport){.local = true, .rank = 0, .size = 1, .n_gen = 1, .n_score = 1, .n_learn = 1,
                       .role = ROLE_SCHEDULER, .index = 0, .timeout_s = 0, .name = "local",
                       .bcast = local_bcast, .gatherv = local_gatherv, .allgatherv = local_allgatherv,
-                      .send = local_send, .recv = local_recv, .barrier = local_barrier, .finalize = local_finalize};
+                      .send = local_send, .recv = local_recv, .barrier = local_barrier,
+                      .reduce_scatter_f32 = local_reduce_scatter, .allreduce_f64 = local_allreduce_f64,
+                      .finalize = local_finalize};
     return tp;
 }
 
@@ -117,4 +130,80 @@ bool tp_launched(void) {
         if (n == 1) return false; /* a launcher with one task: run locally */
     }
     return getenv("PMIX_RANK") != NULL;
+}
+
+/* ---- moves of device buffers ---- */
+
+/* True when a buffer at `where` must be staged through host memory. */
+static bool staged(const transport *tp, tp_mem where) {
+    return where == TP_DEVICE && tp->dev && !tp->dev->host_memory && !tp->device_native;
+}
+
+static void *bounce(transport *tp, size_t bytes) {
+    if (bytes > tp->bounce_cap) { /* grows to the largest move once (the first step), then stays */
+        free(tp->bounce);
+        tp->bounce = xmalloc(bytes);
+        tp->bounce_cap = bytes;
+    }
+    return tp->bounce;
+}
+
+void tp_free_staging(transport *tp) {
+    free(tp->bounce);
+    tp->bounce = NULL, tp->bounce_cap = 0;
+}
+
+static ops_tensor dev_bytes(void *p) { return (ops_tensor){p, OPS_F32}; }
+
+void tp_bcast_mem(transport *tp, tp_group g, int root, void *buf, size_t bytes, tp_mem where, const char *what) {
+    if (!staged(tp, where)) return tp->bcast(tp, g, root, buf, bytes, what);
+    CHECK(bytes % 4 == 0, "device move of %s: %zu bytes is not whole floats", what, bytes);
+    void *h = bounce(tp, bytes);
+    bool am_root = tp_group_rank(tp, g) == root;
+    if (am_root) ops_download(tp->dev, h, dev_bytes(buf), bytes / 4);
+    tp->bcast(tp, g, root, h, bytes, what);
+    if (!am_root) ops_upload(tp->dev, dev_bytes(buf), h, bytes / 4);
+}
+
+void tp_send_mem(transport *tp, tp_group g, int to, const void *buf, size_t bytes, tp_mem where, const char *what) {
+    if (!staged(tp, where)) return tp->send(tp, g, to, buf, bytes, what);
+    void *h = bounce(tp, bytes);
+    ops_download(tp->dev, h, dev_bytes((void *)buf), bytes / 4);
+    tp->send(tp, g, to, h, bytes, what);
+}
+
+void tp_recv_mem(transport *tp, tp_group g, int from, void *buf, size_t bytes, tp_mem where, const char *what) {
+    if (!staged(tp, where)) return tp->recv(tp, g, from, buf, bytes, what);
+    void *h = bounce(tp, bytes);
+    tp->recv(tp, g, from, h, bytes, what);
+    ops_upload(tp->dev, dev_bytes(buf), h, bytes / 4);
+}
+
+void tp_allgatherv_mem(transport *tp, tp_group g, void *buf, const size_t *counts, const size_t *displs, size_t total,
+                       tp_mem where, const char *what) {
+    if (!staged(tp, where)) return tp->allgatherv(tp, g, buf, counts, displs, what);
+    void *h = bounce(tp, total);
+    ops_download(tp->dev, h, dev_bytes(buf), total / 4);
+    tp->allgatherv(tp, g, h, counts, displs, what);
+    ops_upload(tp->dev, dev_bytes(buf), h, total / 4);
+}
+
+void tp_gatherv_mem(transport *tp, tp_group g, const void *mine, size_t bytes, tp_mem where, void *all, size_t cap,
+                    size_t *counts, const char *what) {
+    if (!staged(tp, where) || !mine) return tp->gatherv(tp, g, mine, bytes, all, cap, counts, what);
+    void *h = bounce(tp, bytes);
+    ops_download(tp->dev, h, dev_bytes((void *)mine), bytes / 4);
+    tp->gatherv(tp, g, h, bytes, all, cap, counts, what);
+}
+
+void tp_reduce_scatter_mem(transport *tp, tp_group g, const float *grads, const size_t *counts,
+                           const size_t *displs, float *shard, const char *what) {
+    if (!staged(tp, TP_DEVICE)) return tp->reduce_scatter_f32(tp, g, grads, counts, displs, shard, what);
+    int n_members = tp_group_size(tp, g), me = tp_group_rank(tp, g);
+    size_t n = 0;
+    for (int i = 0; i < n_members; i++) n = S2D_MAX(n, displs[i] + counts[i]);
+    float *h = bounce(tp, (n + counts[me]) * sizeof(float));
+    ops_download(tp->dev, h, ot_f32(grads), n);
+    tp->reduce_scatter_f32(tp, g, h, counts, displs, h + n, what);
+    ops_upload(tp->dev, ot_f32(shard), h + n, counts[me]);
 }

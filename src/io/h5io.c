@@ -484,7 +484,7 @@ static bool load_model_from(hid_t f, const char *path, const char *name, model *
         H5Gclose(g);
         return false;
     }
-    model_create(m, &cfg);
+    model_create_on(m, &cfg, ops_cpu()); /* checkpoint models are host copies (read into directly) */
     size_t max_numel = 0;
     for (int i = 0; i < m->n_tensors; i++) max_numel = S2D_MAX(max_numel, m->tensors[i].numel);
     uint16_t *half = xmalloc(max_numel * sizeof(uint16_t));
@@ -634,7 +634,7 @@ static bool load_optim(hid_t f, const char *path, const char *name, const model 
         return err_set(err, "%s: %s has bad hyper-parameters beta1=%g beta2=%g eps=%g", path, gname, b1, b2, eps);
     }
     adamw *o = xcalloc(1, sizeof *o);
-    adamw_init(o, m->n_params, &hp);
+    adamw_init_on(o, m->n_params, &hp, ops_cpu()); /* host: read into directly */
     o->step = (long)step;
     char dm[300], dv[300];
     snprintf(dm, sizeof dm, "%s/m", gname);

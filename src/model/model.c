@@ -95,10 +95,12 @@ static float *host_params(const model *m, bool download, bool *staged) {
     return p;
 }
 
-void model_create(model *m, const model_config *cfg) {
+void model_create(model *m, const model_config *cfg) { model_create_on(m, cfg, ops_default()); }
+
+void model_create_on(model *m, const model_config *cfg, ops_queue *q) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
-    m->q = ops_default();
+    m->q = q;
     const model_config *c = cfg;
     int cap = 0;
     int64_t H = c->hidden, q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;

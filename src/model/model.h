@@ -124,6 +124,7 @@ typedef struct {
 
 /* Builds the tensor table for cfg and allocates params (zeroed) on ops_default(). Dies only on OOM. */
 void model_create(model *m, const model_config *cfg);
+void model_create_on(model *m, const model_config *cfg, ops_queue *q);
 /* Host copies of the parameters [n_params] (the backend's buffers are not touched otherwise). */
 void model_params_download(const model *m, float *host);
 void model_params_upload(model *m, const float *host);

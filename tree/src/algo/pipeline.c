@@ -347,8 +347,9 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             max_micro_tokens = S2D_MAX(max_micro_tokens, (int)(hi - lo) * max_seq);
         }
         pl_learner_init_dist(&L, policy, maxT, s, tp, M);
+        L.reduce = tc->reduce;
         model_ws_free(L.ws);
-        L.ws = model_ws_new(policy, max_micro_tokens, true);
+        L.ws = model_ws_new_recompute(policy, max_micro_tokens, true, s->recompute);
     }
     model_ws *tws = (is_scorer && tea && s->algo != ALGO_SFT && s->algo != ALGO_GRPO) ? model_ws_new(&tea->m, maxT, false) : NULL;
     model_ws *rws = ref ? model_ws_new(ref, maxT, false) : NULL;
@@ -613,7 +614,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         double tw = time_now();
         if (lroot || is_sched || is_gen) {
             tp->bcast(tp, TP_WEIGHTS, 0, &st, sizeof st, "learner statistics");
-            tp->bcast(tp, TP_WEIGHTS, 0, policy->params, policy->n_params * sizeof(float), "new weights");
+            tp_bcast_mem(tp, TP_WEIGHTS, 0, policy->params, policy->n_params * sizeof(float), TP_DEVICE, "new weights");
             version++;
         }
         if (is_learner || lroot) me.sync = time_now() - tw;
@@ -711,7 +712,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         }
     }
     /* the stage's output -> every rank (later stages may score with it or train it) */
-    tp->bcast(tp, TP_WORLD, tp_world_rank(tp, ROLE_LEARNER, 0), policy->params, policy->n_params * sizeof(float),
+    tp_bcast_mem(tp, TP_WORLD, tp_world_rank(tp, ROLE_LEARNER, 0), policy->params, policy->n_params * sizeof(float), TP_DEVICE,
               "the stage's final weights");
     sum->seconds = seconds_before + time_now() - t_stage;
     if (has_eval) {
@@ -758,6 +759,7 @@ done:
 bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bool resume, bool *stopped,
                   s2d_err *err) {
     run r = {.tc = tc, .out = out_dir, .tp = tp};
+    if (!tp->dev) tp->dev = ops_default(); /* weights and gradients live there: the transport stages them */
     r.sums = xcalloc((size_t)tc->n_stages, sizeof(stage_summary));
     *stopped = false;
     bool is_sched = tp_plays(tp, ROLE_SCHEDULER);

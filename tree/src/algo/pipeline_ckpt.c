@@ -12,6 +12,7 @@
  *   /text       metrics.jsonl: the metrics lines so far (resume restarts the file from them)
  *   /config     the resolved config (a resume must describe the same run)
  * Greedy evaluation has no state; the learning-rate schedule is a function of the step. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -78,17 +79,17 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
     if (mid_stage) {
         size_t n = out->m.n_params, *counts = xmalloc((size_t)(tp->size + 1) * sizeof(size_t));
         if (is_sched) {
-            adamw_init(&full, n, &s->adam);
+            adamw_init_on(&full, n, &s->adam, ops_cpu()); /* host: the writer reads it */
             pl_optim_segments(&full, &out->m, 0, (long)n);
         }
         size_t mine = L ? L->opt.n * sizeof(float) : 0;
-        tp->gatherv(tp, TP_WORLD, L ? L->opt.m : NULL, mine, full.m, n * sizeof(float), counts,
+        tp_gatherv_mem(tp, TP_WORLD, L ? L->opt.m : NULL, mine, TP_DEVICE, full.m, n * sizeof(float), counts,
                     "the optimizer's first moments");
         size_t total = 0;
         for (int i = 0; is_sched && i < (tp->local ? 1 : tp->size); i++) total += counts[i];
         CHECK(!is_sched || total == n * sizeof(float), "gathered %zu bytes of AdamW moments, expected %zu", total,
               n * sizeof(float));
-        tp->gatherv(tp, TP_WORLD, L ? L->opt.v : NULL, mine, full.v, n * sizeof(float), counts,
+        tp_gatherv_mem(tp, TP_WORLD, L ? L->opt.v : NULL, mine, TP_DEVICE, full.v, n * sizeof(float), counts,
                     "the optimizer's second moments");
         int64_t step = L ? L->opt.step : 0, got = 0;
         bool first = L && L->index == 0;
@@ -105,10 +106,17 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
 
     int n_models = 0;
     ckpt_model *models = xcalloc((size_t)r->n_models, sizeof *models);
+    model *host_copies = xcalloc((size_t)r->n_models, sizeof *host_copies); /* of models on device backends */
     for (int i = 0; i < r->n_models; i++) {
         named_model *nm = &r->models[i];
         if (nm->def >= 0 || !nm->loaded) continue; /* config models are rebuilt from the config */
-        models[n_models++] = (ckpt_model){.name = nm->name, .m = &nm->m, .opt = (mid_stage && nm == out) ? &full : NULL};
+        model *m = &nm->m;
+        if (!m->q->host_memory) { /* the writer reads host memory */
+            model_create_on(&host_copies[i], &m->cfg, ops_cpu());
+            model_params_copy(&host_copies[i], m);
+            m = &host_copies[i];
+        }
+        models[n_models++] = (ckpt_model){.name = nm->name, .m = m, .opt = (mid_stage && nm == out) ? &full : NULL};
     }
     u64_list u = {0};
     uint64_t v[4];
@@ -149,6 +157,9 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
     ok = ok && ckpt_save(path, &st, err); /* registers its temp file: removed on die() or a fatal signal */
     for (int i = 0; i < u.n; i++) free(u.u[i].key), free(u.u[i].values);
     free(u.u), free(models), free(metrics), free(cfg);
+    for (int i = 0; i < r->n_models; i++)
+        if (host_copies[i].q) model_free(&host_copies[i]);
+    free(host_copies);
     adamw_free(&full);
     return ok;
 }
@@ -172,10 +183,10 @@ static bool resume_sched(run *r, s2d_err *err) {
     bool found = false;
     if (access(dir, F_OK) != 0)
         return err_set(err, "%s: nothing to resume: no checkpoints directory (%s does not exist)", r->out, dir);
-    if (!ckpt_find_latest(dir, rp->path, sizeof rp->path, &found, err)) return false;
-    if (!found) return err_set(err, "%s: nothing to resume: no complete checkpoint in %s", r->out, dir);
     rp->st = xcalloc(1, sizeof(ckpt_state));
-    if (!ckpt_load(rp->path, rp->st, err)) return false;
+    /* the newest checkpoint that loads intact: damaged newer ones are skipped with a warning naming them */
+    if (!ckpt_load_latest(dir, rp->path, sizeof rp->path, rp->st, &found, err)) return false;
+    if (!found) return err_set(err, "%s: nothing to resume: no complete, intact checkpoint in %s", r->out, dir);
     const ckpt_state *st = rp->st;
     log_info("resuming from %s: stage %d (%s), step %ld", rp->path, st->stage_index, st->stage_name, st->step);
     /* same run? compare both configs as written and re-read (anchors, merges and --set resolved) */
@@ -397,4 +408,38 @@ bool pl_logs_close(run *r, s2d_err *err) {
     if (r->rollouts) ok = rollout_log_close(r->rollouts, err) && ok, r->rollouts = NULL;
     if (r->metrics_h5) ok = metrics_log_close(r->metrics_h5, err) && ok, r->metrics_h5 = NULL;
     return ok;
+}
+
+bool pl_prepare_out(const char *out, bool resume, bool overwrite, s2d_err *err) {
+    if (!resume && !overwrite && dir_has_entries(out))
+        return err_set(err, "%s: the output directory is not empty (an earlier run?): --resume continues that run, "
+                       "--overwrite starts a new one there (its checkpoints and logs are removed)", out);
+    int n = remove_dead_temps(out, 2);
+    if (n) log_info("%s: removed %d temp file(s) left by run(s) that died", out, n);
+    if (!resume && overwrite && dir_has_entries(out)) {
+        /* the old run's checkpoints must go (a later --resume would pick them); its logs and config are replaced */
+        static const char *const files[] = {"config.yaml", "metrics.jsonl", "metrics.h5", "rollouts.h5"};
+        char p[4096];
+        for (size_t i = 0; i < S2D_ARRAY_LEN(files); i++) {
+            path_join(p, sizeof p, out, files[i]);
+            if (unlink(p) != 0 && errno != ENOENT) return err_set(err, "%s: cannot remove: %s", p, strerror(errno));
+        }
+        char dir[4096];
+        path_join(dir, sizeof dir, out, "checkpoints");
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            int stage, used = 0;
+            long step;
+            if (sscanf(e->d_name, "ckpt-%d-%ld.h5%n", &stage, &step, &used) != 2 || e->d_name[used] != '\0') continue;
+            path_join(p, sizeof p, dir, e->d_name);
+            if (unlink(p) != 0) {
+                closedir(d);
+                return err_set(err, "%s: cannot remove: %s", p, strerror(errno));
+            }
+        }
+        if (d) closedir(d);
+        log_info("%s: --overwrite: removed the earlier run's checkpoints and logs", out);
+    }
+    return true;
 }

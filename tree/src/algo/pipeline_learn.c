@@ -47,7 +47,7 @@ void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc
     CHECK(tc_tree_aligned(micro_batches, L->n_learners), "learners %d do not align with %d micro-batches",
           L->n_learners, micro_batches);
     if (!policy->grads) model_alloc_grads(policy);
-    L->ws = model_ws_new(policy, max_tokens, true);
+    L->ws = model_ws_new_recompute(policy, max_tokens, true, s->recompute);
     long n = (long)policy->n_params;
     tp_split(n, L->n_learners, L->index, &L->shard_lo, &L->shard_hi);
     CHECK(L->shard_hi > L->shard_lo, "more learners (%d) than parameters (%ld)", L->n_learners, n);
@@ -177,12 +177,69 @@ static int tree_combine(pl_learner *L, const tc_stage *s, const pl_batch *b, int
     int jl = tree_combine(L, s, b, lo, mid, level + 1, mine);
     int jr = tree_combine(L, s, b, mid, hi, level + 1, mine);
     size_t n = L->policy->n_params;
-    if (L->index == jr) L->tp->send(L->tp, TP_LEARN, jl, *mine, n * sizeof(float), "a gradient partial sum");
+    if (L->index == jr) tp_send_mem(L->tp, TP_LEARN, jl, *mine, n * sizeof(float), TP_DEVICE, "a gradient partial sum");
     if (L->index == jl) {
-        L->tp->recv(L->tp, TP_LEARN, jr, L->recv, n * sizeof(float), "a gradient partial sum");
+        tp_recv_mem(L->tp, TP_LEARN, jr, L->recv, n * sizeof(float), TP_DEVICE, "a gradient partial sum");
         op_add(L->policy->q, ot_f32(*mine), ot_f32(L->recv), n);
     }
     return jl;
+}
+
+/* Deterministic reduction: the fixed tree over micro-batches (this learner's subtree first, then up the tree
+ * across learners); learner 0 clips the total and sends each learner its shard. Bitwise the same for any
+ * number of learners. */
+static void reduce_deterministic(pl_learner *L, const tc_stage *s, const pl_batch *b, float **shard, double *norm) {
+    bool multi = L->n_learners > 1;
+    size_t n = L->policy->n_params;
+    float *total = NULL;
+    if (multi) tree_combine(L, s, b, 0, L->micro_batches, 0, &total);
+    else total = tree_sum(L, s, b, 0, L->micro_batches, 0);
+    double norm_bits[1] = {0};
+    if (L->index == 0) norm_bits[0] = adamw_clip_grad_norm(&L->norm, total, s->clip);
+    if (!multi) {
+        *shard = total, *norm = norm_bits[0];
+        return;
+    }
+    if (L->index == 0) {
+        for (int j = 1; j < L->n_learners; j++) {
+            long a, z;
+            tp_split((long)n, L->n_learners, j, &a, &z);
+            tp_send_mem(L->tp, TP_LEARN, j, total + a, (size_t)(z - a) * sizeof(float), TP_DEVICE, "a gradient shard");
+        }
+        *shard = total + L->shard_lo;
+    } else {
+        *shard = L->recv; /* free again after the combine */
+        tp_recv_mem(L->tp, TP_LEARN, 0, *shard, (size_t)(L->shard_hi - L->shard_lo) * sizeof(float), TP_DEVICE,
+                    "a gradient shard");
+    }
+    L->tp->bcast(L->tp, TP_LEARN, 0, norm_bits, sizeof norm_bits, "the gradient norm");
+    *norm = norm_bits[0];
+}
+
+/* Fast reduction (runtime.reduce: fast): each learner sums its own micro-batches, the transport's
+ * reduce-scatter sums them across learners straight into the ZeRO-1 shards, and the global norm is the square
+ * root of the all-reduced shard sums of squares; each learner clips its shard (torch's coefficient). */
+static void reduce_fast(pl_learner *L, const tc_stage *s, const pl_batch *b, float **shard, double *norm) {
+    size_t n = L->policy->n_params;
+    long m0, m1;
+    tp_split(L->micro_batches, L->n_learners, L->index, &m0, &m1);
+    float *mine = tree_sum(L, s, b, (int)m0, (int)m1, 0);
+    size_t cnt[4096], dsp[4096];
+    for (int j = 0; j < L->n_learners; j++) {
+        long a, z;
+        tp_split((long)n, L->n_learners, j, &a, &z);
+        dsp[j] = (size_t)a, cnt[j] = (size_t)(z - a);
+    }
+    tp_reduce_scatter_mem(L->tp, TP_LEARN, mine, cnt, dsp, L->recv, "gradients (reduce-scatter)");
+    *shard = L->recv;
+    size_t len = (size_t)(L->shard_hi - L->shard_lo);
+    double sq[1] = {op_sumsq(L->policy->q, ot_f32(*shard), len)};
+    L->tp->allreduce_f64(L->tp, TP_LEARN, sq, 1, "the gradient's sum of squares");
+    *norm = sqrt(sq[0]);
+    if (s->clip > 0 && isfinite(*norm)) {
+        float coef = s->clip / ((float)*norm + 1e-6f); /* as torch.nn.utils.clip_grad_norm_ */
+        if (coef < 1.0f) op_scale(L->policy->q, ot_f32(*shard), coef, len);
+    }
 }
 
 void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st) {
@@ -241,10 +298,11 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
             st->kl = n ? kl / n : 0;
         }
     }
-    /* gradients: the fixed tree over micro-batches, this learner's subtree first */
-    float *total = NULL;
-    if (multi) tree_combine(L, s, b, 0, L->micro_batches, 0, &total);
-    else total = tree_sum(L, s, b, 0, L->micro_batches, 0);
+    /* gradients over the micro-batches, reduced across learners into each learner's shard */
+    float *shard = NULL;
+    double norm;
+    if (multi && L->reduce == TP_REDUCE_FAST) reduce_fast(L, s, b, &shard, &norm);
+    else reduce_deterministic(L, s, b, &shard, &norm);
     if (logits_loss) {
         if (multi) {
             for (int j = 0; j < L->n_learners; j++) {
@@ -259,29 +317,9 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
         st->loss = b->n_rows > 0 ? sum / b->n_rows : 0;
         st->kl = st->loss;
     }
-    /* learner 0: clip the total; every learner: AdamW on its shard (ZeRO-1), then all-gather the shards */
+    /* every learner: AdamW on its shard (ZeRO-1), then all-gather the shards */
     size_t n = m->n_params;
-    double norm_bits[1] = {0};
-    if (L->index == 0) norm_bits[0] = adamw_clip_grad_norm(&L->norm, total, s->clip);
-    float *shard = NULL;
-    if (multi) {
-        if (L->index == 0) {
-            for (int j = 1; j < L->n_learners; j++) {
-                long a, z;
-                tp_split((long)n, L->n_learners, j, &a, &z);
-                L->tp->send(L->tp, TP_LEARN, j, total + a, (size_t)(z - a) * sizeof(float), "a gradient shard");
-            }
-            shard = total + L->shard_lo;
-        } else {
-            shard = L->recv; /* free again after the combine */
-            L->tp->recv(L->tp, TP_LEARN, 0, shard, (size_t)(L->shard_hi - L->shard_lo) * sizeof(float),
-                        "a gradient shard");
-        }
-        L->tp->bcast(L->tp, TP_LEARN, 0, norm_bits, sizeof norm_bits, "the gradient norm");
-    } else {
-        shard = total;
-    }
-    st->grad_norm = norm_bits[0];
+    st->grad_norm = norm;
     st->lr = lr_at(&s->sched, step);
     if (isfinite(st->grad_norm)) adamw_step(&L->opt, m->params + L->shard_lo, shard, (float)st->lr);
     if (multi) {
@@ -290,7 +328,7 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
             tp_split((long)n, L->n_learners, j, &a, &z);
             dsp[j] = (size_t)a * sizeof(float), cnt[j] = (size_t)(z - a) * sizeof(float);
         }
-        L->tp->allgatherv(L->tp, TP_LEARN, m->params, cnt, dsp, "updated parameter shards");
+        tp_allgatherv_mem(L->tp, TP_LEARN, m->params, cnt, dsp, n * sizeof(float), TP_DEVICE, "updated parameter shards");
     }
 }
 

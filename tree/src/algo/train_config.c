@@ -30,6 +30,9 @@ static bool copy_name(cfg_node *node, const char *what, char *out, size_t cap, s
               (*c >= 'A' && *c <= 'Z')))
             return err_set(err, "%s: %s: %s '%s' may hold only letters, digits, '_', '-', '.'", where,
                            cfg_path(node), what, s);
+    if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0) /* names become paths: OUT/models/<name> */
+        return err_set(err, "%s: %s: %s '%s' is not allowed (it names a directory, not a new one)", where,
+                       cfg_path(node), what, s);
     snprintf(out, cap, "%s", s);
     return true;
 }
@@ -403,12 +406,14 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
              *lg = logging ? logging : empty;
     int64_t stop = 0;
     static const char *const kinds[4] = {"kill", "error", "hang", "stop"};
-    int kind = 0;
+    static const char *const reduces[2] = {"deterministic", "fast"};
+    int kind = 0, reduce = 0;
     ok = ok && cfg_get_int_or(r, "generators", 1, 1, 4096, &tc->n_generators, err) &&
          cfg_get_int_or(r, "scorers", 1, 1, 4096, &tc->n_scorers, err) &&
          cfg_get_int_or(r, "learners", 1, 1, 4096, &tc->n_learners, err) &&
          cfg_get_double_or(t, "timeout_s", 120, 0.1, 1e7, &tc->timeout_s, err) &&
          cfg_get_double_or(t, "heartbeat_s", 30, 0, 1e7, &tc->heartbeat_s, err) &&
+         cfg_get_enum_or(t, "reduce", reduces, 2, 0, &reduce, err) &&
          cfg_get_int_or(f, "rank", -1, -1, 1 << 20, &tc->fault_rank, err) &&
          cfg_get_int_or(f, "at_step", 1, 1, 1 << 30, &tc->fault_step, err) &&
          cfg_get_enum_or(f, "kind", kinds, 4, 0, &kind, err) &&
@@ -416,6 +421,7 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
          cfg_get_bool_or(lg, "rollouts", true, &tc->log_rollouts, err) &&
          cfg_get_bool_or(lg, "metrics_h5", true, &tc->log_metrics_h5, err);
     tc->fault_kind = kind;
+    tc->reduce = reduce ? TP_REDUCE_FAST : TP_REDUCE_DETERMINISTIC;
     tc->stop_after_step = (long)stop;
     for (int i = 0; ok && i < tc->n_stages; i++) {
         const tc_stage *s = &tc->stages[i];
@@ -492,6 +498,19 @@ bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry
     if (tc->n_stages == 0) return err_set(err, "%s: pipeline: no stages", path);
     tc->stages = xcalloc((size_t)tc->n_stages, sizeof(tc_stage));
     for (int i = 0; i < tc->n_stages; i++) TRY(read_stage(tc, cfg_at(pipe, i), i, &tc->stages[i], err));
+    cfg_node *training; /* training: {recompute: none|layer} applies to every stage's learner */
+    TRY(cfg_get_map_opt(root, "training", &training, err));
+    if (training) {
+        const char *rc;
+        TRY(cfg_get_str_or(training, "recompute", "none", &rc, err));
+        bool layer = strcmp(rc, "layer") == 0;
+        if (!layer && strcmp(rc, "none") != 0) {
+            char where[256] = "";
+            cfg_where(cfg_find(training, "recompute"), where, sizeof where);
+            return err_set(err, "%s: training.recompute: '%s' must be none or layer", where, rc);
+        }
+        for (int i = 0; i < tc->n_stages; i++) tc->stages[i].recompute = layer ? RECOMPUTE_LAYER : RECOMPUTE_NONE;
+    }
     TRY(read_runtime(tc, root, err));
     TRY(cfg_check_unused(root, err));
     return check_plan(tc, pipe, err);
@@ -507,7 +526,7 @@ void train_config_free(train_config *tc) {
 }
 
 bool train_config_same_run(cfg_node *a, cfg_node *b, s2d_err *err) {
-    static const char *const free_keys[] = {"roles", "runtime", "fault", "out", "device"};
+    static const char *const free_keys[] = {"roles", "runtime", "fault", "out", "device", "training"};
     cfg_node *maps[2] = {a, b};
     for (int side = 0; side < 2; side++) {
         cfg_node *x = maps[side], *y = maps[1 - side];

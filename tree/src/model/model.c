@@ -95,10 +95,12 @@ static float *host_params(const model *m, bool download, bool *staged) {
     return p;
 }
 
-void model_create(model *m, const model_config *cfg) {
+void model_create(model *m, const model_config *cfg) { model_create_on(m, cfg, ops_default()); }
+
+void model_create_on(model *m, const model_config *cfg, ops_queue *q) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
-    m->q = ops_default();
+    m->q = q;
     const model_config *c = cfg;
     int cap = 0;
     int64_t H = c->hidden, q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
@@ -246,6 +248,14 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
             ok = false;
             break;
         }
+        const float *p = m->params + t->offset; /* NaN/Inf weights: a load error, not NaN outputs later */
+        for (size_t k = 0; k < t->numel; k++)
+            if (!isfinite(p[k])) {
+                ok = err_set(err, "%s: tensor '%s' holds a non-finite value (%g at flat index %zu)", s->file, t->name,
+                             (double)p[k], k);
+                break;
+            }
+        if (!ok) break;
         loaded += t->numel;
     }
     for (int i = 0; i < st_count(set) && ok; i++) {
