@@ -315,6 +315,9 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     } else if (fkl_logits) {
         b.full_logp = xmalloc((size_t)maxT * V * sizeof(float));
     }
+    if (fkl_logits) { /* device backends: the teacher data's device side (NULL on the CPU) */
+        b.fkl_dev = pl_fkl_buffers_new(ops_default(), maxT, s->topk, V, s->fkl == FKL_FULL);
+    }
     int *idx = xmalloc((size_t)P * sizeof(int));
     int *gstart = xmalloc((size_t)(B + 2) * sizeof(int)), *gstart_local = xmalloc((size_t)(B + 1) * sizeof(int));
     int32_t *gids = xmalloc((size_t)B * S2D_MAX(enc.max_prompt, 1) * sizeof(int32_t));
@@ -752,6 +755,7 @@ done:
     model_free_grads(policy);
     free(b.seq_start), free(b.tokens), free(b.mask), free(b.logp_behaviour), free(b.adv), free(b.logp_teacher);
     free(b.logp_ref), free(b.row_slot), free(b.topk_ids), free(b.topk_logp), free(b.full_logp);
+    pl_fkl_buffers_free(b.fkl_dev);
     free(idx), free(gstart), free(gstart_local), free(gids), free(seq_ids), free(rewards), free(adv), free(zero_var), free(seen);
     free(mseq), free(prompt_len), free(old_all), free(mb_seq), free(pack), free(packs), free(pack_counts), free(times), free(time_counts);
     free(all.start), free(all.tokens), free(all.logprobs), free(all.finish);

@@ -35,7 +35,16 @@ typedef struct {
     int32_t *topk_ids;     /* [n_rows, k] */
     float *topk_logp;      /* [n_rows, k] */
     float *full_logp;      /* [n_rows, V] */
+    /* fkl on device backends: device copies of row_slot and the teacher data (pl_fkl_buffers_new), NULL on
+     * host-memory backends, where the host arrays above are used in place */
+    struct pl_fkl_buffers *fkl_dev;
 } pl_batch;
+
+/* Device buffers for a stage's forward-KL teacher data: row slots [max_rows] and top-k [max_rows, k] or full
+ * log-probs [max_rows, V]. NULL when q's memory is host memory (nothing to stage). */
+typedef struct pl_fkl_buffers pl_fkl_buffers;
+pl_fkl_buffers *pl_fkl_buffers_new(ops_queue *q, int max_rows, int k, int V, bool full);
+void pl_fkl_buffers_free(pl_fkl_buffers *d);
 
 typedef struct {
     double loss, kl, grad_norm, lr;
@@ -96,8 +105,9 @@ void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out);
 bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err);
 /* fkl teacher side: fills b->topk_* (mode topk, k ids per masked row) or b->full_logp (mode full). */
 bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, s2d_err *err);
-/* The vocabulary op (ops.h) of stage s's forward KL on rows [0, T) of b, whose teacher data it points at. */
-void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, ops_vocab_op *op);
+/* The vocabulary op (ops.h) of stage s's forward KL on rows [0, T) of b, whose teacher data it points at (the
+ * host arrays, or b->fkl_dev's device copies, uploaded here when upload is set). */
+void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, bool upload, ops_vocab_op *op);
 /* Mean forward KL(teacher ‖ m) over b's masked rows from b's teacher data (for tests and metrics). */
 double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_batch *b);
 

@@ -130,7 +130,7 @@ static void leaf_grad(pl_learner *L, const tc_stage *s, const pl_batch *b, int m
     if (s->algo == ALGO_FKL && s->fkl != FKL_SAMPLED) {
         int T = v.seq_start[v.n_seqs];
         ops_vocab_op op;
-        pl_fkl_op(L->policy->q, s, &v, T, L->fkl_scale, &op);
+        pl_fkl_op(L->policy->q, s, &v, T, L->fkl_scale, true, &op);
         op.row_kl = L->row_kl_dev ? ot_f64(L->row_kl_dev) : ot_f64(L->row_kl);
         model_vocab_backward(L->policy, L->ws, &op);
         if (L->row_kl_dev) ops_download(L->policy->q, L->row_kl, op.row_kl, (size_t)T);
@@ -361,24 +361,73 @@ bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *l
     return model_token_logprobs(m, ws, &mb, logp, err);
 }
 
-/* The vocabulary op of stage s's forward KL over rows [0, T) of batch b: the teacher data of b (host arrays)
- * as tensors of q (no copy on host-memory backends). */
-void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, ops_vocab_op *op) {
-    CHECK(q->host_memory, "forward KL: the teacher data must be staged to device buffers on the %s backend "
-                          "(not implemented yet: use device: cpu for fkl stages)", q->name);
+struct pl_fkl_buffers {
+    ops_queue *q;
+    int max_rows, k, V;
+    bool full;
+    int32_t *row_slot, *topk_ids; /* device [max_rows], [max_rows, k] */
+    float *topk_logp, *full_logp; /* device [max_rows, k], [max_rows, V] */
+};
+
+pl_fkl_buffers *pl_fkl_buffers_new(ops_queue *q, int max_rows, int k, int V, bool full) {
+    if (q->host_memory) return NULL;
+    pl_fkl_buffers *d = xcalloc(1, sizeof *d);
+    *d = (pl_fkl_buffers){.q = q, .max_rows = max_rows, .k = k, .V = V, .full = full};
+    d->row_slot = ops_alloc(q, OPS_I32, (size_t)max_rows).p;
+    if (full) d->full_logp = ops_alloc(q, OPS_F32, (size_t)max_rows * V).p;
+    else d->topk_ids = ops_alloc(q, OPS_I32, (size_t)max_rows * k).p, d->topk_logp = ops_alloc(q, OPS_F32, (size_t)max_rows * k).p;
+    return d;
+}
+
+void pl_fkl_buffers_free(pl_fkl_buffers *d) {
+    if (!d) return;
+    ops_free(d->q, ot_i32(d->row_slot)), ops_free(d->q, ot_i32(d->topk_ids));
+    ops_free(d->q, ot_f32(d->topk_logp)), ops_free(d->q, ot_f32(d->full_logp));
+    free(d);
+}
+
+/* The vocabulary op of stage s's forward KL over rows [0, T) of batch b: its teacher data as tensors of q (the
+ * host arrays on host-memory backends; b->fkl_dev's device copies otherwise, uploaded when upload is set). */
+void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, bool upload, ops_vocab_op *op) {
     *op = (ops_vocab_op){.kind = s->fkl == FKL_FULL ? VOCAB_FKL_FULL : VOCAB_FKL_TOPK, .k = s->topk, .scale = scale,
                          .row_slot = ot_i32(b->row_slot), .full_logp = ot_f32(b->full_logp),
                          .topk_ids = ot_i32(b->topk_ids), .topk_logp = ot_f32(b->topk_logp)};
-    (void)T;
+    const pl_fkl_buffers *d = b->fkl_dev;
+    if (q->host_memory) return;
+    CHECK(d, "forward KL on the %s backend: the batch has no device buffers (pl_fkl_buffers_new)", q->name);
+    CHECK(T <= d->max_rows && b->n_rows <= d->max_rows, "forward KL: %d rows > the device buffers' %d", T, d->max_rows);
+    op->row_slot = ot_i32(d->row_slot);
+    op->full_logp = ot_f32(d->full_logp);
+    op->topk_ids = ot_i32(d->topk_ids);
+    op->topk_logp = ot_f32(d->topk_logp);
+    ops_upload(q, op->row_slot, b->row_slot, (size_t)T);
+    if (!upload) return;
+    if (d->full) ops_upload(q, op->full_logp, b->full_logp, (size_t)b->n_rows * d->V);
+    else {
+        ops_upload(q, op->topk_ids, b->topk_ids, (size_t)b->n_rows * d->k);
+        ops_upload(q, op->topk_logp, b->topk_logp, (size_t)b->n_rows * d->k);
+    }
 }
 
 bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, s2d_err *err) {
     model_batch mb = {.n_seqs = b->n_seqs, .seq_start = b->seq_start, .tokens = b->tokens};
     if (!model_forward(teacher, ws, &mb, err)) return false;
     ops_vocab_op op;
-    pl_fkl_op(teacher->q, s, b, mb.seq_start[mb.n_seqs], 0.0f, &op);
+    pl_fkl_op(teacher->q, s, b, mb.seq_start[mb.n_seqs], 0.0f, false, &op);
     op.kind = s->fkl == FKL_FULL ? VOCAB_TEACHER_FULL : VOCAB_TEACHER_TOPK;
     model_vocab_forward(teacher, ws, &op);
+    if (!teacher->q->host_memory) { /* the teacher data travels to the learners from host arrays */
+        int T = mb.seq_start[mb.n_seqs], lo = -1, hi = -1; /* this view's slots: consecutive, in row order */
+        for (int t = 0; t < T; t++)
+            if (b->row_slot[t] >= 0) hi = b->row_slot[t] + 1, lo = lo < 0 ? b->row_slot[t] : lo;
+        if (lo < 0) return true;
+        size_t w = s->fkl == FKL_FULL ? (size_t)op.V : (size_t)op.k, n = (size_t)(hi - lo) * w, at = (size_t)lo * w;
+        if (s->fkl == FKL_FULL) ops_download(teacher->q, b->full_logp + at, ot_at(op.full_logp, at), n);
+        else {
+            ops_download(teacher->q, b->topk_ids + at, ot_at(op.topk_ids, at), n);
+            ops_download(teacher->q, b->topk_logp + at, ot_at(op.topk_logp, at), n);
+        }
+    }
     return true;
 }
 
@@ -389,9 +438,11 @@ double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_ba
     int T = mb.seq_start[mb.n_seqs];
     double *row_kl = xmalloc((size_t)(T + 1) * sizeof(double)); /* host: one value per row (metrics and tests) */
     ops_vocab_op op;
-    pl_fkl_op(m->q, s, b, T, 0.0f, &op);
-    op.row_kl = ot_f64(row_kl);
+    pl_fkl_op(m->q, s, b, T, 0.0f, true, &op);
+    double *row_kl_dev = m->q->host_memory ? NULL : ops_alloc(m->q, OPS_F64, (size_t)T + 1).p; /* metrics only */
+    op.row_kl = row_kl_dev ? ot_f64(row_kl_dev) : ot_f64(row_kl);
     model_vocab_forward(m, ws, &op);
+    if (row_kl_dev) ops_download(m->q, row_kl, op.row_kl, (size_t)T), ops_free(m->q, op.row_kl);
     double sum = 0;
     for (int t = 0; t < T; t++)
         if (b->row_slot[t] >= 0) sum += row_kl[t];

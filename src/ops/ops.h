@@ -101,7 +101,10 @@ ops_tensor ops_stage(ops_queue *q, ops_tensor dev, const void *host, size_t n);
 /* ---- parameters of the composite ops ---- */
 
 /* Sampling of one row: logits / temperature → softmax → top-k → renormalise → top-p → draw with u from
- * Philox(seed, seq_id, position) (ops/sampler.h documents the order and the tie rules). */
+ * Philox(seed, seq_id, position) (ops/sampler.h documents the order and the tie rules). The draw is an
+ * inverse-CDF walk: over the token ids in id order when no filter applies (top_k 0 or >= V, top_p 1), over the
+ * surviving candidates most likely first (ties: lower id) when one does; a backend must walk the same way to
+ * draw the same tokens from the same logits. */
 typedef struct {
     float temperature; /* 0 = greedy; > 0 divides the logits */
     int top_k;         /* 0 = off */
@@ -134,11 +137,13 @@ typedef enum {
 
 typedef struct {
     ops_vocab_kind kind;
-    bool want_grad;       /* overwrite the chunk's logits with d(loss)/d(logits) (zero for rows that do not count) */
+    bool want_grad;       /* overwrite the chunk's logits with d(loss)/d(logits) (zero for rows that do not count);
+                             without it the chunk is scratch for the fkl kinds (its contents afterwards undefined)
+                             and untouched for VOCAB_LOGP and the teacher kinds */
     int V, k;             /* vocabulary; top-k size */
     float scale;          /* fkl: gradient scale (1 / taught rows for a token mean) */
     ops_tensor target;    /* i32 [T] VOCAB_LOGP: next token of the row's sequence, −1 at its last row */
-    ops_tensor logp;      /* f32 [T] VOCAB_LOGP forward output (absent: chunk_logp only) */
+    ops_tensor logp;      /* f32 [T] VOCAB_LOGP forward output, with or without want_grad (absent: chunk_logp only) */
     ops_tensor dlogp;     /* f32 [T] VOCAB_LOGP with want_grad: d(loss)/d(logp) */
     ops_tensor chunk_logp, chunk_lse; /* f32 [rows] scratch */
     ops_tensor row_slot;  /* i32 [T] fkl / teacher: index of the row's teacher data, −1 = row not taught */

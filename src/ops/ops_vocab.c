@@ -133,7 +133,7 @@ void cpu_topk_logprobs_row(const float *logits, int V, int k, int32_t *ids, floa
 static void vocab_logp(const ops_vocab_op *op, float *logits, int r0, int rows) {
     const int32_t *target = (const int32_t *)op->target.p + r0;
     float *lse = op->chunk_lse.p;
-    float *logp = op->want_grad || !op->logp.p ? (float *)op->chunk_logp.p : (float *)op->logp.p + r0;
+    float *logp = op->logp.p ? (float *)op->logp.p + r0 : (float *)op->chunk_logp.p; /* forward output, also with want_grad */
     cpu_logsoftmax_gather_fwd(logp, lse, logits, target, rows, op->V);
     if (op->want_grad) cpu_logsoftmax_gather_bwd(logits, lse, (const float *)op->dlogp.p + r0, target, rows, op->V);
 }
