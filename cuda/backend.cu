@@ -272,6 +272,8 @@ const ops_backend ops_cuda_backend = {
     /* attention_prefill */ att_prefill,
     /* attention_decode */ att_decode,
     /* kv_write */ cu_kv_write,
+    /* bias_add */ cu_bias_add,
+    /* bias_bwd */ cu_bias_bwd,
     /* swiglu_fwd */ cu_swiglu_fwd,
     /* swiglu_bwd */ cu_swiglu_bwd,
     /* embedding_fwd */ cu_embedding_fwd,

@@ -122,6 +122,8 @@ void cu_kv_write(ops_queue *q, ops_tensor cache, ops_tensor rows, int slot_len, 
                  int n, int width);
 void cu_attention_setup(ops_queue *q); /* opts the kernels into large shared memory */
 /* elementwise.cu */
+void cu_bias_add(ops_queue *q, ops_tensor y, ops_tensor b, int rows, int n);
+void cu_bias_bwd(ops_queue *q, ops_tensor db, ops_tensor dy, int rows, int n);
 void cu_swiglu_fwd(ops_queue *q, ops_tensor h, ops_tensor gate, ops_tensor up, size_t n);
 void cu_swiglu_bwd(ops_queue *q, ops_tensor dgate, ops_tensor dup, ops_tensor dh, ops_tensor gate, ops_tensor up,
                    size_t n);

@@ -92,6 +92,39 @@ void cu_embedding_bwd(ops_queue *q, ops_tensor dtable, ops_tensor dout, ops_tens
     KERNEL_CHECK();
 }
 
+/* y[r, j] += b[j]. */
+__global__ void bias_add_kernel(float *__restrict__ y, const float *__restrict__ b, int rows, int n) {
+    const size_t total = (size_t)rows * n;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += b[i % (size_t)n];
+}
+
+/* db[j] += Σ_r dy[r, j]: one thread per column sums the rows in order in double, as the CPU does (bitwise). */
+__global__ void bias_bwd_kernel(float *__restrict__ db, const float *__restrict__ dy, int rows, int n) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    double acc = 0;
+    for (int r = 0; r < rows; r++) acc += (double)dy[(size_t)r * n + j];
+    db[j] += (float)acc;
+}
+
+void cu_bias_add(ops_queue *q, ops_tensor y, ops_tensor b, int rows, int n) {
+    cu_need(y, OPS_F32, "bias_add", "y");
+    cu_need(b, OPS_F32, "bias_add", "b");
+    const size_t total = (size_t)rows * n;
+    if (!total) return;
+    bias_add_kernel<<<cu_blocks(total, EW_THREADS), EW_THREADS, 0, cus(q)>>>(f32p(y), f32p(b), rows, n);
+    KERNEL_CHECK();
+}
+
+void cu_bias_bwd(ops_queue *q, ops_tensor db, ops_tensor dy, int rows, int n) {
+    cu_need(db, OPS_F32, "bias_bwd", "db");
+    cu_need(dy, OPS_F32, "bias_bwd", "dy");
+    if (rows <= 0 || n <= 0) return;
+    bias_bwd_kernel<<<(n + 127) / 128, 128, 0, cus(q)>>>(f32p(db), f32p(dy), rows, n);
+    KERNEL_CHECK();
+}
+
 __global__ void add_kernel(float *__restrict__ y, const float *__restrict__ x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += x[i];

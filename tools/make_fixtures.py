@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """make_fixtures.py: PyTorch / HF transformers reference fixtures for the s2d parity tests.
 
-Usage: python3 tools/make_fixtures.py [OUT_DIR]      (default tests/fixtures/parity)
+Usage: python3 tools/make_fixtures.py [OUT_DIR [CASE ...]]      (default tests/fixtures/parity, every case)
 Needs torch, transformers (>= 5) and safetensors; runs on CPU in fp32, deterministic (fixed seeds, eager
 attention, single thread), so re-running it reproduces the committed files.
 
@@ -49,7 +49,8 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
+                          Qwen3ForCausalLM)
 
 SEQ_LENS = [7, 13, 4]
 ADAMW = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, max_grad_norm=1.0, steps=5)
@@ -76,6 +77,12 @@ CASES = {
                      dict(vocab_size=384, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                           tie_word_embeddings=False, rope_parameters={"rope_type": "default",
                                                                       "rope_theta": 10000.0})),
+    # Qwen2 / Qwen2.5 (DeepSeek-R1-Distill-Qwen, Qwen2.5-Math): q/k/v biases, no q/k norm; GQA 4,
+    # head_dim = hidden / heads as in the real models, tied embeddings.
+    "qwen2_tied": (Qwen2Config, Qwen2ForCausalLM,
+                   dict(vocab_size=448, num_attention_heads=4, num_key_value_heads=1,
+                        tie_word_embeddings=True, use_sliding_window=False,
+                        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
 }
 
 
@@ -83,7 +90,9 @@ def randomise(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() == 1:  # RMSNorm weights
+            if name.endswith(".bias"):  # q/k/v biases (Qwen2): small, of either sign
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+            elif p.dim() == 1:  # RMSNorm weights
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
@@ -251,10 +260,12 @@ def make_case(name, cfg_cls, model_cls, extra, seed, out_root):
 
 def main():
     out_root = sys.argv[1] if len(sys.argv) > 1 else os.path.join("tests", "fixtures", "parity")
+    only = sys.argv[2:]  # optional case names: make only these
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     for i, (name, (cfg_cls, model_cls, extra)) in enumerate(CASES.items()):
-        make_case(name, cfg_cls, model_cls, extra, 1234 + 100 * i, out_root)
+        if not only or name in only:
+            make_case(name, cfg_cls, model_cls, extra, 1234 + 100 * i, out_root)
 
 
 if __name__ == "__main__":

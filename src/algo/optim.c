@@ -58,7 +58,7 @@ void adamw_decay_segments_from_model(adamw *opt, const model *m, bool decay_norm
     for (int i = 0; i < n; i++) {
         const model_tensor *t = &m->tensors[i];
         bool decay = true;
-        if (t->kind == TENSOR_NORM) decay = decay_norms;
+        if (t->kind == TENSOR_NORM || t->kind == TENSOR_BIAS) decay = decay_norms; /* 1-D parameters */
         if (t->kind == TENSOR_EMBEDDING) decay = decay_embeddings;
         segs[i] = (adamw_segment){.offset = t->offset, .numel = t->span, .decay = decay};
     }

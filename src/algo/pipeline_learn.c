@@ -18,7 +18,7 @@ void pl_optim_segments(adamw *opt, const model *m, long lo, long hi) {
         const model_tensor *t = &m->tensors[i];
         /* span: the tensor and its alignment padding, so the segments tile the buffer */
         segs[i] = (adamw_segment){.offset = t->offset, .numel = t->span,
-                                  .decay = t->kind != TENSOR_NORM && t->kind != TENSOR_EMBEDDING};
+                                  .decay = t->kind == TENSOR_LINEAR}; /* not norms, biases, embeddings */
     }
     for (int i = 1; i < n; i++) { /* by offset */
         adamw_segment x = segs[i];

@@ -157,7 +157,8 @@ int cmd_eval(int argc, char **argv) {
     CHECK_OK(tok_load(tok_dir, &tok, &err), &err);
     model m;
     CHECK_OK(model_load(&m, model_dir, &err), &err);
-    chat_template tmpl = m.cfg.arch == MODEL_LLAMA ? CHAT_LLAMA3 : CHAT_QWEN3;
+    chat_template tmpl; /* the architecture's default, unless --template */
+    CHECK_OK(chat_template_parse(model_arch_of(m.cfg.arch)->chat_template, &tmpl, &err), &err);
     if (template_name) CHECK_OK(chat_template_parse(template_name, &tmpl, &err), &err);
     /* Stops: the template's end tokens as this tokenizer spells them, plus the model's eos ids. */
     gp.n_stop = 0;

@@ -1315,7 +1315,7 @@ static bool summary_checkpoint(hid_t f, const char *path, bool list_tensors, FIL
         fprintf(out, "model %s: %lld tensors, %lld parameters, %s", names[i], (long long)nt, (long long)np,
                 dtype ? dtype : "?");
         if (json && model_config_parse(json, path, &cfg, &cerr))
-            fprintf(out, ", %s: hidden %d, layers %d, heads %d/%d, vocab %d", cfg.arch == MODEL_QWEN3 ? "qwen3" : "llama",
+            fprintf(out, ", %s: hidden %d, layers %d, heads %d/%d, vocab %d", model_arch_of(cfg.arch)->model_type,
                     cfg.hidden, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.vocab);
         char og[256];
         snprintf(og, sizeof og, "/optim/%s", names[i]);

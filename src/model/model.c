@@ -11,8 +11,10 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
+#include "model/model_spec.h"
 
-static void add_tensor(model *m, int *cap, const char *name, int layer, tensor_kind kind, int64_t d0, int64_t d1) {
+static void add_tensor(model *m, int *cap, const char *name, int layer, tensor_kind kind, int64_t d0, int64_t d1,
+                       int spec) {
     if (m->n_tensors == *cap) {
         *cap = *cap ? *cap * 2 : 64;
         m->tensors = xrealloc(m->tensors, sizeof(model_tensor) * (size_t)*cap);
@@ -22,6 +24,7 @@ static void add_tensor(model *m, int *cap, const char *name, int layer, tensor_k
     snprintf(t->name, sizeof t->name, "%s", name);
     t->layer = layer;
     t->kind = kind;
+    t->spec = spec;
     t->ndim = d1 > 0 ? 2 : 1;
     t->shape[0] = d0;
     t->shape[1] = d1 > 0 ? d1 : 0;
@@ -32,34 +35,51 @@ static void add_tensor(model *m, int *cap, const char *name, int layer, tensor_k
     m->n_params += t->span;
 }
 
-static float *at(const model *m, float *base, int idx) { return base ? base + m->tensors[idx].offset : NULL; }
-
-/* Fills the named views from a buffer laid out like the tensor table (relies on the table order). */
-static void view_init(const model *m, model_view *v, float *base) {
+/* The tensor table from the spec rows that apply to the config: globals before the layers stay before them,
+ * per-layer rows repeat for every layer, in spec order. */
+static void build_table(model *m) {
     const model_config *c = &m->cfg;
-    int i = 0;
-    v->embed = at(m, base, i++);
-    for (int l = 0; l < c->n_layers; l++) {
-        model_layer_view *L = &v->layers[l];
-        L->attn_norm = at(m, base, i++);
-        L->wq = at(m, base, i++);
-        L->wk = at(m, base, i++);
-        L->wv = at(m, base, i++);
-        L->wo = at(m, base, i++);
-        if (c->arch == MODEL_QWEN3) {
-            L->q_norm = at(m, base, i++);
-            L->k_norm = at(m, base, i++);
-        } else {
-            L->q_norm = L->k_norm = NULL;
-        }
-        L->mlp_norm = at(m, base, i++);
-        L->w_gate = at(m, base, i++);
-        L->w_up = at(m, base, i++);
-        L->w_down = at(m, base, i++);
+    int cap = 0;
+    char name[96];
+    int first_layer_spec = -1, after_layers = MODEL_N_SPECS;
+    for (int i = 0; i < MODEL_N_SPECS; i++) {
+        if (MODEL_SPECS[i].per_layer && first_layer_spec < 0) first_layer_spec = i;
+        if (!MODEL_SPECS[i].per_layer && first_layer_spec >= 0 && after_layers == MODEL_N_SPECS) after_layers = i;
     }
-    v->final_norm = at(m, base, i++);
-    v->lm_head = c->tie_embeddings ? v->embed : at(m, base, i++);
-    CHECK(i == m->n_tensors, "tensor table and views disagree (%d vs %d)", i, m->n_tensors);
+    for (int i = 0; i < first_layer_spec; i++) {
+        const model_tensor_spec *sp = &MODEL_SPECS[i];
+        if (model_spec_applies(c, sp))
+            add_tensor(m, &cap, sp->name, -1, sp->kind, model_spec_dim(c, sp->d0), model_spec_dim(c, sp->d1), i);
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        for (int i = first_layer_spec; i < after_layers; i++) {
+            const model_tensor_spec *sp = &MODEL_SPECS[i];
+            if (!model_spec_applies(c, sp)) continue;
+            snprintf(name, sizeof name, sp->name, l);
+            add_tensor(m, &cap, name, l, sp->kind, model_spec_dim(c, sp->d0), model_spec_dim(c, sp->d1), i);
+        }
+    for (int i = after_layers; i < MODEL_N_SPECS; i++) {
+        const model_tensor_spec *sp = &MODEL_SPECS[i];
+        if (model_spec_applies(c, sp))
+            add_tensor(m, &cap, sp->name, -1, sp->kind, model_spec_dim(c, sp->d0), model_spec_dim(c, sp->d1), i);
+    }
+}
+
+/* Fills the views of a buffer laid out like the tensor table: each tensor's spec row names its field. */
+static void view_init(const model *m, model_view *v, float *base) {
+    model_layer_view *layers = v->layers;
+    memset(v, 0, sizeof *v);
+    v->layers = layers;
+    memset(layers, 0, sizeof *layers * (size_t)m->cfg.n_layers);
+    if (!base) return;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        const model_tensor_spec *sp = &MODEL_SPECS[t->spec];
+        char *owner = sp->per_layer ? (char *)&layers[t->layer] : (char *)v;
+        *(float **)(owner + sp->view_offset) = base + t->offset;
+    }
+    if (m->cfg.tie_embeddings) v->lm_head = v->embed;
+    CHECK(v->embed && v->final_norm && v->lm_head, "tensor table and views disagree");
 }
 
 /* n zeroed floats of device memory on q. */
@@ -102,34 +122,7 @@ void model_create_on(model *m, const model_config *cfg, ops_queue *q) {
     m->cfg = *cfg;
     m->q = q;
     const model_config *c = cfg;
-    int cap = 0;
-    int64_t H = c->hidden, q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
-    char name[96];
-    add_tensor(m, &cap, "model.embed_tokens.weight", -1, TENSOR_EMBEDDING, c->vocab, H);
-    for (int l = 0; l < c->n_layers; l++) {
-#define T_(suffix, kind, d0, d1)                                                                                     \
-    do {                                                                                                             \
-        snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);                                                \
-        add_tensor(m, &cap, name, l, kind, d0, d1);                                                                  \
-    } while (0)
-        T_("input_layernorm.weight", TENSOR_NORM, H, 0);
-        T_("self_attn.q_proj.weight", TENSOR_LINEAR, q_dim, H);
-        T_("self_attn.k_proj.weight", TENSOR_LINEAR, kv_dim, H);
-        T_("self_attn.v_proj.weight", TENSOR_LINEAR, kv_dim, H);
-        T_("self_attn.o_proj.weight", TENSOR_LINEAR, H, q_dim);
-        if (c->arch == MODEL_QWEN3) {
-            T_("self_attn.q_norm.weight", TENSOR_NORM, c->head_dim, 0);
-            T_("self_attn.k_norm.weight", TENSOR_NORM, c->head_dim, 0);
-        }
-        T_("post_attention_layernorm.weight", TENSOR_NORM, H, 0);
-        T_("mlp.gate_proj.weight", TENSOR_LINEAR, c->intermediate, H);
-        T_("mlp.up_proj.weight", TENSOR_LINEAR, c->intermediate, H);
-        T_("mlp.down_proj.weight", TENSOR_LINEAR, H, c->intermediate);
-#undef T_
-    }
-    add_tensor(m, &cap, "model.norm.weight", -1, TENSOR_NORM, H, 0);
-    if (!c->tie_embeddings) add_tensor(m, &cap, "lm_head.weight", -1, TENSOR_LINEAR, c->vocab, H);
-
+    build_table(m);
     m->params = alloc_floats(m->q, m->n_params);
     m->w.layers = xcalloc((size_t)c->n_layers, sizeof(model_layer_view));
     m->g.layers = xcalloc((size_t)c->n_layers, sizeof(model_layer_view));
@@ -199,8 +192,8 @@ void model_init_random(model *m, uint64_t seed) {
         const model_tensor *t = &m->tensors[i];
         float *p = params + t->offset;
         for (size_t j = t->numel; j < t->span; j++) p[j] = 0.0f; /* padding */
-        if (t->kind == TENSOR_NORM) {
-            for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f;
+        if (t->kind == TENSOR_NORM || t->kind == TENSOR_BIAS) { /* as HF: norm weights 1, biases 0 */
+            for (size_t j = 0; j < t->numel; j++) p[j] = t->kind == TENSOR_NORM ? 1.0f : 0.0f;
             continue;
         }
         rng_stream r;
@@ -210,11 +203,13 @@ void model_init_random(model *m, uint64_t seed) {
     if (staged) model_params_upload(m, params), free(params);
 }
 
-/* Parameter count from the config alone (a check on the tensor table). */
+/* Parameter count from the config and the descriptor alone (a check on the tensor table). */
 static size_t expected_param_count(const model_config *c) {
+    const model_arch_desc *a = model_arch_of(c->arch);
     size_t H = (size_t)c->hidden, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t per_layer = 2 * H + 2 * H * qd + 2 * H * kvd + 3 * H * (size_t)c->intermediate;
-    if (c->arch == MODEL_QWEN3) per_layer += 2 * (size_t)c->head_dim;
+    if (a->qk_norm) per_layer += 2 * (size_t)c->head_dim;
+    if (a->qkv_bias) per_layer += qd + 2 * kvd;
     return (size_t)c->vocab * H * (c->tie_embeddings ? 1 : 2) + H + per_layer * (size_t)c->n_layers;
 }
 
@@ -268,7 +263,7 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
             continue;
         }
         ok = err_set(err, "%s: unexpected tensor '%s' for a %s model with this config.json", s->file, s->name,
-                     cfg.arch == MODEL_QWEN3 ? "qwen3" : "llama");
+                     model_arch_of(cfg.arch)->model_type);
     }
     if (ok && loaded != expected_param_count(&cfg))
         ok = err_set(err, "%s: loaded %zu parameters, config.json implies %zu", dir, loaded,
@@ -279,7 +274,7 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
         free(params);
     }
     if (!ok) model_free(m);
-    else log_info("loaded %s: %s, %zu parameters", dir, cfg.arch == MODEL_QWEN3 ? "qwen3" : "llama", loaded);
+    else log_info("loaded %s: %s, %zu parameters", dir, model_arch_of(cfg.arch)->model_type, loaded);
     return ok;
 }
 

@@ -31,13 +31,13 @@
 #include "core/common.h"
 #include "ops/ops.h"
 
-typedef enum { MODEL_QWEN3 = 0, MODEL_LLAMA = 1 } model_arch;
+typedef enum { MODEL_QWEN3 = 0, MODEL_LLAMA = 1, MODEL_QWEN2 = 2 } model_arch;
 typedef enum { ROPE_DEFAULT = 0, ROPE_LLAMA3 = 1 } rope_type;
 
 #define MODEL_MAX_EOS 8
 
 typedef struct {
-    model_arch arch;           /* from "model_type": "qwen3" | "llama" */
+    model_arch arch;           /* from "model_type": "qwen3" | "qwen2" | "llama" (model_arch_desc) */
     int hidden;                /* hidden_size */
     int n_layers;              /* num_hidden_layers */
     int n_heads;               /* num_attention_heads */
@@ -63,12 +63,35 @@ bool model_config_parse(const char *json_text, const char *name, model_config *c
 bool model_config_load(const char *path, model_config *cfg, s2d_err *err);
 /* config.json text (malloc'd, caller frees) in the HF spelling; parse(to_json(c)) == c. */
 char *model_config_to_json(const model_config *cfg);
-/* Named presets for init-model: qwen3-tiny, llama-tiny, qwen3-small, qwen3-0.6b, qwen3-1.7b, llama3.2-1b. */
+/* Named presets for init-model: qwen3-tiny, qwen2-tiny, llama-tiny, qwen3-small, qwen3-0.6b, qwen3-1.7b,
+ * qwen2.5-1.5b, llama3.2-1b. */
 bool model_config_preset(const char *name, model_config *cfg, s2d_err *err);
 /* Inverse frequencies of RoPE [head_dim/2], including llama3 scaling (as HF _compute_llama3_parameters). */
 void model_rope_inv_freq(const model_config *cfg, double *inv_freq /* [head_dim/2] */);
 
-typedef enum { TENSOR_EMBEDDING = 0, TENSOR_NORM = 1, TENSOR_LINEAR = 2 } tensor_kind;
+/* ---- architectures as data (model_arch.c) ----
+ * One descriptor per architecture; the shared tensor-spec table says which tensors exist for which
+ * descriptor flags, their shapes from the config and their place in the layer view. Model code asks the
+ * descriptor (q/k norm? q/k/v bias?), never for an architecture by name. Adding an architecture of this family
+ * is one row here and a config preset. */
+typedef struct {
+    model_arch arch;
+    const char *model_type;       /* HF config.json "model_type" */
+    const char *hf_architecture;  /* HF config.json "architectures"[0] */
+    bool qk_norm;                 /* per-head RMSNorm of q and k over head_dim, before RoPE (Qwen3) */
+    bool qkv_bias;                /* q_proj, k_proj, v_proj have biases (Qwen2 / Qwen2.5) */
+    bool writes_mlp_bias_key;     /* config.json carries "mlp_bias": false (Llama) */
+    bool writes_sliding_window_key; /* config.json carries "use_sliding_window": false (Qwen) */
+    const char *chat_template;    /* default chat template name (text/chat.h) */
+    const char *const *stop_tokens; /* default stop token strings, NULL-terminated */
+} model_arch_desc;
+
+const model_arch_desc *model_arch_of(model_arch arch);
+/* By HF model_type; NULL when unsupported (the error lists model_arch_names()). */
+const model_arch_desc *model_arch_find(const char *model_type);
+const char *model_arch_names(void); /* "\"qwen3\", \"qwen2\", \"llama\"" */
+
+typedef enum { TENSOR_EMBEDDING = 0, TENSOR_NORM = 1, TENSOR_LINEAR = 2, TENSOR_BIAS = 3 } tensor_kind;
 
 typedef struct {
     char name[96];     /* HF name, e.g. "model.layers.3.self_attn.q_proj.weight" */
@@ -78,6 +101,7 @@ typedef struct {
     size_t offset;     /* in floats, into params / grads / optimizer buffers */
     size_t span;       /* floats up to the next tensor (numel rounded up to 16: every tensor starts 64-byte aligned) */
     tensor_kind kind;
+    int spec;          /* row of the tensor-spec table it was made from */
     int layer;         /* -1 for embedding, final norm, lm_head */
 } model_tensor;
 
@@ -87,9 +111,12 @@ typedef struct {
     float *wq;        /* [n_heads*head_dim, H] */
     float *wk;        /* [n_kv*head_dim, H] */
     float *wv;        /* [n_kv*head_dim, H] */
+    float *bq;        /* [n_heads*head_dim] (qkv_bias only, else NULL) */
+    float *bk;        /* [n_kv*head_dim] (qkv_bias only, else NULL) */
+    float *bv;        /* [n_kv*head_dim] (qkv_bias only, else NULL) */
     float *wo;        /* [H, n_heads*head_dim] */
-    float *q_norm;    /* [head_dim] (Qwen3 only, else NULL) */
-    float *k_norm;    /* [head_dim] (Qwen3 only, else NULL) */
+    float *q_norm;    /* [head_dim] (qk_norm only, else NULL) */
+    float *k_norm;    /* [head_dim] (qk_norm only, else NULL) */
     float *mlp_norm;  /* [H] post_attention_layernorm */
     float *w_gate;    /* [I, H] */
     float *w_up;      /* [I, H] */

@@ -140,15 +140,15 @@ bool model_config_parse(const char *json_text, const char *name, model_config *c
     }
     const cJSON *mt = get(root, "model_type");
     if (!mt || !cJSON_IsString(mt)) {
-        err_set(err, "%s: missing key 'model_type' (a string: \"qwen3\" or \"llama\")", name);
+        err_set(err, "%s: missing key 'model_type' (a string: %s)", name, model_arch_names());
         goto done;
     }
-    if (strcmp(mt->valuestring, "qwen3") == 0) c->arch = MODEL_QWEN3;
-    else if (strcmp(mt->valuestring, "llama") == 0) c->arch = MODEL_LLAMA;
-    else {
-        err_set(err, "%s: key 'model_type' is \"%s\"; supported: \"qwen3\", \"llama\"", name, mt->valuestring);
+    const model_arch_desc *desc = model_arch_find(mt->valuestring);
+    if (!desc) {
+        err_set(err, "%s: key 'model_type' is \"%s\"; supported: %s", name, mt->valuestring, model_arch_names());
         goto done;
     }
+    c->arch = desc->arch;
     if (!get_int(root, "hidden_size", true, 0, 1, &c->hidden, name, err) ||
         !get_int(root, "num_hidden_layers", true, 0, 1, &c->n_layers, name, err) ||
         !get_int(root, "num_attention_heads", true, 0, 1, &c->n_heads, name, err) ||
@@ -192,6 +192,13 @@ bool model_config_parse(const char *json_text, const char *name, model_config *c
         err_set(err, "%s: key 'use_sliding_window' is true; sliding-window attention is not supported", name);
         goto done;
     }
+    const cJSON *lt = get(root, "layer_types"), *ltype; /* transformers 5: per-layer attention kinds */
+    if (lt && cJSON_IsArray(lt))
+        cJSON_ArrayForEach(ltype, lt) if (!cJSON_IsString(ltype) || strcmp(ltype->valuestring, "full_attention") != 0) {
+            err_set(err, "%s: key 'layer_types' holds \"%s\"; only full attention is supported", name,
+                    cJSON_IsString(ltype) ? ltype->valuestring : "?");
+            goto done;
+        }
     const cJSON *act = get(root, "hidden_act");
     if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0)) {
         err_set(err, "%s: key 'hidden_act' must be \"silu\"", name);
@@ -233,9 +240,9 @@ bool model_config_load(const char *path, model_config *cfg, s2d_err *err) {
 
 char *model_config_to_json(const model_config *c) {
     cJSON *root = cJSON_CreateObject();
-    bool qwen = c->arch == MODEL_QWEN3;
+    const model_arch_desc *desc = model_arch_of(c->arch);
     cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString(qwen ? "Qwen3ForCausalLM" : "LlamaForCausalLM"));
+    cJSON_AddItemToArray(arch, cJSON_CreateString(desc->hf_architecture));
     cJSON_AddBoolToObject(root, "attention_bias", false);
     cJSON_AddNumberToObject(root, "attention_dropout", 0.0);
     if (c->bos_id >= 0) cJSON_AddNumberToObject(root, "bos_token_id", c->bos_id);
@@ -251,8 +258,8 @@ char *model_config_to_json(const model_config *c) {
     cJSON_AddNumberToObject(root, "initializer_range", 0.02);
     cJSON_AddNumberToObject(root, "intermediate_size", c->intermediate);
     cJSON_AddNumberToObject(root, "max_position_embeddings", c->max_pos);
-    if (!qwen) cJSON_AddBoolToObject(root, "mlp_bias", false);
-    cJSON_AddStringToObject(root, "model_type", qwen ? "qwen3" : "llama");
+    if (desc->writes_mlp_bias_key) cJSON_AddBoolToObject(root, "mlp_bias", false);
+    cJSON_AddStringToObject(root, "model_type", desc->model_type);
     cJSON_AddNumberToObject(root, "num_attention_heads", c->n_heads);
     cJSON_AddNumberToObject(root, "num_hidden_layers", c->n_layers);
     cJSON_AddNumberToObject(root, "num_key_value_heads", c->n_kv_heads);
@@ -285,7 +292,7 @@ char *model_config_to_json(const model_config *c) {
     cJSON_AddBoolToObject(root, "tie_word_embeddings", c->tie_embeddings);
     cJSON_AddStringToObject(root, "torch_dtype", "float32");
     cJSON_AddBoolToObject(root, "use_cache", true);
-    if (qwen) cJSON_AddBoolToObject(root, "use_sliding_window", false);
+    if (desc->writes_sliding_window_key) cJSON_AddBoolToObject(root, "use_sliding_window", false);
     cJSON_AddNumberToObject(root, "vocab_size", c->vocab);
     char *s = cJSON_Print(root);
     CHECK(s != NULL, "out of memory printing config.json");
@@ -300,11 +307,11 @@ bool model_config_preset(const char *name, model_config *c, s2d_err *err) {
     c->bos_id = -1;
     c->rms_eps = 1e-6f;
     c->rope_kind = ROPE_DEFAULT;
-    if (strcmp(name, "qwen3-tiny") == 0 || strcmp(name, "llama-tiny") == 0) {
+    if (strcmp(name, "qwen3-tiny") == 0 || strcmp(name, "llama-tiny") == 0 || strcmp(name, "qwen2-tiny") == 0) {
         c->hidden = 64, c->n_layers = 2, c->n_heads = 4, c->n_kv_heads = 2, c->head_dim = 32;
         c->intermediate = 128, c->vocab = 512, c->max_pos = 2048;
         if (name[0] == 'q') {
-            c->arch = MODEL_QWEN3, c->rope_theta = 1e6, c->tie_embeddings = true;
+            c->arch = name[4] == '2' ? MODEL_QWEN2 : MODEL_QWEN3, c->rope_theta = 1e6, c->tie_embeddings = true;
         } else {
             c->arch = MODEL_LLAMA, c->rope_theta = 500000.0, c->tie_embeddings = false, c->rms_eps = 1e-5f;
             c->rope_kind = ROPE_LLAMA3, c->rope_factor = 8, c->rope_low_freq_factor = 1;
@@ -321,6 +328,13 @@ bool model_config_preset(const char *name, model_config *c, s2d_err *err) {
         c->n_kv_heads = 8, c->head_dim = 128, c->intermediate = small ? 3072 : 6144, c->vocab = 151936;
         c->max_pos = 40960, c->rope_theta = 1000000.0, c->tie_embeddings = true;
         c->bos_id = 151643, c->n_eos = 1, c->eos_ids[0] = 151645;
+    } else if (strcmp(name, "qwen2.5-1.5b") == 0) {
+        /* Qwen/Qwen2.5-1.5B config.json (also the shape of Qwen2.5-Math-1.5B and DeepSeek-R1-Distill-Qwen-1.5B,
+         * which differ in rope_theta / max_position_embeddings / tying only) */
+        c->arch = MODEL_QWEN2, c->hidden = 1536, c->n_layers = 28, c->n_heads = 12, c->n_kv_heads = 2;
+        c->head_dim = 128, c->intermediate = 8960, c->vocab = 151936, c->max_pos = 32768;
+        c->rope_theta = 1000000.0, c->tie_embeddings = true, c->bos_id = 151643, c->n_eos = 1;
+        c->eos_ids[0] = 151643;
     } else if (strcmp(name, "llama3.2-1b") == 0) {
         /* meta-llama/Llama-3.2-1B config.json */
         c->arch = MODEL_LLAMA, c->hidden = 2048, c->n_layers = 16, c->n_heads = 32, c->n_kv_heads = 8;
@@ -331,8 +345,8 @@ bool model_config_preset(const char *name, model_config *c, s2d_err *err) {
         c->rope_high_freq_factor = 4, c->rope_orig_max_pos = 8192;
     } else {
         return err_set(err,
-                       "unknown preset '%s' (choose qwen3-tiny, llama-tiny, qwen3-small, qwen3-0.6b, qwen3-1.7b, "
-                       "llama3.2-1b)",
+                       "unknown preset '%s' (choose qwen3-tiny, qwen2-tiny, llama-tiny, qwen3-small, qwen3-0.6b, "
+                       "qwen3-1.7b, qwen2.5-1.5b, llama3.2-1b)",
                        name);
     }
     return true;

@@ -82,7 +82,7 @@ static void layout_acts(carver *c, layer_acts *a, const model_config *cfg, int T
                         bool keep_x_in) {
     size_t H = cfg->hidden, qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
     size_t I = cfg->intermediate, t = (size_t)T;
-    bool qwen = cfg->arch == MODEL_QWEN3;
+    bool qwen = model_arch_of(cfg->arch)->qk_norm; /* q/k before their norms are kept apart */
     a->x_in = training ? (keep_x_in ? carve(c, t * H) : NULL) : x_shared;
     a->rstd1 = carve(c, t);
     a->xn1 = carve(c, t * H);
@@ -250,7 +250,12 @@ static void layer_forward(const model *m, int l, const layer_acts *a, float *x_o
     layer_linear(m, mode, a->q_raw, a->xn1, W->wq, W16->wq, T, H, qd, false);
     layer_linear(m, mode, a->k_raw, a->xn1, W->wk, W16->wk, T, H, kvd, false);
     layer_linear(m, mode, a->v, a->xn1, W->wv, W16->wv, T, H, kvd, false);
-    if (c->arch == MODEL_QWEN3) { /* per-head RMSNorm over head_dim, before RoPE */
+    if (W->bq) { /* q/k/v biases (Qwen2) */
+        op_bias_add(q, ot_f32(a->q_raw), ot_f32(W->bq), T, qd);
+        op_bias_add(q, ot_f32(a->k_raw), ot_f32(W->bk), T, kvd);
+        op_bias_add(q, ot_f32(a->v), ot_f32(W->bv), T, kvd);
+    }
+    if (W->q_norm) { /* per-head RMSNorm over head_dim, before RoPE (Qwen3) */
         op_rmsnorm_fwd(q, ot_f32(a->q), ot_f32(a->rstd_q), ot_f32(a->q_raw), ot_f32(W->q_norm), T * nh, hd, c->rms_eps);
         op_rmsnorm_fwd(q, ot_f32(a->k), ot_f32(a->rstd_k), ot_f32(a->k_raw), ot_f32(W->k_norm), T * nkv, hd,
                        c->rms_eps);
@@ -421,12 +426,17 @@ static void layer_backward(model *m, int l, const layer_acts *a, model_ws *ws, f
     op_rope_bwd(q, ot_f32(ws->dq), ot_i32(ws->pos), ot_f32(m->rope_cos), ot_f32(m->rope_sin), T, nh, hd);
     op_rope_bwd(q, ot_f32(ws->dk), ot_i32(ws->pos), ot_f32(m->rope_cos), ot_f32(m->rope_sin), T, nkv, hd);
     const float *dq_raw = ws->dq, *dk_raw = ws->dk;
-    if (c->arch == MODEL_QWEN3) {
+    if (W->q_norm) {
         op_rmsnorm_bwd(q, ot_f32(ws->dq_raw), ot_f32(G->q_norm), ot_f32(ws->dq), ot_f32(a->q_raw), ot_f32(W->q_norm),
                        ot_f32(a->rstd_q), T * nh, hd, false);
         op_rmsnorm_bwd(q, ot_f32(ws->dk_raw), ot_f32(G->k_norm), ot_f32(ws->dk), ot_f32(a->k_raw), ot_f32(W->k_norm),
                        ot_f32(a->rstd_k), T * nkv, hd, false);
         dq_raw = ws->dq_raw, dk_raw = ws->dk_raw;
+    }
+    if (G->bq) { /* bias gradients: column sums over the rows */
+        op_bias_bwd(q, ot_f32(G->bq), ot_f32(dq_raw), T, qd);
+        op_bias_bwd(q, ot_f32(G->bk), ot_f32(dk_raw), T, kvd);
+        op_bias_bwd(q, ot_f32(G->bv), ot_f32(ws->dv), T, kvd);
     }
     op_linear_bwd(q, ot_f32(ws->dxn), ot_f32(G->wq), ot_f32(dq_raw), ot_f32(a->xn1), ot_f32(W->wq), T, H, qd, false);
     op_linear_bwd(q, ot_f32(ws->dxn), ot_f32(G->wk), ot_f32(dk_raw), ot_f32(a->xn1), ot_f32(W->wk), T, H, kvd, true);

@@ -193,6 +193,8 @@ void op_kv_write(ops_queue *q, ops_tensor cache, ops_tensor rows, int slot_len, 
                  int n, int width) {
     q->be->kv_write(q, cache, rows, slot_len, slots, pos, n, width);
 }
+void op_bias_add(ops_queue *q, ops_tensor y, ops_tensor b, int rows, int n) { q->be->bias_add(q, y, b, rows, n); }
+void op_bias_bwd(ops_queue *q, ops_tensor db, ops_tensor dy, int rows, int n) { q->be->bias_bwd(q, db, dy, rows, n); }
 void op_swiglu_fwd(ops_queue *q, ops_tensor h, ops_tensor gate, ops_tensor up, size_t n) {
     q->be->swiglu_fwd(q, h, gate, up, n);
 }

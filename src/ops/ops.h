@@ -192,6 +192,8 @@ struct ops_backend {
                              int slot_len, const int *slots, const int *ctx_len, int n, int nh, int nkv, int hd);
     void (*kv_write)(ops_queue *q, ops_tensor cache, ops_tensor rows, int slot_len, const int *slots,
                      const int *pos, int n, int width);
+    void (*bias_add)(ops_queue *q, ops_tensor y, ops_tensor b, int rows, int n);
+    void (*bias_bwd)(ops_queue *q, ops_tensor db, ops_tensor dy, int rows, int n);
     void (*swiglu_fwd)(ops_queue *q, ops_tensor h, ops_tensor gate, ops_tensor up, size_t n);
     void (*swiglu_bwd)(ops_queue *q, ops_tensor dgate, ops_tensor dup, ops_tensor dh, ops_tensor gate,
                        ops_tensor up, size_t n);
@@ -265,6 +267,10 @@ void op_attention_decode(ops_queue *q, ops_tensor out, ops_tensor qh, ops_tensor
  * [n_slots, slot_len, width] (host metadata). */
 void op_kv_write(ops_queue *q, ops_tensor cache, ops_tensor rows, int slot_len, const int *slots, const int *pos,
                  int n, int width);
+
+/* y[rows, n] += b[n] on every row (a linear's bias). bwd: db[n] += Σ_rows dy[r, :], rows summed in order. */
+void op_bias_add(ops_queue *q, ops_tensor y, ops_tensor b, int rows, int n);
+void op_bias_bwd(ops_queue *q, ops_tensor db, ops_tensor dy, int rows, int n);
 
 /* SwiGLU: h = silu(gate) * up; all [n] (flattened [T, I]). bwd: dgate, dup [n] OVERWRITTEN. */
 void op_swiglu_fwd(ops_queue *q, ops_tensor h, ops_tensor gate, ops_tensor up, size_t n);

@@ -330,3 +330,27 @@ void cpu_axpy(float *y, float a, const float *x, size_t n) {
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }
+
+void cpu_bias_add(float *y, const float *b, int rows, int n) {
+#pragma omp parallel for schedule(static) if ((size_t)rows * n >= PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        float *yr = y + (size_t)r * n;
+        for (int j = 0; j < n; j++) yr[j] += b[j];
+    }
+}
+
+void cpu_bias_bwd(float *db, const float *dy, int rows, int n) {
+    /* Columns split across threads; rows summed in order inside each column block (deterministic). */
+    const int CB = 64;
+    int nblocks = (n + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if ((size_t)rows * n >= PAR_MIN)
+    for (int b = 0; b < nblocks; b++) {
+        int c0 = b * CB, c1 = S2D_MIN(n, c0 + CB);
+        double acc[64] = {0};
+        for (int r = 0; r < rows; r++) {
+            const float *dyr = dy + (size_t)r * n;
+            for (int c = c0; c < c1; c++) acc[c - c0] += dyr[c];
+        }
+        for (int c = c0; c < c1; c++) db[c] += (float)acc[c - c0];
+    }
+}

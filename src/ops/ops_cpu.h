@@ -121,3 +121,6 @@ void cpu_topk_logprobs_row(const float *logits /* [V] */, int V, int k, int32_t 
 /* Full log-softmax of one row, log-sum-exp in double. */
 void cpu_log_softmax_row(const float *logits /* [V] */, int V, float *logp /* [V] */);
 void cpu_vocab_rows(const ops_vocab_op *op, float *logits, int r0, int rows); /* op_vocab_rows */
+/* y[rows, n] += b[n]; db[n] += column sums of dy[rows, n] (rows in order, in double). */
+void cpu_bias_add(float *y, const float *b, int rows, int n);
+void cpu_bias_bwd(float *db, const float *dy, int rows, int n);

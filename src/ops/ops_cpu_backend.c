@@ -207,6 +207,12 @@ static void cpu_op_kv_write(ops_queue *q, ops_tensor cache, ops_tensor rows, int
         memcpy(F(cache) + ((size_t)slots[r] * slot_len + pos[r]) * width, F(rows) + (size_t)r * width,
                sizeof(float) * (size_t)width);
 }
+static void cpu_op_bias_add(ops_queue *q, ops_tensor y, ops_tensor b, int rows, int n) {
+    cpu_bias_add(F(y), F(b), rows, n);
+}
+static void cpu_op_bias_bwd(ops_queue *q, ops_tensor db, ops_tensor dy, int rows, int n) {
+    cpu_bias_bwd(F(db), F(dy), rows, n);
+}
 static void cpu_op_swiglu_fwd(ops_queue *q, ops_tensor h, ops_tensor gate, ops_tensor up, size_t n) {
     cpu_swiglu_fwd(F(h), F(gate), F(up), n);
 }
@@ -312,6 +318,8 @@ const ops_backend ops_cpu_backend = {
     .attention_prefill = cpu_op_attention_prefill,
     .attention_decode = cpu_op_attention_decode,
     .kv_write = cpu_op_kv_write,
+    .bias_add = cpu_op_bias_add,
+    .bias_bwd = cpu_op_bias_bwd,
     .swiglu_fwd = cpu_op_swiglu_fwd,
     .swiglu_bwd = cpu_op_swiglu_bwd,
     .embedding_fwd = cpu_op_embedding_fwd,

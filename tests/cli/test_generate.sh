@@ -5,7 +5,7 @@
 FIX=$S2D_ROOT/tests/fixtures/parity
 export S2D_LOG=warn
 
-for c in qwen3_tied llama_scaled qwen3_untied; do
+for c in qwen3_tied llama_scaled qwen3_untied qwen2_tied; do
   for b in 1 2; do
     "$S2D" generate --model "$FIX/$c" --max-new-tokens 12 --temperature 0 --batch $b \
       <"$FIX/$c/greedy_prompts.jsonl" >"$WORK/$c.$b.out"
@@ -14,7 +14,7 @@ for c in qwen3_tied llama_scaled qwen3_untied; do
 done
 
 # The portable code paths (CPUs without AVX-512) give HF's greedy output too.
-for c in qwen3_tied llama_scaled qwen3_untied; do
+for c in qwen3_tied llama_scaled qwen3_untied qwen2_tied; do
   S2D_NO_AVX512=1 S2D_LOG=info "$S2D" generate --model "$FIX/$c" --max-new-tokens 12 --temperature 0 --batch 2 \
     <"$FIX/$c/greedy_prompts.jsonl" >"$WORK/$c.portable.out" 2>"$WORK/$c.portable.err"
   check "$c greedy with S2D_NO_AVX512=1 equals HF generate" cmp -s "$WORK/$c.portable.out" "$FIX/$c/greedy_out.jsonl"

@@ -183,10 +183,12 @@ static void run_case(const char *name) {
 static void test_qwen3_tied(void) { run_case("qwen3_tied"); }
 static void test_llama_scaled(void) { run_case("llama_scaled"); }
 static void test_qwen3_untied(void) { run_case("qwen3_untied"); }
+static void test_qwen2_tied(void) { run_case("qwen2_tied"); }
 
 int main(void) {
     RUN_TEST(test_qwen3_tied);
     RUN_TEST(test_llama_scaled);
     RUN_TEST(test_qwen3_untied);
+    RUN_TEST(test_qwen2_tied);
     return TEST_SUMMARY();
 }

@@ -12,7 +12,7 @@
 #include "fixture.h"
 #include "test.h"
 
-static const char *CASES[] = {"qwen3_tied", "llama_scaled", "qwen3_untied"};
+static const char *CASES[] = {"qwen3_tied", "llama_scaled", "qwen3_untied", "qwen2_tied"};
 
 static void fixture_dir(char *out, size_t n, const char *name) {
     const char *r = getenv("S2D_ROOT");
