@@ -96,8 +96,15 @@ static bool cuda_queue_init(ops_queue *q, int device, s2d_err *err) {
     if (device < 0 || device >= n) return err_set(err, "cuda:%d: only %d CUDA device(s) are visible", device, n);
     cudaError_t e = cudaSetDevice(device);
     if (e != cudaSuccess) return err_set(err, "cuda:%d: cudaSetDevice: %s", device, cudaGetErrorString(e));
+    cu_current_device() = device;
     cu_queue *c = (cu_queue *)xcalloc(1, sizeof *c);
     c->device = device;
+    /* Keep freed stream-ordered memory in the pool instead of returning it at every sync: buffers of a step
+     * loop are then recycled without driver calls. */
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasLtCreate(&c->lt));
     c->lt_ws_bytes = LT_WORKSPACE_BYTES;
@@ -131,7 +138,8 @@ static void scratch_free(cu_queue *c, cu_scratch *s) {
 static void cuda_queue_free(ops_queue *q) {
     cu_queue *c = cuq(q);
     if (!c) return;
-    CUDA_CHECK(cudaSetDevice(c->device));
+    cu_set_device(c->device);
+    cu_gemm_cache_free(c);
     scratch_free(c, &c->meta);
     scratch_free(c, &c->bf16_a);
     scratch_free(c, &c->bf16_b);
