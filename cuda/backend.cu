@@ -159,6 +159,8 @@ static void cuda_queue_free(ops_queue *q) {
 /* Norm / sumsq partials: 16384-element blocks of sumsq, and up to RMS_PART_ROWS row chunks of rmsnorm dw. */
 #define SUMSQ_BLOCK 16384
 #define RMS_PART_CHUNKS 128
+/* Elements of bf16 GEMM operand scratch reserved up front (64 MiB). */
+#define BF16_OPERAND_RESERVE ((size_t)32 << 20)
 
 static void cuda_reserve(ops_queue *q, int max_seq_len, int max_rows, int vocab, size_t max_elems) {
     cu_queue *c = cuq(q);
@@ -172,8 +174,9 @@ static void cuda_reserve(ops_queue *q, int max_seq_len, int max_rows, int vocab,
             c->host_part = (double *)xmalloc(nb * sizeof(double));
             c->host_part_n = nb;
         }
-        /* A mixed-precision GEMM converts its f32 operand: at most max_elems elements. */
-        cu_scratch_get(q, &c->bf16_a, max_elems * sizeof(__nv_bfloat16));
+        /* A mixed-precision GEMM converts its f32 operand (activations, not weights). max_elems may be the
+         * parameter count (the gradient norm), so cap the up-front size; a larger operand grows it once. */
+        cu_scratch_get(q, &c->bf16_a, S2D_MIN(max_elems, BF16_OPERAND_RESERVE) * sizeof(__nv_bfloat16));
     }
     if (max_rows && vocab) cu_scratch_get(q, &c->samp, cu_sample_scratch_bytes(max_rows, vocab));
     if (max_seq_len) {
