@@ -118,6 +118,7 @@ static bool cuda_queue_init(ops_queue *q, int device, s2d_err *err) {
     c->bf16_b.what = "bf16 GEMM operand";
     c->norm_part.what = "reduction partials";
     c->attn.what = "attention";
+    c->dec_part.what = "decode partials";
     c->samp.what = "sampling";
     q->impl = c;
     q->device = device;
@@ -145,6 +146,7 @@ static void cuda_queue_free(ops_queue *q) {
     scratch_free(c, &c->bf16_b);
     scratch_free(c, &c->norm_part);
     scratch_free(c, &c->attn);
+    scratch_free(c, &c->dec_part);
     scratch_free(c, &c->samp);
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaFree(c->lt_ws));

@@ -59,6 +59,7 @@ typedef struct {
     cu_scratch bf16_b;
     cu_scratch norm_part; /* rmsnorm dw partials, sumsq partials (double) */
     cu_scratch attn;      /* attention backward D = rowsum(dO * O) */
+    cu_scratch dec_part;  /* decode split partials */
     cu_scratch samp;      /* sampling weights [rows, V] and results */
     double *host_part;    /* host copy of sumsq partials */
     size_t host_part_n;

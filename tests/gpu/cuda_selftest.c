@@ -354,6 +354,38 @@ static void test_attention(int hd, int nh, int nkv) {
     free(ro), free(rl), free(rq), free(rk), free(rv);
 }
 
+/* Long decode contexts (split in chunks and combined) against the reference, and row-invariance: a row alone
+ * gives the bits it gets in the batch. */
+static void test_decode_long(int hd, int nh, int nkv) {
+    const int slot_len = 2100, n_slots = 4, rows = 4;
+    int slots[4] = {3, 1, 0, 2}, ctx[4] = {1500, 1024, 2049, 5};
+    const size_t width = (size_t)nkv * hd, csz = (size_t)n_slots * slot_len * width;
+    float *kc = xmalloc(4 * csz), *vc = xmalloc(4 * csz), *q = xmalloc(4 * (size_t)rows * nh * hd);
+    float *o = xmalloc(4 * (size_t)rows * nh * hd), *o1 = xmalloc(4 * (size_t)nh * hd);
+    double *ref = xcalloc((size_t)rows * nh * hd, 8);
+    fill(kc, csz, 1), fill(vc, csz, 1), fill(q, (size_t)rows * nh * hd, 1);
+    for (int r = 0; r < rows; r++)
+        ref_attention(q + (size_t)r * nh * hd, kc + (size_t)slots[r] * slot_len * width, vc + (size_t)slots[r] * slot_len * width,
+                      NULL, 1, ctx[r] - 1, nh, nkv, hd, ref + (size_t)r * nh * hd, NULL, NULL, NULL, NULL);
+    ops_tensor dk = dputf(kc, csz), dv = dputf(vc, csz), dq = dputf(q, (size_t)rows * nh * hd), dO = dputf(NULL, (size_t)rows * nh * hd);
+    be->attention_decode(&Q, dO, dq, dk, dv, slot_len, slots, ctx, rows, nh, nkv, hd);
+    dget(o, dO, (size_t)rows * nh * hd);
+    char name[80];
+    snprintf(name, sizeof name, "attention_decode long contexts hd=%d", hd);
+    double e = err_ratio(o, ref, (size_t)rows * nh * hd, 1e-5, 1e-4);
+    check(name, e <= 1, "err %.3g", e);
+    bool inv = true;
+    for (int r = 0; r < rows; r++) {
+        be->attention_decode(&Q, dO, ot_at(dq, (size_t)r * nh * hd), dk, dv, slot_len, slots + r, ctx + r, 1, nh, nkv, hd);
+        dget(o1, dO, (size_t)nh * hd);
+        inv &= memcmp(o1, o + (size_t)r * nh * hd, 4 * (size_t)nh * hd) == 0;
+    }
+    snprintf(name, sizeof name, "attention_decode row-invariant hd=%d", hd);
+    check(name, inv, "%g", 0);
+    dfree(dk), dfree(dv), dfree(dq), dfree(dO);
+    free(kc), free(vc), free(q), free(o), free(o1), free(ref);
+}
+
 static void test_elementwise(void) {
     const size_t n = 10007;
     float *g = xmalloc(4 * n), *u = xmalloc(4 * n), *dh = xmalloc(4 * n), *h = xmalloc(4 * n), *a = xmalloc(4 * n), *b = xmalloc(4 * n);
@@ -592,6 +624,8 @@ int main(void) {
     test_attention(128, 16, 8);
     test_attention(80, 6, 6);
     test_attention(256, 8, 1);
+    test_decode_long(128, 16, 8);
+    test_decode_long(64, 32, 4);
     test_elementwise();
     test_adamw();
     test_vocab();
