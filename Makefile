@@ -12,7 +12,8 @@ CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
 CU_SRC    := $(wildcard cuda/*.cu)
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
-NVCCFLAGS := -arch=sm_90 -O3 -std=c++17 -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Isrc -MMD -MP
+# sm_90 code for H100 / H200, plus its PTX so that newer GPUs can JIT it.
+NVCCFLAGS := -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -O3 -std=c++17 -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Isrc -MMD -MP
 CUDA_LINK_OBJ :=
 CUDA_LIBS     :=
 # tests/gpu/cuda_selftest: the CUDA ops against fp64 references and the CPU's loss / sampler code, through the
