@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
                    const float *__restrict__ q,      /* [rows, nh, hd] */
                    const float *__restrict__ k,      /* [keys, nkv, hd] */
                    const float *__restrict__ v,      /* [keys, nkv, hd] */
-                   float *__restrict__ part,         /* decode partials [parts, BQ, hd + 2] or NULL */
+                   float *__restrict__ part,         /* decode partials [parts, nkv, BQ, hd + 2] or NULL */
                    const att_tile *__restrict__ tiles, int nh, int nkv, int hd, float scale, int mode) {
     extern __shared__ float smem[];
     float *Qs = smem;                     /* [BQ][hd] */
@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         const int r = warp * ATT_ROWS_PER_WARP + rr;
         if (r >= rows) break;
         if (t.part >= 0) { /* a decode split: the unnormalised partial, combined later */
-            float *pp = part + ((size_t)t.part * ATT_BQ + r) * (hd + 2);
+            float *pp = part + (((size_t)t.part * nkv + g) * ATT_BQ + r) * (hd + 2); /* blocks of one tile differ in g */
 #pragma unroll
             for (int n = 0; n < NI; n++) {
                 const int d = lane + 32 * n;
@@ -150,15 +150,15 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
 
 /* out[r, h] from the row's decode splits, in split order: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M). */
 __global__ void att_decode_combine(float *__restrict__ out,          /* [n, nh, hd] */
-                                   const float *__restrict__ part,   /* [parts, BQ, hd + 2] */
+                                   const float *__restrict__ part,   /* [parts, nkv, BQ, hd + 2] */
                                    const int *__restrict__ row_part0, /* [n] part of (r, head chunk 0, split 0) */
                                    const int *__restrict__ row_ns,    /* [n] splits (0: the row was not split) */
                                    int nh, int nkv, int hd) {
     const int r = blockIdx.x, h = blockIdx.y, ns = row_ns[r];
     if (ns == 0) return;
-    const int group = nh / nkv, hh = h % group, c = hh / ATT_BQ, rr = hh % ATT_BQ;
-    const float *p0 = part + ((size_t)(row_part0[r] + c * ns) * ATT_BQ + rr) * (hd + 2);
-    const size_t stride = (size_t)ATT_BQ * (hd + 2); /* next split of the same row and head */
+    const int group = nh / nkv, g = h / group, hh = h % group, c = hh / ATT_BQ, rr = hh % ATT_BQ;
+    const float *p0 = part + (((size_t)(row_part0[r] + c * ns) * nkv + g) * ATT_BQ + rr) * (hd + 2);
+    const size_t stride = (size_t)nkv * ATT_BQ * (hd + 2); /* next split of the same row and head */
     float M = -INFINITY;
     for (int s = 0; s < ns; s++) M = fmaxf(M, p0[s * stride + hd]);
     float L = 0.0f;
@@ -533,7 +533,8 @@ void cu_attention_decode(ops_queue *q, ops_tensor out, ops_tensor qh, ops_tensor
     m.used = tiles_bytes + 2 * row_bytes;
     char *dev = cu_meta_upload(&m);
     const att_tile *tiles = (const att_tile *)dev;
-    float *pbuf = n_parts ? (float *)cu_scratch_get(q, &cuq(q)->dec_part, (size_t)n_parts * ATT_BQ * (hd + 2) * sizeof(float))
+    float *pbuf = n_parts ? (float *)cu_scratch_get(q, &cuq(q)->dec_part,
+                                                    (size_t)n_parts * nkv * ATT_BQ * (hd + 2) * sizeof(float))
                           : NULL;
     dim3 grid((unsigned)n_tiles, (unsigned)nkv);
     fwd_for(ni_of(hd))<<<grid, ATT_WARPS * 32, fwd_smem(hd), cus(q)>>>(
