@@ -12,9 +12,15 @@ CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
 CU_SRC    := $(wildcard cuda/*.cu)
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
-NVCCFLAGS := -arch=sm_90 -O3 -std=c++17 -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Isrc -MMD -MP
+# sm_90 code for H100 / H200, plus its PTX so that newer GPUs can JIT it.
+NVCCFLAGS := -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -O3 -std=c++17 -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Isrc -MMD -MP
 CUDA_LINK_OBJ :=
 CUDA_LIBS     :=
+# tests/gpu/cuda_selftest: the CUDA ops against fp64 references and the CPU's loss / sampler code, through the
+# backend table (it needs only these objects of src/, not the CPU backend); linked by cuda-check.
+CU_SELFTEST     := $(BUILD)/tests/gpu/cuda_selftest
+CU_SELFTEST_OBJ := $(addprefix $(BUILD)/obj/src/,core/common.o core/log.o core/timer.o core/rng.o model/sampler.o algo/losses.o ops/ops_vmath.o)
+CU_LIBS_ALWAYS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lstdc++
 ifeq ($(CUDA),1)
 ifeq ($(NVCC),)
 $(error make CUDA=1: nvcc not found (not on PATH, not in $(CUDA_HOME)/bin): install the CUDA toolkit (12.x or 13.x) or pass NVCC=/path/to/nvcc CUDA_HOME=/path/to/cuda)
@@ -23,7 +29,7 @@ ifeq ($(wildcard $(CUDA_HOME)/lib64/libcublasLt.so),)
 $(error make CUDA=1: $(CUDA_HOME)/lib64/libcublasLt.so not found: install cuBLAS (libcublas-dev) or pass CUDA_HOME=/path/to/cuda)
 endif
 CUDA_LINK_OBJ := $(CU_OBJ)
-CUDA_LIBS     := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lstdc++
+CUDA_LIBS     := $(CU_LIBS_ALWAYS)
 endif
 
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
@@ -57,7 +63,7 @@ endif
 TOOL_SRC  := $(wildcard tools/bench/*.c)
 TOOL_BIN  := $(TOOL_SRC:tools/bench/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps test run bench fuzz clean cuda-check
+.PHONY: all deps test run bench fuzz clean cuda-check cuda-objs
 all: $(BUILD)/s2d
 
 deps:
@@ -94,6 +100,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libs2d-san.a $(CUDA_LINK_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(SAN_CFLAGS) $< $(CUDA_LINK_OBJ) $(BUILD)/libs2d-san.a -o $@ $(LDLIBS) $(SAN) $(CUDA_LIBS)
 
+$(CU_SELFTEST): tests/gpu/cuda_selftest.c $(CU_OBJ) $(CU_SELFTEST_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(CU_OBJ) $(CU_SELFTEST_OBJ) -o $@ -lm -fopenmp $(CU_LIBS_ALWAYS)
+
 $(BUILD)/tools/%: tools/bench/%.c $(BUILD)/libs2d.a $(CUDA_LINK_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(CUDA_LINK_OBJ) $(BUILD)/libs2d.a -o $@ $(LDLIBS) $(CUDA_LIBS)
@@ -103,10 +113,11 @@ test: deps
 	@if [ -n "$(NVCC)" ]; then $(MAKE) --no-print-directory cuda-check || exit 1; fi
 	@tests/run.sh $(BUILD) $(T)
 
-# Compiles every CUDA source (no link, no GPU needed); the GPU tests themselves are tests/gpu/run.sh.
+cuda-objs: $(CU_OBJ) $(CU_SELFTEST)
+# Compiles every CUDA source (no GPU needed) and links the self-test; the GPU tests themselves are tests/gpu/run.sh.
 cuda-check:
 	@if [ -z "$(NVCC)" ]; then echo "cuda-check: nvcc not found (not on PATH, not in $(CUDA_HOME)/bin)"; exit 1; fi
-	@$(MAKE) --no-print-directory $(CU_OBJ)
+	@$(MAKE) --no-print-directory cuda-objs
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then \
 	  echo "cuda: $(words $(CU_SRC)) sources compiled; a GPU is visible: run tests/gpu/run.sh for the GPU tests"; \
 	else echo "cuda: $(words $(CU_SRC)) sources compiled; GPU tests skipped: no GPU visible"; fi

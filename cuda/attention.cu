@@ -28,7 +28,15 @@ typedef struct {
     int nq;   /* query rows of the sequence (decode: heads in the group) */
     int i0;   /* first local query row (or head) of this tile */
     int p0;   /* causal offset: local row i sees keys 0..p0+i (decode: ctx_len - 1, same for every head) */
+    int kb, ke; /* decode split: keys [kb, ke) of the context (ke = 0: all of them) */
+    int part;   /* decode split: index of the partial result to write (-1: write out itself) */
 } att_tile;
+
+/* Decode contexts longer than this are split in chunks of ATT_DEC_CHUNK keys (flash-decoding), each chunk a
+ * block writing a partial (acc, m, l), combined in chunk order by att_decode_combine. The split depends only on
+ * the row's own context length, so a row's result does not depend on the batch it is in. */
+#define ATT_DEC_SPLIT_MIN 1024
+#define ATT_DEC_CHUNK 512
 
 enum { ATT_SEQ = 0, ATT_DECODE = 1 };
 
@@ -45,6 +53,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
                    const float *__restrict__ q,      /* [rows, nh, hd] */
                    const float *__restrict__ k,      /* [keys, nkv, hd] */
                    const float *__restrict__ v,      /* [keys, nkv, hd] */
+                   float *__restrict__ part,         /* decode partials [parts, nkv, BQ, hd + 2] or NULL */
                    const att_tile *__restrict__ tiles, int nh, int nkv, int hd, float scale, int mode) {
     extern __shared__ float smem[];
     float *Qs = smem;                     /* [BQ][hd] */
@@ -65,7 +74,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         const int r = idx / hd, d = idx % hd;
         Qs[idx] = r < rows ? q[row_off(r) + d] : 0.0f;
     }
-    const int n_keys = row_limit(rows - 1) + 1;
+    int k_first = 0, ke = row_limit(rows - 1) + 1;
+    if (mode == ATT_DECODE && t.ke > 0) k_first = t.kb, ke = t.ke;
     float m[ATT_ROWS_PER_WARP], l[ATT_ROWS_PER_WARP], acc[ATT_ROWS_PER_WARP][NI];
 #pragma unroll
     for (int rr = 0; rr < ATT_ROWS_PER_WARP; rr++) {
@@ -75,11 +85,11 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         for (int n = 0; n < NI; n++) acc[rr][n] = 0.0f;
     }
     const float *kb = k + (size_t)t.k0 * ldk + (size_t)g * hd, *vb = v + (size_t)t.k0 * ldk + (size_t)g * hd;
-    for (int kt = 0; kt < n_keys; kt += ATT_BK) {
+    for (int kt = k_first; kt < ke; kt += ATT_BK) {
         __syncthreads(); /* the previous tile is no longer read */
         for (int idx = threadIdx.x; idx < ATT_BK * hd; idx += blockDim.x) {
             const int jj = idx / hd, d = idx % hd, j = kt + jj;
-            const bool in = j < n_keys;
+            const bool in = j < ke;
             Ks[jj * (hd + 1) + d] = in ? kb[(size_t)j * ldk + d] : 0.0f;
             Vs[jj * hd + d] = in ? vb[(size_t)j * ldk + d] : 0.0f;
         }
@@ -93,7 +103,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
             const float *qr = Qs + r * hd, *kr = Ks + lane * (hd + 1);
             float dot = 0.0f;
             for (int d = 0; d < hd; d++) dot = fmaf(qr[d], kr[d], dot);
-            const float s = kt + lane <= limit ? dot * scale : -INFINITY;
+            const float s = kt + lane <= limit && kt + lane < ke ? dot * scale : -INFINITY;
             const float mt = cu_warp_max_f(s);
             const float m_new = fmaxf(m[rr], mt);
             const float p = expf(s - m_new); /* 0 for masked keys */
@@ -117,6 +127,16 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
     for (int rr = 0; rr < ATT_ROWS_PER_WARP; rr++) {
         const int r = warp * ATT_ROWS_PER_WARP + rr;
         if (r >= rows) break;
+        if (t.part >= 0) { /* a decode split: the unnormalised partial, combined later */
+            float *pp = part + (((size_t)t.part * nkv + g) * ATT_BQ + r) * (hd + 2); /* blocks of one tile differ in g */
+#pragma unroll
+            for (int n = 0; n < NI; n++) {
+                const int d = lane + 32 * n;
+                if (d < hd) pp[d] = acc[rr][n];
+            }
+            if (lane == 0) pp[hd] = m[rr], pp[hd + 1] = l[rr];
+            continue;
+        }
         const float inv = 1.0f / l[rr];
         float *o = out + row_off(r);
 #pragma unroll
@@ -125,6 +145,29 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
             if (d < hd) o[d] = acc[rr][n] * inv;
         }
         if (lse && mode == ATT_SEQ && lane == 0) lse[(size_t)(t.q0 + t.i0 + r) * nh + blockIdx.y] = m[rr] + logf(l[rr]);
+    }
+}
+
+/* out[r, h] from the row's decode splits, in split order: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M). */
+__global__ void att_decode_combine(float *__restrict__ out,          /* [n, nh, hd] */
+                                   const float *__restrict__ part,   /* [parts, nkv, BQ, hd + 2] */
+                                   const int *__restrict__ row_part0, /* [n] part of (r, head chunk 0, split 0) */
+                                   const int *__restrict__ row_ns,    /* [n] splits (0: the row was not split) */
+                                   int nh, int nkv, int hd) {
+    const int r = blockIdx.x, h = blockIdx.y, ns = row_ns[r];
+    if (ns == 0) return;
+    const int group = nh / nkv, g = h / group, hh = h % group, c = hh / ATT_BQ, rr = hh % ATT_BQ;
+    const float *p0 = part + (((size_t)(row_part0[r] + c * ns) * nkv + g) * ATT_BQ + rr) * (hd + 2);
+    const size_t stride = (size_t)nkv * ATT_BQ * (hd + 2); /* next split of the same row and head */
+    float M = -INFINITY;
+    for (int s = 0; s < ns; s++) M = fmaxf(M, p0[s * stride + hd]);
+    float L = 0.0f;
+    for (int s = 0; s < ns; s++) L += p0[s * stride + hd + 1] * expf(p0[s * stride + hd] - M);
+    float *o = out + ((size_t)r * nh + h) * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float a = 0.0f;
+        for (int s = 0; s < ns; s++) a += p0[s * stride + d] * expf(p0[s * stride + hd] - M);
+        o[d] = a / L;
     }
 }
 
@@ -333,8 +376,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
 
 /* ---- host side ---- */
 
-typedef void (*fwd_fn)(float *, float *, const float *, const float *, const float *, const att_tile *, int, int, int,
-                       float, int);
+typedef void (*fwd_fn)(float *, float *, const float *, const float *, const float *, float *, const att_tile *, int,
+                       int, int, float, int);
 typedef void (*dq_fn)(float *, const float *, const float *, const float *, const float *, const float *,
                       const float *, const att_tile *, int, int, int, float);
 typedef void (*dkv_fn)(float *, float *, const float *, const float *, const float *, const float *, const float *,
@@ -407,7 +450,7 @@ static const att_tile *seq_tiles(ops_queue *q, int n_seqs, const int *seq_start,
     for (int s = 0; s < n_seqs; s++) {
         const int b = seq_start[s], len = seq_start[s + 1] - b;
         CHECK(len >= 0, "attention: seq_start is not increasing at sequence %d", s);
-        for (int i0 = 0; i0 < len; i0 += step) host[at++] = (att_tile){b, b, len, i0, 0};
+        for (int i0 = 0; i0 < len; i0 += step) host[at++] = (att_tile){b, b, len, i0, 0, 0, 0, -1};
     }
     m.used = (size_t)n * sizeof(att_tile);
     *n_tiles = n;
@@ -426,7 +469,7 @@ void cu_attention_fwd(ops_queue *q, ops_tensor out, ops_tensor lse, ops_tensor q
     if (n_tiles == 0) return;
     dim3 grid((unsigned)n_tiles, (unsigned)nh);
     fwd_for(ni_of(hd))<<<grid, ATT_WARPS * 32, fwd_smem(hd), cus(q)>>>(f32p(out), f32p(lse), f32p(qh), f32p(k),
-                                                                       f32p(v), tiles, nh, nkv, hd,
+                                                                       f32p(v), NULL, tiles, nh, nkv, hd,
                                                                        1.0f / sqrtf((float)hd), ATT_SEQ);
     KERNEL_CHECK();
 }
@@ -442,12 +485,12 @@ void cu_attention_prefill(ops_queue *q, ops_tensor out, ops_tensor qh, ops_tenso
     cu_meta m;
     cu_meta_begin(&m, q, (size_t)n_tiles * sizeof(att_tile) + 16);
     att_tile *host = (att_tile *)m.host;
-    for (int i = 0; i < n_tiles; i++) host[i] = (att_tile){0, 0, n, i * ATT_BQ, p0};
+    for (int i = 0; i < n_tiles; i++) host[i] = (att_tile){0, 0, n, i * ATT_BQ, p0, 0, 0, -1};
     m.used = (size_t)n_tiles * sizeof(att_tile);
     const att_tile *tiles = (const att_tile *)cu_meta_upload(&m);
     dim3 grid((unsigned)n_tiles, (unsigned)nh);
     fwd_for(ni_of(hd))<<<grid, ATT_WARPS * 32, fwd_smem(hd), cus(q)>>>(f32p(out), NULL, f32p(qh), f32p(k), f32p(v),
-                                                                       tiles, nh, nkv, hd, 1.0f / sqrtf((float)hd),
+                                                                       NULL, tiles, nh, nkv, hd, 1.0f / sqrtf((float)hd),
                                                                        ATT_SEQ);
     KERNEL_CHECK();
 }
@@ -459,23 +502,50 @@ void cu_attention_decode(ops_queue *q, ops_tensor out, ops_tensor qh, ops_tensor
     cu_need(k_cache, OPS_F32, "attention_decode", "k_cache");
     cu_need(v_cache, OPS_F32, "attention_decode", "v_cache");
     if (n <= 0) return;
-    const int group = nh / nkv, per_row = (group + ATT_BQ - 1) / ATT_BQ, n_tiles = n * per_row;
-    cu_meta m;
-    cu_meta_begin(&m, q, (size_t)n_tiles * sizeof(att_tile) + 16);
-    att_tile *host = (att_tile *)m.host;
+    const int group = nh / nkv, per_row = (group + ATT_BQ - 1) / ATT_BQ;
+    int n_tiles = 0, n_parts = 0;
     for (int r = 0; r < n; r++) {
         CHECK(ctx_len[r] >= 1 && ctx_len[r] <= slot_len, "attention_decode: row %d has context %d (slot_len %d)", r,
               ctx_len[r], slot_len);
-        for (int c = 0; c < per_row; c++)
-            host[r * per_row + c] = (att_tile){r, slots[r] * slot_len, group, c * ATT_BQ, ctx_len[r] - 1};
+        const int ns = ctx_len[r] > ATT_DEC_SPLIT_MIN ? (ctx_len[r] + ATT_DEC_CHUNK - 1) / ATT_DEC_CHUNK : 1;
+        n_tiles += per_row * ns;
+        if (ns > 1) n_parts += per_row * ns;
     }
-    m.used = (size_t)n_tiles * sizeof(att_tile);
-    const att_tile *tiles = (const att_tile *)cu_meta_upload(&m);
+    /* Staged: the tiles, then per row the first partial and the split count (for the combine). */
+    const size_t tiles_bytes = ((size_t)n_tiles * sizeof(att_tile) + 15) & ~(size_t)15;
+    const size_t row_bytes = ((size_t)n * sizeof(int) + 15) & ~(size_t)15;
+    cu_meta m;
+    cu_meta_begin(&m, q, tiles_bytes + 2 * row_bytes);
+    att_tile *host = (att_tile *)m.host;
+    int *row_part0 = (int *)(m.host + tiles_bytes), *row_ns = (int *)(m.host + tiles_bytes + row_bytes);
+    int at = 0, part = 0;
+    for (int r = 0; r < n; r++) {
+        const int ctx = ctx_len[r];
+        const int ns = ctx > ATT_DEC_SPLIT_MIN ? (ctx + ATT_DEC_CHUNK - 1) / ATT_DEC_CHUNK : 1;
+        row_part0[r] = ns > 1 ? part : -1;
+        row_ns[r] = ns > 1 ? ns : 0;
+        for (int c = 0; c < per_row; c++)
+            for (int sp = 0; sp < ns; sp++) {
+                const int kb = ns > 1 ? sp * ATT_DEC_CHUNK : 0, ke = ns > 1 ? S2D_MIN(ctx, kb + ATT_DEC_CHUNK) : 0;
+                host[at++] = (att_tile){r, slots[r] * slot_len, group, c * ATT_BQ, ctx - 1, kb, ke, ns > 1 ? part++ : -1};
+            }
+    }
+    m.used = tiles_bytes + 2 * row_bytes;
+    char *dev = cu_meta_upload(&m);
+    const att_tile *tiles = (const att_tile *)dev;
+    float *pbuf = n_parts ? (float *)cu_scratch_get(q, &cuq(q)->dec_part,
+                                                    (size_t)n_parts * nkv * ATT_BQ * (hd + 2) * sizeof(float))
+                          : NULL;
     dim3 grid((unsigned)n_tiles, (unsigned)nkv);
     fwd_for(ni_of(hd))<<<grid, ATT_WARPS * 32, fwd_smem(hd), cus(q)>>>(
-        f32p(out), NULL, f32p(qh), f32p(k_cache), f32p(v_cache), tiles, nh, nkv, hd, 1.0f / sqrtf((float)hd),
+        f32p(out), NULL, f32p(qh), f32p(k_cache), f32p(v_cache), pbuf, tiles, nh, nkv, hd, 1.0f / sqrtf((float)hd),
         ATT_DECODE);
     KERNEL_CHECK();
+    if (n_parts) {
+        att_decode_combine<<<dim3((unsigned)n, (unsigned)nh), 128, 0, cus(q)>>>(
+            f32p(out), pbuf, (const int *)(dev + tiles_bytes), (const int *)(dev + tiles_bytes + row_bytes), nh, nkv, hd);
+        KERNEL_CHECK();
+    }
 }
 
 void cu_attention_bwd(ops_queue *q, ops_tensor dq, ops_tensor dk, ops_tensor dv, ops_tensor dout, ops_tensor qh,

@@ -96,8 +96,15 @@ static bool cuda_queue_init(ops_queue *q, int device, s2d_err *err) {
     if (device < 0 || device >= n) return err_set(err, "cuda:%d: only %d CUDA device(s) are visible", device, n);
     cudaError_t e = cudaSetDevice(device);
     if (e != cudaSuccess) return err_set(err, "cuda:%d: cudaSetDevice: %s", device, cudaGetErrorString(e));
+    cu_current_device() = device;
     cu_queue *c = (cu_queue *)xcalloc(1, sizeof *c);
     c->device = device;
+    /* Keep freed stream-ordered memory in the pool instead of returning it at every sync: buffers of a step
+     * loop are then recycled without driver calls. */
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasLtCreate(&c->lt));
     c->lt_ws_bytes = LT_WORKSPACE_BYTES;
@@ -111,6 +118,7 @@ static bool cuda_queue_init(ops_queue *q, int device, s2d_err *err) {
     c->bf16_b.what = "bf16 GEMM operand";
     c->norm_part.what = "reduction partials";
     c->attn.what = "attention";
+    c->dec_part.what = "decode partials";
     c->samp.what = "sampling";
     q->impl = c;
     q->device = device;
@@ -131,12 +139,14 @@ static void scratch_free(cu_queue *c, cu_scratch *s) {
 static void cuda_queue_free(ops_queue *q) {
     cu_queue *c = cuq(q);
     if (!c) return;
-    CUDA_CHECK(cudaSetDevice(c->device));
+    cu_set_device(c->device);
+    cu_gemm_cache_free(c);
     scratch_free(c, &c->meta);
     scratch_free(c, &c->bf16_a);
     scratch_free(c, &c->bf16_b);
     scratch_free(c, &c->norm_part);
     scratch_free(c, &c->attn);
+    scratch_free(c, &c->dec_part);
     scratch_free(c, &c->samp);
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaFree(c->lt_ws));
@@ -151,6 +161,8 @@ static void cuda_queue_free(ops_queue *q) {
 /* Norm / sumsq partials: 16384-element blocks of sumsq, and up to RMS_PART_ROWS row chunks of rmsnorm dw. */
 #define SUMSQ_BLOCK 16384
 #define RMS_PART_CHUNKS 128
+/* Elements of bf16 GEMM operand scratch reserved up front (64 MiB). */
+#define BF16_OPERAND_RESERVE ((size_t)32 << 20)
 
 static void cuda_reserve(ops_queue *q, int max_seq_len, int max_rows, int vocab, size_t max_elems) {
     cu_queue *c = cuq(q);
@@ -164,8 +176,9 @@ static void cuda_reserve(ops_queue *q, int max_seq_len, int max_rows, int vocab,
             c->host_part = (double *)xmalloc(nb * sizeof(double));
             c->host_part_n = nb;
         }
-        /* A mixed-precision GEMM converts its f32 operand: at most max_elems elements. */
-        cu_scratch_get(q, &c->bf16_a, max_elems * sizeof(__nv_bfloat16));
+        /* A mixed-precision GEMM converts its f32 operand (activations, not weights). max_elems may be the
+         * parameter count (the gradient norm), so cap the up-front size; a larger operand grows it once. */
+        cu_scratch_get(q, &c->bf16_a, S2D_MIN(max_elems, BF16_OPERAND_RESERVE) * sizeof(__nv_bfloat16));
     }
     if (max_rows && vocab) cu_scratch_get(q, &c->samp, cu_sample_scratch_bytes(max_rows, vocab));
     if (max_seq_len) {

@@ -44,6 +44,8 @@ typedef struct {
     bool warned;
 } cu_scratch;
 
+struct cu_gemm_cache; /* gemm.cu: planned cuBLASLt GEMMs */
+
 typedef struct {
     int device;
     cudaStream_t stream;
@@ -57,15 +59,35 @@ typedef struct {
     cu_scratch bf16_b;
     cu_scratch norm_part; /* rmsnorm dw partials, sumsq partials (double) */
     cu_scratch attn;      /* attention backward D = rowsum(dO * O) */
+    cu_scratch dec_part;  /* decode split partials */
     cu_scratch samp;      /* sampling weights [rows, V] and results */
     double *host_part;    /* host copy of sumsq partials */
     size_t host_part_n;
     int *host_meta;       /* host-side build area for tile tables */
     size_t host_meta_n;
+    struct cu_gemm_cache *gemm;
 } cu_queue;
 
-static inline cu_queue *cuq(ops_queue *q) { return (cu_queue *)q->impl; }
+/* The CUDA device is per host thread: every op makes its queue's device current (a cached check, so the
+ * common one-device case costs nothing). One definition program-wide (C++ inline), so every file shares it. */
+inline int &cu_current_device(void) {
+    static thread_local int cur = -1;
+    return cur;
+}
+inline void cu_set_device(int d) {
+    CUDA_CHECK(cudaSetDevice(d));
+    cu_current_device() = d;
+}
+inline void cu_use_device(int d) {
+    if (cu_current_device() != d) cu_set_device(d);
+}
+static inline cu_queue *cuq(ops_queue *q) {
+    cu_queue *c = (cu_queue *)q->impl;
+    cu_use_device(c->device);
+    return c;
+}
 static inline cudaStream_t cus(ops_queue *q) { return cuq(q)->stream; }
+void cu_gemm_cache_free(cu_queue *c); /* gemm.cu */
 
 /* Ensures s holds at least `bytes`; returns its device pointer (backend.cu). */
 void *cu_scratch_get(ops_queue *q, cu_scratch *s, size_t bytes);

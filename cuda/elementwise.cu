@@ -58,16 +58,41 @@ __global__ void embedding_fwd_kernel(float *__restrict__ out,            /* [T, 
 }
 
 /* One thread per column walks the tokens in order: repeated tokens add in the CPU's order, without atomics.
- * Parallel over columns only (dim threads); the walk is latency-bound but runs once per micro-batch. */
+ * Tokens go EMB_CHUNK at a time: the chunk's distinct rows are loaded together (independent loads), each gets
+ * its chunk's gradients added in token order in a register, then stored; since the rows of a chunk are
+ * distinct, that is exactly the sequential order, so the result is bitwise the CPU's. */
+#define EMB_CHUNK 8
 __global__ void embedding_bwd_kernel(float *__restrict__ dtable,         /* [vocab, dim], accumulated */
                                      const float *__restrict__ dout,     /* [T, dim] */
                                      const int32_t *__restrict__ tokens, /* [T] */
                                      int T, int dim) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= dim) return;
-    for (int t = 0; t < T; t++) {
-        float *dst = dtable + (size_t)tokens[t] * dim + c;
-        *dst = __fadd_rn(*dst, dout[(size_t)t * dim + c]);
+    for (int t0 = 0; t0 < T; t0 += EMB_CHUNK) {
+        int tk[EMB_CHUNK];
+        float d[EMB_CHUNK], acc[EMB_CHUNK];
+        bool first[EMB_CHUNK];
+#pragma unroll
+        for (int j = 0; j < EMB_CHUNK; j++) {
+            const bool in = t0 + j < T;
+            tk[j] = in ? tokens[t0 + j] : -1;
+            d[j] = in ? dout[(size_t)(t0 + j) * dim + c] : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < EMB_CHUNK; j++) {
+            first[j] = tk[j] >= 0;
+#pragma unroll
+            for (int i = 0; i < j; i++) first[j] = first[j] && tk[i] != tk[j];
+            acc[j] = first[j] ? dtable[(size_t)tk[j] * dim + c] : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < EMB_CHUNK; j++) {
+            if (!first[j]) continue;
+#pragma unroll
+            for (int i = j; i < EMB_CHUNK; i++)
+                if (tk[i] == tk[j]) acc[j] = __fadd_rn(acc[j], d[i]);
+            dtable[(size_t)tk[j] * dim + c] = acc[j];
+        }
     }
 }
 

@@ -179,7 +179,15 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     }
     float *w = wbuf + (size_t)row * V;
     float mx = -INFINITY;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, x[v] / temperature);
+    int bad = 0;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        bad |= !isfinite(x[v]);
+        mx = fmaxf(mx, x[v] / temperature);
+    }
+    if (__syncthreads_or(bad)) { /* the CPU dies on a non-finite logit; the host does, seeing -1 */
+        if (threadIdx.x == 0) ids_out[row] = -1, logp_out[row] = NAN;
+        return;
+    }
     mx = cu_block_max_f(mx, red_f);
     double z = 0;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
@@ -316,4 +324,5 @@ void cu_sample(ops_queue *q, ops_tensor logits, int n, int V, const ops_sampling
     CUDA_CHECK(cudaMemcpyAsync(ids_out, ids, (size_t)n * sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream));
     if (logp_out) CUDA_CHECK(cudaMemcpyAsync(logp_out, lp, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    for (int i = 0; i < n; i++) CHECK(ids_out[i] >= 0, "sampler: row %d has a non-finite logit", i);
 }

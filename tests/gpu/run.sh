@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/gpu/run.sh: every GPU test and the GPU benchmark, in one run (target: under 6 minutes on an H100/H200).
 #   1. build with CUDA=1 (BUILD, default build-cuda: never mixed with the CPU build's objects)
-#   2. the backend-parity test (test_backend_ops: every op of every compiled backend against the CPU)
+#   2. cuda_selftest (the CUDA ops against fp64 references and the CPU's loss / sampler code, needing no CPU
+#      backend) and the backend-parity test (test_backend_ops: every op of every compiled backend vs the CPU)
 #   3. the HF parity fixtures, greedy generation and the AdamW parity test with --device cuda (fp32 mode)
 #   4. benchmarks: s2d (bench_train with S2D_DEVICE=cuda) and the PyTorch + transformers peer
 #      (tools/bench/bench_gpu.py) on qwen3-0.6b / qwen3-1.7b shapes
@@ -45,7 +46,15 @@ step() {
 }
 
 # 1. build (the sanitizer test binaries link the CUDA objects too)
-if ! step build 900 make -j"$JOBS" CUDA=1 BUILD="$BUILD" "$BUILD/s2d" "$BUILD/tests/test_backend_ops" \
+# The self-test first, on its own: it needs only cuda/ and a few files of src/, so it runs even when the rest
+# does not build.
+# SKIP_BUILD=1 uses binaries built elsewhere and carried here (a GPU machine without nvcc); put the CUDA
+# libraries on LD_LIBRARY_PATH if they are not in the rpath's /usr/local/cuda/lib64.
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  step build_selftest 600 make -j"$JOBS" BUILD="$BUILD" "$BUILD/tests/gpu/cuda_selftest"
+fi
+step cuda_selftest 240 "$BUILD/tests/gpu/cuda_selftest"
+if [ "${SKIP_BUILD:-0}" != 1 ] && ! step build 900 make -j"$JOBS" CUDA=1 BUILD="$BUILD" "$BUILD/s2d" "$BUILD/tests/test_backend_ops" \
      "$BUILD/tests/test_parity" "$BUILD/tests/test_generate" "$BUILD/tests/test_adamw_parity" \
      "$BUILD/tools/bench_train"; then
   note "gpu: the build failed; see $OUT/build.log"
