@@ -19,7 +19,7 @@ CUDA_LIBS     :=
 # tests/gpu/cuda_selftest: the CUDA ops against fp64 references and the CPU's loss / sampler code, through the
 # backend table (it needs only these objects of src/, not the CPU backend); linked by cuda-check.
 CU_SELFTEST     := $(BUILD)/tests/gpu/cuda_selftest
-CU_SELFTEST_OBJ := $(addprefix $(BUILD)/obj/src/,core/common.o core/log.o core/timer.o core/rng.o model/sampler.o algo/losses.o ops/ops_vmath.o)
+CU_SELFTEST_OBJ := $(addprefix $(BUILD)/obj/src/,core/common.o core/log.o core/timer.o core/rng.o core/signals.o ops/sampler.o ops/ops_vocab.o ops/ops_cpu.o ops/ops_rows.o ops/ops_vmath.o)
 CU_LIBS_ALWAYS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lstdc++
 ifeq ($(CUDA),1)
 ifeq ($(NVCC),)
@@ -102,7 +102,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libs2d-san.a $(CUDA_LINK_OBJ)
 
 $(CU_SELFTEST): tests/gpu/cuda_selftest.c $(CU_OBJ) $(CU_SELFTEST_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(CU_OBJ) $(CU_SELFTEST_OBJ) -o $@ -lm -fopenmp $(CU_LIBS_ALWAYS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(CU_OBJ) $(CU_SELFTEST_OBJ) -o $@ -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lm -fopenmp $(CU_LIBS_ALWAYS)
 
 $(BUILD)/tools/%: tools/bench/%.c $(BUILD)/libs2d.a $(CUDA_LINK_OBJ)
 	@mkdir -p $(dir $@)

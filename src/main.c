@@ -35,7 +35,7 @@ static void usage(FILE *out) {
             S2D_VERSION);
     for (size_t i = 0; i < S2D_ARRAY_LEN(SUBCOMMANDS); i++)
         fprintf(out, "  %-12s %s\n", SUBCOMMANDS[i].name, SUBCOMMANDS[i].summary);
-    fprintf(out, "\nenvironment: S2D_LOG=debug|info|warn|quiet, OMP_NUM_THREADS=N (CPU threads)\n"
+    fprintf(out, "\nenvironment: S2D_LOG=debug|info|warn|quiet, OMP_NUM_THREADS=N (CPU threads), S2D_DEVICE=cpu|cuda[:N]\n"
                  "distributed: mpirun -np N s2d train CONFIG.yaml (N = 1 + roles.generators + scorers + learners)\n");
 }
 

@@ -105,7 +105,15 @@ ops_queue *ops_cpu(void) {
 }
 
 static ops_queue *default_queue = NULL;
-ops_queue *ops_default(void) { return default_queue ? default_queue : ops_cpu(); }
+ops_queue *ops_default(void) {
+    if (!default_queue) { /* S2D_DEVICE: the default for programs without --device (tests, tools, benches) */
+        const char *spec = getenv("S2D_DEVICE");
+        s2d_err err;
+        if (spec && *spec && !ops_open(spec, &default_queue, &err)) die_hint("s2d devices", "S2D_DEVICE: %s", err.msg);
+        if (!default_queue) default_queue = ops_cpu();
+    }
+    return default_queue;
+}
 void ops_set_default(ops_queue *q) { default_queue = q; }
 
 void ops_reserve(ops_queue *q, int max_seq_len, int max_rows, int vocab, size_t max_elems) {

@@ -67,7 +67,8 @@ void ops_close(ops_queue *q);
 /* The process's CPU queue (opened on first use; never closed). */
 ops_queue *ops_cpu(void);
 /* The queue new models, workspaces and caches go on: the one set by the command line / config (`--device`,
- * `device:`), else ops_cpu(). */
+ * `device:`), else the environment's S2D_DEVICE (opened on first use; a bad one dies naming it), else
+ * ops_cpu(). */
 ops_queue *ops_default(void);
 void ops_set_default(ops_queue *q);
 /* Backends compiled into this binary: [*n], CPU first. */

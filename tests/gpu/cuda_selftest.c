@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "algo/losses.h"
+#include "ops/ops_cpu.h"
 #include "core/common.h"
 #include "core/rng.h"
-#include "model/sampler.h"
+#include "ops/sampler.h"
 #include "ops/ops.h"
 
 extern const ops_backend ops_cuda_backend;
@@ -524,9 +524,9 @@ static void test_vocab(void) {
     for (int i = 0; i < rows; i++) {
         int sl = slot[r0 + i];
         if (sl < 0) continue;
-        log_softmax_row(x + (size_t)i * V, V, ref);
+        cpu_log_softmax_row(x + (size_t)i * V, V, ref);
         for (int v = 0; v < V; v++) ef = fmax(ef, fabs(full[(size_t)sl * V + v] - ref[v]));
-        topk_logprobs_row(x + (size_t)i * V, V, k, refi, reft);
+        cpu_topk_logprobs_row(x + (size_t)i * V, V, k, refi, reft);
         for (int j = 0; j < k; j++) {
             ids_eq &= refi[j] == tki[sl * k + j];
             et = fmax(et, fabs(reft[j] - tkl[sl * k + j]));
@@ -551,8 +551,8 @@ static void test_vocab(void) {
                 for (int v = 0; v < V; v++) eg2 = fmax(eg2, fabs(g[(size_t)i * V + v]));
                 continue;
             }
-            double rk = kind ? fkl_topk_row(tki + sl * k, tkl + sl * k, k, rowv, V, scale, rowv)
-                             : fkl_full_row(full + (size_t)sl * V, rowv, V, scale, rowv);
+            double rk = kind ? cpu_fkl_topk_row(tki + sl * k, tkl + sl * k, k, rowv, V, scale, rowv)
+                             : cpu_fkl_full_row(full + (size_t)sl * V, rowv, V, scale, rowv);
             ek = fmax(ek, fabs(kl[r0 + i] - rk) / (1e-6 + fabs(rk)));
             for (int v = 0; v < V; v++) eg2 = fmax(eg2, fabs(g[(size_t)i * V + v] - rowv[v]));
         }

@@ -71,9 +71,11 @@ export S2D_ROOT="$PWD" S2D="$PWD/$BUILD/s2d"
 step backend_ops 240 "$BUILD/tests/test_backend_ops"
 
 # 3. model-level parity on the GPU (fp32 mode)
-step hf_parity_cuda 180 "$BUILD/tests/test_parity" --device cuda
-step generate_cuda 120 "$BUILD/tests/test_generate" --device cuda
-step adamw_parity_cuda 60 "$BUILD/tests/test_adamw_parity" --device cuda
+# S2D_DEVICE makes the process's default queue (ops_default) the GPU: models, workspaces and caches go there
+step hf_parity_cuda 180 env S2D_DEVICE=cuda "$BUILD/tests/test_parity"
+step generate_cuda 120 env S2D_DEVICE=cuda "$BUILD/tests/test_generate"
+step adamw_parity_cuda 60 env S2D_DEVICE=cuda "$BUILD/tests/test_adamw_parity"
+step logprobs_cuda 60 bash -c "'$BUILD/s2d' logprobs --model tests/fixtures/parity/qwen3_tied --device cuda < /dev/null"
 
 # 4. benchmarks: s2d first, then the PyTorch peer on the same shapes and batch
 export S2D_DEVICE=cuda
