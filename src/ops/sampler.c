@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/rng.h"
 #include "ops/ops_vmath.h"
@@ -21,13 +22,16 @@ void sampler_init(sampler *s, int vocab) {
     s->vocab = vocab;
     s->scaled = xmalloc((size_t)vocab * sizeof *s->scaled);
     s->cand = xmalloc((size_t)vocab * sizeof *s->cand);
+    s->cand_tmp = xmalloc((size_t)vocab * sizeof *s->cand_tmp);
 }
 
 void sampler_free(sampler *s) {
     free(s->scaled);
     free(s->cand);
+    free(s->cand_tmp);
     s->scaled = NULL;
     s->cand = NULL;
+    s->cand_tmp = NULL;
 }
 
 double sampler_uniform(uint64_t seed, uint64_t seq_id, uint64_t position) {
@@ -57,6 +61,31 @@ static void heap_sift_down(cand_t *h, int n, int i) {
         h[w] = t;
         i = w;
     }
+}
+
+/* The candidates c [n] (gathered in increasing id order) sorted best first: probability descending, ties by
+ * lower id — exactly cand_cmp's order — in O(n): a stable LSD radix sort on the weight's bits (weights are
+ * finite and >= 0, so their IEEE bits order as their values; stability keeps equal weights in id order).
+ * tmp: scratch of n. */
+static void sort_by_weight_desc(cand_t *c, cand_t *tmp, int n) {
+    cand_t *src = c, *dst = tmp;
+    for (int shift = 0; shift < 32; shift += 8) {
+        size_t count[257] = {0};
+        for (int i = 0; i < n; i++) {
+            uint32_t bits;
+            memcpy(&bits, &src[i].p, sizeof bits);
+            count[((~bits) >> shift & 0xFF) + 1]++;
+        }
+        for (int b = 0; b < 256; b++) count[b + 1] += count[b];
+        for (int i = 0; i < n; i++) {
+            uint32_t bits;
+            memcpy(&bits, &src[i].p, sizeof bits);
+            dst[count[(~bits) >> shift & 0xFF]++] = src[i];
+        }
+        cand_t *t = src;
+        src = dst, dst = t;
+    }
+    /* four passes: the result is back in c */
 }
 
 static int argmax_lowest(const float *logits, int vocab) {
@@ -127,7 +156,8 @@ static int filter_candidates(sampler *s, const sampler_params *sp, double z) {
         }
         mass = z;
     }
-    qsort(c, (size_t)n, sizeof *c, cand_cmp);
+    if (use_k) qsort(c, (size_t)n, sizeof *c, cand_cmp); /* k candidates from a heap: any order */
+    else sort_by_weight_desc(c, s->cand_tmp, n);         /* gathered in id order: the same order, O(n) */
     if (use_p) {
         const double target = (double)sp->top_p * mass; /* mass: of the top-k set, or z without top-k */
         double cum = 0;

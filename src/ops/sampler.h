@@ -35,6 +35,7 @@ typedef struct {
         float p;    /* probability after temperature (unnormalised within the candidate set) */
         int32_t id;
     } *cand;        /* [vocab] candidate set */
+    struct sampler_cand *cand_tmp; /* [vocab] scratch of the candidates' radix sort */
 } sampler;
 
 void sampler_init(sampler *s, int vocab);
