@@ -297,10 +297,11 @@ int cmd_eval(int argc, char **argv) {
         printf("{\"data\": ");
         print_json_string(stdout, es->path, strlen(es->path));
         printf(", \"format\": \"%s\", \"template\": \"%s\", \"verify\": \"%s\", \"problems\": %d, \"samples\": %d, "
-               "\"avg@%d\": %.6f, \"pass@1\": %.6f, \"pass@%d\": %.6f, \"maj@%d\": %.6f, \"no_answer\": %.6f, "
-               "\"truncated\": %.6f, \"mean_new_tokens\": %.2f}\n",
+               "\"avg@%d\": %.6f, \"pass@1\": %.6f, ",
                ds_format_name(es->ds.format), chat_template_name(tmpl),
-               es->mode == VERIFY_MODE_GSM8K ? "gsm8k" : "math", n, K, K, avg, pass1, K, passk, K, maj,
+               es->mode == VERIFY_MODE_GSM8K ? "gsm8k" : "math", n, K, K, avg, pass1);
+        if (K != 1) printf("\"pass@%d\": %.6f, ", K, passk); /* K = 1: pass@K is pass@1 (a JSON key once) */
+        printf("\"maj@%d\": %.6f, \"no_answer\": %.6f, \"truncated\": %.6f, \"mean_new_tokens\": %.2f}\n", K, maj,
                (double)no_answer / total, (double)truncated / total, (double)es->res.n_generated / total);
         if (fflush(stdout) != 0 || ferror(stdout)) die("eval: writing stdout failed");
 

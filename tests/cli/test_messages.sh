@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Errors that misled (issue 13): logprobs took the id 2.0 as 2; tokenize printed line 1 before failing on
+# line 2; eval --samples 1 printed "pass@1" twice (invalid as a JSON object); an eos_token_id outside the
+# vocabulary loaded and generate blamed --stop.
+. "$(dirname "$0")/lib.sh"
+cd "$WORK" || exit 1
+TOK="$S2D_ROOT/tests/fixtures/data/tiny_tokenizer"
+"$S2D" init-model --preset qwen3-tiny --out m --seed 3 2>/dev/null
+expect_error "logprobs: id 2.0" "stdin:2: element 1 is not an integer token id" \
+  bash -c "printf '[1, 2]\n[1, 2.0]\n' | '$S2D' logprobs --model m"
+expect_error "logprobs: id 2e0" "stdin:1: element 2 is not an integer token id" \
+  bash -c "printf '[1, 2, 2e0]\n' | '$S2D' logprobs --model m"
+check "logprobs: integers still fine" bash -c "printf '[1, 2, 3]\n' | '$S2D' logprobs --model m 2>/dev/null | grep -q '^\['"
+out=$(printf '"ok"\n[1]\n' | "$S2D" tokenize --tokenizer "$TOK" 2>err.txt); rc=$?
+check "tokenize: bad line 2 fails" test $rc -ne 0
+check "tokenize: names stdin:2" grep -q "stdin:2:" err.txt
+check "tokenize: nothing printed for line 1" test -z "$out"
+check "tokenize: good input still prints" bash -c "printf '\"ok\"\n' | '$S2D' tokenize --tokenizer '$TOK' 2>/dev/null | grep -q '^\['"
+printf '%s\n' '{"q": "What is 1+1?", "a": "2"}' >q.jsonl
+sum=$("$S2D" eval --model m --tokenizer "$TOK" --data q.jsonl --format generic --prompt-field q --answer-field a \
+  --samples 1 --max-new-tokens 2 2>/dev/null)
+check "eval --samples 1: pass@1 once" test "$(grep -o '"pass@1"' <<<"$sum" | wc -l)" -eq 1
+check "eval --samples 1: valid JSON with unique keys" python3 -c '
+import json, sys
+pairs = json.loads(sys.argv[1], object_pairs_hook=lambda p: p)
+keys = [k for k, _ in pairs]
+assert len(keys) == len(set(keys)), keys' "$sum"
+cp -r m e; python3 - e/config.json <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["eos_token_id"] = 600; json.dump(c, open(sys.argv[1], "w"))
+PY
+expect_error "eos_token_id outside the vocabulary" "e/config.json: key 'eos_token_id' holds 600, outside the vocabulary \[0, 512\)" \
+  bash -c "echo '[1, 2]' | '$S2D' generate --model e --max-new-tokens 2"
+summary
