@@ -14,6 +14,7 @@
  * Greedy evaluation has no state; the learning-rate schedule is a function of the step. */
 #include <dirent.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -432,4 +433,31 @@ bool pl_prepare_out(const char *out, bool resume, bool overwrite, s2d_err *err) 
         log_info("%s: --overwrite: removed the earlier run's checkpoints and logs", out);
     }
     return true;
+}
+
+bool pl_check_inputs(const train_config *tc, bool warn_only, s2d_err *err) {
+    s2d_err e;
+    bool ok = true;
+    for (int i = 0; i < tc->n_models && ok; i++) {
+        const tc_model *m = &tc->models[i];
+        if (!m->tokenizer || !m->cfg_known) continue; /* a dry run without the model dir checks nothing of it */
+        struct stat st;
+        char p[4096];
+        if (stat(m->tokenizer, &st) == 0 && S_ISDIR(st.st_mode)) path_join(p, sizeof p, m->tokenizer, "tokenizer.json");
+        else snprintf(p, sizeof p, "%s", m->tokenizer);
+        if (!check_regular(p, &e)) {
+            err_prefix(&e, "%s: models.%s.tokenizer", m->where, m->name);
+            if (warn_only) log_warn("%s", e.msg);
+            else ok = err_set(err, "%s", e.msg);
+        }
+    }
+    for (int i = 0; i < tc->n_datasets && ok; i++) {
+        const tc_dataset *d = &tc->datasets[i];
+        if (d->file && !check_regular(d->file, &e)) {
+            err_prefix(&e, "%s: datasets.%s.file", d->where, d->name);
+            if (warn_only) log_warn("%s", e.msg);
+            else ok = err_set(err, "%s", e.msg);
+        }
+    }
+    return ok;
 }

@@ -34,6 +34,14 @@ check "--overwrite: the old checkpoints are gone" test ! -e "$o/checkpoints/ckpt
 check "--overwrite: the new run's checkpoint" test -s "$o/checkpoints/ckpt-00-000000001.h5"
 check "--overwrite: metrics are the new run's only" test "$(grep -c '"algo"' "$o/metrics.jsonl")" -eq 1
 check "resume after --overwrite continues the new run" bash -c "'$S2D' train configs/tests/tiny-pipeline.yaml ${SETS[*]} --out '$o' --resume --set fault.stop_after_step=2 2>&1 | grep -q 'resuming from .*ckpt-00-000000001.h5'"
+# missing inputs are found before anything is written (and --dry-run warns about them)
+expect_error "missing tokenizer: error before output" "models\.teacher\.tokenizer: .*nothere: cannot open" \
+  train --out "$WORK/m1" --set models.teacher.tokenizer="$WORK/nothere"
+expect_error "missing dataset file: error before output" "datasets\.train\.file: .*missing\.jsonl: cannot open" \
+  train --out "$WORK/m2" --set "datasets.train={file: $WORK/missing.jsonl, format: math}"
+check "missing inputs: no output directory" test ! -e "$WORK/m1" -a ! -e "$WORK/m2"
+check "--dry-run warns about a missing dataset file" bash -c "'$S2D' train configs/tests/tiny-pipeline.yaml --dry-run \
+  --set 'datasets.train={file: $WORK/missing.jsonl, format: math}' 2>&1 >/dev/null | grep -q 'warn.*missing.jsonl: cannot open'"
 mkdir "$WORK/empty"
 check "an empty OUT is fine" train --out "$WORK/empty" --set fault.stop_after_step=1 >/dev/null 2>&1
 summary
