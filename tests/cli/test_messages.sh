@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Errors that misled (issue 13): logprobs took the id 2.0 as 2; tokenize printed line 1 before failing on
 # line 2; eval --samples 1 printed "pass@1" twice (invalid as a JSON object); an eos_token_id outside the
-# vocabulary loaded and generate blamed --stop.
+# vocabulary loaded and generate blamed --stop; a failing Oniguruma search named no stdin:LINE.
 . "$(dirname "$0")/lib.sh"
 cd "$WORK" || exit 1
 TOK="$S2D_ROOT/tests/fixtures/data/tiny_tokenizer"
@@ -16,6 +16,18 @@ check "tokenize: bad line 2 fails" test $rc -ne 0
 check "tokenize: names stdin:2" grep -q "stdin:2:" err.txt
 check "tokenize: nothing printed for line 1" test -z "$out"
 check "tokenize: good input still prints" bash -c "printf '\"ok\"\n' | '$S2D' tokenize --tokenizer '$TOK' 2>/dev/null | grep -q '^\['"
+# a pre-tokenizer regex that backtracks past Oniguruma's retry limit: the failing line is named
+mkdir ptk; python3 - "$TOK/tokenizer.json" ptk/tokenizer.json <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": "^(a+)+$"}, "behavior": "Isolated", "invert": False},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+json.dump(t, open(sys.argv[2], "w"))
+PY
+expect_error "Oniguruma search failure names stdin:LINE" \
+  "stdin:2: encode: the pre-tokenizer regex of ptk/tokenizer.json failed on this text: retry-limit-in-match over" \
+  bash -c "printf '\"ok\"\n\"%s!\"\n' \$(printf 'a%.0s' \$(seq 60)) | '$S2D' tokenize --tokenizer ptk"
 printf '%s\n' '{"q": "What is 1+1?", "a": "2"}' >q.jsonl
 sum=$("$S2D" eval --model m --tokenizer "$TOK" --data q.jsonl --format generic --prompt-field q --answer-field a \
   --samples 1 --max-new-tokens 2 2>/dev/null)
