@@ -840,6 +840,11 @@ bool cfg_set(cfg_node *root, const char *path, const char *value, s2d_err *err) 
         err_set(err, "%s: the config root is not a map", origin);
         goto done;
     }
+    if (value[0] == '\0') { /* an empty value would read as null: then a missing key is blamed on the file */
+        err_set(err, "%s: the value is empty (write %s=null for null, %s=\"\" for an empty string)", origin, path,
+                path);
+        goto done;
+    }
     /* The value: quoted or flow values go through libyaml; anything else is the plain text as given. */
     if (value[0] == '[' || value[0] == '{' || value[0] == '"' || value[0] == '\'') {
         bool empty;

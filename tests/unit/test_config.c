@@ -251,6 +251,10 @@ static void test_overrides(void) {
     EXPECT(!cfg_set(root, "model.layers", "[1, 2", &err), "bad flow value");
     EXPECT_HAS(err.msg, "--set model.layers=[1, 2:");
     EXPECT(!cfg_set_arg(root, "novalue", &err), "no '='");
+    /* an empty value is refused naming the --set (it read as null, and the error then named the file) */
+    EXPECT(!cfg_set_arg(root, "model.lr=", &err) && strstr(err.msg, "--set model.lr=: the value is empty"),
+           "empty value: %s", err.msg);
+    EXPECT(cfg_set_arg(root, "model.note=\"\"", &err), "an empty string is written \"\": %s", err.msg);
     cfg_free(root);
 }
 
