@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Errors that misled (issue 13): logprobs took the id 2.0 as 2; tokenize printed line 1 before failing on
 # line 2; eval --samples 1 printed "pass@1" twice (invalid as a JSON object); an eos_token_id outside the
-# vocabulary loaded and generate blamed --stop; a failing Oniguruma search named no stdin:LINE.
+# vocabulary loaded and generate blamed --stop; a failing Oniguruma search named no stdin:LINE; \\u0000 in an added token cut it.
 . "$(dirname "$0")/lib.sh"
 cd "$WORK" || exit 1
 TOK="$S2D_ROOT/tests/fixtures/data/tiny_tokenizer"
@@ -28,6 +28,16 @@ PY
 expect_error "Oniguruma search failure names stdin:LINE" \
   "stdin:2: encode: the pre-tokenizer regex of ptk/tokenizer.json failed on this text: retry-limit-in-match over" \
   bash -c "printf '\"ok\"\n\"%s!\"\n' \$(printf 'a%.0s' \$(seq 60)) | '$S2D' tokenize --tokenizer ptk"
+# \u0000 in an added token used to cut its content silently
+mkdir nul; python3 - "$TOK/tokenizer.json" nul/tokenizer.json <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["added_tokens"].append({"id": len(t["model"]["vocab"]) + len(t["added_tokens"]), "content": "<a\u0000b>",
+                          "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True})
+open(sys.argv[2], "w").write(json.dumps(t, indent=1))
+PY
+expect_error "\\u0000 in a tokenizer: error with file:line" "nul/tokenizer.json:[0-9]+: the escape \\\\u0000 \(U\+0000\) is not supported" \
+  bash -c "echo '\"hi\"' | '$S2D' tokenize --tokenizer nul"
 printf '%s\n' '{"q": "What is 1+1?", "a": "2"}' >q.jsonl
 sum=$("$S2D" eval --model m --tokenizer "$TOK" --data q.jsonl --format generic --prompt-field q --answer-field a \
   --samples 1 --max-new-tokens 2 2>/dev/null)
