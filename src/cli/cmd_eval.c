@@ -191,6 +191,9 @@ int cmd_eval(int argc, char **argv) {
                 if (one.ids[i] >= m.cfg.vocab)
                     die("%s:%d: prompt token %d is outside the model's vocabulary [0, %d): the tokenizer does not "
                         "match the model", es->path, r->line, one.ids[i], m.cfg.vocab);
+            if (one.n - before > (size_t)m.cfg.max_pos) /* named by its line, before any generation */
+                die("%s:%d: the prompt has %zu tokens (chat template included), more than the model's "
+                    "max_position_embeddings %d", es->path, r->line, one.n - before, m.cfg.max_pos);
             prob_start[p + 1] = (int)one.n;
             prob_hash[p] = ds_prompt_hash(r->prompt, 0);
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Errors that misled (issue 13): logprobs took the id 2.0 as 2; tokenize printed line 1 before failing on
-# line 2; eval --samples 1 printed "pass@1" twice (invalid as a JSON object); an eos_token_id outside the
-# vocabulary loaded and generate blamed --stop; a failing Oniguruma search named no stdin:LINE; \\u0000 in an added token cut it.
+# line 2; eval named no line for an over-long prompt; eval --samples 1 printed "pass@1" twice (invalid as a JSON object); an eos_token_id outside the
+# vocabulary loaded and generate blamed --stop; a failing Oniguruma search named no stdin:LINE; \u0000 in an added token cut it.
 . "$(dirname "$0")/lib.sh"
 cd "$WORK" || exit 1
 TOK="$S2D_ROOT/tests/fixtures/data/tiny_tokenizer"
@@ -47,6 +47,9 @@ import json, sys
 pairs = json.loads(sys.argv[1], object_pairs_hook=lambda p: p)
 keys = [k for k, _ in pairs]
 assert len(keys) == len(set(keys)), keys' "$sum"
+python3 -c 'import json; print(json.dumps({"q": "short", "a": "1"})); print(json.dumps({"q": "word " * 3000, "a": "1"}))' >long.jsonl
+expect_error "eval: an over-long prompt names its line" "long.jsonl:2: the prompt has [0-9]+ tokens .*more than the model's max_position_embeddings 2048" \
+  "$S2D" eval --model m --tokenizer "$TOK" --data long.jsonl --format generic --prompt-field q --answer-field a --samples 1 --max-new-tokens 2
 cp -r m e; python3 - e/config.json <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1])); c["eos_token_id"] = 600; json.dump(c, open(sys.argv[1], "w"))
