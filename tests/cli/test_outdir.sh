@@ -42,6 +42,14 @@ expect_error "missing dataset file: error before output" "datasets\.train\.file:
 check "missing inputs: no output directory" test ! -e "$WORK/m1" -a ! -e "$WORK/m2"
 check "--dry-run warns about a missing dataset file" bash -c "'$S2D' train configs/tests/tiny-pipeline.yaml --dry-run \
   --set 'datasets.train={file: $WORK/missing.jsonl, format: math}' 2>&1 >/dev/null | grep -q 'warn.*missing.jsonl: cannot open'"
+expect_error "fkl.topk beyond the teacher's vocabulary: error before output" \
+  "pipeline\[1\]\.fkl\.topk: 600 is more than the teacher 'teacher' vocabulary of 512" train --out "$WORK/m3" --set pipeline[1].fkl.topk=600
+expect_error "max_new_tokens beyond the model: error before output" \
+  "pipeline\[0\]\.sampling\.max_new_tokens: 5000 leaves no room for a prompt in model 'teacher'" \
+  train --out "$WORK/m4" --set pipeline[0].sampling.max_new_tokens=5000
+check "size errors: no output directory" test ! -e "$WORK/m3" -a ! -e "$WORK/m4"
+expect_error "--dry-run catches fkl.topk beyond the vocabulary" "fkl\.topk: 600 is more than" \
+  "$S2D" train configs/tests/tiny-pipeline.yaml --dry-run --set pipeline[1].fkl.topk=600
 mkdir "$WORK/empty"
 check "an empty OUT is fine" train --out "$WORK/empty" --set fault.stop_after_step=1 >/dev/null 2>&1
 summary
