@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "algo/pipeline_run.h"
+#include "io/dataset.h"
 #include "core/log.h"
 
 #define N_SUMMARY 11
@@ -483,6 +484,11 @@ bool pl_check_inputs(const train_config *tc, bool warn_only, s2d_err *err) {
             err_prefix(&e, "%s: datasets.%s.file", d->where, d->name);
             if (warn_only) log_warn("%s", e.msg);
             else ok = err_set(err, "%s", e.msg);
+        } else if (d->file && !warn_only) { /* a bad line fails now, not after the outputs are started */
+            dataset ds;
+            ds_load_opts o = {.format = d->format};
+            if (!dataset_load(&ds, d->file, &o, err)) ok = err_prefix(err, "%s: datasets.%s", d->where, d->name);
+            else dataset_free(&ds);
         }
     }
     return ok;

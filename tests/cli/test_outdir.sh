@@ -47,6 +47,10 @@ expect_error "fkl.topk beyond the teacher's vocabulary: error before output" \
 expect_error "max_new_tokens beyond the model: error before output" \
   "pipeline\[0\]\.sampling\.max_new_tokens: 5000 leaves no room for a prompt in model 'teacher'" \
   train --out "$WORK/m4" --set pipeline[0].sampling.max_new_tokens=5000
+printf '{"problem": "1+1", "answer": "2"}\nnot json\n' >"$WORK/bad.jsonl"
+expect_error "a bad dataset line: error before output" "datasets\.train: .*bad\.jsonl:2: invalid JSON" \
+  train --out "$WORK/m5" --set "datasets.train={file: $WORK/bad.jsonl, format: math}"
+check "bad dataset line: no output directory" test ! -e "$WORK/m5"
 check "size errors: no output directory" test ! -e "$WORK/m3" -a ! -e "$WORK/m4"
 expect_error "--dry-run catches fkl.topk beyond the vocabulary" "fkl\.topk: 600 is more than" \
   "$S2D" train configs/tests/tiny-pipeline.yaml --dry-run --set pipeline[1].fkl.topk=600
