@@ -664,6 +664,11 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                     "learn %.2fs sync %.2fs | busy g%.0f%% s%.0f%% l%.0f%% | ETA %.0fs\n",
                     s->name, step + 1, s->steps, reward_mean, acc, st.kl, st.loss, (double)T / wall, ph[1], ph[2], ph[3],
                     ph[0], 100 * busy[1], 100 * busy[2], 100 * busy[3], eta);
+            if (!isfinite(st.loss) || !isfinite(st.kl) || !isfinite(st.grad_norm)) /* before this step is saved */
+                return err_set(err, "[%s] stage %d, step %d: training diverged: loss %g, kl %g, grad_norm %g (not all "
+                               "finite); nothing of this step was saved, the last checkpoint is intact (lower "
+                               "optimizer.lr or set optimizer.clip)", s->name, si, step + 1, st.loss, st.kl,
+                               st.grad_norm);
             FILE *f = r->metrics.fp;
             fprintf(f, "{\"stage\": \"%s\", \"algo\": \"%s\", \"step\": %d", s->name, train_algo_name(s->algo), step + 1);
             json_num(f, "loss", st.loss), json_num(f, "reward_mean", reward_mean), json_num(f, "accuracy", acc);

@@ -124,6 +124,9 @@ double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_ba
 /* Before a run (scheduler only): a fresh run (no resume) into a non-empty OUT is refused unless overwrite
  * (which removes the earlier run's checkpoints, logs and config.yaml); dead temp files in OUT are removed. */
 bool pl_prepare_out(const char *out, bool resume, bool overwrite, s2d_err *err);
+/* The input files a run reads (tokenizers, dataset files) exist and are regular files: checked before anything
+ * is written. warn_only (--dry-run, whose configs may name files of another machine): warnings, true. */
+bool pl_check_inputs(const train_config *tc, bool warn_only, s2d_err *err);
 bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bool resume, bool *stopped,
                   s2d_err *err);
 /* Decay segments of m's tensor table (no decay on norms and embeddings) intersected with [lo, hi) of the flat

@@ -14,12 +14,14 @@
  * Greedy evaluation has no state; the learning-rate schedule is a function of the step. */
 #include <dirent.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "algo/pipeline_run.h"
+#include "io/dataset.h"
 #include "core/log.h"
 
 #define N_SUMMARY 11
@@ -442,4 +444,62 @@ bool pl_prepare_out(const char *out, bool resume, bool overwrite, s2d_err *err) 
         log_info("%s: --overwrite: removed the earlier run's checkpoints and logs", out);
     }
     return true;
+}
+
+/* The model definition behind a name a stage uses: a models: entry, or an earlier stage's output (whose model
+ * is its policy's). NULL when unknown. */
+static const tc_model *stage_model(const train_config *tc, int before_stage, const char *name) {
+    for (int i = 0; i < tc->n_models; i++)
+        if (strcmp(tc->models[i].name, name) == 0) return &tc->models[i];
+    for (int j = before_stage - 1; j >= 0; j--)
+        if (strcmp(tc->stages[j].output, name) == 0) return stage_model(tc, j, tc->stages[j].policy);
+    return NULL;
+}
+
+bool pl_check_inputs(const train_config *tc, bool warn_only, s2d_err *err) {
+    s2d_err e;
+    bool ok = true;
+    /* sizes against the models (known from their config.json): errors even in a dry run */
+    for (int si = 0; si < tc->n_stages; si++) {
+        const tc_stage *s = &tc->stages[si];
+        const tc_model *pm = stage_model(tc, si, s->policy);
+        for (int k = 0; k < 2 && pm && pm->cfg_known; k++) {
+            int n = k == 0 ? s->max_new_tokens : s->eval_data[0] ? s->eval_max_new_tokens : 0;
+            if (n >= pm->cfg.max_pos)
+                return err_set(err, "%s: pipeline[%d].%s.max_new_tokens: %d leaves no room for a prompt in model '%s' "
+                               "(max_position_embeddings %d)", s->where, si, k == 0 ? "sampling" : "eval", n, pm->name,
+                               pm->cfg.max_pos);
+        }
+        const tc_model *tm = s->teacher[0] ? stage_model(tc, si, s->teacher) : NULL;
+        if (s->algo == ALGO_FKL && s->fkl == FKL_TOPK && tm && tm->cfg_known && s->topk > tm->cfg.vocab)
+            return err_set(err, "%s: pipeline[%d].fkl.topk: %d is more than the teacher '%s' vocabulary of %d tokens",
+                           s->where, si, s->topk, tm->name, tm->cfg.vocab);
+    }
+    for (int i = 0; i < tc->n_models && ok; i++) {
+        const tc_model *m = &tc->models[i];
+        if (!m->tokenizer || !m->cfg_known) continue; /* a dry run without the model dir checks nothing of it */
+        struct stat st;
+        char p[4096];
+        if (stat(m->tokenizer, &st) == 0 && S_ISDIR(st.st_mode)) path_join(p, sizeof p, m->tokenizer, "tokenizer.json");
+        else snprintf(p, sizeof p, "%s", m->tokenizer);
+        if (!check_regular(p, &e)) {
+            err_prefix(&e, "%s: models.%s.tokenizer", m->where, m->name);
+            if (warn_only) log_warn("%s", e.msg);
+            else ok = err_set(err, "%s", e.msg);
+        }
+    }
+    for (int i = 0; i < tc->n_datasets && ok; i++) {
+        const tc_dataset *d = &tc->datasets[i];
+        if (d->file && !check_regular(d->file, &e)) {
+            err_prefix(&e, "%s: datasets.%s.file", d->where, d->name);
+            if (warn_only) log_warn("%s", e.msg);
+            else ok = err_set(err, "%s", e.msg);
+        } else if (d->file && !warn_only) { /* a bad line fails now, not after the outputs are started */
+            dataset ds;
+            ds_load_opts o = {.format = d->format};
+            if (!dataset_load(&ds, d->file, &o, err)) ok = err_prefix(err, "%s: datasets.%s", d->where, d->name);
+            else dataset_free(&ds);
+        }
+    }
+    return ok;
 }

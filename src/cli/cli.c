@@ -58,6 +58,17 @@ int32_t *json_int_array(const cJSON *j, int *n, const jsonl_reader *where) {
             die("%s:%ld: element %d is not an integer token id", where->name, where->lineno, i);
         ids[i++] = (int32_t)v;
     }
+    /* cJSON reads 2.0 and 2e0 as the integer 2: a token id is written as an integer, so refuse the source
+     * text's fractions and exponents (the array holds only numbers here, so any '.', 'e', 'E' is one) */
+    if (where->buf) {
+        int elem = 0;
+        for (const char *p = where->buf; *p; p++) {
+            if (*p == ',') elem++;
+            else if (*p == '.' || *p == 'e' || *p == 'E')
+                die("%s:%ld: element %d is not an integer token id (written with a fraction or exponent)",
+                    where->name, where->lineno, elem);
+        }
+    }
     *n = count;
     return ids;
 }

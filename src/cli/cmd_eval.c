@@ -194,6 +194,9 @@ int cmd_eval(int argc, char **argv) {
                 if (one.ids[i] >= m.cfg.vocab)
                     die("%s:%d: prompt token %d is outside the model's vocabulary [0, %d): the tokenizer does not "
                         "match the model", es->path, r->line, one.ids[i], m.cfg.vocab);
+            if (one.n - before > (size_t)m.cfg.max_pos) /* named by its line, before any generation */
+                die("%s:%d: the prompt has %zu tokens (chat template included), more than the model's "
+                    "max_position_embeddings %d", es->path, r->line, one.n - before, m.cfg.max_pos);
             prob_start[p + 1] = (int)one.n;
             prob_hash[p] = ds_prompt_hash(r->prompt, 0);
         }
@@ -300,10 +303,11 @@ int cmd_eval(int argc, char **argv) {
         printf("{\"data\": ");
         print_json_string(stdout, es->path, strlen(es->path));
         printf(", \"format\": \"%s\", \"template\": \"%s\", \"verify\": \"%s\", \"problems\": %d, \"samples\": %d, "
-               "\"avg@%d\": %.6f, \"pass@1\": %.6f, \"pass@%d\": %.6f, \"maj@%d\": %.6f, \"no_answer\": %.6f, "
-               "\"truncated\": %.6f, \"mean_new_tokens\": %.2f}\n",
+               "\"avg@%d\": %.6f, \"pass@1\": %.6f, ",
                ds_format_name(es->ds.format), chat_template_name(tmpl),
-               es->mode == VERIFY_MODE_GSM8K ? "gsm8k" : "math", n, K, K, avg, pass1, K, passk, K, maj,
+               es->mode == VERIFY_MODE_GSM8K ? "gsm8k" : "math", n, K, K, avg, pass1);
+        if (K != 1) printf("\"pass@%d\": %.6f, ", K, passk); /* K = 1: pass@K is pass@1 (a JSON key once) */
+        printf("\"maj@%d\": %.6f, \"no_answer\": %.6f, \"truncated\": %.6f, \"mean_new_tokens\": %.2f}\n", K, maj,
                (double)no_answer / total, (double)truncated / total, (double)es->res.n_generated / total);
         if (fflush(stdout) != 0 || ferror(stdout)) die("eval: writing stdout failed");
 

@@ -59,14 +59,19 @@ int cmd_tokenize(int argc, char **argv) {
     jsonl_reader_init(&r, stdin, "stdin");
     tok_ids ids = {0};
     tok_bytes text = {0};
+    /* all output is held until every line succeeded: a failing line leaves stdout empty (as generate) */
+    char *held = NULL;
+    size_t held_len = 0;
+    FILE *out = open_memstream(&held, &held_len);
+    if (!out) die("tokenize: open_memstream failed");
     cJSON *j;
     while ((j = jsonl_next(&r)) != NULL) {
         if (decode) {
             int n;
             int32_t *v = json_int_array(j, &n, &r);
             if (!tok_decode(tok, v, (size_t)n, &text, &err)) die("stdin:%ld: %s", r.lineno, err.msg);
-            print_json_string(stdout, text.bytes, text.n);
-            fputc('\n', stdout);
+            print_json_string(out, text.bytes, text.n);
+            fputc('\n', out);
             free(v);
         } else {
             if (!cJSON_IsString(j)) die("stdin:%ld: expected a JSON string (the text to encode)", r.lineno);
@@ -74,7 +79,7 @@ int cmd_tokenize(int argc, char **argv) {
             ids.n = 0;
             if (tok_encode(tok, j->valuestring, strlen(j->valuestring), &ids, &err) < 0)
                 die("stdin:%ld: %s", r.lineno, err.msg);
-            print_int_array(stdout, ids.ids, (int)ids.n);
+            print_int_array(out, ids.ids, (int)ids.n);
         }
         cJSON_Delete(j);
     }
@@ -82,6 +87,9 @@ int cmd_tokenize(int argc, char **argv) {
     tok_ids_free(&ids);
     tok_bytes_free(&text);
     tok_free(tok);
-    if (fflush(stdout) != 0 || ferror(stdout)) die("tokenize: error writing stdout");
+    if (fclose(out) != 0) die("tokenize: out of memory holding the output");
+    bool wrote = fwrite(held, 1, held_len, stdout) == held_len;
+    free(held);
+    if (!wrote || fflush(stdout) != 0 || ferror(stdout)) die("tokenize: error writing stdout");
     return 0;
 }

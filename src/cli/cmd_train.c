@@ -85,6 +85,7 @@ int cmd_train(int argc, char **argv) {
             out = out_buf;
         }
     }
+    if (!pl_check_inputs(&tc, dry_run, &err)) die("%s", err.msg); /* before anything is written; --dry-run warns */
     if (dry_run) {
         train_config_print_plan(&tc, stdout);
         printf("output directory: %s\n", out);

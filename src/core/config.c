@@ -124,7 +124,21 @@ typedef struct {
     long count;
     long merge_work;
     size_t bytes;
+    const char *text; /* the source, to see explicit tags (`!!str 32`) that libyaml's document does not keep */
+    size_t text_len;
 } conv_ctx;
+
+/* True when the scalar's source starts (after an optional anchor) with a tag: `!!str 32` is a string even
+ * though libyaml gives it the same tag as a plain 32. */
+static bool explicitly_tagged(const conv_ctx *cx, const yaml_node_t *yn) {
+    size_t i = yn->start_mark.index;
+    if (!cx->text || i >= cx->text_len) return false;
+    if (cx->text[i] == '&') {
+        while (i < cx->text_len && cx->text[i] != ' ' && cx->text[i] != '\t' && cx->text[i] != '\n') i++;
+        while (i < cx->text_len && (cx->text[i] == ' ' || cx->text[i] == '\t')) i++;
+    }
+    return i < cx->text_len && cx->text[i] == '!';
+}
 
 /* The keys of a map under construction, hashed (open addressing, indices into out->keys) so that duplicate
  * checks stay linear in the number of keys. */
@@ -266,7 +280,7 @@ static cfg_node *convert(conv_ctx *cx, yaml_node_t *yn, const char *path, int de
         }
         out = node_new(CFG_SCALAR, cx->origin, line, col, path);
         out->value = xstrdup((const char *)yn->data.scalar.value);
-        out->quoted = yn->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+        out->quoted = yn->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || explicitly_tagged(cx, yn);
         return out;
     case YAML_SEQUENCE_NODE:
         out = node_new(CFG_SEQ, cx->origin, line, col, path);
@@ -330,7 +344,7 @@ static bool parse_tree(const char *text, size_t len, const char *origin, const c
     if (!root) {
         *empty = true;
     } else {
-        conv_ctx cx = {.doc = &doc, .origin = origin, .count = 0};
+        conv_ctx cx = {.doc = &doc, .origin = origin, .count = 0, .text = text, .text_len = len};
         *out = convert(&cx, root, path, 0, err);
         ok = *out != NULL;
     }
@@ -399,7 +413,7 @@ static bool expect_scalar(cfg_node *node, const char *what, s2d_err *err) {
     char got[128];
     describe(node, got, sizeof got);
     if (node->kind == CFG_SCALAR && node->quoted)
-        return node_err(err, node, "expected %s, got %s (quoted values are strings: drop the quotes)", what, got);
+        return node_err(err, node, "expected %s, got %s (quoted or !!str-tagged values are strings: drop the quotes or tag)", what, got);
     return node_err(err, node, "expected %s, got %s", what, got);
 }
 
@@ -838,6 +852,11 @@ bool cfg_set(cfg_node *root, const char *path, const char *value, s2d_err *err) 
     if (!parse_path(path, steps, 64, &n_steps, err)) goto done;
     if (!root || root->kind != CFG_MAP) {
         err_set(err, "%s: the config root is not a map", origin);
+        goto done;
+    }
+    if (value[0] == '\0') { /* an empty value would read as null: then a missing key is blamed on the file */
+        err_set(err, "%s: the value is empty (write %s=null for null, %s=\"\" for an empty string)", origin, path,
+                path);
         goto done;
     }
     /* The value: quoted or flow values go through libyaml; anything else is the plain text as given. */

@@ -33,7 +33,7 @@ struct cfg_node {
     bool used;    /* read by a getter */
     /* CFG_SCALAR */
     char *value;
-    bool quoted; /* single/double quoted or block literal: always a string */
+    bool quoted; /* single/double quoted, block literal or tagged !!str: always a string */
     /* CFG_SEQ and CFG_MAP: n children; a map also has keys (and where each key was written) */
     int n, cap;
     cfg_node **items;

@@ -96,7 +96,7 @@ static bool parse_token_ids(const cJSON *root, model_config *c, const char *name
     const cJSON *b = get(root, "bos_token_id");
     c->bos_id = -1;
     if (b) {
-        if (!cJSON_IsNumber(b) || b->valuedouble < 0 || b->valuedouble != floor(b->valuedouble))
+        if (!cJSON_IsNumber(b) || b->valuedouble < 0 || b->valuedouble > INT32_MAX || b->valuedouble != floor(b->valuedouble))
             return err_set(err, "%s: key 'bos_token_id' must be a non-negative integer", name);
         c->bos_id = (int)b->valuedouble;
     }
@@ -105,12 +105,12 @@ static bool parse_token_ids(const cJSON *root, model_config *c, const char *name
     if (e) {
         const cJSON *item;
         if (cJSON_IsNumber(e)) {
-            if (e->valuedouble < 0 || e->valuedouble != floor(e->valuedouble))
+            if (e->valuedouble < 0 || e->valuedouble > INT32_MAX || e->valuedouble != floor(e->valuedouble))
                 return err_set(err, "%s: key 'eos_token_id' must be a non-negative integer", name);
             c->eos_ids[c->n_eos++] = (int)e->valuedouble;
         } else if (cJSON_IsArray(e)) {
             cJSON_ArrayForEach(item, e) {
-                if (!cJSON_IsNumber(item) || item->valuedouble < 0 || item->valuedouble != floor(item->valuedouble))
+                if (!cJSON_IsNumber(item) || item->valuedouble < 0 || item->valuedouble > INT32_MAX || item->valuedouble != floor(item->valuedouble))
                     return err_set(err, "%s: key 'eos_token_id' must hold non-negative integers", name);
                 if (c->n_eos == MODEL_MAX_EOS)
                     return err_set(err, "%s: key 'eos_token_id' has more than %d ids", name, MODEL_MAX_EOS);
@@ -223,6 +223,18 @@ bool model_config_parse(const char *json_text, const char *name, model_config *c
         if (rs && !parse_rope_object(rs, "rope_scaling", c, name, err)) goto done;
     }
     if (!parse_token_ids(root, c, name, err)) goto done;
+    /* an id outside the vocabulary is this file's error (generate would blame --stop later) */
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_ids[i] >= c->vocab) {
+            err_set(err, "%s: key 'eos_token_id' holds %d, outside the vocabulary [0, %d) of vocab_size", name,
+                    c->eos_ids[i], c->vocab);
+            goto done;
+        }
+    if (c->bos_id >= c->vocab) {
+        err_set(err, "%s: key 'bos_token_id' is %d, outside the vocabulary [0, %d) of vocab_size", name, c->bos_id,
+                c->vocab);
+        goto done;
+    }
     ok = true;
 done:
     cJSON_Delete(root);

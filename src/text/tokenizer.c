@@ -635,6 +635,19 @@ bool tok_load(const char *dir_or_file, tokenizer **out, s2d_err *err) {
         free(text);
         return err_set(err, "%s:%ld: invalid JSON", path, line);
     }
+    /* cJSON ends a string at a decoded U+0000, so "\u0000" in a token would silently cut its content */
+    for (const char *p = text; (p = strstr(p, "u0000")); p++) {
+        size_t bs = 0;
+        while (p - bs > text && p[-1 - (long)bs] == '\\') bs++;
+        if (bs % 2 == 1) {
+            long line = 1;
+            for (const char *q = text; q < p; q++) line += *q == '\n';
+            cJSON_Delete(root);
+            free(text);
+            return err_set(err, "%s:%ld: the escape \\u0000 (U+0000) is not supported in a tokenizer (it would cut the "
+                           "string it is in)", path, line);
+        }
+    }
     free(text);
     tokenizer *t = xcalloc(1, sizeof *t);
     snprintf(t->path, sizeof t->path, "%s", path);

@@ -208,6 +208,7 @@ typedef struct {
     piece_fn fn;
     void *ctx;
     long count;
+    int onig_error; /* a failed search (e.g. its retry limit on a pathological regex): stops the text */
 } pre_ctx;
 
 /* ASCII classes for the hand matcher: letters, digits, whitespace (\t \n \v \f \r and space, Unicode
@@ -295,6 +296,7 @@ static long fast_match(const unsigned char *s, size_t n, size_t p, int max_digit
 static void split_level(pre_ctx *pc, int lvl, const unsigned char *s, size_t n);
 
 static inline void emit(pre_ctx *pc, int lvl, const unsigned char *s, size_t n) {
+    if (pc->onig_error) return;
     if (n == 0) return;
     if (lvl + 1 < pc->t->n_levels) {
         split_level(pc, lvl + 1, s, n);
@@ -339,7 +341,11 @@ static void split_level(pre_ctx *pc, int lvl, const unsigned char *s, size_t n) 
         }
         int r = onig_search(lv->re, s, s + n, s + pos, s + n, pc->region, ONIG_OPTION_NONE);
         if (r == ONIG_MISMATCH) break;
-        CHECK(r >= 0, "%s: Oniguruma search failed (code %d)", pc->t->path, r);
+        if (r < 0) { /* an error of this text (the caller names its line), not of the program */
+            pc->onig_error = r;
+            free(prefixed);
+            return;
+        }
         size_t mb = (size_t)pc->region->beg[0], me = (size_t)pc->region->end[0];
         if (me == mb) { /* empty match: nothing to isolate; search on from the next character */
             pos = utf8_next(s, n, mb);
@@ -489,10 +495,18 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, tok_ids *out, s
     CHECK(pc.region, "out of memory (onig_region_new)");
     split_added(&pc, 0, s, len, out, segment_pass0);
     onig_region_free(pc.region, 1);
+    if (pc.onig_error) {
+        OnigUChar msg[ONIG_MAX_ERROR_MESSAGE_LEN];
+        onig_error_code_to_str(msg, pc.onig_error);
+        err_set(err, "encode: the pre-tokenizer regex of %s failed on this text: %s (Oniguruma code %d)", t->path,
+                (const char *)msg, pc.onig_error);
+        out->n = before;
+    }
     if (st.cache) pthread_mutex_unlock(&t->cache->lock);
     free(st.syms);
     free(st.heap);
     free(st.mapped);
+    if (pc.onig_error) return -1;
     size_t added = out->n - before;
     CHECK(added <= (size_t)INT32_MAX, "encode: more than 2^31 ids from one text");
     return (int)added;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Non-finite weights (issue 13): a NaN or Inf in model.safetensors is a load error naming the file and the
 # tensor; finite but huge weights that overflow make logprobs fail naming the stdin line, never print
-# 1e999 / nan (not JSON).
+# 1e999 / nan (not JSON); a training run whose loss goes non-finite stops naming stage and step, with the last
+# checkpoint intact.
 . "$(dirname "$0")/lib.sh"
 cd "$WORK" || exit 1
 "$S2D" init-model --preset qwen3-tiny --out m --seed 3 2>/dev/null
@@ -39,4 +40,15 @@ out=$("$S2D" logprobs --model huge <ids.jsonl 2>err.txt); rc=$?
 check "overflowing log-probs: an error, not output" test $rc -ne 0
 check "overflowing log-probs: nothing like 1e999 or nan printed" bash -c "! grep -qiE '1e999|nan' <<<'$out'"
 check "overflowing log-probs: the error names stdin and the line" grep -q "stdin:1: the log-prob at position .* is not finite" err.txt
+
+cd "$S2D_ROOT" || exit 1
+SETS=()
+for i in 0 1 2 3; do SETS+=(--set "pipeline[$i].steps=3" --set "pipeline[$i].prompts_per_step=8"); done
+OMP_NUM_THREADS=1 "$S2D" train configs/tests/tiny-pipeline.yaml "${SETS[@]}" --set 'pipeline[3].optimizer={lr: 10, clip: 0}' --set pipeline[3].minibatches=2 \
+  --set pipeline[3].policy=teacher_rl --set pipeline[3].grpo.kl_estimator=k3 \
+  --out "$WORK/div" >/dev/null 2>"$WORK/div.err"; rc=$?
+check "diverging run: exit status is an error ($rc)" test $rc -ne 0 -a $rc -lt 128
+check "diverging run: names stage, step and what" grep -qE "\[student_rl\] stage 3, step [0-9]+: training diverged: loss .*kl .*grad_norm" "$WORK/div.err"
+check "diverging run: no student_rl model saved" test ! -e "$WORK/div/models/student_rl"
+check "diverging run: the last checkpoint is intact" "$S2D" export "$WORK/div/checkpoints/ckpt-02-000000003.h5" --model bridge_opd --out "$WORK/div-exp"
 summary

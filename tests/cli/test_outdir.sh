@@ -34,6 +34,26 @@ check "--overwrite: the old checkpoints are gone" test ! -e "$o/checkpoints/ckpt
 check "--overwrite: the new run's checkpoint" test -s "$o/checkpoints/ckpt-00-000000001.h5"
 check "--overwrite: metrics are the new run's only" test "$(grep -c '"algo"' "$o/metrics.jsonl")" -eq 1
 check "resume after --overwrite continues the new run" bash -c "'$S2D' train configs/tests/tiny-pipeline.yaml ${SETS[*]} --out '$o' --resume --set fault.stop_after_step=2 2>&1 | grep -q 'resuming from .*ckpt-00-000000001.h5'"
+# missing inputs are found before anything is written (and --dry-run warns about them)
+expect_error "missing tokenizer: error before output" "models\.teacher\.tokenizer: .*nothere: cannot open" \
+  train --out "$WORK/m1" --set models.teacher.tokenizer="$WORK/nothere"
+expect_error "missing dataset file: error before output" "datasets\.train\.file: .*missing\.jsonl: cannot open" \
+  train --out "$WORK/m2" --set "datasets.train={file: $WORK/missing.jsonl, format: math}"
+check "missing inputs: no output directory" test ! -e "$WORK/m1" -a ! -e "$WORK/m2"
+check "--dry-run warns about a missing dataset file" bash -c "'$S2D' train configs/tests/tiny-pipeline.yaml --dry-run \
+  --set 'datasets.train={file: $WORK/missing.jsonl, format: math}' 2>&1 >/dev/null | grep -q 'warn.*missing.jsonl: cannot open'"
+expect_error "fkl.topk beyond the teacher's vocabulary: error before output" \
+  "pipeline\[1\]\.fkl\.topk: 600 is more than the teacher 'teacher' vocabulary of 512" train --out "$WORK/m3" --set pipeline[1].fkl.topk=600
+expect_error "max_new_tokens beyond the model: error before output" \
+  "pipeline\[0\]\.sampling\.max_new_tokens: 5000 leaves no room for a prompt in model 'teacher'" \
+  train --out "$WORK/m4" --set pipeline[0].sampling.max_new_tokens=5000
+printf '{"problem": "1+1", "answer": "2"}\nnot json\n' >"$WORK/bad.jsonl"
+expect_error "a bad dataset line: error before output" "datasets\.train: .*bad\.jsonl:2: invalid JSON" \
+  train --out "$WORK/m5" --set "datasets.train={file: $WORK/bad.jsonl, format: math}"
+check "bad dataset line: no output directory" test ! -e "$WORK/m5"
+check "size errors: no output directory" test ! -e "$WORK/m3" -a ! -e "$WORK/m4"
+expect_error "--dry-run catches fkl.topk beyond the vocabulary" "fkl\.topk: 600 is more than" \
+  "$S2D" train configs/tests/tiny-pipeline.yaml --dry-run --set pipeline[1].fkl.topk=600
 mkdir "$WORK/empty"
 check "an empty OUT is fine" train --out "$WORK/empty" --set fault.stop_after_step=1 >/dev/null 2>&1
 summary

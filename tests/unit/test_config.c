@@ -136,6 +136,24 @@ static void test_type_and_range_errors(void) {
     cfg_free(root);
 }
 
+/* `!!str 32` is a string (libyaml's document gives it the same tag as a plain 32: the source is looked at) */
+static void test_str_tag(void) {
+    s2d_err err;
+    cfg_node *root = load_str("a: !!str 32\nb: &x !!str 7\nc: 32\nd: &y 5\ne: [!!str 1]\n");
+    if (!root) return;
+    int i;
+    EXPECT(!cfg_get_int(root, "a", 0, 100, &i, &err), "!!str 32 is not an integer");
+    EXPECT_HAS(err.msg, "t.yaml:1:4: a: expected an integer, got the quoted string '32'");
+    EXPECT(!cfg_get_int(root, "b", 0, 100, &i, &err), "&x !!str 7 is not an integer");
+    EXPECT(cfg_get_int(root, "c", 0, 100, &i, &err) && i == 32, "plain 32: %s", err.msg);
+    EXPECT(cfg_get_int(root, "d", 0, 100, &i, &err) && i == 5, "anchored plain 5: %s", err.msg);
+    const char *s;
+    EXPECT(cfg_get_str(root, "a", &s, &err) && strcmp(s, "32") == 0, "!!str 32 as a string: %s", err.msg);
+    cfg_node *e = cfg_find(root, "e");
+    EXPECT(e && e->n == 1 && e->items[0]->quoted, "!!str in a flow sequence");
+    cfg_free(root);
+}
+
 static void test_unknown_key(void) {
     s2d_err err;
     cfg_node *root;
@@ -251,6 +269,10 @@ static void test_overrides(void) {
     EXPECT(!cfg_set(root, "model.layers", "[1, 2", &err), "bad flow value");
     EXPECT_HAS(err.msg, "--set model.layers=[1, 2:");
     EXPECT(!cfg_set_arg(root, "novalue", &err), "no '='");
+    /* an empty value is refused naming the --set (it read as null, and the error then named the file) */
+    EXPECT(!cfg_set_arg(root, "model.lr=", &err) && strstr(err.msg, "--set model.lr=: the value is empty"),
+           "empty value: %s", err.msg);
+    EXPECT(cfg_set_arg(root, "model.note=\"\"", &err), "an empty string is written \"\": %s", err.msg);
     cfg_free(root);
 }
 
@@ -289,6 +311,7 @@ static void test_write_roundtrip(void) {
 int main(void) {
     RUN_TEST(test_load_and_read);
     RUN_TEST(test_type_and_range_errors);
+    RUN_TEST(test_str_tag);
     RUN_TEST(test_unknown_key);
     RUN_TEST(test_duplicate_and_syntax);
     RUN_TEST(test_overrides);

@@ -1,5 +1,9 @@
-/* Core: Philox known answers, counter independence, arena, error formatting, atomic files. */
+/* Core: Philox known answers, counter independence, arena, error formatting, atomic files, special files,
+ * dead temp files. */
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,10 +96,85 @@ static void test_errors_and_files(void) {
     rmdir(dir);
 }
 
+/* Issue 13: inputs that are not regular files are refused without blocking; outputs replace only regular
+ * files (a symlink's target, never the link; a FIFO is written through); dead temps are found and removed. */
+static void test_special_files(void) {
+    s2d_err err;
+    char dir[] = "/tmp/s2d-core-XXXXXX";
+    EXPECT(mkdtemp(dir) != NULL, "mkdtemp");
+    char fifo[256], reg[256], link[256], t1[300], t2[300], t3[300], sub[256];
+    path_join(fifo, sizeof fifo, dir, "fifo");
+    path_join(reg, sizeof reg, dir, "reg.txt");
+    path_join(link, sizeof link, dir, "link.txt");
+    EXPECT(mkfifo(fifo, 0600) == 0, "mkfifo");
+    char *data;
+    EXPECT(!read_file(fifo, &data, NULL, &err) && strstr(err.msg, "not a regular file (a FIFO)"), "FIFO read: %s",
+           err.msg);
+    EXPECT(open_regular(fifo, &err) < 0 && strstr(err.msg, fifo), "open_regular FIFO: %s", err.msg);
+    EXPECT(!check_regular(dir, &err) && strstr(err.msg, "(a directory)"), "directory: %s", err.msg);
+
+    /* symlink: the target is replaced, the link stays */
+    FILE *f = fopen(reg, "w");
+    fputs("old", f);
+    fclose(f);
+    EXPECT(symlink("reg.txt", link) == 0, "symlink");
+    atomic_file af;
+    EXPECT(atomic_open(&af, link, &err) && !af.direct, "atomic_open via link: %s", err.msg);
+    fputs("new!", af.fp);
+    EXPECT(atomic_commit(&af, &err), "commit via link: %s", err.msg);
+    struct stat st;
+    EXPECT(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "the link is still a link");
+    size_t len;
+    EXPECT(read_file(reg, &data, &len, &err) && len == 4 && memcmp(data, "new!", 4) == 0, "target replaced");
+    free(data);
+
+    /* FIFO: written through (a child reads it), never replaced or unlinked */
+    pid_t kid = fork();
+    if (kid == 0) {
+        FILE *r = fopen(fifo, "r");
+        char buf[16] = {0};
+        size_t got = r ? fread(buf, 1, sizeof buf - 1, r) : 0;
+        _exit(got == 5 && memcmp(buf, "hello", 5) == 0 ? 0 : 1);
+    }
+    EXPECT(atomic_open(&af, fifo, &err) && af.direct, "atomic_open FIFO: %s", err.msg);
+    fputs("hello", af.fp);
+    EXPECT(atomic_commit(&af, &err), "commit FIFO: %s", err.msg);
+    int status = 0;
+    waitpid(kid, &status, 0);
+    EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the reader got the bytes");
+    EXPECT(lstat(fifo, &st) == 0 && S_ISFIFO(st.st_mode), "still a FIFO");
+    EXPECT(!atomic_open(&af, dir, &err) && strstr(err.msg, "is a directory"), "directory output: %s", err.msg);
+
+    /* dead temps: a dead pid's file and directory go, a live pid's file stays */
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    snprintf(t1, sizeof t1, "%s/a.jsonl.tmp.%ld", dir, (long)dead);
+    snprintf(t2, sizeof t2, "%s/b.h5.tmp.%ld", dir, (long)getpid());
+    path_join(sub, sizeof sub, dir, "sub");
+    EXPECT(mkdir(sub, 0755) == 0, "mkdir");
+    snprintf(t3, sizeof t3, "%s/m.tmp.%ld", sub, (long)dead);
+    EXPECT(mkdir(t3, 0755) == 0, "mkdir temp dir");
+    char inner[400];
+    snprintf(inner, sizeof inner, "%s/model.safetensors", t3);
+    const char *files[] = {t1, t2, inner};
+    for (int i = 0; i < 3; i++) {
+        f = fopen(files[i], "w");
+        fclose(f);
+    }
+    EXPECT(dir_has_entries(dir) && !dir_has_entries(fifo), "dir_has_entries");
+    EXPECT(remove_dead_temps(dir, 0) == 1, "depth 0: only the top-level dead temp");
+    EXPECT(remove_dead_temps(dir, 1) == 1, "depth 1: the dead temp directory");
+    EXPECT(stat(t1, &st) != 0 && stat(t3, &st) != 0 && stat(t2, &st) == 0, "dead removed, live kept");
+    unlink(t2), rmdir(sub), unlink(fifo), unlink(link), unlink(reg);
+    EXPECT(rmdir(dir) == 0, "everything cleaned up: %s", strerror(errno));
+}
+
 int main(void) {
     RUN_TEST(test_philox_known_answers);
     RUN_TEST(test_rng_stream);
     RUN_TEST(test_arena);
     RUN_TEST(test_errors_and_files);
+    RUN_TEST(test_special_files);
     return TEST_SUMMARY();
 }
