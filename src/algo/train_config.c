@@ -301,6 +301,7 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     cfg_node *ck;
     TRY(cfg_get_map_opt(node, "checkpoint", &ck, err));
     if (ck) TRY(cfg_get_int_or(ck, "every", 0, 0, 100000000, &s->ckpt_every, err));
+    if (ck) TRY(cfg_get_int_or(ck, "keep_last", 0, 0, 100000000, &s->ckpt_keep_last, err));
 
     /* per-algorithm requirements */
     if ((s->algo == ALGO_FKL || s->algo == ALGO_OPD) && !s->teacher[0])
@@ -479,6 +480,7 @@ static const foreign_key FOREIGN[] = {
     {"trainer.total_training_steps", "stage.steps", "verl"},
     {"trainer.total_epochs", "stage.steps", "verl"},
     {"trainer.save_freq", "stage.checkpoint.every", "verl"},
+    {"trainer.max_actor_ckpt_to_keep", "stage.checkpoint.keep_last", "verl"},
     {"trainer.test_freq", "stage.eval.every", "verl"},
     {"trainer.default_local_dir", "out", "verl"},
     {"trainer.experiment_name", "out", "verl"},
@@ -510,6 +512,7 @@ static const foreign_key FOREIGN[] = {
     {"max_steps", "stage.steps", "TRL"},
     {"num_train_epochs", "stage.steps", "TRL"},
     {"save_steps", "stage.checkpoint.every", "TRL"},
+    {"save_total_limit", "stage.checkpoint.keep_last", "TRL"},
     {"eval_steps", "stage.eval.every", "TRL"},
     {"output_dir", "out", "TRL"},
     {"model_name_or_path", "models.<name>.path", "TRL"},
@@ -694,6 +697,8 @@ static bool resolve_stage(train_config *tc, cfg_node *node, int i, s2d_err *err)
     }
     m = SUB("checkpoint");
     TRY(fill_int(R, m, sa, "every", s->ckpt_every, err));
+    m = SUB("checkpoint");
+    TRY(fill_int(R, m, sa, "keep_last", s->ckpt_keep_last, err));
 #undef SUB
     return true;
 }
