@@ -716,6 +716,7 @@ static bool resolve_defaults(train_config *tc, s2d_err *err) {
     char at[160];
     for (int i = 0; i < tc->n_models; i++) {
         const tc_model *m = &tc->models[i];
+        if (strpbrk(m->name, ".[")) continue; /* not addressable by a key path: left as written */
         snprintf(at, sizeof at, "models.%s", m->name);
         cfg_node *mn = block(R, models, "models", m->name);
         if (m->tokenizer) TRY(fill(R, mn, at, "tokenizer", m->tokenizer, err));
@@ -739,6 +740,7 @@ static bool resolve_defaults(train_config *tc, s2d_err *err) {
     cfg_node *datasets = sub(R, "datasets");
     for (int i = 0; i < tc->n_datasets; i++) {
         const tc_dataset *d = &tc->datasets[i];
+        if (strpbrk(d->name, ".[")) continue;
         snprintf(at, sizeof at, "datasets.%s", d->name);
         cfg_node *dn = block(R, datasets, "datasets", d->name);
         if (d->arith) {

@@ -25,6 +25,12 @@ check "the plan of the resolved config is the same" bash -c \
 "$S2D" train configs/demo/demo.yaml --dry-run --out "$WORK/d3" >"$WORK/demo.txt" 2>&1 || fail "demo dry run"
 check "init preset architecture resolved" grep -q "^      num_key_value_heads: [0-9]" "$WORK/demo.txt"
 
+# a model name with '.' (not addressable by a key path) is left as written, and the config still reloads
+sed 's/  teacher: {path/  teach.er: {path/; s/policy: teacher$/policy: teach.er/' $cfg >"$WORK/dot.yaml"
+"$S2D" train "$WORK/dot.yaml" --dry-run --out "$WORK/dot" >"$WORK/dot.txt" 2>&1 || fail "dotted model name: $(tail -2 "$WORK/dot.txt")"
+sed -n '/^resolved config/,$p' "$WORK/dot.txt" | tail -n +2 >"$WORK/dot2.yaml"
+check "dotted model name: resolved config reloads" "$S2D" train "$WORK/dot2.yaml" --dry-run --out "$WORK/dot"
+
 # --set defaults.* has no effect after the merge: rejected with the reason
 expect_error "--set defaults.steps is rejected" "defaults: only holds YAML anchors.*pipeline\[0\]\.steps" \
   "$S2D" train $cfg --dry-run --out "$WORK/e1" --set defaults.steps=3
