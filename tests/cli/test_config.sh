@@ -29,7 +29,7 @@ check "init preset architecture resolved" grep -q "^      num_key_value_heads: [
 sed 's/  teacher: {path/  teach.er: {path/; s/policy: teacher$/policy: teach.er/' $cfg >"$WORK/dot.yaml"
 "$S2D" train "$WORK/dot.yaml" --dry-run --out "$WORK/dot" >"$WORK/dot.txt" 2>&1 || fail "dotted model name: $(tail -2 "$WORK/dot.txt")"
 sed -n '/^resolved config/,$p' "$WORK/dot.txt" | tail -n +2 >"$WORK/dot2.yaml"
-check "dotted model name: resolved config reloads" "$S2D" train "$WORK/dot2.yaml" --dry-run --out "$WORK/dot"
+check "dotted model name: resolved config reloads" bash -c "'$S2D' train '$WORK/dot2.yaml' --dry-run --out '$WORK/dot' >/dev/null"
 
 # --set defaults.* has no effect after the merge: rejected with the reason
 expect_error "--set defaults.steps is rejected" "defaults: only holds YAML anchors.*pipeline\[0\]\.steps" \
