@@ -22,8 +22,9 @@ static void usage(FILE *out) {
             "usage: s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume]\n"
             "  --out DIR      output directory (default: the config's out:, else runs/<config name>)\n"
             "  --set K=V      override any config key (validated like the file), e.g. --set pipeline[0].steps=5\n"
-            "  --dry-run      validate the config, print the plan and the resolved config (every key, defaults\n"
-            "                 included) without loading weights or data\n"
+            "                 (not defaults.*: its anchors are merged into the stages before --set applies)\n"
+            "  --dry-run      validate the config, print the plan, the threads per rank and the resolved config\n"
+            "                 (every key with its value, defaults included) without loading weights or data\n"
             "  --resume       continue from the newest complete checkpoint in DIR/checkpoints (same config; roles,\n"
             "                 runtime and fault may differ, e.g. another number of learners)\n");
 }
