@@ -56,9 +56,12 @@ MPI_SRC   := $(wildcard mpi/*.c)
 MPI_OBJ   := $(MPI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC  := $(wildcard tests/unit/test_*.c)
 TEST_BIN  := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
-# make test T=word: build and run only the tests whose name contains word.
+# make test T=word: build and run only the tests whose name contains word, and build the unit-test binaries
+# that those CLI tests call (e.g. test_export.sh runs tests/test_h5io --write-checkpoint).
 ifneq ($(T),)
-TEST_BIN  := $(foreach b,$(TEST_BIN),$(if $(findstring $(T),$(notdir $(b))),$(b)))
+T_CLI_NEEDS := $(sort $(foreach s,$(wildcard tests/cli/test_*.sh),$(if $(findstring $(T),$(notdir $(s))),\
+                 $(shell grep -ohE 'tests/test_[A-Za-z0-9_]+' $(s)))))
+TEST_BIN  := $(foreach b,$(TEST_BIN),$(if $(or $(findstring $(T),$(notdir $(b))),$(filter tests/$(notdir $(b)),$(T_CLI_NEEDS))),$(b)))
 endif
 TOOL_SRC  := $(wildcard tools/bench/*.c)
 TOOL_BIN  := $(TOOL_SRC:tools/bench/%.c=$(BUILD)/tools/%)

@@ -5,6 +5,7 @@
 #include "algo/transport.h"
 #include "cli/commands.h"
 #include "core/common.h"
+#include "core/threads.h"
 #include "runtime.h" /* mpi/: the MPI transport (main.c is the one src/ file that may use it) */
 
 #define S2D_VERSION "0.1.0"
@@ -35,11 +36,14 @@ static void usage(FILE *out) {
             S2D_VERSION);
     for (size_t i = 0; i < S2D_ARRAY_LEN(SUBCOMMANDS); i++)
         fprintf(out, "  %-12s %s\n", SUBCOMMANDS[i].name, SUBCOMMANDS[i].summary);
-    fprintf(out, "\nenvironment: S2D_LOG=debug|info|warn|quiet, OMP_NUM_THREADS=N (CPU threads), S2D_DEVICE=cpu|cuda[:N]\n"
+    fprintf(out, "\nenvironment: S2D_LOG=debug|info|warn|quiet, OMP_NUM_THREADS=N (CPU threads per process; default:\n"
+                 "  cores in the affinity mask / ranks on the node), OMP_WAIT_POLICY (default: passive),\n"
+                 "  S2D_DEVICE=cpu|cuda[:N] (default device)\n"
                  "distributed: mpirun -np N s2d train CONFIG.yaml (N = 1 + roles.generators + scorers + learners)\n");
 }
 
 int main(int argc, char **argv) {
+    threads_early(argv); /* first: OpenMP threads per rank, OMP_WAIT_POLICY (may re-execute once) */
     transport_set_factory(mpi_transport_new); /* used by `train` only when launched by mpirun/srun */
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);

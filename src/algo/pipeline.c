@@ -659,10 +659,13 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             (void)t1, (void)t2;
             sum->gen_s += ph[1], sum->score_s += ph[2], sum->learn_s += ph[3] + ph[0];
             double elapsed = t3 - t_stage, eta = elapsed / (step + 1 - step0) * (s->steps - step - 1);
+            char rw[64] = "-", ac[64] = "-"; /* fkl / opd stages have no reward: "-", not nan */
+            if (!isnan(reward_mean)) snprintf(rw, sizeof rw, "%.3f", reward_mean);
+            if (!isnan(acc)) snprintf(ac, sizeof ac, "%.3f", acc);
             fprintf(stderr,
-                    "[%s] step %d/%d | reward %.3f acc %.3f | kl %.4f | loss %.4f | %.0f tok/s | gen %.2fs score %.2fs "
+                    "[%s] step %d/%d | reward %s acc %s | kl %.4f | loss %.4f | %.0f tok/s | gen %.2fs score %.2fs "
                     "learn %.2fs sync %.2fs | busy g%.0f%% s%.0f%% l%.0f%% | ETA %.0fs\n",
-                    s->name, step + 1, s->steps, reward_mean, acc, st.kl, st.loss, (double)T / wall, ph[1], ph[2], ph[3],
+                    s->name, step + 1, s->steps, rw, ac, st.kl, st.loss, (double)T / wall, ph[1], ph[2], ph[3],
                     ph[0], 100 * busy[1], 100 * busy[2], 100 * busy[3], eta);
             if (!isfinite(st.loss) || !isfinite(st.kl) || !isfinite(st.grad_norm)) /* before this step is saved */
                 return err_set(err, "[%s] stage %d, step %d: training diverged: loss %g, kl %g, grad_norm %g (not all "
@@ -780,6 +783,9 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
     r.resume.active = resume;
     if (resume && !pl_resume_begin(&r, err)) return false;
     r.global_step = r.resume.global_step;
+    /* phase times restored from the checkpoint (earlier sessions): the closing line reports this session's */
+    double g0 = 0, sc0 = 0, l0 = 0;
+    for (int si = 0; resume && si < tc->n_stages; si++) g0 += r.sums[si].gen_s, sc0 += r.sums[si].score_s, l0 += r.sums[si].learn_s;
     char path[4096];
     if (is_sched) {
         /* the resolved config (after --set) */
@@ -864,10 +870,12 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
                    u->labelled_total, u->labelled_unique, u->unlabelled_total, u->seconds);
             g += u->gen_s, sc += u->score_s, l += u->learn_s;
         }
+        g -= g0, sc -= sc0, l -= l0;
         double ph = g + sc + l;
-        printf("total %.1f s: generation %.1f s (%.0f%%), scoring %.1f s (%.0f%%), learning %.1f s (%.0f%%), "
+        printf("total %.1f s%s: generation %.1f s (%.0f%%), scoring %.1f s (%.0f%%), learning %.1f s (%.0f%%), "
                "evaluation and the rest %.1f s\n",
-               total, g, 100 * g / (ph > 0 ? ph : 1), sc, 100 * sc / (ph > 0 ? ph : 1), l, 100 * l / (ph > 0 ? ph : 1),
+               total, resume ? " in this session (resumed; time_s above includes earlier sessions)" : "", g,
+               100 * g / (ph > 0 ? ph : 1), sc, 100 * sc / (ph > 0 ? ph : 1), l, 100 * l / (ph > 0 ? ph : 1),
                total - ph);
         fflush(stdout);
     }

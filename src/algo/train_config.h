@@ -23,7 +23,8 @@
  *       optimizer: {lr, beta1, beta2, eps, weight_decay, clip, schedule: constant|warmup|cosine, warmup, min_lr}
  *       sampling: {temperature, top_p, top_k, max_new_tokens}
  *       eval: {data, every, samples, max_new_tokens}     # greedy accuracy; also before and after the stage
- *       checkpoint: {every}    # OUT/models/<output>/ every N steps; always at the end of the stage
+ *       checkpoint: {every, keep_last} # OUT/models/<output>/ every N steps; always at the end of the stage;
+ *                              # keep_last: N keeps the newest N checkpoint files (0 = all)
  *       minibatches: 1        # grpo / opd: N optimizer steps per step on N contiguous minibatches of its
  *                              # rollouts, log-probs of the old policy fixed before the first (PPO clipping acts)
  *       micro_batches: 1       # the step's sequences in M fixed micro-batches: gradients are summed over a fixed
@@ -109,6 +110,7 @@ typedef struct {
     int eval_every, eval_samples, eval_max_new_tokens;
     int ckpt_every;         /* 0 = only at the end */
     model_recompute recompute; /* training.recompute: per-layer activation recomputation in the learner */
+    int ckpt_keep_last;     /* checkpoint.keep_last: keep the newest N checkpoints in OUT/checkpoints (0 = all) */
     int minibatches;        /* grpo/opd: optimizer steps per step, on contiguous minibatches, old policy fixed */
     int micro_batches;      /* fixed split of the step's sequences (layout-independent gradient sums) */
 } tc_stage;

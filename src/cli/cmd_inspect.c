@@ -1,6 +1,7 @@
 /* cmd_inspect.c: s2d inspect FILE.h5 [--tensors]: what an s2d HDF5 file holds (io/h5io.h: h5_summary).
  * The summary is built in memory and printed only when the whole file was read, so a damaged file gives an
  * error and no partial output. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,48 @@
 #include "cli/commands.h"
 #include "core/common.h"
 #include "io/h5io.h"
+
+/* /state/summary.<stage> holds a stage's summary as 11 uint64 words (algo/pipeline_ckpt.c, summary_pack): six
+ * doubles stored as their bits, then four label counts and has_eval. Printed as numbers, not bit patterns. */
+static const char *const SUMMARY_FIELDS[11] = {"acc_before",      "acc_after",        "seconds",
+                                               "gen_s",           "score_s",          "learn_s",
+                                               "labelled_total",  "labelled_unique",  "unlabelled_total",
+                                               "unlabelled_unique", "has_eval"};
+
+static void print_line(const char *line, size_t n, FILE *out) {
+    static const char prefix[] = "state summary.";
+    const char *colon = memchr(line, ':', n);
+    if (n > sizeof prefix - 1 && memcmp(line, prefix, sizeof prefix - 1) == 0 && colon) {
+        uint64_t w[11];
+        int k = 0;
+        const char *p = colon + 1, *end = line + n;
+        while (p < end && k < 12) {
+            char *q;
+            while (p < end && *p == ' ') p++;
+            if (p >= end) break;
+            unsigned long long v = strtoull(p, &q, 10);
+            if (q == p || (q < end && *q != ' ')) { k = -1; break; }
+            if (k < 11) w[k] = (uint64_t)v;
+            k++, p = q;
+        }
+        if (k == 11) {
+            fprintf(out, "%.*s:", (int)(colon - line), line);
+            for (int i = 0; i < 11; i++) {
+                if (i < 6) {
+                    double d;
+                    memcpy(&d, &w[i], sizeof d);
+                    fprintf(out, " %s %.6g", SUMMARY_FIELDS[i], d);
+                } else {
+                    fprintf(out, " %s %llu", SUMMARY_FIELDS[i], (unsigned long long)w[i]);
+                }
+            }
+            fputc('\n', out);
+            return;
+        }
+    }
+    fwrite(line, 1, n, out);
+    fputc('\n', out);
+}
 
 static void usage(FILE *out) {
     fprintf(out, "usage: s2d inspect FILE.h5 [--tensors]\n"
@@ -41,7 +84,12 @@ int cmd_inspect(int argc, char **argv) {
         free(text);
         die("%s", err.msg);
     }
-    fwrite(text, 1, len, stdout);
+    for (size_t at = 0; at < len;) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - (text + at)) : len - at;
+        print_line(text + at, n, stdout);
+        at += n + 1;
+    }
     free(text);
     return 0;
 }

@@ -7,9 +7,11 @@
  *       stdin: one JSON array of token ids per line; stdout: one JSON array per line with the n-1 log-probs of
  *       ids[1..n-1] given their prefixes. Every line is read and checked before any output, so bad input
  *       (invalid JSON, an id out of range) prints nothing on stdout and an error naming stdin:LINE. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "cli/commands.h"
@@ -17,6 +19,34 @@
 #include "core/log.h"
 #include "core/timer.h"
 #include "model/model.h"
+
+/* mkdir -p of the directory that will hold `path` (its parents, not path itself); false + err naming the
+ * directory that could not be made. */
+static bool make_parents(const char *path, s2d_err *err) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return err_set(err, "--out %s: path too long", path);
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = '\0'; /* "a/b/" -> "a/b" */
+    char *slash = strrchr(buf, '/');
+    if (!slash || slash == buf) return true;
+    *slash = '\0';
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            struct stat st;
+            if (stat(buf, &st) != 0) {
+                if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                    return err_set(err, "--out %s: cannot create directory %s: %s", path, buf, strerror(errno));
+            } else if (!S_ISDIR(st.st_mode)) {
+                return err_set(err, "--out %s: %s exists and is not a directory", path, buf);
+            }
+            *p = c;
+            if (c == '\0') break;
+        }
+    }
+    return true;
+}
 
 static void init_usage(FILE *out) {
     fprintf(out, "usage: s2d init-model --preset NAME --out DIR [--seed S] [--dtype f32|bf16]\n"
@@ -51,6 +81,7 @@ int cmd_init_model(int argc, char **argv) {
     model m;
     model_create(&m, &cfg);
     model_init_random(&m, seed);
+    if (!make_parents(out, &err)) die("%s", err.msg);
     if (!model_save(&m, out, strcmp(dtype, "bf16") == 0, &err)) die("%s", err.msg);
     size_t count = 0;
     for (int i = 0; i < m.n_tensors; i++) count += m.tensors[i].numel;

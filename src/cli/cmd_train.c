@@ -14,14 +14,19 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "core/common.h"
+#include "core/log.h"
 #include "core/signals.h"
+#include "core/threads.h"
+#include "ops/ops.h"
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume|--overwrite]\n"
             "  --out DIR      output directory (default: the config's out:, else runs/<config name>)\n"
             "  --set K=V      override any config key (validated like the file), e.g. --set pipeline[0].steps=5\n"
-            "  --dry-run      validate the config and print the plan without loading weights or data\n"
+            "                 (not defaults.*: its anchors are merged into the stages before --set applies)\n"
+            "  --dry-run      validate the config, print the plan, the threads per rank and the resolved config\n"
+            "                 (every key with its value, defaults included) without loading weights or data\n"
             "  --device NAME  backend and device for every model of this process: cpu, cuda, cuda:N (default: the\n"
             "                 config's device:, else cpu; see s2d devices)\n"
             "  --resume       continue from the newest complete checkpoint in DIR/checkpoints (same config; roles,\n"
@@ -89,6 +94,11 @@ int cmd_train(int argc, char **argv) {
     if (dry_run) {
         train_config_print_plan(&tc, stdout);
         printf("output directory: %s\n", out);
+        char th[512];
+        threads_describe(threads_plan(), th, sizeof th);
+        printf("backend cpu, %s\n", th);
+        printf("resolved config (written to %s/config.yaml):\n", out);
+        if (!cfg_write(tc.root, stdout, &err)) die("%s", err.msg);
         train_config_free(&tc);
         free(sets);
         return 0;
@@ -98,6 +108,16 @@ int cmd_train(int argc, char **argv) {
     transport_factory make = transport_get_factory();
     if (tp_launched() && make) tp = make(tc.n_generators, tc.n_scorers, tc.n_learners, tc.timeout_s, tc.heartbeat_s);
     else tp = transport_local_new();
+    if (tp_plays(tp, ROLE_SCHEDULER)) {
+        char th[512], layout[64], cfg_path[4200];
+        threads_describe(threads_plan(), th, sizeof th);
+        if (tp->local) snprintf(layout, sizeof layout, "single");
+        else tp_layout(tp, layout, sizeof layout);
+        path_join(cfg_path, sizeof cfg_path, out, "config.yaml");
+        log_info("backend %s (%s), %s; layout %s (%d rank%s%s); resolved config %s", ops_backend_name(ops_default()->be),
+                 ops_default()->name, th, layout, tp->size,
+                 tp->size == 1 ? "" : "s", tp->local ? ", every role in this process" : "", cfg_path);
+    }
     s2d_signals_install();
     bool stopped = false;
     if (tp->rank == 0 && !pl_prepare_out(out, resume, overwrite, &err)) die("%s", err.msg); /* rank 0 owns OUT */

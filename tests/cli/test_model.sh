@@ -45,8 +45,11 @@ expect_error "unknown preset" "unknown preset 'gpt-9'" "$S2D" init-model --prese
 check "no dir after unknown preset" test ! -e bad1
 expect_error "bad dtype" "dtype" "$S2D" init-model --preset qwen3-tiny --out bad2 --dtype f8
 check "no dir after bad dtype" test ! -e bad2
-expect_error "unwritable parent" "cannot create" "$S2D" init-model --preset qwen3-tiny --out missing/parent/x
-check "no partial dir or temp files" bash -c "[ -z \"\$(ls -d missing* bad* 2>/dev/null)\" ] && [ -z \"\$(ls -a | grep tmp)\" ]"
+check "missing parents are created" bash -c "'$S2D' init-model --preset qwen3-tiny --out made/parent/x 2>/dev/null && test -s made/parent/x/config.json"
+touch afile
+expect_error "a parent that is a file: named, no temp path" "cmd_model.c:[0-9]+: --out afile/x: afile exists and is not a directory\$" \
+  "$S2D" init-model --preset qwen3-tiny --out afile/x
+check "no partial dir or temp files" bash -c "[ -z \"\$(ls -d bad* 2>/dev/null)\" ] && [ -z \"\$(ls -a | grep tmp)\" ]"
 expect_error "missing --out" "--out" "$S2D" init-model --preset qwen3-tiny
 
 summary
