@@ -3,6 +3,7 @@
 # (a memcpy, an OpenMP pragma, a malloc) when one is added; `s2d devices` and --device errors.
 . "$(dirname "$0")/lib.sh"
 export S2D_LOG=warn
+cd "$WORK" || exit 1
 check "model and algorithm code touch tensor memory only through ops.h" bash "$S2D_ROOT/tools/check_seam.sh" "$S2D_ROOT"
 # the checker itself: a copy of the tree with one violation of each kind must fail, naming the line
 mkdir -p tree/src/model tree/src/algo tree/tools
