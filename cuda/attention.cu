@@ -383,42 +383,22 @@ typedef void (*dq_fn)(float *, const float *, const float *, const float *, cons
 typedef void (*dkv_fn)(float *, float *, const float *, const float *, const float *, const float *, const float *,
                        const float *, const att_tile *, int, int, int, float);
 
-static fwd_fn fwd_for(int ni) {
-    switch (ni) {
-    case 1: return att_fwd_kernel<1>;
-    case 2: return att_fwd_kernel<2>;
-    case 3: return att_fwd_kernel<3>;
-    case 4: return att_fwd_kernel<4>;
-    case 5: return att_fwd_kernel<5>;
-    case 6: return att_fwd_kernel<6>;
-    case 7: return att_fwd_kernel<7>;
-    default: return att_fwd_kernel<8>;
+/* The instantiation of a kernel template for NI = ceil(head_dim / 32) = ni (1..8). */
+#define NI_DISPATCH(kernel)                                                                                          \
+    switch (ni) {                                                                                                    \
+    case 1: return kernel<1>;                                                                                        \
+    case 2: return kernel<2>;                                                                                        \
+    case 3: return kernel<3>;                                                                                        \
+    case 4: return kernel<4>;                                                                                        \
+    case 5: return kernel<5>;                                                                                        \
+    case 6: return kernel<6>;                                                                                        \
+    case 7: return kernel<7>;                                                                                        \
+    default: return kernel<8>;                                                                                       \
     }
-}
-static dq_fn dq_for(int ni) {
-    switch (ni) {
-    case 1: return att_bwd_dq_kernel<1>;
-    case 2: return att_bwd_dq_kernel<2>;
-    case 3: return att_bwd_dq_kernel<3>;
-    case 4: return att_bwd_dq_kernel<4>;
-    case 5: return att_bwd_dq_kernel<5>;
-    case 6: return att_bwd_dq_kernel<6>;
-    case 7: return att_bwd_dq_kernel<7>;
-    default: return att_bwd_dq_kernel<8>;
-    }
-}
-static dkv_fn dkv_for(int ni) {
-    switch (ni) {
-    case 1: return att_bwd_dkv_kernel<1>;
-    case 2: return att_bwd_dkv_kernel<2>;
-    case 3: return att_bwd_dkv_kernel<3>;
-    case 4: return att_bwd_dkv_kernel<4>;
-    case 5: return att_bwd_dkv_kernel<5>;
-    case 6: return att_bwd_dkv_kernel<6>;
-    case 7: return att_bwd_dkv_kernel<7>;
-    default: return att_bwd_dkv_kernel<8>;
-    }
-}
+static fwd_fn fwd_for(int ni) { NI_DISPATCH(att_fwd_kernel) }
+static dq_fn dq_for(int ni) { NI_DISPATCH(att_bwd_dq_kernel) }
+static dkv_fn dkv_for(int ni) { NI_DISPATCH(att_bwd_dkv_kernel) }
+#undef NI_DISPATCH
 
 void cu_attention_setup(ops_queue *q) {
     /* Above 48 KiB a kernel must opt in; each instance gets what its largest head_dim (32 NI) needs. */

@@ -1,6 +1,6 @@
 /* vocab.cu: op_vocab_rows, the vocabulary-wide work on a chunk of LM-head logits, one block per row.
  * Reference: ops_cpu.c op_logsoftmax_gather_fwd/bwd (VOCAB_LOGP: fp32 max, fp32 exp terms summed in fp64,
- * a float lse) and algo/losses.c (fkl_full_row, fkl_topk_row, log_softmax_row, topk_logprobs_row: fp64
+ * a float lse) and ops/ops_vocab.c (cpu_fkl_full_row, cpu_fkl_topk_row, cpu_log_softmax_row, cpu_topk_logprobs_row: fp64
  * log-sum-exp and KL). Sums are block reductions in a fixed tree (deterministic; not the CPU's order, so equal
  * within rounding, not bitwise). The teacher top-k is a radix select, never a sort of the row. */
 #include <stdio.h>
@@ -20,7 +20,7 @@ static __device__ float row_lse_f(const float *x, int V, double *red_d, float *r
     return mx + (float)log(s);
 }
 
-/* The fp64 log-sum-exp of losses.c (logsumexp_row). */
+/* The fp64 log-sum-exp of ops/ops_vocab.c (logsumexp_row). */
 static __device__ double row_lse_d(const float *x, int V, double *red_d, float *red_f) {
     float mx = -INFINITY;
     for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, x[v]);
@@ -63,6 +63,14 @@ __global__ void __launch_bounds__(VOCAB_THREADS)
     if (threadIdx.x == 0) x[tg] += d;
 }
 
+/* A row the teacher does not teach (slot < 0) contributes nothing: its gradient is zero. True when so. */
+__device__ __forceinline__ bool untaught_row(float *x, int V, int slot, int want_grad) {
+    if (slot >= 0) return false;
+    if (want_grad)
+        for (int v = threadIdx.x; v < V; v += blockDim.x) x[v] = 0.0f;
+    return true;
+}
+
 __global__ void __launch_bounds__(VOCAB_THREADS)
     vocab_fkl_full_kernel(float *__restrict__ logits,           /* [rows, V] */
                           const int32_t *__restrict__ row_slot, /* [T] */
@@ -73,11 +81,7 @@ __global__ void __launch_bounds__(VOCAB_THREADS)
     __shared__ float red_f[32];
     const int i = blockIdx.x, t = r0 + i, slot = row_slot[t];
     float *x = logits + (size_t)i * V;
-    if (slot < 0) {
-        if (want_grad)
-            for (int v = threadIdx.x; v < V; v += blockDim.x) x[v] = 0.0f;
-        return;
-    }
+    if (untaught_row(x, V, slot, want_grad)) return;
     const float *tl = full_logp + (size_t)slot * V;
     const double lse = row_lse_d(x, V, red_d, red_f);
     double kl = 0;
@@ -149,7 +153,7 @@ __device__ __forceinline__ int find_sorted(const int *ids, int k, int id) {
     return -1;
 }
 
-/* fkl against the teacher's top-k plus one tail bucket (losses.c fkl_topk_row). */
+/* fkl against the teacher's top-k plus one tail bucket (ops/ops_vocab.c cpu_fkl_topk_row). */
 __global__ void __launch_bounds__(VOCAB_THREADS)
     vocab_fkl_topk_kernel(float *__restrict__ logits,            /* [rows, V] */
                           const int32_t *__restrict__ row_slot,  /* [T] */
@@ -163,11 +167,7 @@ __global__ void __launch_bounds__(VOCAB_THREADS)
     __shared__ int sj[SEL_MAX_K];       /* their index in the teacher's list */
     const int i = blockIdx.x, t = r0 + i, slot = row_slot[t];
     float *x = logits + (size_t)i * V;
-    if (slot < 0) {
-        if (want_grad)
-            for (int v = threadIdx.x; v < V; v += blockDim.x) x[v] = 0.0f;
-        return;
-    }
+    if (untaught_row(x, V, slot, want_grad)) return;
     const int32_t *tid = topk_ids + (size_t)slot * k;
     const float *tlp = topk_logp + (size_t)slot * k;
     const int P = sel_pow2(k);

@@ -71,48 +71,20 @@ static void u64_add(u64_list *l, const char *key, const uint64_t *v, size_t n) {
 /* checkpoint.keep_last: after a new checkpoint is complete, remove all but the newest `keep` files named
  * ckpt-SS-STEP.h5 (by stage, then step) in dir. Temp files and other names are left alone; a file that cannot
  * be removed is a warning (the run goes on). */
-typedef struct {
-    int stage;
-    long step;
-    char name[256];
-} ckpt_entry;
-
-static int ckpt_entry_cmp(const void *a, const void *b) {
-    const ckpt_entry *x = a, *y = b;
-    if (x->stage != y->stage) return x->stage < y->stage ? 1 : -1; /* newest first */
-    return x->step < y->step ? 1 : x->step > y->step ? -1 : 0;
-}
-
 static void prune_checkpoints(const char *dir, int keep) {
     if (keep <= 0) return;
-    DIR *d = opendir(dir);
-    if (!d) {
-        log_warn("checkpoint.keep_last: cannot read %s: %s", dir, strerror(errno));
+    ckpt_file *files;
+    size_t n;
+    s2d_err err;
+    if (!ckpt_list(dir, &files, &n, &err)) {
+        log_warn("checkpoint.keep_last: %s", err.msg);
         return;
     }
-    ckpt_entry *e = NULL;
-    int n = 0, cap = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        int stage, used = 0;
-        long step;
-        if (sscanf(de->d_name, "ckpt-%d-%ld.h5%n", &stage, &step, &used) != 2 || used == 0 || de->d_name[used] != '\0' ||
-            strlen(de->d_name) >= sizeof e->name)
-            continue;
-        if (n == cap) cap = cap ? 2 * cap : 32, e = xrealloc(e, (size_t)cap * sizeof *e);
-        e[n].stage = stage, e[n].step = step;
-        snprintf(e[n].name, sizeof e[n].name, "%s", de->d_name);
-        n++;
+    for (size_t i = (size_t)keep; i < n; i++) { /* newest first: all after the first `keep` go */
+        if (unlink(files[i].path) != 0) log_warn("checkpoint.keep_last: cannot remove %s: %s", files[i].path, strerror(errno));
+        else log_debug("checkpoint.keep_last %d: removed %s", keep, files[i].path);
     }
-    closedir(d);
-    if (n > keep) qsort(e, (size_t)n, sizeof *e, ckpt_entry_cmp);
-    for (int i = keep; i < n; i++) {
-        char path[4096];
-        path_join(path, sizeof path, dir, e[i].name);
-        if (unlink(path) != 0) log_warn("checkpoint.keep_last: cannot remove %s: %s", path, strerror(errno));
-        else log_debug("checkpoint.keep_last %d: removed %s", keep, path);
-    }
-    free(e);
+    ckpt_list_free(files, n);
 }
 
 bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *L,

@@ -841,70 +841,67 @@ const char *ckpt_find_text(const ckpt_state *s, const char *key) {
     return NULL;
 }
 
-bool ckpt_find_latest(const char *dir, char *out, size_t n, bool *found, s2d_err *err) {
-    *found = false;
-    DIR *d = opendir(dir);
-    if (!d) return err_set(err, "%s: cannot read directory: %s", dir, strerror(errno));
-    int best_stage = -1;
-    long best_step = -1;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        int stage, used = 0;
-        long step;
-        /* exactly ckpt-SS-NNNNNNNNN.h5: temp files ("....h5.tmp.PID") do not match */
-        if (sscanf(e->d_name, "ckpt-%d-%ld.h5%n", &stage, &step, &used) != 2 || used == 0 ||
-            e->d_name[used] != '\0')
-            continue;
-        if (stage < best_stage || (stage == best_stage && step <= best_step)) continue;
-        char path[4096];
-        path_join(path, sizeof path, dir, e->d_name);
-        s2d_err skip;
-        hid_t f = ckpt_open(path, &skip);
-        if (f < 0) {
-            log_warn("resume: skipping %s", skip.msg);
-            continue;
-        }
-        H5Fclose(f);
-        best_stage = stage;
-        best_step = step;
-        snprintf(out, n, "%s", path);
-        *found = true;
-    }
-    closedir(d);
-    return true;
-}
-
-typedef struct {
-    int stage;
-    long step;
-    char *path;
-} ckpt_cand;
-static int cand_newest_first(const void *a, const void *b) {
-    const ckpt_cand *x = a, *y = b;
+static int file_newest_first(const void *a, const void *b) {
+    const ckpt_file *x = a, *y = b;
     if (x->stage != y->stage) return x->stage > y->stage ? -1 : 1;
     return x->step > y->step ? -1 : x->step < y->step ? 1 : 0;
 }
 
-bool ckpt_load_latest(const char *dir, char *out, size_t n, ckpt_state *st, bool *found, s2d_err *err) {
-    *found = false;
-    memset(st, 0, sizeof *st);
+bool ckpt_list(const char *dir, ckpt_file **out, size_t *n_out, s2d_err *err) {
+    *out = NULL, *n_out = 0;
     DIR *d = opendir(dir);
     if (!d) return err_set(err, "%s: cannot read directory: %s", dir, strerror(errno));
-    ckpt_cand *c = NULL;
+    ckpt_file *c = NULL;
     size_t nc = 0, cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         int stage, used = 0;
         long step;
+        /* exactly ckpt-SS-NNNNNNNNN.h5: temp files ("....h5.tmp.PID") do not match */
         if (sscanf(e->d_name, "ckpt-%d-%ld.h5%n", &stage, &step, &used) != 2 || used == 0 || e->d_name[used] != '\0')
             continue;
         if (nc == cap) c = xrealloc(c, (cap = cap ? 2 * cap : 16) * sizeof *c);
         char path[4096];
         path_join(path, sizeof path, dir, e->d_name);
-        c[nc++] = (ckpt_cand){stage, step, xstrdup(path)};
+        c[nc++] = (ckpt_file){stage, step, xstrdup(path)};
     }
     closedir(d);
-    if (nc) qsort(c, nc, sizeof *c, cand_newest_first);
+    if (nc) qsort(c, nc, sizeof *c, file_newest_first);
+    *out = c, *n_out = nc;
+    return true;
+}
+
+void ckpt_list_free(ckpt_file *files, size_t n) {
+    for (size_t i = 0; i < n; i++) free(files[i].path);
+    free(files);
+}
+
+bool ckpt_find_latest(const char *dir, char *out, size_t n, bool *found, s2d_err *err) {
+    *found = false;
+    ckpt_file *c;
+    size_t nc;
+    if (!ckpt_list(dir, &c, &nc, err)) return false;
+    for (size_t i = 0; i < nc && !*found; i++) {
+        s2d_err skip;
+        hid_t f = ckpt_open(c[i].path, &skip);
+        if (f < 0) {
+            log_warn("resume: skipping %s", skip.msg);
+            continue;
+        }
+        H5Fclose(f);
+        snprintf(out, n, "%s", c[i].path);
+        *found = true;
+    }
+    ckpt_list_free(c, nc);
+    return true;
+}
+
+bool ckpt_load_latest(const char *dir, char *out, size_t n, ckpt_state *st, bool *found, s2d_err *err) {
+    *found = false;
+    memset(st, 0, sizeof *st);
+    ckpt_file *c;
+    size_t nc;
+    if (!ckpt_list(dir, &c, &nc, err)) return false;
     for (size_t i = 0; i < nc && !*found; i++) {
         s2d_err why;
         if (ckpt_load(c[i].path, st, &why)) {
@@ -914,8 +911,7 @@ bool ckpt_load_latest(const char *dir, char *out, size_t n, ckpt_state *st, bool
             log_warn("resume: skipping damaged or incomplete checkpoint %s", why.msg);
         }
     }
-    for (size_t i = 0; i < nc; i++) free(c[i].path);
-    free(c);
+    ckpt_list_free(c, nc);
     return true;
 }
 

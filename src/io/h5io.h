@@ -123,6 +123,15 @@ bool ckpt_read_optim_range(const char *path, const char *name, size_t offset, si
  * and files without complete = 1 (or unreadable ones) are skipped. found = false when there is none. An
  * unreadable dir is an error. */
 bool ckpt_find_latest(const char *dir, char *out, size_t n, bool *found, s2d_err *err);
+/* The files named exactly ckpt-SS-STEP.h5 in dir (no temps), newest first (by stage, then step); paths are
+ * malloc'd (ckpt_list_free). */
+typedef struct {
+    int stage;
+    long step;
+    char *path;
+} ckpt_file;
+bool ckpt_list(const char *dir, ckpt_file **out, size_t *n, s2d_err *err);
+void ckpt_list_free(ckpt_file *files, size_t n);
 /* Loads (ckpt_load, every checksum verified) the newest checkpoint in dir that loads; each newer one that does
  * not (damaged, incomplete, unreadable) is skipped with a warning naming it and why. found = false (and st
  * zeroed) when none loads. An unreadable dir is an error. */

@@ -70,13 +70,18 @@ static void cpu_queue_free(ops_queue *q) {
 
 /* ---- scratch (grown only past what ops_reserve asked for) ---- */
 
-static float *attn_scratch(cpu_queue *c, size_t floats) {
-    if (floats > c->attn_floats) {
-        free(c->attn);
-        c->attn = xmalloc(S2D_MAX(floats, 1) * sizeof(float));
-        c->attn_floats = floats;
+/* *buf holds at least need elements of elem bytes afterwards (contents not kept: scratch). */
+static void *grow(void **buf, size_t *cap, size_t need, size_t elem) {
+    if (need > *cap) {
+        free(*buf);
+        *buf = xmalloc(S2D_MAX(need, 1) * elem);
+        *cap = need;
     }
-    return c->attn;
+    return *buf;
+}
+
+static float *attn_scratch(cpu_queue *c, size_t floats) {
+    return grow((void **)&c->attn, &c->attn_floats, floats, sizeof(float));
 }
 
 static void rows_scratch(cpu_queue *c, int rows) {
@@ -99,12 +104,7 @@ static void samplers_scratch(cpu_queue *c, int rows, int vocab) {
 }
 
 static double *partials_scratch(cpu_queue *c, size_t blocks) {
-    if (blocks > c->n_partials) {
-        free(c->partials);
-        c->partials = xmalloc(S2D_MAX(blocks, 1) * sizeof(double));
-        c->n_partials = blocks;
-    }
-    return c->partials;
+    return grow((void **)&c->partials, &c->n_partials, blocks, sizeof(double));
 }
 
 static void cpu_reserve(ops_queue *q, int max_seq_len, int max_rows, int vocab, size_t max_elems) {

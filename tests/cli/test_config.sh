@@ -46,7 +46,7 @@ while IFS= read -r ex; do
 done < <(grep -oE -- "--set ('[^']*'|[^ \`']+)" README.md | sort -u)
 check "README has --set examples ($n)" test "$n" -ge 4
 "$S2D" train $cfg --dry-run --out "$WORK/s" --set pipeline[1].optimizer.lr=1e-6 \
-  --set 'pipeline[0].sampling={temperature: 0.7, top_p: 0.95}' >"$WORK/set.txt" 2>&1
+  --set 'pipeline[0].sampling={temperature: 0.7, top_p: 0.95, max_new_tokens: 16}' >"$WORK/set.txt" 2>&1
 check "optimizer.lr override shows in the plan" grep -q "stage 2 bridge_fkl .*lr 1e-06" "$WORK/set.txt"
 check "flow override resolved with its defaults" bash -c "grep -A4 '^  sampling:' '$WORK/set.txt' | grep -q 'top_p: 0.95'"
 
