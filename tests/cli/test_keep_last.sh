@@ -14,10 +14,11 @@ done
 KEEP2=()
 for i in 0 1 2 3; do KEEP2+=(--set "pipeline[$i].checkpoint.keep_last=2"); done
 
-# keep_last 2: of the 8 checkpoints (two per stage), the last two remain; foreign files stay
+# keep_last 2: of the 8 checkpoints (two per stage), the last two remain; foreign files stay (--overwrite: OUT
+# is not empty)
 mkdir -p "$WORK/k2/checkpoints"
 touch "$WORK/k2/checkpoints/notes.txt" "$WORK/k2/checkpoints/ckpt-00-000000009.h5.tmp.1"
-if "$S2D" train $cfg "${SETS[@]}" "${KEEP2[@]}" --out "$WORK/k2" >"$WORK/k2.out" 2>"$WORK/k2.err"; then
+if "$S2D" train $cfg "${SETS[@]}" "${KEEP2[@]}" --out "$WORK/k2" --overwrite >"$WORK/k2.out" 2>"$WORK/k2.err"; then
   ok
   check "two newest checkpoints kept" test "$(cd "$WORK/k2/checkpoints" && ls ckpt-*.h5 | tr '\n' ' ')" = \
     "ckpt-03-000000001.h5 ckpt-03-000000002.h5 "
