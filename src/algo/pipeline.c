@@ -65,30 +65,26 @@ static bool ensure_loaded(run *r, named_model *nm, s2d_err *err) {
 static void model_copy(model *dst, const model *src) {
     model_create(dst, &src->cfg);
     model_params_copy(dst, src);
+    dst->source_bf16 = src->source_bf16;
 }
 
+/* The token string of id in tok, or NULL (tokenizer_config.json's bos/eos when the source has none). */
+static const char *token_or_null(const tokenizer *tok, int id) {
+    return tok && id >= 0 && id < tok_vocab_size(tok) ? tok_id_to_token(tok, id) : NULL;
+}
+
+/* OUT/models/<name>/: an HF directory (config, weights in the source's dtype: bf16 in, bf16 out, the fp32 masters
+ * stay in the checkpoints; generation_config.json) with the tokenizer side of the model's tokenizer directory. */
 static bool save_model(run *r, const named_model *nm, s2d_err *err) {
     char dir[4096], models_dir[4096];
     path_join(models_dir, sizeof models_dir, r->out, "models");
     path_join(dir, sizeof dir, models_dir, nm->name);
     if (!pl_mkdir_p(dir, err)) return false;
-    if (!model_save(&nm->m, dir, false, err)) return false;
-    if (nm->tok_dir) { /* an HF dir also carries its tokenizer */
-        char src[4096], dst[4096], *data;
-        size_t len;
-        struct stat st;
-        if (stat(nm->tok_dir, &st) == 0 && S_ISDIR(st.st_mode)) path_join(src, sizeof src, nm->tok_dir, "tokenizer.json");
-        else snprintf(src, sizeof src, "%s", nm->tok_dir);
-        path_join(dst, sizeof dst, dir, "tokenizer.json");
-        if (!read_file(src, &data, &len, err)) return false;
-        atomic_file af;
-        bool ok = atomic_open(&af, dst, err);
-        if (ok && fwrite(data, 1, len, af.fp) != len) atomic_abort(&af), ok = err_set(err, "%s: write failed", dst);
-        else if (ok) ok = atomic_commit(&af, err);
-        free(data);
-        if (!ok) return false;
-    }
-    return true;
+    if (!model_save(&nm->m, dir, nm->m.source_bf16, err)) return false;
+    if (!nm->tok_dir) return true;
+    const model_config *c = &nm->m.cfg;
+    return tok_copy_files(nm->tok_dir, dir, token_or_null(nm->tok, c->bos_id),
+                          c->n_eos ? token_or_null(nm->tok, c->eos_ids[0]) : NULL, err);
 }
 
 /* ---- data ---- */

@@ -16,11 +16,7 @@
 #include "core/log.h"
 #include "io/h5io.h"
 #include "model/model.h"
-
-/* Tokenizer-side files of an HF directory, copied when present (tokenizer.json is required). */
-static const char *const TOKENIZER_FILES[] = {"tokenizer.json",     "tokenizer_config.json", "special_tokens_map.json",
-                                              "generation_config.json", "chat_template.jinja", "vocab.json",
-                                              "merges.txt",         "added_tokens.json"};
+#include "text/tokenizer.h"
 
 static void usage(FILE *out) {
     fprintf(out, "usage: s2d export CHECKPOINT.h5 --out DIR [--model NAME] [--tokenizer DIR] [--dtype f32|bf16]\n"
@@ -28,18 +24,6 @@ static void usage(FILE *out) {
                  "  --model NAME     which named model of the checkpoint (needed when it holds several)\n"
                  "  --tokenizer DIR  copy tokenizer.json (required there) and the other tokenizer files from DIR\n"
                  "  --dtype          safetensors weights as f32 or bf16 (default: as stored in the checkpoint)\n");
-}
-
-static bool copy_file(const char *src, const char *dst, s2d_err *err) {
-    char *data = NULL;
-    size_t len = 0;
-    if (!read_file(src, &data, &len, err)) return false;
-    FILE *fp = fopen(dst, "wb");
-    bool ok = fp && fwrite(data, 1, len, fp) == len;
-    if (fp && fclose(fp) != 0) ok = false;
-    free(data);
-    if (!ok) return err_set(err, "%s: write failed: %s", dst, strerror(errno));
-    return true;
 }
 
 static void remove_tree_files(const char *dir) {
@@ -59,19 +43,22 @@ static void remove_tree_files(const char *dir) {
 static bool export_dir(const model *m, const char *out, bool bf16, const char *tok_dir, s2d_err *err) {
     struct stat st;
     if (stat(out, &st) == 0) return err_set(err, "%s: already exists (export never overwrites)", out);
-    char tmp[4200], src[4400], dst[4400];
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
     if (mkdir(tmp, 0755) != 0) return err_set(err, "%s: cannot create directory: %s", tmp, strerror(errno));
     bool ok = model_save(m, tmp, bf16, err);
     if (ok && tok_dir) {
-        path_join(src, sizeof src, tok_dir, "tokenizer.json");
-        if (access(src, R_OK) != 0) ok = err_set(err, "%s: cannot read: %s (--tokenizer)", src, strerror(errno));
-        for (size_t i = 0; ok && i < S2D_ARRAY_LEN(TOKENIZER_FILES); i++) {
-            path_join(src, sizeof src, tok_dir, TOKENIZER_FILES[i]);
-            if (access(src, F_OK) != 0) continue;
-            path_join(dst, sizeof dst, tmp, TOKENIZER_FILES[i]);
-            ok = copy_file(src, dst, err);
-        }
+        /* the tokenizer must fit the model: every id it can produce must be a row of the embedding */
+        tokenizer *tok = NULL;
+        ok = tok_load(tok_dir, &tok, err) || err_prefix(err, "--tokenizer");
+        if (ok && tok_vocab_size(tok) > m->cfg.vocab)
+            ok = err_set(err, "--tokenizer %s: %d tokens, but the model's vocabulary has %d (vocab_size): its ids would "
+                              "index past the embedding; use the tokenizer the model was trained with", tok_dir,
+                         tok_vocab_size(tok), m->cfg.vocab);
+        const char *bos = ok && m->cfg.bos_id >= 0 ? tok_id_to_token(tok, m->cfg.bos_id) : NULL;
+        const char *eos = ok && m->cfg.n_eos ? tok_id_to_token(tok, m->cfg.eos_ids[0]) : NULL;
+        if (ok) ok = tok_copy_files(tok_dir, tmp, bos, eos, err);
+        tok_free(tok);
     }
     if (ok && rename(tmp, out) != 0) ok = err_set(err, "%s: cannot create directory: %s", out, strerror(errno));
     if (!ok) remove_tree_files(tmp);

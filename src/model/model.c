@@ -229,7 +229,7 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
         model_free(m);
         return false;
     }
-    size_t loaded = 0;
+    size_t loaded = 0, loaded_bf16 = 0;
     bool ok = true, staged;
     float *params = host_params(m, true, &staged);
     for (int i = 0; i < m->n_tensors && ok; i++) {
@@ -252,6 +252,7 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
             }
         if (!ok) break;
         loaded += t->numel;
+        loaded_bf16 += s->dtype == ST_BF16 ? t->numel : 0;
     }
     for (int i = 0; i < st_count(set) && ok; i++) {
         const st_tensor *s = st_at(set, i);
@@ -273,6 +274,7 @@ bool model_load(model *m, const char *dir, s2d_err *err) {
         if (ok) model_params_upload(m, params);
         free(params);
     }
+    if (ok) m->source_bf16 = loaded_bf16 == loaded; /* saved outputs keep the source's dtype */
     if (!ok) model_free(m);
     else log_info("loaded %s: %s, %zu parameters", dir, model_arch_of(cfg.arch)->model_type, loaded);
     return ok;
@@ -322,11 +324,25 @@ static bool save_files(const model *m, const char *dir, bool bf16, s2d_err *err)
     path_join(path, sizeof path, dir, "config.json");
     ok = write_text_atomic(path, json, err);
     free(json);
-    return ok;
+    if (!ok) return false;
+    /* generation_config.json as save_pretrained writes it from the config (a tokenizer directory's own one, copied
+     * after, replaces it): transformers' generate() and vLLM read the stop ids from here */
+    char gen[512], eos[256] = "null";
+    if (m->cfg.n_eos == 1) snprintf(eos, sizeof eos, "%d", m->cfg.eos_ids[0]);
+    else if (m->cfg.n_eos > 1) {
+        size_t at = (size_t)snprintf(eos, sizeof eos, "[");
+        for (int i = 0; i < m->cfg.n_eos; i++) at += (size_t)snprintf(eos + at, sizeof eos - at, "%s%d", i ? ", " : "", m->cfg.eos_ids[i]);
+        snprintf(eos + at, sizeof eos - at, "]");
+    }
+    char bos[32] = "null";
+    if (m->cfg.bos_id >= 0) snprintf(bos, sizeof bos, "%d", m->cfg.bos_id);
+    snprintf(gen, sizeof gen, "{\n  \"_from_model_config\": true,\n  \"bos_token_id\": %s,\n  \"eos_token_id\": %s\n}", bos, eos);
+    path_join(path, sizeof path, dir, "generation_config.json");
+    return write_text_atomic(path, gen, err);
 }
 
 static void remove_dir_files(const char *dir) {
-    const char *names[] = {"model.safetensors", "config.json"};
+    const char *names[] = {"model.safetensors", "config.json", "generation_config.json"};
     char path[4096];
     for (size_t i = 0; i < S2D_ARRAY_LEN(names); i++) {
         path_join(path, sizeof path, dir, names[i]);

@@ -145,6 +145,7 @@ typedef struct {
     float *grads;          /* [n_params] device memory, or NULL until model_alloc_grads */
     model_view w;          /* views into params */
     model_view g;          /* views into grads (all NULL until model_alloc_grads) */
+    bool source_bf16;      /* loaded from BF16 safetensors: saved copies default to BF16 too */
     float *rope_cos;       /* [max_pos, head_dim/2] device memory */
     float *rope_sin;       /* [max_pos, head_dim/2] device memory */
 } model;
@@ -164,7 +165,8 @@ void model_init_random(model *m, uint64_t seed);
 /* Loads DIR/config.json and DIR/model.safetensors (or the sharded DIR/model.safetensors.index.json).
  * Errors name the file and the tensor: missing, wrong shape, unexpected, wrong parameter count. */
 bool model_load(model *m, const char *dir, s2d_err *err);
-/* Writes DIR/config.json and DIR/model.safetensors atomically (creates DIR); bf16 stores weights as BF16. */
+/* Writes DIR/config.json, DIR/model.safetensors and DIR/generation_config.json (bos/eos from the config) atomically
+ * (creates DIR); bf16 stores weights as BF16. */
 bool model_save(const model *m, const char *dir, bool bf16, s2d_err *err);
 void model_alloc_grads(model *m);
 void model_free_grads(model *m);

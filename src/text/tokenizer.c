@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -818,4 +819,62 @@ bool tok_decode(const tokenizer *t, const int32_t *ids, size_t n, tok_bytes *out
     dst[w] = '\0';
     out->n = w;
     return true;
+}
+
+/* ---- the tokenizer side of a Hugging Face model directory ---- */
+
+/* Files a model directory carries for its tokenizer, copied with a model when present (tokenizer.json is
+ * required): stage outputs and `s2d export` alike. */
+static const char *const TOKENIZER_FILES[] = {"tokenizer.json",   "tokenizer_config.json", "special_tokens_map.json",
+                                              "generation_config.json", "chat_template.jinja", "vocab.json",
+                                              "merges.txt",       "added_tokens.json"};
+
+static bool copy_atomic(const char *src, const char *dst, s2d_err *err) {
+    char *data;
+    size_t len;
+    if (!read_file(src, &data, &len, err)) return false;
+    atomic_file af;
+    bool ok = atomic_open(&af, dst, err);
+    if (ok && fwrite(data, 1, len, af.fp) != len) atomic_abort(&af), ok = err_set(err, "%s: write failed: %s", dst, strerror(errno));
+    else if (ok) ok = atomic_commit(&af, err);
+    free(data);
+    return ok;
+}
+
+bool tok_copy_files(const char *src, const char *dst_dir, const char *bos_token, const char *eos_token, s2d_err *err) {
+    char from[4096], to[4096];
+    struct stat st;
+    bool is_dir = stat(src, &st) == 0 && S_ISDIR(st.st_mode);
+    bool have_config = false;
+    if (!is_dir) { /* a tokenizer.json file given directly */
+        path_join(to, sizeof to, dst_dir, "tokenizer.json");
+        if (!copy_atomic(src, to, err)) return false;
+    } else {
+        path_join(from, sizeof from, src, "tokenizer.json");
+        if (access(from, R_OK) != 0) return err_set(err, "%s: cannot read: %s", from, strerror(errno));
+        for (size_t i = 0; i < sizeof TOKENIZER_FILES / sizeof *TOKENIZER_FILES; i++) {
+            path_join(from, sizeof from, src, TOKENIZER_FILES[i]);
+            if (access(from, F_OK) != 0) continue;
+            path_join(to, sizeof to, dst_dir, TOKENIZER_FILES[i]);
+            if (!copy_atomic(from, to, err)) return false;
+            have_config |= strcmp(TOKENIZER_FILES[i], "tokenizer_config.json") == 0;
+        }
+    }
+    if (have_config) return true;
+    /* None to copy: a minimal one, so AutoTokenizer loads tokenizer.json with the model's bos/eos tokens. */
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "tokenizer_class", "PreTrainedTokenizerFast");
+    if (bos_token) cJSON_AddStringToObject(c, "bos_token", bos_token);
+    if (eos_token) cJSON_AddStringToObject(c, "eos_token", eos_token);
+    char *text = cJSON_Print(c);
+    cJSON_Delete(c);
+    CHECK(text, "out of memory printing tokenizer_config.json");
+    path_join(to, sizeof to, dst_dir, "tokenizer_config.json");
+    atomic_file af;
+    bool ok = atomic_open(&af, to, err);
+    if (ok && (fputs(text, af.fp) < 0 || fputc('\n', af.fp) < 0))
+        atomic_abort(&af), ok = err_set(err, "%s: write failed: %s", to, strerror(errno));
+    else if (ok) ok = atomic_commit(&af, err);
+    cJSON_free(text);
+    return ok;
 }

@@ -65,6 +65,11 @@ const char *tok_token_bytes(const tokenizer *t, int32_t id, size_t *len);
 
 /* One past the largest id of any token (vocabulary or added), e.g. 151669 for Qwen3, 128256 for Llama 3.1. */
 int tok_vocab_size(const tokenizer *t);
+/* Copies the tokenizer side of a model directory from src (a directory with tokenizer.json, required, and
+ * tokenizer_config.json, special_tokens_map.json, generation_config.json, chat_template.jinja, ... when present;
+ * or a tokenizer.json file) into dst_dir, each file atomically. Without a tokenizer_config.json to copy, writes a
+ * minimal one naming bos_token / eos_token (NULL: left out) so AutoTokenizer finds the stop token. */
+bool tok_copy_files(const char *src, const char *dst_dir, const char *bos_token, const char *eos_token, s2d_err *err);
 /* Id of a token given as written in tokenizer.json (an added token's content such as "<|im_end|>", or a
  * vocabulary entry in byte-level form such as "Ġthe"); -1 when absent. */
 int32_t tok_token_id(const tokenizer *t, const char *token);

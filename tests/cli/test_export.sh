@@ -14,9 +14,14 @@ check "checkpoint, rollout log and metrics exist, no temp files" bash -c "test -
 
 printf '[1,2,3,4,5,6,7,8]\n[7,300,2]\n[10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29]\n' > in.jsonl
 "$S2D" logprobs --model orig < in.jsonl > want.jsonl
-mkdir tok && printf '{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}\n' > tok/tokenizer.json && echo '{}' > tok/tokenizer_config.json
+# a tokenizer that fits the 512-token model (the tiny models' byte-level one), with a tokenizer_config.json to copy
+mkdir tok && cp "$S2D_ROOT/tests/fixtures/models/tiny-teacher/tokenizer.json" tok/ && echo '{"eos_token": "x"}' > tok/tokenizer_config.json
 check "export policy (f32) with tokenizer files" "$S2D" export ck.h5 --model policy --out exp --tokenizer tok
-check "export wrote config, weights, tokenizer files" test -s exp/config.json -a -s exp/model.safetensors -a -s exp/tokenizer.json -a -s exp/tokenizer_config.json
+check "export wrote config, weights, tokenizer files" test -s exp/config.json -a -s exp/model.safetensors -a -s exp/tokenizer.json -a -s exp/tokenizer_config.json -a -s exp/generation_config.json
+check "the tokenizer's own tokenizer_config.json is copied" grep -q '"eos_token": "x"' exp/tokenizer_config.json
+expect_error "a tokenizer larger than the model's vocabulary is refused" "151669 tokens, but the model's vocabulary has 512" \
+  "$S2D" export ck.h5 --model policy --out big --tokenizer "$S2D_ROOT/tests/fixtures/tokenizers/qwen3"
+check "nothing written for the refused export" test ! -e big
 check "exported logprobs identical to the original model's" bash -c "'$S2D' logprobs --model exp < in.jsonl | cmp -s - want.jsonl"
 check "export policy as bf16" "$S2D" export ck.h5 --model policy --out exp16 --dtype bf16
 check "bf16 export is smaller" bash -c "[ \$(stat -c %s exp16/model.safetensors) -lt \$(stat -c %s exp/model.safetensors) ]"
@@ -128,7 +133,7 @@ expect_error "rollout log is not a checkpoint" "not an s2d checkpoint" "$S2D" ex
 expect_error "two models, no --model" "holds 2 models \(policy, teacher\).*--model" "$S2D" export ck.h5 --out bad4
 expect_error "unknown model name" "ck.h5: no model 'student' in the checkpoint \(it has: policy, teacher\)" "$S2D" export ck.h5 --model student --out bad5
 expect_error "existing --out is refused" "exp: already exists" "$S2D" export ck.h5 --model policy --out exp
-expect_error "tokenizer dir without tokenizer.json" "orig/tokenizer.json: cannot read" "$S2D" export ck.h5 --model policy --out bad6 --tokenizer orig
+expect_error "tokenizer dir without tokenizer.json" "orig/tokenizer.json: cannot" "$S2D" export ck.h5 --model policy --out bad6 --tokenizer orig
 expect_error "bad dtype" "dtype" "$S2D" export ck.h5 --model policy --out bad7 --dtype f8
 head -c 20000 ck.h5 > trunc.h5
 expect_error "truncated checkpoint names the file" "trunc.h5" "$S2D" export trunc.h5 --model policy --out bad8

@@ -29,8 +29,11 @@ if ! "$S2D" devices | grep -q '^cuda: [1-9]'; then
 fi
 expect_error "cpu:1 does not exist" "cpu backend sees 1 device" bash -c "echo '[1,2]' | '$S2D' logprobs --model tiny --device cpu:1"
 expect_error "unknown backend" "unknown backend 'tpu'" bash -c "echo '[1]' | '$S2D' generate --model tiny --max-new-tokens 1 --device tpu"
-expect_error "train --device checks the backend" "device 'nope'" "$S2D" train "$S2D_ROOT/configs/tests/tiny-pipeline.yaml" --out run --device nope
-expect_error "device: in the config is checked" "device 'bogus:x'" "$S2D" train "$S2D_ROOT/configs/tests/tiny-pipeline.yaml" --out run2 --set device=bogus:x
+# the tiny config's paths are relative to the repository
+expect_error "train --device checks the backend" "device 'nope'" \
+  bash -c "cd '$S2D_ROOT' && '$S2D' train configs/tests/tiny-pipeline.yaml --out '$WORK/run' --device nope"
+expect_error "device: in the config is checked" "device 'bogus:x'" \
+  bash -c "cd '$S2D_ROOT' && '$S2D' train configs/tests/tiny-pipeline.yaml --out '$WORK/run2' --set device=bogus:x"
 check "S2D_DEVICE=cpu is the default device" bash -c "echo '[1,2,3]' | S2D_DEVICE=cpu '$S2D' logprobs --model tiny | cmp -s - a.jsonl"
 expect_error "a bad S2D_DEVICE is named" "S2D_DEVICE: device 'tpu:0'" bash -c "echo '[1,2]' | S2D_DEVICE=tpu:0 '$S2D' logprobs --model tiny"
 summary
