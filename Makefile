@@ -98,6 +98,16 @@ $(BUILD)/libs2d-san.a: $(SAN_OBJ)
 $(BUILD)/s2d: $(BUILD)/obj/src/main.o $(MPI_OBJ) $(CUDA_LINK_OBJ) $(BUILD)/libs2d.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS) $(CUDA_LIBS)
 
+# s2d itself under ASan+UBSan: tests/run.sh runs the CLI tests on it (the long training ones on build/s2d).
+$(BUILD)/san/mpi/%.o: mpi/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Impi $(MPI_CFLAGS) $(SAN_CFLAGS) -c $< -o $@
+$(BUILD)/san/src/main.o: src/main.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Impi $(MPI_CFLAGS) $(SAN_CFLAGS) -c $< -o $@
+$(BUILD)/s2d-san: $(BUILD)/san/src/main.o $(MPI_SRC:%.c=$(BUILD)/san/%.o) $(BUILD)/libs2d-san.a
+	$(CC) $(SAN_CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS) $(SAN)
+
 # Unit tests run under AddressSanitizer + UndefinedBehaviorSanitizer.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libs2d-san.a $(CUDA_LINK_OBJ)
 	@mkdir -p $(dir $@)
@@ -112,7 +122,7 @@ $(BUILD)/tools/%: tools/bench/%.c $(BUILD)/libs2d.a $(CUDA_LINK_OBJ)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(CUDA_LINK_OBJ) $(BUILD)/libs2d.a -o $@ $(LDLIBS) $(CUDA_LIBS)
 
 test: deps
-	@$(MAKE) --no-print-directory $(BUILD)/s2d $(TEST_BIN)
+	@$(MAKE) --no-print-directory $(BUILD)/s2d $(BUILD)/s2d-san $(TEST_BIN)
 	@if [ -n "$(NVCC)" ]; then $(MAKE) --no-print-directory cuda-check || exit 1; fi
 	@tests/run.sh $(BUILD) $(T)
 

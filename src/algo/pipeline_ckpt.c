@@ -289,6 +289,7 @@ bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_curs
     if (dc.seed != cur->dsamp->cur.seed)
         return err_set(err, "%s: /state/%s: shuffling seed %llu, this run's %llu", rp->path, key,
                        (unsigned long long)dc.seed, (unsigned long long)cur->dsamp->cur.seed);
+    ds_sampler_free(cur->dsamp); /* restore allocates the permutation afresh (the initial one leaked) */
     if (!ds_sampler_restore(cur->dsamp, cur->n, dc, err)) return err_prefix(err, "%s: /state/%s", rp->path, key);
     snprintf(key, sizeof key, "labels.%s", s->name);
     if (!(c = need_u64(rp, key, 2, err))) return false;
