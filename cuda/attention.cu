@@ -46,6 +46,21 @@ static size_t dkv_smem(int hd) {
     return sizeof(float) * (2 * (size_t)ATT_QT * (hd + 1) + 2 * (size_t)ATT_BKK * hd + 2 * ATT_QT);
 }
 
+/* acc[n] (lane's columns d = lane + 32 n) += Σ_jj w_jj · tile[jj, d] over one key tile, where lane jj of the warp
+ * holds w_jj (the tile's probabilities or score gradients); tile rows are ld floats apart. */
+template <int NI>
+__device__ __forceinline__ void acc_tile(float *acc, float w, const float *tile, int ld, int hd, int lane) {
+    for (int jj = 0; jj < ATT_BK; jj++) {
+        const float wj = __shfl_sync(0xffffffffu, w, jj);
+        const float *row = tile + jj * ld;
+#pragma unroll
+        for (int n = 0; n < NI; n++) {
+            const int d = lane + 32 * n;
+            if (d < hd) acc[n] = fmaf(wj, row[d], acc[n]);
+        }
+    }
+}
+
 template <int NI>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
     att_fwd_kernel(float *__restrict__ out,          /* [rows, nh, hd] */
@@ -112,15 +127,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
             m[rr] = m_new;
 #pragma unroll
             for (int n = 0; n < NI; n++) acc[rr][n] *= alpha;
-            for (int jj = 0; jj < ATT_BK; jj++) {
-                const float pj = __shfl_sync(0xffffffffu, p, jj);
-                const float *vr = Vs + jj * hd;
-#pragma unroll
-                for (int n = 0; n < NI; n++) {
-                    const int d = lane + 32 * n;
-                    if (d < hd) acc[rr][n] = fmaf(pj, vr[d], acc[rr][n]);
-                }
-            }
+            acc_tile<NI>(acc[rr], p, Vs, hd, hd, lane); /* acc += P V over the tile */
         }
     }
 #pragma unroll
@@ -248,15 +255,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
             }
             const float p = kt + lane <= limit ? expf(s * scale - lse_r[rr]) : 0.0f;
             const float ds = p * (dp - D_r[rr]);
-            for (int jj = 0; jj < ATT_BK; jj++) {
-                const float dsj = __shfl_sync(0xffffffffu, ds, jj);
-                const float *kj = Ks + jj * (hd + 1);
-#pragma unroll
-                for (int n = 0; n < NI; n++) {
-                    const int d = lane + 32 * n;
-                    if (d < hd) acc[rr][n] = fmaf(dsj, kj[d], acc[rr][n]);
-                }
-            }
+            acc_tile<NI>(acc[rr], ds, Ks, hd + 1, hd, lane); /* acc += dS K over the tile */
         }
     }
 #pragma unroll
