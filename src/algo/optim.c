@@ -110,3 +110,17 @@ bool lr_schedule_kind_parse(const char *name, lr_schedule_kind *kind, s2d_err *e
     else return err_set(err, "unknown lr schedule '%s' (expected constant, warmup or cosine)", name);
     return true;
 }
+
+void adamw_ckpt_view(const adamw *opt, ckpt_optim *out) {
+    ckpt_segment *segs = xcalloc((size_t)(opt->n_segments ? opt->n_segments : 1), sizeof *segs);
+    for (int i = 0; i < opt->n_segments; i++)
+        segs[i] = (ckpt_segment){opt->segments[i].offset, opt->segments[i].numel, opt->segments[i].decay};
+    *out = (ckpt_optim){.n = opt->n, .m = opt->m, .v = opt->v, .step = opt->step, .beta1 = opt->hp.beta1,
+                        .beta2 = opt->hp.beta2, .eps = opt->hp.eps, .weight_decay = opt->hp.weight_decay,
+                        .segments = segs, .n_segments = opt->n_segments};
+}
+
+void adamw_ckpt_view_free(ckpt_optim *view) {
+    free(view->segments);
+    view->segments = NULL, view->n_segments = 0;
+}

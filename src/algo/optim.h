@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/h5io.h"
 #include "model/model.h"
 
 typedef struct {
@@ -63,6 +64,10 @@ void adamw_reset(adamw *opt);
 void adamw_decay_segments_from_model(adamw *opt, const model *m, bool decay_norms, bool decay_embeddings);
 /* Sets arbitrary segments (copied); they must cover [0, opt->n) in order without gaps (dies otherwise). */
 void adamw_set_segments(adamw *opt, const adamw_segment *segments, int n_segments);
+/* The arrays of opt (its state in host memory) for ckpt_save: m and v point into it; the segment table is
+ * malloc'd (adamw_ckpt_view_free). */
+void adamw_ckpt_view(const adamw *opt, ckpt_optim *out);
+void adamw_ckpt_view_free(ckpt_optim *view);
 
 /* ||grads||_2 over all n entries (grads: device memory of opt->q), summed in double in fixed-size blocks (same
  * result for any thread count). */

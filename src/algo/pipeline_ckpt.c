@@ -126,6 +126,8 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
     ckpt_path(path, sizeof path, dir, si, steps_done);
 
     int n_models = 0;
+    ckpt_optim full_view = {0};
+    if (mid_stage) adamw_ckpt_view(&full, &full_view);
     ckpt_model *models = xcalloc((size_t)r->n_models, sizeof *models);
     model *host_copies = xcalloc((size_t)r->n_models, sizeof *host_copies); /* of models on device backends */
     for (int i = 0; i < r->n_models; i++) {
@@ -137,7 +139,9 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
             model_params_copy(&host_copies[i], m);
             m = &host_copies[i];
         }
-        models[n_models++] = (ckpt_model){.name = nm->name, .m = m, .opt = (mid_stage && nm == out) ? &full : NULL};
+        model_ckpt_view(nm->name, m, false, &models[n_models]);
+        if (mid_stage && nm == out) models[n_models].opt = &full_view;
+        n_models++;
     }
     u64_list u = {0};
     uint64_t v[4];
@@ -178,6 +182,8 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
     ok = ok && ckpt_save(path, &st, err); /* registers its temp file: removed on die() or a fatal signal */
     if (ok) prune_checkpoints(dir, s->ckpt_keep_last); /* only once the new one is complete */
     for (int i = 0; i < u.n; i++) free(u.u[i].key), free(u.u[i].values);
+    for (int i = 0; i < n_models; i++) model_ckpt_view_free(&models[i]);
+    adamw_ckpt_view_free(&full_view);
     free(u.u), free(models), free(metrics), free(cfg);
     for (int i = 0; i < r->n_models; i++)
         if (host_copies[i].q) model_free(&host_copies[i]);
@@ -207,7 +213,7 @@ static bool resume_sched(run *r, s2d_err *err) {
         return err_set(err, "%s: nothing to resume: no checkpoints directory (%s does not exist)", r->out, dir);
     rp->st = xcalloc(1, sizeof(ckpt_state));
     /* the newest checkpoint that loads intact: damaged newer ones are skipped with a warning naming them */
-    if (!ckpt_load_latest(dir, rp->path, sizeof rp->path, rp->st, &found, err)) return false;
+    if (!ckpt_load_latest(dir, rp->path, sizeof rp->path, &model_ckpt_binding, rp->st, &found, err)) return false;
     if (!found) return err_set(err, "%s: nothing to resume: no complete, intact checkpoint in %s", r->out, dir);
     const ckpt_state *st = rp->st;
     log_info("resuming from %s: stage %d (%s), step %ld", rp->path, st->stage_index, st->stage_name, st->step);
@@ -257,7 +263,7 @@ bool pl_resume_begin(run *r, s2d_err *err) {
 
 bool pl_resume_stage_output(run *r, int si, named_model *out, s2d_err *err) {
     const tc_stage *s = &r->tc->stages[si];
-    if (!ckpt_load_model(r->resume.path, s->output, &out->m, NULL, err))
+    if (!model_ckpt_load(r->resume.path, s->output, &out->m, NULL, err))
         return err_prefix(err, "resuming stage %s", s->name);
     return true;
 }
@@ -266,7 +272,7 @@ bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_curs
     const tc_stage *s = &r->tc->stages[si];
     resume_point *rp = &r->resume;
     model saved;
-    if (!ckpt_load_model(rp->path, s->output, &saved, NULL, err)) return err_prefix(err, "resuming stage %s", s->name);
+    if (!model_ckpt_load(rp->path, s->output, &saved, NULL, err)) return err_prefix(err, "resuming stage %s", s->name);
     bool ok = saved.n_params == out->m.n_params ||
               err_set(err, "%s: model %s has %zu parameters, the policy %zu", rp->path, s->output, saved.n_params,
                       out->m.n_params);

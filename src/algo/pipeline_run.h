@@ -7,6 +7,7 @@
 #include "algo/pipeline.h"
 #include "io/dataset.h"
 #include "io/h5io.h"
+#include "model/model_ckpt.h"
 #include "text/tokenizer.h"
 
 /* ---- named models and tokenizers ---- */

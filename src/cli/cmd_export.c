@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "io/h5io.h"
 #include "model/model.h"
+#include "model/model_ckpt.h"
 #include "text/tokenizer.h"
 
 static void usage(FILE *out) {
@@ -26,43 +27,37 @@ static void usage(FILE *out) {
                  "  --dtype          safetensors weights as f32 or bf16 (default: as stored in the checkpoint)\n");
 }
 
-static void remove_tree_files(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[4400];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            path_join(path, sizeof path, dir, e->d_name);
-            unlink(path);
-        }
-    closedir(d);
-    rmdir(dir);
+typedef struct {
+    const model *m;
+    bool bf16;
+    const char *tok_dir;
+} export_job;
+
+static bool fill_export_dir(const char *tmp, void *ctx, s2d_err *err) {
+    const export_job *j = ctx;
+    const model *m = j->m;
+    bool ok = model_save(m, tmp, j->bf16, err);
+    if (ok && j->tok_dir) {
+        /* the tokenizer must fit the model: every id it can produce must be a row of the embedding */
+        tokenizer *tok = NULL;
+        ok = tok_load(j->tok_dir, &tok, err) || err_prefix(err, "--tokenizer");
+        if (ok && tok_vocab_size(tok) > m->cfg.vocab)
+            ok = err_set(err, "--tokenizer %s: %d tokens, but the model's vocabulary has %d (vocab_size): its ids would "
+                              "index past the embedding; use the tokenizer the model was trained with", j->tok_dir,
+                         tok_vocab_size(tok), m->cfg.vocab);
+        const char *bos = ok && m->cfg.bos_id >= 0 ? tok_id_to_token(tok, m->cfg.bos_id) : NULL;
+        const char *eos = ok && m->cfg.n_eos ? tok_id_to_token(tok, m->cfg.eos_ids[0]) : NULL;
+        if (ok) ok = tok_copy_files(j->tok_dir, tmp, bos, eos, err);
+        tok_free(tok);
+    }
+    return ok;
 }
 
 static bool export_dir(const model *m, const char *out, bool bf16, const char *tok_dir, s2d_err *err) {
     struct stat st;
     if (stat(out, &st) == 0) return err_set(err, "%s: already exists (export never overwrites)", out);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
-    if (mkdir(tmp, 0755) != 0) return err_set(err, "%s: cannot create directory: %s", tmp, strerror(errno));
-    bool ok = model_save(m, tmp, bf16, err);
-    if (ok && tok_dir) {
-        /* the tokenizer must fit the model: every id it can produce must be a row of the embedding */
-        tokenizer *tok = NULL;
-        ok = tok_load(tok_dir, &tok, err) || err_prefix(err, "--tokenizer");
-        if (ok && tok_vocab_size(tok) > m->cfg.vocab)
-            ok = err_set(err, "--tokenizer %s: %d tokens, but the model's vocabulary has %d (vocab_size): its ids would "
-                              "index past the embedding; use the tokenizer the model was trained with", tok_dir,
-                         tok_vocab_size(tok), m->cfg.vocab);
-        const char *bos = ok && m->cfg.bos_id >= 0 ? tok_id_to_token(tok, m->cfg.bos_id) : NULL;
-        const char *eos = ok && m->cfg.n_eos ? tok_id_to_token(tok, m->cfg.eos_ids[0]) : NULL;
-        if (ok) ok = tok_copy_files(tok_dir, tmp, bos, eos, err);
-        tok_free(tok);
-    }
-    if (ok && rename(tmp, out) != 0) ok = err_set(err, "%s: cannot create directory: %s", out, strerror(errno));
-    if (!ok) remove_tree_files(tmp);
-    return ok;
+    export_job job = {m, bf16, tok_dir};
+    return dir_build_atomic(out, fill_export_dir, &job, err);
 }
 
 int cmd_export(int argc, char **argv) {
@@ -106,7 +101,7 @@ int cmd_export(int argc, char **argv) {
     }
     model m;
     bool stored_bf16 = false;
-    if (!ckpt_load_model(ckpt, name, &m, &stored_bf16, &err)) die("%s", err.msg);
+    if (!model_ckpt_load(ckpt, name, &m, &stored_bf16, &err)) die("%s", err.msg);
     bool bf16 = dtype ? strcmp(dtype, "bf16") == 0 : stored_bf16;
     if (!export_dir(&m, out, bf16, tok, &err)) die("%s", err.msg);
     log_info("exported model '%s' of %s to %s (%zu parameters, %s)", name, ckpt, out, m.n_params, bf16 ? "bf16" : "f32");

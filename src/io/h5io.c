@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/half.h"
 #include "core/log.h"
 
@@ -243,29 +245,31 @@ void ckpt_path(char *out, size_t n, const char *dir, int stage_index, long step)
 }
 
 static bool save_model(hid_t f, const char *path, const ckpt_model *cm, s2d_err *err) {
-    const model *m = cm->m;
     if (!valid_name(cm->name)) return err_set(err, "%s: bad model name '%s' (empty or contains '/')", path, cm->name ? cm->name : "");
     char gpath[256];
     snprintf(gpath, sizeof gpath, "/models/%s", cm->name);
     if (link_exists(f, gpath)) return err_set(err, "%s: model '%s' given twice", path, cm->name);
     hid_t g = H5Gcreate2(f, gpath, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return err_set(err, "%s: cannot create group %s", path, gpath);
-    char *json = model_config_to_json(&m->cfg);
+    const char *json = cm->config_json ? cm->config_json : "";
     bool ok = attr_str(g, "config_json", json) && attr_u64(g, "config_json_checksum", h5_checksum(json, strlen(json))) &&
-              attr_i64(g, "n_params", (int64_t)m->n_params) &&
-              attr_i64(g, "n_tensors", m->n_tensors) && attr_str(g, "dtype", cm->bf16 ? "bf16" : "f32");
-    free(json);
+              attr_i64(g, "n_params", (int64_t)cm->n_params) &&
+              attr_i64(g, "n_tensors", cm->n_tensors) && attr_str(g, "dtype", cm->bf16 ? "bf16" : "f32");
     if (!ok) {
         H5Gclose(g);
         return err_set(err, "%s: cannot write the attributes of %s", path, gpath);
     }
     size_t max_numel = 0;
-    for (int i = 0; i < m->n_tensors; i++) max_numel = S2D_MAX(max_numel, m->tensors[i].numel);
+    for (int i = 0; i < cm->n_tensors; i++) max_numel = S2D_MAX(max_numel, cm->tensors[i].numel);
     uint16_t *half = cm->bf16 ? xmalloc(max_numel * sizeof(uint16_t)) : NULL;
-    for (int i = 0; i < m->n_tensors && ok; i++) {
-        const model_tensor *t = &m->tensors[i];
+    for (int i = 0; i < cm->n_tensors && ok; i++) {
+        const ckpt_tensor *t = &cm->tensors[i];
         hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-        const float *src = m->params + t->offset;
+        if (t->offset + t->numel > cm->n_params)
+            ok = err_set(err, "%s: tensor %s of model '%s' lies outside its %zu parameters", path, t->name, cm->name,
+                         cm->n_params);
+        if (!ok) break;
+        const float *src = cm->params + t->offset;
         hid_t d = -1;
         if (cm->bf16) {
             f32_to_bf16_array(src, half, t->numel);
@@ -281,10 +285,10 @@ static bool save_model(hid_t f, const char *path, const ckpt_model *cm, s2d_err 
     H5Gclose(g);
     if (!ok || !cm->opt) return ok;
 
-    const adamw *o = cm->opt;
-    if (o->n != m->n_params)
+    const ckpt_optim *o = cm->opt;
+    if (o->n != cm->n_params)
         return err_set(err, "%s: optimizer of model '%s' has %zu floats, the model %zu parameters", path, cm->name,
-                       o->n, m->n_params);
+                       o->n, cm->n_params);
     snprintf(gpath, sizeof gpath, "/optim/%s", cm->name);
     g = H5Gcreate2(f, gpath, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return err_set(err, "%s: cannot create group %s", path, gpath);
@@ -299,8 +303,8 @@ static bool save_model(hid_t f, const char *path, const ckpt_model *cm, s2d_err 
     ok = dataset_write(g, "m", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1, &n, o->m, NULL) &&
          dataset_write(g, "v", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1, &n, o->v, NULL) &&
          dataset_write(g, "segments", H5T_NATIVE_INT64, H5T_STD_I64LE, 2, sdims, segs, NULL) &&
-         attr_i64(g, "step", o->step) && attr_f64(g, "beta1", o->hp.beta1) && attr_f64(g, "beta2", o->hp.beta2) &&
-         attr_f64(g, "eps", o->hp.eps) && attr_f64(g, "weight_decay", o->hp.weight_decay);
+         attr_i64(g, "step", o->step) && attr_f64(g, "beta1", o->beta1) && attr_f64(g, "beta2", o->beta2) &&
+         attr_f64(g, "eps", o->eps) && attr_f64(g, "weight_decay", o->weight_decay);
     free(segs);
     H5Gclose(g);
     if (!ok) return err_set(err, "%s: cannot write the optimizer state %s", path, gpath);
@@ -398,7 +402,7 @@ static hid_t ckpt_open(const char *path, s2d_err *err) {
 }
 
 /* Reads one dataset of n floats (fp32, or uint16 bf16 with dtype attr) with the expected shape. */
-static bool read_tensor(hid_t g, const char *path, const char *gname, const model_tensor *t, float *dst,
+static bool read_tensor(hid_t g, const char *path, const char *gname, const ckpt_tensor *t, float *dst,
                         uint16_t *half, bool *is_bf16, s2d_err *err) {
     if (!link_exists(g, t->name)) return err_set(err, "%s: dataset %s/%s is missing", path, gname, t->name);
     hid_t d = H5Dopen2(g, t->name, H5P_DEFAULT);
@@ -446,7 +450,9 @@ static bool read_tensor(hid_t g, const char *path, const char *gname, const mode
     return ok;
 }
 
-static bool load_model_from(hid_t f, const char *path, const char *name, model *m, bool *was_bf16, s2d_err *err) {
+static bool load_model_from(hid_t f, const char *path, const char *name, const ckpt_binding *b, ckpt_model *cm,
+                            s2d_err *err) {
+    memset(cm, 0, sizeof *cm);
     char gname[256];
     snprintf(gname, sizeof gname, "/models/%s", name);
     if (!valid_name(name) || !link_exists(f, "models") || !link_exists(f, gname)) {
@@ -477,43 +483,60 @@ static bool load_model_from(hid_t f, const char *path, const char *name, model *
     }
     char where[512];
     snprintf(where, sizeof where, "%s:%s/config_json", path, gname);
-    model_config cfg;
-    bool ok = model_config_parse(json, where, &cfg, err);
-    free(json);
+    cm->name = xstrdup(name);
+    cm->config_json = json;
+    bool ok = b->make(json, where, cm, err);
     if (!ok) {
         H5Gclose(g);
+        ckpt_model_free(cm);
         return false;
     }
-    model_create_on(m, &cfg, ops_cpu()); /* checkpoint models are host copies (read into directly) */
+    cm->binding = b;
     size_t max_numel = 0;
-    for (int i = 0; i < m->n_tensors; i++) max_numel = S2D_MAX(max_numel, m->tensors[i].numel);
-    uint16_t *half = xmalloc(max_numel * sizeof(uint16_t));
+    for (int i = 0; i < cm->n_tensors; i++) max_numel = S2D_MAX(max_numel, cm->tensors[i].numel);
+    uint16_t *half = xmalloc((max_numel ? max_numel : 1) * sizeof(uint16_t));
     bool bf16 = false;
-    for (int i = 0; i < m->n_tensors && ok; i++)
-        ok = read_tensor(g, path, gname, &m->tensors[i], m->params + m->tensors[i].offset, half, &bf16, err);
+    for (int i = 0; i < cm->n_tensors && ok; i++)
+        ok = read_tensor(g, path, gname, &cm->tensors[i], cm->params + cm->tensors[i].offset, half, &bf16, err);
     free(half);
     if (ok) { /* nothing the config does not explain */
         char **names = NULL;
         int n = 0;
         if (!group_names(g, &names, &n)) ok = err_set(err, "%s: cannot list group %s", path, gname);
-        for (int i = 0; ok && i < n; i++)
-            if (!model_find_tensor(m, names[i]))
-                ok = err_set(err, "%s: dataset %s/%s is not a tensor of this model config", path, gname, names[i]);
+        for (int i = 0; ok && i < n; i++) {
+            bool known = false;
+            for (int j = 0; j < cm->n_tensors && !known; j++) known = strcmp(cm->tensors[j].name, names[i]) == 0;
+            if (!known) ok = err_set(err, "%s: dataset %s/%s is not a tensor of this model config", path, gname, names[i]);
+        }
         h5_free_names(names, n);
     }
     H5Gclose(g);
     if (!ok) {
-        model_free(m);
+        ckpt_model_free(cm);
         return false;
     }
-    if (was_bf16) *was_bf16 = bf16;
+    cm->bf16 = bf16;
     return true;
 }
 
-bool ckpt_load_model(const char *path, const char *name, model *m, bool *was_bf16, s2d_err *err) {
+void ckpt_model_free(ckpt_model *cm) {
+    if (cm->binding && cm->object) cm->binding->release(cm);
+    if (cm->opt) {
+        free(cm->opt->m);
+        free(cm->opt->v);
+        free(cm->opt->segments);
+        free(cm->opt);
+    }
+    free(cm->name);
+    free(cm->config_json);
+    memset(cm, 0, sizeof *cm);
+}
+
+bool ckpt_load_model(const char *path, const char *name, const ckpt_binding *b, ckpt_model *out, s2d_err *err) {
+    memset(out, 0, sizeof *out);
     hid_t f = ckpt_open(path, err);
     if (f < 0) return false;
-    bool ok = load_model_from(f, path, name, m, was_bf16, err);
+    bool ok = load_model_from(f, path, name, b, out, err);
     H5Fclose(f);
     return ok;
 }
@@ -614,7 +637,7 @@ bool ckpt_read_optim_range(const char *path, const char *name, size_t offset, si
     return ok;
 }
 
-static bool load_optim(hid_t f, const char *path, const char *name, const model *m, adamw **out, s2d_err *err) {
+static bool load_optim(hid_t f, const char *path, const char *name, size_t n_params, ckpt_optim **out, s2d_err *err) {
     char gname[256];
     snprintf(gname, sizeof gname, "/optim/%s", name);
     *out = NULL;
@@ -628,19 +651,19 @@ static bool load_optim(hid_t f, const char *path, const char *name, const model 
         H5Gclose(g);
         return err_set(err, "%s: group %s lacks one of the attributes step, beta1, beta2, eps, weight_decay", path, gname);
     }
-    adamw_hparams hp = {.beta1 = (float)b1, .beta2 = (float)b2, .eps = (float)eps, .weight_decay = (float)wd};
-    if (!(hp.beta1 >= 0 && hp.beta1 < 1 && hp.beta2 >= 0 && hp.beta2 < 1 && hp.eps > 0)) {
+    if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1 && eps > 0)) {
         H5Gclose(g);
         return err_set(err, "%s: %s has bad hyper-parameters beta1=%g beta2=%g eps=%g", path, gname, b1, b2, eps);
     }
-    adamw *o = xcalloc(1, sizeof *o);
-    adamw_init_on(o, m->n_params, &hp, ops_cpu()); /* host: read into directly */
-    o->step = (long)step;
+    ckpt_optim *o = xcalloc(1, sizeof *o);
+    *o = (ckpt_optim){.n = n_params, .m = xmalloc((n_params ? n_params : 1) * sizeof(float)),
+                      .v = xmalloc((n_params ? n_params : 1) * sizeof(float)), .step = (long)step, .beta1 = b1,
+                      .beta2 = b2, .eps = eps, .weight_decay = wd};
     char dm[300], dv[300];
     snprintf(dm, sizeof dm, "%s/m", gname);
     snprintf(dv, sizeof dv, "%s/v", gname);
-    bool ok = read_f32_range(f, path, dm, 0, m->n_params, m->n_params, o->m, err) &&
-              read_f32_range(f, path, dv, 0, m->n_params, m->n_params, o->v, err);
+    bool ok = read_f32_range(f, path, dm, 0, n_params, n_params, o->m, err) &&
+              read_f32_range(f, path, dv, 0, n_params, n_params, o->v, err);
     /* segments [k, 3]: must tile [0, n) in order */
     if (ok) {
         hid_t d = H5Dopen2(g, "segments", H5P_DEFAULT);
@@ -651,7 +674,7 @@ static bool load_optim(hid_t f, const char *path, const char *name, const model 
             ok = err_set(err, "%s: dataset %s/segments is missing or not [k, 3]", path, gname);
         } else {
             int64_t *raw = xmalloc(dims[0] * 3 * sizeof(int64_t));
-            adamw_segment *segs = xmalloc(dims[0] * sizeof *segs);
+            ckpt_segment *segs = xmalloc(dims[0] * sizeof *segs);
             char dname[300];
             snprintf(dname, sizeof dname, "%s/segments", gname);
             if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0)
@@ -659,24 +682,26 @@ static bool load_optim(hid_t f, const char *path, const char *name, const model 
             else ok = checksum_ok(d, raw, dims[0] * 3 * sizeof(int64_t), path, dname, err);
             int64_t at = 0;
             for (hsize_t i = 0; ok && i < dims[0]; i++) {
-                if (raw[3 * i] != at || raw[3 * i + 1] <= 0 || raw[3 * i] + raw[3 * i + 1] > (int64_t)m->n_params)
+                if (raw[3 * i] != at || raw[3 * i + 1] <= 0 || raw[3 * i] + raw[3 * i + 1] > (int64_t)n_params)
                     ok = err_set(err, "%s: %s/segments row %llu does not continue the tiling of [0, %zu)", path, gname,
-                                 (unsigned long long)i, m->n_params);
-                segs[i] = (adamw_segment){(size_t)raw[3 * i], (size_t)raw[3 * i + 1], raw[3 * i + 2] != 0};
+                                 (unsigned long long)i, n_params);
+                segs[i] = (ckpt_segment){(size_t)raw[3 * i], (size_t)raw[3 * i + 1], raw[3 * i + 2] != 0};
                 at += raw[3 * i + 1];
             }
-            if (ok && at != (int64_t)m->n_params)
-                ok = err_set(err, "%s: %s/segments cover %lld of %zu floats", path, gname, (long long)at, m->n_params);
-            if (ok) adamw_set_segments(o, segs, (int)dims[0]);
+            if (ok && at != (int64_t)n_params)
+                ok = err_set(err, "%s: %s/segments cover %lld of %zu floats", path, gname, (long long)at, n_params);
             free(raw);
-            free(segs);
+            if (ok) o->segments = segs, o->n_segments = (int)dims[0];
+            else free(segs);
         }
         if (sp >= 0) H5Sclose(sp);
         if (d >= 0) H5Dclose(d);
     }
     H5Gclose(g);
     if (!ok) {
-        adamw_free(o);
+        free(o->m);
+        free(o->v);
+        free(o->segments);
         free(o);
         return false;
     }
@@ -684,7 +709,7 @@ static bool load_optim(hid_t f, const char *path, const char *name, const model 
     return true;
 }
 
-static bool load_contents(hid_t f, const char *path, ckpt_state *s, s2d_err *err) {
+static bool load_contents(hid_t f, const char *path, const ckpt_binding *b, ckpt_state *s, s2d_err *err) {
     int64_t stage = 0, step = 0;
     if (!attr_read_i64(f, "stage_index", &stage) || !attr_read_i64(f, "step", &step))
         return err_set(err, "%s: root attributes stage_index/step are missing", path);
@@ -708,19 +733,12 @@ static bool load_contents(hid_t f, const char *path, ckpt_state *s, s2d_err *err
     s->models = xcalloc((size_t)(n ? n : 1), sizeof *s->models);
     for (int i = 0; i < n; i++) {
         ckpt_model *cm = &s->models[i];
-        cm->name = names[i];
-        names[i] = NULL;
-        cm->m = xcalloc(1, sizeof *cm->m);
+        if (!load_model_from(f, path, names[i], b, cm, err)) break;
         s->n_models = i + 1;
-        if (!load_model_from(f, path, cm->name, cm->m, &cm->bf16, err)) {
-            free(cm->m);
-            cm->m = NULL;
-            break;
-        }
-        if (!load_optim(f, path, cm->name, cm->m, &cm->opt, err)) break;
+        if (!load_optim(f, path, cm->name, cm->n_params, &cm->opt, err)) break;
     }
     h5_free_names(names, n);
-    if (s->n_models != n || (n && !s->models[n - 1].m)) return false;
+    if (s->n_models != n) return false;
     if (n && link_exists(f, "optim")) { /* the break above stopped at a failed optimizer load */
         for (int i = 0; i < n; i++) {
             char gname[256];
@@ -786,29 +804,18 @@ static bool load_contents(hid_t f, const char *path, ckpt_state *s, s2d_err *err
     return true;
 }
 
-bool ckpt_load(const char *path, ckpt_state *out, s2d_err *err) {
+bool ckpt_load(const char *path, const ckpt_binding *b, ckpt_state *out, s2d_err *err) {
     memset(out, 0, sizeof *out);
     hid_t f = ckpt_open(path, err);
     if (f < 0) return false;
-    bool ok = load_contents(f, path, out, err);
+    bool ok = load_contents(f, path, b, out, err);
     H5Fclose(f);
     if (!ok) ckpt_state_free(out);
     return ok;
 }
 
 void ckpt_state_free(ckpt_state *s) {
-    for (int i = 0; i < s->n_models; i++) {
-        ckpt_model *cm = &s->models[i];
-        if (cm->m) {
-            model_free(cm->m);
-            free(cm->m);
-        }
-        if (cm->opt) {
-            adamw_free(cm->opt);
-            free(cm->opt);
-        }
-        free(cm->name);
-    }
+    for (int i = 0; i < s->n_models; i++) ckpt_model_free(&s->models[i]);
     for (int i = 0; i < s->n_u64s; i++) {
         free(s->u64s[i].key);
         free(s->u64s[i].values);
@@ -896,7 +903,8 @@ bool ckpt_find_latest(const char *dir, char *out, size_t n, bool *found, s2d_err
     return true;
 }
 
-bool ckpt_load_latest(const char *dir, char *out, size_t n, ckpt_state *st, bool *found, s2d_err *err) {
+bool ckpt_load_latest(const char *dir, char *out, size_t n, const ckpt_binding *b, ckpt_state *st, bool *found,
+                      s2d_err *err) {
     *found = false;
     memset(st, 0, sizeof *st);
     ckpt_file *c;
@@ -904,7 +912,7 @@ bool ckpt_load_latest(const char *dir, char *out, size_t n, ckpt_state *st, bool
     if (!ckpt_list(dir, &c, &nc, err)) return false;
     for (size_t i = 0; i < nc && !*found; i++) {
         s2d_err why;
-        if (ckpt_load(c[i].path, st, &why)) {
+        if (ckpt_load(c[i].path, b, st, &why)) {
             snprintf(out, n, "%s", c[i].path);
             *found = true;
         } else {
@@ -1281,6 +1289,24 @@ static void print_dims(FILE *out, hid_t d) {
     H5Sclose(sp);
 }
 
+/* ", qwen3: hidden 64, layers 2, heads 4/2, vocab 512" from a config.json text (nothing when it does not parse). */
+static void summary_model_config(const char *json, FILE *out) {
+    cJSON *c = json ? cJSON_Parse(json) : NULL;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(c, "model_type");
+    const char *keys[] = {"hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size"};
+    double v[5];
+    bool ok = cJSON_IsString(type);
+    for (int i = 0; i < 5 && ok; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(c, keys[i]);
+        ok = cJSON_IsNumber(x);
+        if (ok) v[i] = x->valuedouble;
+    }
+    if (ok)
+        fprintf(out, ", %s: hidden %.0f, layers %.0f, heads %.0f/%.0f, vocab %.0f", type->valuestring, v[0], v[1], v[2],
+                v[3], v[4]);
+    cJSON_Delete(c);
+}
+
 static bool summary_checkpoint(hid_t f, const char *path, bool list_tensors, FILE *out, s2d_err *err) {
     int64_t version = 0, complete = 0, stage = 0, step = 0;
     attr_read_i64(f, "format_version", &version);
@@ -1306,13 +1332,9 @@ static bool summary_checkpoint(hid_t f, const char *path, bool list_tensors, FIL
         attr_read_i64(g, "n_params", &np);
         attr_read_i64(g, "n_tensors", &nt);
         char *dtype = attr_read_str(g, "dtype"), *json = attr_read_str(g, "config_json");
-        model_config cfg;
-        s2d_err cerr;
         fprintf(out, "model %s: %lld tensors, %lld parameters, %s", names[i], (long long)nt, (long long)np,
                 dtype ? dtype : "?");
-        if (json && model_config_parse(json, path, &cfg, &cerr))
-            fprintf(out, ", %s: hidden %d, layers %d, heads %d/%d, vocab %d", model_arch_of(cfg.arch)->model_type,
-                    cfg.hidden, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.vocab);
+        summary_model_config(json, out);
         char og[256];
         snprintf(og, sizeof og, "/optim/%s", names[i]);
         if (link_exists(f, "optim") && link_exists(f, og)) {

@@ -33,8 +33,13 @@
  * sets the `complete` attribute last, closes, fsyncs and renames it to <path>. ckpt_find_latest ignores temp
  * names and any file without complete = 1.
  *
+ * Models travel as named arrays (io depends only on core): a ckpt_model is a config.json text, a flat float
+ * buffer and its tensor table, and optionally AdamW state as arrays. model/model_ckpt.h makes them from an s2d
+ * model (model_ckpt_view) and gives the binding that turns a loaded config back into a model
+ * (model_ckpt_binding); algo/optim.h does the same for AdamW (adamw_ckpt_view).
+ *
  * Usage (save):
- *     ckpt_model mods[] = {{.name = "policy", .m = &policy, .opt = &opt}, {.name = "teacher", .m = &teacher}};
+ *     ckpt_model mods[2]; model_ckpt_view("policy", &policy, false, &mods[0]); ... mods[0].opt = &optim_arrays;
  *     uint64_t cur[3] = {seed, epoch, pos};
  *     ckpt_u64 st[] = {{.key = "cursor.math_train", .values = cur, .n = 3}};
  *     ckpt_state s = {.stage_index = 2, .stage_name = "bridge_opd", .step = 40, .config_text = yaml,
@@ -44,9 +49,9 @@
  * Usage (resume):
  *     char path[4096]; bool found;
  *     if (!ckpt_find_latest(dir, path, sizeof path, &found, &err)) die(...);
- *     ckpt_state s; if (found && !ckpt_load(path, &s, &err)) die(...);
- *     model *policy = ckpt_find_model(&s, "policy")->m; const ckpt_u64 *c = ckpt_find_u64(&s, "cursor.math_train");
- *     ... take what you need (you may move a loaded model/adamw struct out by value and NULL the pointer) ...
+ *     ckpt_state s; if (found && !ckpt_load(path, &model_ckpt_binding, &s, &err)) die(...);
+ *     model *policy = ckpt_find_model(&s, "policy")->object; const ckpt_u64 *c = ckpt_find_u64(&s, "cursor.math_train");
+ *     ... take what you need ...
  *     ckpt_state_free(&s);
  * ZeRO-1 learners can read only their slice of the moments with ckpt_read_optim_range. */
 #pragma once
@@ -54,24 +59,62 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "algo/optim.h"
 #include "core/common.h"
-#include "model/model.h"
 
 #define H5_CKPT_FORMAT "s2d-checkpoint"
 #define H5_CKPT_VERSION 1
 #define H5_ROLLOUT_FORMAT "s2d-rollouts"
 #define H5_METRICS_FORMAT "s2d-metrics"
 
-/* One named model. Save: m (params + cfg) is written; opt (optional) adds /optim/<name>; bf16 stores the
- * parameters as bf16. Load: name, m (model_create'd and filled) and opt (adamw_init'ed and filled, or NULL
- * when the checkpoint holds no optimizer state) are malloc'd; bf16 tells how they were stored. */
+/* One tensor of a model: its HF name and shape, at `offset` floats into the model's flat parameter buffer. */
+typedef struct {
+    const char *name;
+    int ndim;         /* 1 or 2 */
+    int64_t shape[2]; /* HF layout: [out, in] for linears */
+    size_t numel;
+    size_t offset;
+} ckpt_tensor;
+
+/* AdamW state as arrays (the optimizer itself lives in algo/). Segments tile [0, n) in order. */
+typedef struct {
+    size_t offset, numel;
+    bool decay;
+} ckpt_segment;
+typedef struct {
+    size_t n;
+    float *m, *v; /* [n] each */
+    long step;
+    double beta1, beta2, eps, weight_decay;
+    ckpt_segment *segments; /* [n_segments] */
+    int n_segments;
+} ckpt_optim;
+
+typedef struct ckpt_binding ckpt_binding;
+
+/* One named model as arrays. Save: everything is the caller's; opt (optional) adds /optim/<name>; bf16 stores the
+ * parameters as bf16. Load: name, config_json and opt (or NULL when the checkpoint holds no optimizer state) are
+ * malloc'd; the binding's make() supplies params, n_params, tensors and object (the model it built); bf16 tells
+ * how they were stored. ckpt_state_free / ckpt_model_free release all of it. */
 typedef struct {
     char *name;
-    model *m;
-    adamw *opt;
+    char *config_json;          /* HF config.json text */
+    size_t n_params;
+    float *params;              /* [n_params], host memory */
+    const ckpt_tensor *tensors; /* [n_tensors], in flat-buffer order */
+    int n_tensors;
     bool bf16;
+    ckpt_optim *opt;
+    void *object;                /* load: what binding->make built; NULL on save */
+    const ckpt_binding *binding; /* load: the binding that releases object */
 } ckpt_model;
+
+/* How a loaded model comes to life above io: make() builds the tensor table and parameter buffer that
+ * config_json describes (filling n_params, params, tensors, n_tensors, object) or fails with an error naming
+ * `where`; release() frees what make() built. */
+struct ckpt_binding {
+    bool (*make)(const char *config_json, const char *where, ckpt_model *cm, s2d_err *err);
+    void (*release)(ckpt_model *cm);
+};
 
 typedef struct {
     char *key;
@@ -104,15 +147,16 @@ void ckpt_path(char *out, size_t n, const char *dir, int stage_index, long step)
 bool ckpt_save(const char *path, const ckpt_state *s, s2d_err *err);
 /* Loads everything (all models, optimizer states, keys, texts). Fails on a file that is not a complete s2d
  * checkpoint of a known version, or on any tensor whose shape or type disagrees with its model's config. */
-bool ckpt_load(const char *path, ckpt_state *out, s2d_err *err);
+bool ckpt_load(const char *path, const ckpt_binding *b, ckpt_state *out, s2d_err *err);
 void ckpt_state_free(ckpt_state *s);
 ckpt_model *ckpt_find_model(const ckpt_state *s, const char *name); /* NULL if absent */
 const ckpt_u64 *ckpt_find_u64(const ckpt_state *s, const char *key); /* NULL if absent */
 const char *ckpt_find_text(const ckpt_state *s, const char *key);   /* NULL if absent */
 
-/* Loads only model `name` (creates m: model_create + params). *was_bf16 (may be NULL) = stored as bf16.
+/* Loads only model `name` (no optimizer state) through the binding; release with ckpt_model_free.
  * The error lists the models the file has when `name` is not one of them. */
-bool ckpt_load_model(const char *path, const char *name, model *m, bool *was_bf16, s2d_err *err);
+bool ckpt_load_model(const char *path, const char *name, const ckpt_binding *b, ckpt_model *out, s2d_err *err);
+void ckpt_model_free(ckpt_model *cm);
 /* Model names in the file (malloc'd array of malloc'd strings; free with h5_free_names). */
 bool ckpt_model_names(const char *path, char ***names, int *n, s2d_err *err);
 void h5_free_names(char **names, int n);
@@ -135,7 +179,8 @@ void ckpt_list_free(ckpt_file *files, size_t n);
 /* Loads (ckpt_load, every checksum verified) the newest checkpoint in dir that loads; each newer one that does
  * not (damaged, incomplete, unreadable) is skipped with a warning naming it and why. found = false (and st
  * zeroed) when none loads. An unreadable dir is an error. */
-bool ckpt_load_latest(const char *dir, char *out, size_t n, ckpt_state *st, bool *found, s2d_err *err);
+bool ckpt_load_latest(const char *dir, char *out, size_t n, const ckpt_binding *b, ckpt_state *st, bool *found,
+                      s2d_err *err);
 
 /* ---- Rollout log layout (format "s2d-rollouts"; every dataset 1-D, chunked, extendible) ----
  *   per step   (N steps):   /steps/stage int32, /steps/step int64, /steps/policy_version int64,

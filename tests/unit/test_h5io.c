@@ -15,6 +15,7 @@
 #include "core/half.h"
 #include "io/h5io.h"
 #include "model/model.h"
+#include "model/model_ckpt.h"
 #include "test.h"
 
 static char g_tmp[4096];
@@ -37,7 +38,10 @@ static bool save_tiny(const char *path, model *m, adamw *opt, bool bf16, int sta
     uint64_t rng[4] = {0xDEADBEEFCAFEF00DULL, 3, 123456789012345ULL, 2};
     uint64_t cursor[3] = {42, 1, 17};
     uint64_t labels[2] = {128, (uint64_t)-5}; /* a negative value, stored as its bits */
-    ckpt_model mods[] = {{.name = "policy", .m = m, .opt = opt, .bf16 = bf16}};
+    ckpt_model mods[1];
+    ckpt_optim ov = {0};
+    model_ckpt_view("policy", m, bf16, &mods[0]);
+    if (opt) adamw_ckpt_view(opt, &ov), mods[0].opt = &ov;
     ckpt_u64 st[] = {{.key = "rng.generator", .values = rng, .n = 4},
                      {.key = "cursor.arith_train", .values = cursor, .n = 3},
                      {.key = "labels.teacher_rl", .values = labels, .n = 2}};
@@ -48,6 +52,8 @@ static bool save_tiny(const char *path, model *m, adamw *opt, bool bf16, int sta
     s2d_err err = {0};
     bool ok = ckpt_save(path, &s, &err);
     if (!ok) fprintf(stderr, "%s\n", err.msg);
+    model_ckpt_view_free(&mods[0]);
+    adamw_ckpt_view_free(&ov);
     return ok;
 }
 
@@ -68,7 +74,7 @@ static void round_trip(bool bf16) {
     EXPECT(access(tmp, F_OK) != 0, "temp file renamed away");
 
     ckpt_state s;
-    EXPECT(ckpt_load(path, &s, &err), "load: %s", err.msg);
+    EXPECT(ckpt_load(path, &model_ckpt_binding, &s, &err), "load: %s", err.msg);
     EXPECT(s.stage_index == 2 && s.step == 40, "stage %d step %ld", s.stage_index, s.step);
     EXPECT_STREQ(s.stage_name, "bridge_opd");
     EXPECT_STREQ(s.config_text, "run: demo\nstages:\n  - name: bridge_opd\n");
@@ -81,20 +87,21 @@ static void round_trip(bool bf16) {
     EXPECT(lab && lab->n == 2 && lab->values[0] == 128 && (int64_t)lab->values[1] == -5, "labels");
     EXPECT(ckpt_find_u64(&s, "nothing") == NULL, "absent key");
     ckpt_model *cm = ckpt_find_model(&s, "policy");
-    EXPECT(cm && cm->m && cm->bf16 == bf16, "policy model loaded");
-    if (cm && cm->m) {
-        EXPECT(memcmp(&cm->m->cfg, &m.cfg, sizeof m.cfg) == 0, "model config round trip");
-        EXPECT(cm->m->n_params == m.n_params, "n_params");
+    const model *lm = cm ? cm->object : NULL;
+    EXPECT(lm && cm->bf16 == bf16, "policy model loaded");
+    if (lm) {
+        EXPECT(memcmp(&lm->cfg, &m.cfg, sizeof m.cfg) == 0, "model config round trip");
+        EXPECT(lm->n_params == m.n_params && cm->n_params == m.n_params && cm->params == lm->params, "n_params");
         size_t bad = 0;
         for (size_t i = 0; i < m.n_params; i++) {
             float want = bf16 ? bf16_to_f32(f32_to_bf16(m.params[i])) : m.params[i];
-            if (memcmp(&cm->m->params[i], &want, 4) != 0) bad++;
+            if (memcmp(&lm->params[i], &want, 4) != 0) bad++;
         }
         EXPECT(bad == 0, "%zu parameters differ", bad);
         EXPECT(cm->opt, "optimizer loaded");
         if (cm->opt) {
-            EXPECT(cm->opt->step == 7 && cm->opt->hp.beta1 == 0.8f && cm->opt->hp.beta2 == 0.95f &&
-                       cm->opt->hp.eps == 1e-6f && cm->opt->hp.weight_decay == 0.1f,
+            EXPECT(cm->opt->step == 7 && cm->opt->beta1 == 0.8f && cm->opt->beta2 == 0.95f &&
+                       cm->opt->eps == 1e-6f && cm->opt->weight_decay == 0.1f && cm->opt->n == m.n_params,
                    "optimizer step and hyper-parameters");
             EXPECT(memcmp(cm->opt->m, opt.m, m.n_params * 4) == 0 && memcmp(cm->opt->v, opt.v, m.n_params * 4) == 0,
                    "moments bitwise equal");
@@ -130,10 +137,10 @@ static void round_trip(bool bf16) {
 
     model m2;
     bool was_bf16 = !bf16;
-    EXPECT(ckpt_load_model(path, "policy", &m2, &was_bf16, &err), "load one model: %s", err.msg);
+    EXPECT(model_ckpt_load(path, "policy", &m2, &was_bf16, &err), "load one model: %s", err.msg);
     EXPECT(was_bf16 == bf16 && m2.n_params == m.n_params, "load one model");
     model_free(&m2);
-    EXPECT(!ckpt_load_model(path, "student", &m2, NULL, &err) && strstr(err.msg, path) && strstr(err.msg, "policy"),
+    EXPECT(!model_ckpt_load(path, "student", &m2, NULL, &err) && strstr(err.msg, path) && strstr(err.msg, "policy"),
            "missing model names file and lists models: %s", err.msg);
     model_free(&m);
     adamw_free(&opt);
@@ -194,12 +201,12 @@ static void test_find_latest_and_damage(void) {
     EXPECT_STREQ(latest, path);
 
     ckpt_state s;
-    EXPECT(!ckpt_load(p2, &s, &err) && strstr(err.msg, p2) && strstr(err.msg, "incomplete"), "incomplete: %s", err.msg);
-    EXPECT(!ckpt_load(junk, &s, &err) && strstr(err.msg, junk) && strstr(err.msg, "not an HDF5 file"), "junk: %s",
+    EXPECT(!ckpt_load(p2, &model_ckpt_binding, &s, &err) && strstr(err.msg, p2) && strstr(err.msg, "incomplete"), "incomplete: %s", err.msg);
+    EXPECT(!ckpt_load(junk, &model_ckpt_binding, &s, &err) && strstr(err.msg, junk) && strstr(err.msg, "not an HDF5 file"), "junk: %s",
            err.msg);
     char missing[4400];
     snprintf(missing, sizeof missing, "%s/nope.h5", dir);
-    EXPECT(!ckpt_load(missing, &s, &err) && strstr(err.msg, missing) && strstr(err.msg, "cannot read"), "missing: %s",
+    EXPECT(!ckpt_load(missing, &model_ckpt_binding, &s, &err) && strstr(err.msg, missing) && strstr(err.msg, "cannot read"), "missing: %s",
            err.msg);
     /* truncated: keep the first half of a complete checkpoint */
     char trunc[4400];
@@ -215,7 +222,7 @@ static void test_find_latest_and_damage(void) {
     fwrite(buf, 1, (size_t)size / 2, out);
     fclose(out);
     free(buf);
-    EXPECT(!ckpt_load(trunc, &s, &err) && strstr(err.msg, trunc), "truncated names the file: %s", err.msg);
+    EXPECT(!ckpt_load(trunc, &model_ckpt_binding, &s, &err) && strstr(err.msg, trunc), "truncated names the file: %s", err.msg);
     /* a tensor with the wrong shape is named */
     char bad[4400];
     snprintf(bad, sizeof bad, "%s/badshape.h5", dir);
@@ -231,14 +238,16 @@ static void test_find_latest_and_damage(void) {
     H5Dclose(d);
     H5Sclose(sp);
     H5Fclose(f);
-    EXPECT(!ckpt_load(bad, &s, &err) && strstr(err.msg, bad) && strstr(err.msg, "/models/policy/model.norm.weight") &&
+    EXPECT(!ckpt_load(bad, &model_ckpt_binding, &s, &err) && strstr(err.msg, bad) && strstr(err.msg, "/models/policy/model.norm.weight") &&
                strstr(err.msg, "shape"),
            "bad shape: %s", err.msg);
     /* bad names are refused at save time */
-    ckpt_model mods[] = {{.name = "a/b", .m = &m}};
+    ckpt_model mods[1];
+    model_ckpt_view("a/b", &m, false, &mods[0]);
     ckpt_state bs = {.models = mods, .n_models = 1};
     snprintf(bad, sizeof bad, "%s/badname.h5", dir);
     EXPECT(!ckpt_save(bad, &bs, &err) && strstr(err.msg, "a/b"), "bad model name: %s", err.msg);
+    model_ckpt_view_free(&mods[0]);
     EXPECT(access(bad, F_OK) != 0, "no file after a failed save");
     snprintf(cmd, sizeof cmd, "ls '%s' | grep -c 'badname.h5.tmp' > /dev/null", dir);
     EXPECT(system(cmd) != 0, "no temp file left after a failed save");
@@ -339,7 +348,7 @@ static void test_rollout_and_metrics(void) {
     char *format = NULL;
     EXPECT(h5_file_format(path, &format, &err) && strcmp(format, H5_ROLLOUT_FORMAT) == 0, "format");
     free(format);
-    EXPECT(!ckpt_load(path, &(ckpt_state){0}, &err) && strstr(err.msg, "not an s2d checkpoint"), "rollouts are no checkpoint: %s", err.msg);
+    EXPECT(!ckpt_load(path, &model_ckpt_binding, &(ckpt_state){0}, &err) && strstr(err.msg, "not an s2d checkpoint"), "rollouts are no checkpoint: %s", err.msg);
 
     snprintf(path, sizeof path, "%s.metrics.h5", base);
     double *loss = NULL;
@@ -364,13 +373,21 @@ static int write_checkpoint_mode(const char *file, const char *dir) {
     adamw opt;
     fill_optim(&opt, &m);
     uint64_t cursor[3] = {42, 1, 17};
-    ckpt_model mods[] = {{.name = "policy", .m = &m, .opt = &opt}, {.name = "teacher", .m = &m, .bf16 = true}};
+    ckpt_model mods[2];
+    ckpt_optim ov;
+    model_ckpt_view("policy", &m, false, &mods[0]);
+    model_ckpt_view("teacher", &m, true, &mods[1]);
+    adamw_ckpt_view(&opt, &ov);
+    mods[0].opt = &ov;
     ckpt_u64 st[] = {{.key = "cursor.arith_train", .values = cursor, .n = 3}};
     ckpt_state s = {.stage_index = 3, .stage_name = "student_rl", .step = 25,
                     .config_text = "pipeline: cli-test\nseed: 9\n", .models = mods, .n_models = 2, .u64s = st,
                     .n_u64s = 1};
     CHECK_OK(ckpt_save(file, &s, &err), &err);
     CHECK_OK(write_logs(file, &err), &err);
+    model_ckpt_view_free(&mods[0]);
+    model_ckpt_view_free(&mods[1]);
+    adamw_ckpt_view_free(&ov);
     model_free(&m);
     adamw_free(&opt);
     return 0;
