@@ -315,12 +315,6 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     return true;
 }
 
-int tc_find_model(const train_config *tc, const char *name) {
-    for (int i = 0; i < tc->n_models; i++)
-        if (strcmp(tc->models[i].name, name) == 0) return i;
-    return -1;
-}
-
 int tc_find_dataset(const train_config *tc, const char *name) {
     for (int i = 0; i < tc->n_datasets; i++)
         if (strcmp(tc->datasets[i].name, name) == 0) return i;

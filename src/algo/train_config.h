@@ -150,8 +150,6 @@ bool tc_tree_aligned(int micro_batches, int learners);
 bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry_run, train_config *tc,
                        s2d_err *err);
 void train_config_free(train_config *tc);
-/* Index of a model defined in models: (not stage outputs), or -1. */
-int tc_find_model(const train_config *tc, const char *name);
 int tc_find_dataset(const train_config *tc, const char *name);
 /* Does the resolved config b describe the same run as a (the checkpoint's)? Keys that do not change the math
  * (roles, runtime, fault, out) may differ; false + err naming the first differing key otherwise. */

@@ -89,26 +89,6 @@ void print_float_array(FILE *out, const float *v, int n) {
     fputs("]\n", out);
 }
 
-void print_json_string(FILE *out, const char *s, size_t len) {
-    fputc('"', out);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"': fputs("\\\"", out); break;
-        case '\\': fputs("\\\\", out); break;
-        case '\n': fputs("\\n", out); break;
-        case '\r': fputs("\\r", out); break;
-        case '\t': fputs("\\t", out); break;
-        case '\b': fputs("\\b", out); break;
-        case '\f': fputs("\\f", out); break;
-        default:
-            if (c < 0x20) fprintf(out, "\\u%04x", c);
-            else fputc(c, out);
-        }
-    }
-    fputc('"', out);
-}
-
 long flag_long(const char *flag, const char *value, long min, long max) {
     if (!value) die("%s needs a value", flag);
     char *end;

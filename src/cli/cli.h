@@ -7,6 +7,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/json.h" /* print_json_string */
+
 /* Reads JSON lines from fp; `name` ("stdin" or a path) appears in errors. */
 typedef struct {
     FILE *fp;
@@ -27,8 +29,6 @@ int32_t *json_int_array(const cJSON *j, int *n, const jsonl_reader *where);
 
 void print_int_array(FILE *out, const int32_t *v, int n);   /* [1,2,3]\n */
 void print_float_array(FILE *out, const float *v, int n);   /* round-trip precision, \n */
-/* JSON string with escapes (no newline), UTF-8 passed through; len bytes. */
-void print_json_string(FILE *out, const char *s, size_t len);
 
 /* Flag helpers: parse "--name value" values with range checks; die naming the flag on bad input. */
 long flag_long(const char *flag, const char *value, long min, long max);

@@ -25,7 +25,6 @@ void s2d_set_identity(int rank, const char *role) {
     snprintf(g_role, sizeof g_role, "%s", role);
 }
 int s2d_rank(void) { return g_rank; }
-const char *s2d_role(void) { return g_role; }
 void s2d_set_abort_hook(void (*hook)(int code)) { g_abort_hook = hook; }
 
 void s2d_tmp_register(const char *path) {
@@ -268,6 +267,31 @@ void atomic_abort(atomic_file *af) {
     if (af->direct) return; /* never unlink a device or FIFO */
     unlink(af->tmp);
     s2d_tmp_unregister(af->tmp);
+}
+
+void remove_dir_files(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[4400];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            path_join(path, sizeof path, dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+bool dir_build_atomic(const char *dir, bool (*fill)(const char *tmp, void *ctx, s2d_err *err), void *ctx,
+                      s2d_err *err) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
+    if (mkdir(tmp, 0755) != 0) return err_set(err, "%s: cannot create directory: %s", tmp, strerror(errno));
+    bool ok = fill(tmp, ctx, err);
+    if (ok && rename(tmp, dir) != 0) ok = err_set(err, "%s: cannot create directory: %s", dir, strerror(errno));
+    if (!ok) remove_dir_files(tmp);
+    return ok;
 }
 
 bool dir_has_entries(const char *dir) {

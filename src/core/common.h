@@ -47,7 +47,6 @@ _Noreturn void die_sys_at(const char *file, int line, const char *what);
 /* Process identity printed by die() and the logger; the mpi/ runtime sets it, single process is rank 0. */
 void s2d_set_identity(int rank, const char *role);
 int s2d_rank(void);
-const char *s2d_role(void);
 /* Called by die() instead of exit(1); mpi/ installs one that calls MPI_Abort. */
 void s2d_set_abort_hook(void (*hook)(int code));
 
@@ -87,6 +86,13 @@ bool atomic_open(atomic_file *af, const char *path, s2d_err *err);
 bool atomic_commit(atomic_file *af, s2d_err *err); /* fflush + fsync + rename */
 void atomic_abort(atomic_file *af);                /* close and remove the temp file */
 
+/* A new directory that appears only when complete: fill(tmp, ctx, err) writes the files into a fresh
+ * "<dir>.tmp.<pid>", which is then renamed to dir; on any failure the temp directory and its files are removed
+ * (a SIGKILLed one is a dead temp for remove_dead_temps). dir must not exist. */
+bool dir_build_atomic(const char *dir, bool (*fill)(const char *tmp, void *ctx, s2d_err *err), void *ctx,
+                      s2d_err *err);
+/* Removes the plain files of dir (one level), then dir itself if it is then empty. */
+void remove_dir_files(const char *dir);
 /* True when dir exists and holds anything (other than . and ..). */
 bool dir_has_entries(const char *dir);
 /* Removes temp files and temp directories ("<name>.tmp.<pid>", as atomic_open, ckpt_save and model saves name

@@ -565,8 +565,6 @@ cfg_node *cfg_find(cfg_node *map, const char *key) {
     return NULL;
 }
 
-bool cfg_has(cfg_node *map, const char *key) { return cfg_find(map, key) != NULL; }
-
 static void note_asked(cfg_node *map, const char *key) {
     for (int i = 0; i < map->n_asked; i++)
         if (strcmp(map->asked[i], key) == 0) return;
@@ -712,14 +710,6 @@ bool cfg_get_map_opt(cfg_node *map, const char *key, cfg_node **out, s2d_err *er
 bool cfg_get_seq(cfg_node *map, const char *key, cfg_node **out, s2d_err *err) {
     cfg_node *c;
     if (!lookup(map, key, true, &c, err) || !cfg_as_seq(c, err)) return false;
-    *out = c;
-    return true;
-}
-bool cfg_get_seq_opt(cfg_node *map, const char *key, cfg_node **out, s2d_err *err) {
-    cfg_node *c;
-    *out = NULL;
-    if (!lookup(map, key, false, &c, err)) return false;
-    if (c && !cfg_as_seq(c, err)) return false;
     *out = c;
     return true;
 }

@@ -55,7 +55,6 @@ const char *cfg_path(const cfg_node *node);
 
 /* Lookup without marking or type checks (NULL when absent or when map is not a map). */
 cfg_node *cfg_find(cfg_node *map, const char *key);
-bool cfg_has(cfg_node *map, const char *key);
 bool cfg_is_null(const cfg_node *node);
 
 /* Typed reads of a node (marks it used). Ranges are inclusive. */
@@ -92,7 +91,6 @@ bool cfg_get_enum_or(cfg_node *map, const char *key, const char *const *names, i
 bool cfg_get_map(cfg_node *map, const char *key, cfg_node **out, s2d_err *err);
 bool cfg_get_map_opt(cfg_node *map, const char *key, cfg_node **out, s2d_err *err);
 bool cfg_get_seq(cfg_node *map, const char *key, cfg_node **out, s2d_err *err);
-bool cfg_get_seq_opt(cfg_node *map, const char *key, cfg_node **out, s2d_err *err);
 
 /* Children of a seq or map (no marking: the typed read of the child marks it). */
 int cfg_len(const cfg_node *node);

@@ -19,7 +19,6 @@ static log_level level_from_env(void) {
     return LOG_INFO;
 }
 
-void log_set_level(log_level level) { g_level = (int)level; }
 log_level log_get_level(void) {
     if (g_level < 0) g_level = (int)level_from_env();
     return (log_level)g_level;

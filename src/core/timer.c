@@ -15,13 +15,3 @@ double time_since_start(void) {
     if (g_t0 < 0) g_t0 = now;
     return now - g_t0;
 }
-
-void timer_start(phase_timer *t) { t->started = time_now(); }
-
-void timer_stop(phase_timer *t) {
-    if (t->started >= 0) {
-        t->total += time_now() - t->started;
-        t->count++;
-    }
-    t->started = -1.0;
-}

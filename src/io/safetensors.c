@@ -16,6 +16,7 @@
 #include <utf8proc.h>
 
 #include "core/half.h"
+#include "core/json.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is little-endian; so must the host be");
 
@@ -132,16 +133,6 @@ static bool json_uint(const cJSON *item, uint64_t *out) {
     if (!(d >= 0) || d > MAX_EXACT_INT || floor(d) != d) return false;
     *out = (uint64_t)d;
     return true;
-}
-
-static const char *json_kind(const cJSON *item) {
-    if (cJSON_IsObject(item)) return "an object";
-    if (cJSON_IsArray(item)) return "an array";
-    if (cJSON_IsString(item)) return "a string";
-    if (cJSON_IsNumber(item)) return "a number";
-    if (cJSON_IsBool(item)) return "a boolean";
-    if (cJSON_IsNull(item)) return "null";
-    return "something else";
 }
 
 static void shape_str(const st_tensor *t, char *buf, size_t n) {
@@ -717,17 +708,9 @@ static void sb_printf(strbuf *b, const char *fmt, ...) {
     CHECK(w >= 0 && (size_t)w < sizeof tmp, "sb_printf: formatted text too long");
     sb_put(b, tmp, (size_t)w);
 }
-/* A JSON string literal (UTF-8 passes through; quotes, backslashes and control characters escaped). */
-static void sb_json_string(strbuf *b, const char *s) {
-    sb_puts(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"') sb_puts(b, "\\\"");
-        else if (*p == '\\') sb_puts(b, "\\\\");
-        else if (*p < 0x20) sb_printf(b, "\\u%04x", *p);
-        else sb_put(b, (const char *)p, 1);
-    }
-    sb_puts(b, "\"");
-}
+static void sb_put_cb(void *b, const char *s, size_t n) { sb_put(b, s, n); }
+/* A JSON string literal, escaped as serde_json (the reference writer) does. */
+static void sb_json_string(strbuf *b, const char *s) { json_put_string(sb_put_cb, b, s, strlen(s)); }
 
 typedef struct {
     const st_write_tensor *t;

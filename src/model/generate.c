@@ -84,8 +84,6 @@ void generator_free(generator *g) {
     free(g);
 }
 
-int generator_slots(const generator *g) { return g->n_slots; }
-int generator_max_len(const generator *g) { return g->max_len; }
 
 /* Shared state of one run. Completions are written strided (prompt i at i * max_new) and packed at the end. */
 typedef struct {

@@ -59,8 +59,6 @@ typedef struct generator generator;
  * max_position_embeddings). Allocates the KV cache and all loop buffers. False + err on bad sizes. */
 bool generator_new(const model *m, int n_slots, int max_len, generator **out, s2d_err *err);
 void generator_free(generator *g);
-int generator_slots(const generator *g);
-int generator_max_len(const generator *g);
 
 /* Generates a completion for each of n prompts (prompt i = prompt_tokens[prompt_start[i] .. prompt_start[i+1])).
  * seq_ids[i] keys prompt i's random stream (NULL: i). Bad input (empty prompt, prompt longer than max_len,

@@ -341,14 +341,13 @@ static bool save_files(const model *m, const char *dir, bool bf16, s2d_err *err)
     return write_text_atomic(path, gen, err);
 }
 
-static void remove_dir_files(const char *dir) {
-    const char *names[] = {"model.safetensors", "config.json", "generation_config.json"};
-    char path[4096];
-    for (size_t i = 0; i < S2D_ARRAY_LEN(names); i++) {
-        path_join(path, sizeof path, dir, names[i]);
-        unlink(path);
-    }
-    rmdir(dir);
+typedef struct {
+    const model *m;
+    bool bf16;
+} save_job;
+static bool fill_model_dir(const char *tmp, void *ctx, s2d_err *err) {
+    const save_job *j = ctx;
+    return save_files(j->m, tmp, j->bf16, err);
 }
 
 bool model_save(const model *m, const char *dir, bool bf16, s2d_err *err) {
@@ -357,18 +356,7 @@ bool model_save(const model *m, const char *dir, bool bf16, s2d_err *err) {
         if (!S_ISDIR(st.st_mode)) return err_set(err, "%s: exists and is not a directory", dir);
         return save_files(m, dir, bf16, err); /* each file is replaced atomically */
     }
-    /* A new directory appears only when complete: build it under a temporary name, then rename. */
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
-    if (mkdir(tmp, 0755) != 0) return err_set(err, "%s: cannot create directory: %s", tmp, strerror(errno));
-    if (!save_files(m, tmp, bf16, err)) {
-        remove_dir_files(tmp);
-        return false;
-    }
-    if (rename(tmp, dir) != 0) {
-        int e = errno;
-        remove_dir_files(tmp);
-        return err_set(err, "%s: cannot create directory: %s", dir, strerror(e));
-    }
-    return true;
+    /* A new directory appears only when complete. */
+    save_job job = {m, bf16};
+    return dir_build_atomic(dir, fill_model_dir, &job, err);
 }

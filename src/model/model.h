@@ -189,12 +189,8 @@ typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_LAYER = 1 } model_recompute;
 model_ws *model_ws_new(const model *m, int max_tokens, bool training);
 model_ws *model_ws_new_recompute(const model *m, int max_tokens, bool training, model_recompute recompute);
 void model_ws_free(model_ws *ws);
-size_t model_ws_bytes(const model_ws *ws);
-/* Of which: activations kept for the backward pass (the part recompute shrinks). */
+/* Bytes of activations kept for the backward pass (the part recompute shrinks). */
 size_t model_ws_activation_bytes(const model_ws *ws);
-int model_ws_max_tokens(const model_ws *ws);
-/* Rows per LM-head chunk (default 64 rows for vocab >= 32768, else 256); chunk logits are [rows, V]. */
-int model_ws_chunk_rows(const model_ws *ws);
 
 /* Runs the decoder over the batch; keeps final hidden states (after the final norm) in ws.
  * Errors: T > max_tokens, a token id out of [0, vocab) (names the token and its position), bad seq_start. */
@@ -207,8 +203,6 @@ void model_vocab_forward(const model *m, model_ws *ws, ops_vocab_op *op);
 /* After model_forward on a training ws: op with want_grad (its gradient replaces each chunk's logits), then the
  * backward through the LM head and every layer, ACCUMULATING into m->grads. */
 void model_vocab_backward(model *m, model_ws *ws, ops_vocab_op *op);
-/* Per-row next-token targets of the last forward (i32 [T] device tensor: −1 at each sequence's last row). */
-ops_tensor model_ws_targets(const model_ws *ws);
 
 /* LM-head callback (tests and diagnostics), called for consecutive row ranges [r0, r1) of the last forward's
  * batch, in order, with HOST logits [r1-r0, V] (downloaded first on device backends). With want_grad (inside

@@ -196,11 +196,7 @@ void model_ws_free(model_ws *ws) {
     free(ws);
 }
 
-size_t model_ws_bytes(const model_ws *ws) { return ws->mem_floats * sizeof(float); }
 size_t model_ws_activation_bytes(const model_ws *ws) { return ws->act_floats * sizeof(float); }
-int model_ws_max_tokens(const model_ws *ws) { return ws->max_tokens; }
-int model_ws_chunk_rows(const model_ws *ws) { return ws->chunk_rows; }
-ops_tensor model_ws_targets(const model_ws *ws) { return ot_i32(ws->target); }
 
 /* ---- the layer, shared by all paths ---- */
 

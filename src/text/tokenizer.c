@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/json.h"
 #include "core/log.h"
 #include "text/tokenizer_internal.h"
 
@@ -111,16 +112,6 @@ static bool jerr(load_ctx *c, const char *jpath, const char *fmt, const char *de
     return err_set(c->err, "%s: %s: %s", c->file, jpath, reason);
 }
 
-static const char *json_type_name(const cJSON *j) {
-    if (!j) return "missing";
-    if (cJSON_IsNull(j)) return "null";
-    if (cJSON_IsBool(j)) return "a boolean";
-    if (cJSON_IsNumber(j)) return "a number";
-    if (cJSON_IsString(j)) return "a string";
-    if (cJSON_IsArray(j)) return "an array";
-    return "an object";
-}
-
 /* Optional boolean: absent or null gives def. */
 static bool get_bool(load_ctx *c, const cJSON *obj, const char *key, const char *jpath, bool def, bool *out) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -128,13 +119,13 @@ static bool get_bool(load_ctx *c, const cJSON *obj, const char *key, const char 
         *out = def;
         return true;
     }
-    if (!cJSON_IsBool(j)) return jerr(c, jpath, "expected a boolean, found %s", json_type_name(j));
+    if (!cJSON_IsBool(j)) return jerr(c, jpath, "expected a boolean, found %s", json_kind(j));
     *out = cJSON_IsTrue(j);
     return true;
 }
 
 static bool get_id(load_ctx *c, const cJSON *j, const char *jpath, int32_t *out) {
-    if (!cJSON_IsNumber(j)) return jerr(c, jpath, "expected an integer token id, found %s", json_type_name(j));
+    if (!cJSON_IsNumber(j)) return jerr(c, jpath, "expected an integer token id, found %s", json_kind(j));
     double v = j->valuedouble;
     if (!(v >= 0 && v < TOK_MAX_ID) || v != floor(v))
         return jerr(c, jpath, "token id must be an integer in [0, 16777216)%s", NULL);
@@ -146,9 +137,9 @@ static bool get_id(load_ctx *c, const cJSON *j, const char *jpath, int32_t *out)
 static bool get_type(load_ctx *c, const cJSON *obj, const char *jpath, const char **out) {
     char p[256];
     snprintf(p, sizeof p, "%s.type", jpath);
-    if (!cJSON_IsObject(obj)) return jerr(c, jpath, "expected an object, found %s", json_type_name(obj));
+    if (!cJSON_IsObject(obj)) return jerr(c, jpath, "expected an object, found %s", json_kind(obj));
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, "type");
-    if (!cJSON_IsString(j)) return jerr(c, p, "expected a type name string, found %s", json_type_name(j));
+    if (!cJSON_IsString(j)) return jerr(c, p, "expected a type name string, found %s", json_kind(j));
     *out = j->valuestring;
     return true;
 }
@@ -187,7 +178,7 @@ static bool load_split(load_ctx *c, tokenizer *t, const cJSON *pt, const char *j
     if (t->n_levels >= TOK_MAX_LEVELS) return jerr(c, jpath, "too many pre-tokenizers (at most 4 supported)%s", NULL);
     const cJSON *beh = cJSON_GetObjectItemCaseSensitive(pt, "behavior");
     snprintf(p, sizeof p, "%s.behavior", jpath);
-    if (!cJSON_IsString(beh)) return jerr(c, p, "expected a string, found %s", json_type_name(beh));
+    if (!cJSON_IsString(beh)) return jerr(c, p, "expected a string, found %s", json_kind(beh));
     if (strcmp(beh->valuestring, "Isolated") != 0)
         return jerr(c, p, "Split behavior \"%s\" is not supported (only \"Isolated\")", beh->valuestring);
     bool invert;
@@ -196,7 +187,7 @@ static bool load_split(load_ctx *c, tokenizer *t, const cJSON *pt, const char *j
     if (invert) return jerr(c, p, "Split with invert: true is not supported%s", NULL);
     const cJSON *pat = cJSON_GetObjectItemCaseSensitive(pt, "pattern");
     snprintf(p, sizeof p, "%s.pattern", jpath);
-    if (!cJSON_IsObject(pat)) return jerr(c, p, "expected {\"Regex\": ...} or {\"String\": ...}, found %s", json_type_name(pat));
+    if (!cJSON_IsObject(pat)) return jerr(c, p, "expected {\"Regex\": ...} or {\"String\": ...}, found %s", json_kind(pat));
     const cJSON *rx = cJSON_GetObjectItemCaseSensitive(pat, "Regex");
     const cJSON *lit = cJSON_GetObjectItemCaseSensitive(pat, "String");
     tok_level *lv = &t->levels[t->n_levels];
@@ -259,7 +250,7 @@ static bool load_pre_tokenizer(load_ctx *c, tokenizer *t, const cJSON *root) {
     if (strcmp(type, "Sequence") != 0)
         return jerr(c, "pre_tokenizer.type", "pre-tokenizer \"%s\" is not supported (only Sequence, Split, ByteLevel)", type);
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
-    if (!cJSON_IsArray(list)) return jerr(c, "pre_tokenizer.pretokenizers", "expected an array, found %s", json_type_name(list));
+    if (!cJSON_IsArray(list)) return jerr(c, "pre_tokenizer.pretokenizers", "expected an array, found %s", json_kind(list));
     int n = cJSON_GetArraySize(list), i = 0;
     bool seen_byte_level = false;
     const cJSON *pt;
@@ -317,9 +308,9 @@ static const char *merge_path(char *p, size_t n, uint32_t rank) {
 /* n_added: number of added tokens, which may take ids after the model's (see load_added). */
 static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!cJSON_IsObject(model)) return jerr(c, "model", "expected an object, found %s", json_type_name(model));
+    if (!cJSON_IsObject(model)) return jerr(c, "model", "expected an object, found %s", json_kind(model));
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
-    if (type && !cJSON_IsString(type)) return jerr(c, "model.type", "expected a string, found %s", json_type_name(type));
+    if (type && !cJSON_IsString(type)) return jerr(c, "model.type", "expected a string, found %s", json_kind(type));
     if (!type) return jerr(c, "model.type", "missing (only BPE models are supported)%s", NULL);
     if (strcmp(type->valuestring, "BPE") != 0)
         return jerr(c, "model.type", "model \"%s\" is not supported (only BPE)", type->valuestring);
@@ -340,7 +331,7 @@ static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added
     }
 
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    if (!cJSON_IsObject(vocab)) return jerr(c, "model.vocab", "expected an object, found %s", json_type_name(vocab));
+    if (!cJSON_IsObject(vocab)) return jerr(c, "model.vocab", "expected an object, found %s", json_kind(vocab));
     int32_t max_id = -1;
     size_t total_len = 0, count = 0;
     const cJSON *e;
@@ -408,7 +399,7 @@ static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added
     }
 
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    if (!cJSON_IsArray(merges)) return jerr(c, "model.merges", "expected an array, found %s", json_type_name(merges));
+    if (!cJSON_IsArray(merges)) return jerr(c, "model.merges", "expected an array, found %s", json_kind(merges));
     size_t n_merges = (size_t)cJSON_GetArraySize(merges);
     t->merge_mask = table_mask_for(n_merges);
     t->merge_map = xmalloc(sizeof(tok_merge_slot) * ((size_t)t->merge_mask + 1));
@@ -438,7 +429,7 @@ static bool load_model(load_ctx *c, tokenizer *t, const cJSON *root, int n_added
             lb = strlen(b);
         } else {
             free(cat);
-            return jerr(c, merge_path(p, sizeof p, rank), "expected \"left right\" or [\"left\", \"right\"], found %s", json_type_name(e));
+            return jerr(c, merge_path(p, sizeof p, rank), "expected \"left right\" or [\"left\", \"right\"], found %s", json_kind(e));
         }
         int32_t ia = tok_vocab_lookup(t, a, la), ib = tok_vocab_lookup(t, b, lb);
         if (la + lb > cat_cap) {
@@ -475,7 +466,7 @@ static int cmp_added_len_desc(const void *pa, const void *pb, void *ctx) {
 static bool load_added(load_ctx *c, tokenizer *t, const cJSON *root) {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (!list || cJSON_IsNull(list)) return true;
-    if (!cJSON_IsArray(list)) return jerr(c, "added_tokens", "expected an array, found %s", json_type_name(list));
+    if (!cJSON_IsArray(list)) return jerr(c, "added_tokens", "expected an array, found %s", json_kind(list));
     int n = cJSON_GetArraySize(list);
     t->added = xcalloc((size_t)(n > 0 ? n : 1), sizeof(tok_added));
     size_t total = 0;
@@ -491,7 +482,7 @@ static bool load_added(load_ctx *c, tokenizer *t, const cJSON *root) {
     cJSON_ArrayForEach(e, list) {
         char p[64], q[96];
         snprintf(p, sizeof p, "added_tokens[%d]", i++);
-        if (!cJSON_IsObject(e)) return jerr(c, p, "expected an object, found %s", json_type_name(e));
+        if (!cJSON_IsObject(e)) return jerr(c, p, "expected an object, found %s", json_kind(e));
         tok_added *a = &t->added[kept];
         int32_t file_id;
         snprintf(q, sizeof q, "%s.id", p);
@@ -499,7 +490,7 @@ static bool load_added(load_ctx *c, tokenizer *t, const cJSON *root) {
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
         snprintf(q, sizeof q, "%s.content", p);
         if (!cJSON_IsString(content) || content->valuestring[0] == '\0')
-            return jerr(c, q, "expected a non-empty string, found %s", json_type_name(content));
+            return jerr(c, q, "expected a non-empty string, found %s", json_kind(content));
         size_t len = strlen(content->valuestring);
         if (tok_utf8_valid_prefix((const unsigned char *)content->valuestring, len) != len)
             return jerr(c, q, "is not valid UTF-8%s", NULL);

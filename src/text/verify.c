@@ -422,7 +422,6 @@ bool verify_normalize(const char *answer, char *out, size_t cap) {
     /* fix_a_slash_b: "3/4" → "\frac{3}{4}" (integers only) */
     {
         char *slash = strchr(s, '/');
-        size_t m = strlen(s);
         if (slash && is_integer_literal(s, (size_t)(slash - s)) && is_integer_literal(slash + 1, strlen(slash + 1)) &&
             slash[1] != '-') {
             bool neg = s[0] == '-';
@@ -434,7 +433,6 @@ bool verify_normalize(const char *answer, char *out, size_t cap) {
             if (r < 0 || (size_t)r >= NORM_CAP) return false;
             memcpy(s, tmp, (size_t)r + 1);
         }
-        (void)m;
     }
     /* "(C)" → "C": a parenthesised single choice letter */
     if (s[0] == '(' && is_letter(s[1]) && s[1] >= 'A' && s[1] <= 'Z' && s[2] == ')' && s[3] == '\0') {

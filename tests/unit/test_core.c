@@ -9,6 +9,7 @@
 
 #include "core/arena.h"
 #include "core/common.h"
+#include "core/json.h"
 #include "core/rng.h"
 #include "test.h"
 
@@ -96,6 +97,60 @@ static void test_errors_and_files(void) {
     rmdir(dir);
 }
 
+/* JSON string literals as serde_json writes them (short escapes, other control characters as \u00xx, UTF-8 as
+ * is), read back by cJSON to the same bytes; the kind names of error messages. */
+static void test_json_helpers(void) {
+    const char in[] = "a\"b\\c\n\r\t\b\f\x01\x1f \xc3\xa9 end";
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    print_json_string(f, in, sizeof in - 1);
+    fclose(f);
+    EXPECT_STREQ(buf, "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f \xc3\xa9 end\"");
+    cJSON *back = cJSON_Parse(buf);
+    EXPECT(cJSON_IsString(back) && strcmp(back->valuestring, in) == 0, "cJSON reads the literal back: %s", buf);
+    cJSON_Delete(back);
+    free(buf);
+    cJSON *arr = cJSON_Parse("[1, \"x\", null, true, {}, []]");
+    const char *want[] = {"a number", "a string", "null", "a boolean", "an object", "an array"};
+    for (int i = 0; i < 6; i++) EXPECT_STREQ(json_kind(cJSON_GetArrayItem(arr, i)), want[i]);
+    EXPECT_STREQ(json_kind(NULL), "missing");
+    cJSON_Delete(arr);
+}
+
+/* A directory built with dir_build_atomic appears complete or not at all. */
+static bool fill_two(const char *tmp, void *ctx, s2d_err *err) {
+    char p[4400];
+    path_join(p, sizeof p, tmp, "a.txt");
+    FILE *f = fopen(p, "w");
+    if (!f) return err_set(err, "%s: cannot create", p);
+    fputs("a", f);
+    fclose(f);
+    if (ctx) return err_set(err, "injected failure after the first file");
+    path_join(p, sizeof p, tmp, "b.txt");
+    f = fopen(p, "w");
+    if (!f) return err_set(err, "%s: cannot create", p);
+    fclose(f);
+    return true;
+}
+static void test_dir_build_atomic(void) {
+    char dir[] = "/tmp/s2d-core-XXXXXX";
+    EXPECT(mkdtemp(dir) != NULL, "mkdtemp");
+    char out[256], tmp[300], p[400];
+    s2d_err err;
+    path_join(out, sizeof out, dir, "model");
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
+    struct stat st;
+    EXPECT(!dir_build_atomic(out, fill_two, (void *)1, &err) && strstr(err.msg, "injected"), "failure reported: %s", err.msg);
+    EXPECT(stat(out, &st) != 0 && stat(tmp, &st) != 0, "a failed build leaves neither the directory nor its temp");
+    EXPECT(dir_build_atomic(out, fill_two, NULL, &err), "build: %s", err.msg);
+    path_join(p, sizeof p, out, "b.txt");
+    EXPECT(stat(p, &st) == 0 && stat(tmp, &st) != 0, "complete directory renamed into place");
+    remove_dir_files(out);
+    EXPECT(stat(out, &st) != 0, "remove_dir_files removes the files and the directory");
+    rmdir(dir);
+}
+
 /* Issue 13: inputs that are not regular files are refused without blocking; outputs replace only regular
  * files (a symlink's target, never the link; a FIFO is written through); dead temps are found and removed. */
 static void test_special_files(void) {
@@ -175,6 +230,8 @@ int main(void) {
     RUN_TEST(test_rng_stream);
     RUN_TEST(test_arena);
     RUN_TEST(test_errors_and_files);
+    RUN_TEST(test_json_helpers);
+    RUN_TEST(test_dir_build_atomic);
     RUN_TEST(test_special_files);
     return TEST_SUMMARY();
 }
