@@ -89,6 +89,33 @@ void print_float_array(FILE *out, const float *v, int n) {
     fputs("]\n", out);
 }
 
+void cli_options_reset(void) { optind = 0; } /* 0: glibc re-initialises its scan (and permutation) */
+
+int cli_option(const char *cmd, int argc, char **argv, const struct option *opts, void (*usage)(FILE *),
+               const char **value, const char **flag) {
+    static char name[96];
+    opterr = 0; /* our messages, not getopt's */
+    int index = -1;
+    int c = getopt_long(argc, argv, ":h", opts, &index);
+    *value = optarg;
+    *flag = name;
+    if (c == -1) return -1;
+    const char *arg = argv[optind - 1] ? argv[optind - 1] : "";
+    if (index >= 0) snprintf(name, sizeof name, "--%s", opts[index].name);
+    else snprintf(name, sizeof name, "%.*s", (int)strcspn(arg, "="), arg);
+    if (c == 'h') return 'h';
+    if (c == ':') die("%s: %s needs a value", cmd, name);
+    if (c == '?') {
+        if (optopt && index < 0) { /* a long flag given "=value", or an unknown short option */
+            for (int i = 0; opts[i].name; i++)
+                if (opts[i].val == optopt && opts[i].has_arg == no_argument) die("%s: %s takes no value", cmd, name);
+        }
+        if (usage) usage(stderr);
+        die("%s: unknown option '%s'", cmd, name);
+    }
+    return c;
+}
+
 long flag_long(const char *flag, const char *value, long min, long max) {
     if (!value) die("%s needs a value", flag);
     char *end;

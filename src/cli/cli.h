@@ -3,6 +3,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include <getopt.h>
 #include <stdio.h>
 
 #include <cjson/cJSON.h>
@@ -29,6 +30,15 @@ int32_t *json_int_array(const cJSON *j, int *n, const jsonl_reader *where);
 
 void print_int_array(FILE *out, const int32_t *v, int n);   /* [1,2,3]\n */
 void print_float_array(FILE *out, const float *v, int n);   /* round-trip precision, \n */
+
+/* Subcommand options with getopt_long (long options only; -h is --help; "--name value" and "--name=value"; GNU
+ * permutation leaves the positional arguments in argv[optind, argc)). Returns the matched option's val, or -1
+ * when the options end, with *value = its argument (NULL for a flag) and *flag = "--name" for messages. Dies on
+ * an unknown option ("CMD: unknown option 'X'"), a missing value and a value given to a flag; prints usage
+ * first on an unknown option. Start each command with optind = 0 (cli_options_reset). */
+int cli_option(const char *cmd, int argc, char **argv, const struct option *opts, void (*usage)(FILE *),
+               const char **value, const char **flag);
+void cli_options_reset(void);
 
 /* Flag helpers: parse "--name value" values with range checks; die naming the flag on bad input. */
 long flag_long(const char *flag, const char *value, long min, long max);

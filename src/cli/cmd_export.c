@@ -3,7 +3,6 @@
  * Writes one named model of an s2d checkpoint as a Hugging Face directory (config.json, model.safetensors,
  * tokenizer files copied from --tokenizer). The directory appears only when complete: it is built under
  * "DIR.tmp.<pid>" and renamed. An existing DIR is refused (never half-overwritten). */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/commands.h"
 #include "core/common.h"
 #include "core/log.h"
@@ -62,24 +62,25 @@ static bool export_dir(const model *m, const char *out, bool bf16, const char *t
 
 int cmd_export(int argc, char **argv) {
     const char *ckpt = NULL, *out = NULL, *name = NULL, *tok = NULL, *dtype = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
+    enum { O_OUT = 256, O_MODEL, O_TOKENIZER, O_DTYPE };
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {"out", required_argument, 0, O_OUT},
+                                         {"model", required_argument, 0, O_MODEL},
+                                         {"tokenizer", required_argument, 0, O_TOKENIZER},
+                                         {"dtype", required_argument, 0, O_DTYPE}, {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("export", argc, argv, opts, NULL, &val, &opt)) != -1;) {
+        switch (o) {
+        case 'h': usage(stdout); return 0;
+        case O_OUT: out = val; break;
+        case O_MODEL: name = val; break;
+        case O_TOKENIZER: tok = val; break;
+        case O_DTYPE: dtype = val; break;
         }
-        if (a[0] != '-' || strcmp(a, "-") == 0) {
-            if (ckpt) die_hint("s2d export --help", "more than one checkpoint given ('%s', '%s')", ckpt, a);
-            ckpt = a;
-            continue;
-        }
-        if (!v) die_hint("s2d export --help", "%s needs a value", a);
-        if (strcmp(a, "--out") == 0) out = v;
-        else if (strcmp(a, "--model") == 0) name = v;
-        else if (strcmp(a, "--tokenizer") == 0) tok = v;
-        else if (strcmp(a, "--dtype") == 0) dtype = v;
-        else die_hint("s2d export --help", "unknown option '%s'", a);
-        i++;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (ckpt) die_hint("s2d export --help", "more than one checkpoint given ('%s', '%s')", ckpt, argv[i]);
+        ckpt = argv[i];
     }
     if (!ckpt || !out) die_hint("s2d export --help", "export needs CHECKPOINT.h5 and --out DIR");
     if (dtype && strcmp(dtype, "f32") != 0 && strcmp(dtype, "bf16") != 0)

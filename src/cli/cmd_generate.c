@@ -112,40 +112,35 @@ int cmd_generate(int argc, char **argv) {
     long max_new = -1, batch = 8, max_len = 0;
     bool details = false, stop_given = false;
     gen_params gp = {.sampling = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 0}};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--model") == 0) {
-            if (!v) die("--model needs a directory");
-            model_dir = v, i++;
-        } else if (strcmp(a, "--max-new-tokens") == 0) {
-            max_new = flag_long(a, v, 1, 1 << 20), i++;
-        } else if (strcmp(a, "--temperature") == 0) {
-            gp.sampling.temperature = (float)flag_double(a, v, 0, 1e6), i++;
-        } else if (strcmp(a, "--top-p") == 0) {
-            gp.sampling.top_p = (float)flag_double(a, v, 1e-9, 1), i++;
-        } else if (strcmp(a, "--top-k") == 0) {
-            gp.sampling.top_k = (int)flag_long(a, v, 0, INT32_MAX), i++;
-        } else if (strcmp(a, "--seed") == 0) {
-            gp.sampling.seed = (uint64_t)flag_long(a, v, 0, INT64_MAX), i++;
-        } else if (strcmp(a, "--stop") == 0) {
-            parse_stop(v, &gp), stop_given = true, i++;
-        } else if (strcmp(a, "--batch") == 0) {
-            batch = flag_long(a, v, 1, 4096), i++;
-        } else if (strcmp(a, "--max-len") == 0) {
-            max_len = flag_long(a, v, 2, 1 << 24), i++;
-        } else if (strcmp(a, "--device") == 0) {
-            if (!v) die("--device needs a name (cpu, cuda, cuda:N)");
-            cli_use_device(v), i++;
-        } else if (strcmp(a, "--details") == 0) {
-            details = true;
-        } else {
-            usage(stderr);
-            die("generate: unknown option '%s'", a);
+    enum { O_MODEL = 256, O_MAX_NEW, O_TEMPERATURE, O_TOP_P, O_TOP_K, O_SEED, O_STOP, O_BATCH, O_MAX_LEN, O_DEVICE,
+           O_DETAILS };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'},          {"model", required_argument, 0, O_MODEL},
+        {"max-new-tokens", required_argument, 0, O_MAX_NEW}, {"temperature", required_argument, 0, O_TEMPERATURE},
+        {"top-p", required_argument, 0, O_TOP_P}, {"top-k", required_argument, 0, O_TOP_K},
+        {"seed", required_argument, 0, O_SEED},  {"stop", required_argument, 0, O_STOP},
+        {"batch", required_argument, 0, O_BATCH}, {"max-len", required_argument, 0, O_MAX_LEN},
+        {"device", required_argument, 0, O_DEVICE}, {"details", no_argument, 0, O_DETAILS},
+        {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("generate", argc, argv, opts, usage, &val, &opt)) != -1;) {
+        switch (o) {
+        case 'h': usage(stdout); return 0;
+        case O_MODEL: model_dir = val; break;
+        case O_MAX_NEW: max_new = flag_long(opt, val, 1, 1 << 20); break;
+        case O_TEMPERATURE: gp.sampling.temperature = (float)flag_double(opt, val, 0, 1e6); break;
+        case O_TOP_P: gp.sampling.top_p = (float)flag_double(opt, val, 1e-9, 1); break;
+        case O_TOP_K: gp.sampling.top_k = (int)flag_long(opt, val, 0, INT32_MAX); break;
+        case O_SEED: gp.sampling.seed = (uint64_t)flag_long(opt, val, 0, INT64_MAX); break;
+        case O_STOP: parse_stop(val, &gp), stop_given = true; break;
+        case O_BATCH: batch = flag_long(opt, val, 1, 4096); break;
+        case O_MAX_LEN: max_len = flag_long(opt, val, 2, 1 << 24); break;
+        case O_DEVICE: cli_use_device(val); break;
+        case O_DETAILS: details = true; break;
         }
     }
+    if (optind < argc) die_hint("s2d generate --help", "generate: unexpected argument '%s'", argv[optind]);
     if (!model_dir) die_hint("s2d generate --help", "generate: --model DIR is required");
     if (max_new < 0) die_hint("s2d generate --help", "generate: --max-new-tokens N is required");
     gp.max_new_tokens = (int)max_new;

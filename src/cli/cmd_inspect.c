@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "cli/commands.h"
 #include "core/common.h"
 #include "io/h5io.h"
@@ -62,15 +63,21 @@ static void usage(FILE *out) {
 int cmd_inspect(int argc, char **argv) {
     const char *path = NULL;
     bool tensors = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    enum { O_TENSORS = 256 };
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {"tensors", no_argument, 0, O_TENSORS},
+                                         {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("inspect", argc, argv, opts, NULL, &val, &opt)) != -1;) {
+        if (o == 'h') {
             usage(stdout);
             return 0;
         }
-        if (strcmp(argv[i], "--tensors") == 0) tensors = true;
-        else if (argv[i][0] == '-') die_hint("s2d inspect --help", "unknown option '%s'", argv[i]);
-        else if (path) die_hint("s2d inspect --help", "one file at a time ('%s', '%s')", path, argv[i]);
-        else path = argv[i];
+        if (o == O_TENSORS) tensors = true;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (path) die_hint("s2d inspect --help", "one file at a time ('%s', '%s')", path, argv[i]);
+        path = argv[i];
     }
     if (!path) die_hint("s2d inspect --help", "inspect needs FILE.h5");
     char *text = NULL;

@@ -58,20 +58,22 @@ static void init_usage(FILE *out) {
 int cmd_init_model(int argc, char **argv) {
     const char *preset = NULL, *out = NULL, *dtype = "f32";
     uint64_t seed = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            init_usage(stdout);
-            return 0;
+    enum { O_PRESET = 256, O_OUT, O_SEED, O_DTYPE };
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {"preset", required_argument, 0, O_PRESET},
+                                         {"out", required_argument, 0, O_OUT}, {"seed", required_argument, 0, O_SEED},
+                                         {"dtype", required_argument, 0, O_DTYPE}, {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("init-model", argc, argv, opts, NULL, &val, &opt)) != -1;) {
+        switch (o) {
+        case 'h': init_usage(stdout); return 0;
+        case O_PRESET: preset = val; break;
+        case O_OUT: out = val; break;
+        case O_SEED: seed = (uint64_t)flag_long(opt, val, 0, INT64_MAX); break;
+        case O_DTYPE: dtype = val; break;
         }
-        if (!v) die_hint("s2d init-model --help", "%s needs a value", a);
-        if (strcmp(a, "--preset") == 0) preset = v;
-        else if (strcmp(a, "--out") == 0) out = v;
-        else if (strcmp(a, "--seed") == 0) seed = (uint64_t)flag_long(a, v, 0, INT64_MAX);
-        else if (strcmp(a, "--dtype") == 0) dtype = v;
-        else die_hint("s2d init-model --help", "unknown option '%s'", a);
-        i++;
     }
+    if (optind < argc) die_hint("s2d init-model --help", "init-model: unexpected argument '%s'", argv[optind]);
     if (!preset || !out) die_hint("s2d init-model --help", "init-model needs --preset NAME and --out DIR");
     if (strcmp(dtype, "f32") != 0 && strcmp(dtype, "bf16") != 0)
         die("--dtype must be f32 or bf16, got '%s'", dtype);
@@ -101,19 +103,21 @@ static void logprobs_usage(FILE *out) {
 int cmd_logprobs(int argc, char **argv) {
     const char *dir = NULL;
     long batch_tokens = 4096;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            logprobs_usage(stdout);
-            return 0;
+    enum { O_MODEL = 256, O_BATCH_TOKENS, O_DEVICE };
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
+                                         {"batch-tokens", required_argument, 0, O_BATCH_TOKENS},
+                                         {"device", required_argument, 0, O_DEVICE}, {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("logprobs", argc, argv, opts, NULL, &val, &opt)) != -1;) {
+        switch (o) {
+        case 'h': logprobs_usage(stdout); return 0;
+        case O_MODEL: dir = val; break;
+        case O_BATCH_TOKENS: batch_tokens = flag_long(opt, val, 1, 1 << 24); break;
+        case O_DEVICE: cli_use_device(val); break;
         }
-        if (!v) die_hint("s2d logprobs --help", "%s needs a value", a);
-        if (strcmp(a, "--model") == 0) dir = v;
-        else if (strcmp(a, "--batch-tokens") == 0) batch_tokens = flag_long(a, v, 1, 1 << 24);
-        else if (strcmp(a, "--device") == 0) cli_use_device(v);
-        else die_hint("s2d logprobs --help", "unknown option '%s'", a);
-        i++;
     }
+    if (optind < argc) die_hint("s2d logprobs --help", "logprobs: unexpected argument '%s'", argv[optind]);
     if (!dir) die_hint("s2d logprobs --help", "logprobs needs --model DIR");
     s2d_err err;
     model m;

@@ -11,8 +11,8 @@
 #include "core/common.h"
 #include "text/tokenizer.h"
 
-static void usage(void) {
-    fprintf(stderr,
+static void usage(FILE *out) {
+    fprintf(out,
             "usage: s2d tokenize --tokenizer DIR [--decode]\n"
             "  encode (default): stdin one JSON string per line -> stdout one JSON array of token ids per line\n"
             "  --decode:         stdin one JSON array of ids per line -> stdout one JSON string per line\n"
@@ -33,22 +33,24 @@ static bool line_has_nul_escape(const char *line) {
 int cmd_tokenize(int argc, char **argv) {
     const char *dir = NULL;
     bool decode = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--tokenizer") == 0) {
-            if (i + 1 >= argc) die("--tokenizer needs a value (a directory holding tokenizer.json)");
-            dir = argv[++i];
-        } else if (strcmp(argv[i], "--decode") == 0) {
-            decode = true;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage();
-            return 0;
-        } else {
-            usage();
-            die("tokenize: unknown argument '%s'", argv[i]);
+    enum { O_TOKENIZER = 256, O_DECODE };
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {"tokenizer", required_argument, 0, O_TOKENIZER},
+                                         {"decode", no_argument, 0, O_DECODE}, {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("tokenize", argc, argv, opts, usage, &val, &opt)) != -1;) {
+        switch (o) {
+        case 'h': usage(stdout); return 0;
+        case O_TOKENIZER: dir = val; break;
+        case O_DECODE: decode = true; break;
         }
     }
+    if (optind < argc) {
+        usage(stderr);
+        die("tokenize: unknown argument '%s'", argv[optind]);
+    }
     if (!dir) {
-        usage();
+        usage(stderr);
         die("tokenize: --tokenizer DIR is required");
     }
     s2d_err err;

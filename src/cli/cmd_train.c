@@ -40,37 +40,28 @@ int cmd_train(int argc, char **argv) {
     bool dry_run = false, resume = false, overwrite = false;
     char **sets = xcalloc((size_t)argc, sizeof(char *));
     int n_sets = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            free(sets);
-            return 0;
-        } else if (strcmp(a, "--out") == 0) {
-            if (i + 1 >= argc) die("--out needs a directory");
-            out = argv[++i];
-        } else if (strcmp(a, "--set") == 0) {
-            if (i + 1 >= argc) die("--set needs key.path=value");
-            sets[n_sets++] = argv[++i];
-        } else if (strncmp(a, "--set=", 6) == 0) {
-            sets[n_sets++] = argv[i] + 6;
-        } else if (strcmp(a, "--device") == 0) {
-            if (i + 1 >= argc) die("--device needs a name (cpu, cuda, cuda:N)");
-            device = argv[++i];
-        } else if (strcmp(a, "--resume") == 0) {
-            resume = true;
-        } else if (strcmp(a, "--overwrite") == 0) {
-            overwrite = true;
-        } else if (strcmp(a, "--dry-run") == 0) {
-            dry_run = true;
-        } else if (a[0] == '-') {
-            usage(stderr);
-            die("train: unknown option '%s'", a);
-        } else if (!config) {
-            config = a;
-        } else {
-            die("train: one config file expected, got '%s' and '%s'", config, a);
+    enum { O_OUT = 256, O_SET, O_DEVICE, O_RESUME, O_OVERWRITE, O_DRY_RUN };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'},           {"out", required_argument, 0, O_OUT},
+        {"set", required_argument, 0, O_SET},    {"device", required_argument, 0, O_DEVICE},
+        {"resume", no_argument, 0, O_RESUME},    {"overwrite", no_argument, 0, O_OVERWRITE},
+        {"dry-run", no_argument, 0, O_DRY_RUN},  {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("train", argc, argv, opts, usage, &val, &opt)) != -1;) {
+        switch (o) {
+        case 'h': usage(stdout); free(sets); return 0;
+        case O_OUT: out = val; break;
+        case O_SET: sets[n_sets++] = optarg; break; /* argv memory, not const */
+        case O_DEVICE: device = val; break;
+        case O_RESUME: resume = true; break;
+        case O_OVERWRITE: overwrite = true; break;
+        case O_DRY_RUN: dry_run = true; break;
         }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (config) die("train: one config file expected, got '%s' and '%s'", config, argv[i]);
+        config = argv[i];
     }
     if (!config) die_hint("s2d train --help", "train: CONFIG.yaml is required");
     s2d_err err;

@@ -28,17 +28,22 @@ static const char *string_field(const cJSON *obj, const char *field, const jsonl
 
 int cmd_verify(int argc, char **argv) {
     verify_mode mode = VERIFY_MODE_MATH;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--mode") == 0) {
-            if (i + 1 >= argc) die("--mode needs a value (math or gsm8k)");
-            if (!verify_mode_parse(argv[++i], &mode)) die("--mode: '%s' is not math or gsm8k", argv[i]);
-        } else {
-            usage(stderr);
-            die("verify: unknown option '%s'", argv[i]);
+    enum { O_MODE = 256 };
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {"mode", required_argument, 0, O_MODE},
+                                         {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("verify", argc, argv, opts, usage, &val, &opt)) != -1;) {
+        switch (o) {
+        case 'h': usage(stdout); return 0;
+        case O_MODE:
+            if (!verify_mode_parse(val, &mode)) die("--mode: '%s' is not math or gsm8k", val);
+            break;
         }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        die("verify: unknown option '%s'", argv[optind]);
     }
     char *buf = NULL;
     size_t buf_len = 0;

@@ -67,7 +67,13 @@ expect_error "bad --top-p" 'top-p' gen --top-p 1.5
 expect_error "bad --temperature" 'temperature' gen --temperature -1
 expect_error "bad --stop" 'stop' gen --stop 1,x
 expect_error "stop outside the vocabulary" 'stop.*vocabulary' gen --stop 9999 < <(printf '[1]\n')
-expect_error "unknown flag" 'unknown option' gen --bogus
+expect_error "unknown flag" "generate: unknown option '--bogus'" gen --bogus
+# getopt_long: --name=value is --name value; a flag takes no value; a value-taking option at the end needs one
+a=$(printf '[5,17]\n' | gen --temperature 0 2>/dev/null); b=$(printf '[5,17]\n' | gen --temperature=0 2>/dev/null)
+check "--temperature=0 is --temperature 0" test -n "$a" -a "$a" = "$b"
+expect_error "a flag with a value" "generate: --details takes no value" gen --details=1
+expect_error "an option without its value" "generate: --seed needs a value" gen --seed
+expect_error "a stray argument" "generate: unexpected argument 'extra'" gen extra
 expect_error "missing model dir" 'nonexistent' "$S2D" generate --model "$WORK/nonexistent" --max-new-tokens 2
 out=$(printf '[1]\n[2]\n[99999]\n' | gen --temperature 0 2>/dev/null)
 check "no partial output on error" test -z "$out"

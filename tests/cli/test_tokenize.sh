@@ -52,7 +52,7 @@ expect_error "decode: not an array" 'stdin:1: expected a JSON array' \
 expect_error "decode: a non-integer id" 'stdin:1: element 1 is not an integer' \
   bash -c "printf '[1,2.5]\n' | '$S2D' tokenize --tokenizer '$q' --decode"
 expect_error "--tokenizer is required" 'tokenizer DIR is required' "$S2D" tokenize
-expect_error "unknown flag" "unknown argument '--bogus'" "$S2D" tokenize --tokenizer "$q" --bogus
+expect_error "unknown flag" "unknown option '--bogus'" "$S2D" tokenize --tokenizer "$q" --bogus
 expect_error "missing tokenizer dir" 'nope.*cannot open' "$S2D" tokenize --tokenizer "$WORK/nope"
 mkdir -p "$WORK/wp"
 sed 's/"type": *"BPE"/"type":"WordPiece"/' "$q/tokenizer.json" >"$WORK/wp/tokenizer.json"
