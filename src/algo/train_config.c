@@ -420,7 +420,8 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
          cfg_get_enum_or(f, "kind", kinds, 4, 0, &kind, err) &&
          cfg_get_i64_or(f, "stop_after_step", 0, 0, INT32_MAX, &stop, err) &&
          cfg_get_bool_or(lg, "rollouts", true, &tc->log_rollouts, err) &&
-         cfg_get_bool_or(lg, "metrics_h5", true, &tc->log_metrics_h5, err);
+         cfg_get_bool_or(lg, "metrics_h5", true, &tc->log_metrics_h5, err) &&
+         cfg_get_bool_or(lg, "tensorboard", true, &tc->log_tensorboard, err);
     tc->fault_kind = kind;
     tc->reduce = reduce ? TP_REDUCE_FAST : TP_REDUCE_DETERMINISTIC;
     tc->stop_after_step = (long)stop;
@@ -778,6 +779,8 @@ static bool resolve_defaults(train_config *tc, s2d_err *err) {
     TRY(fill_b(R, m, "logging", "rollouts", tc->log_rollouts, err));
     m = sub(R, "logging");
     TRY(fill_b(R, m, "logging", "metrics_h5", tc->log_metrics_h5, err));
+    m = sub(R, "logging");
+    TRY(fill_b(R, m, "logging", "tensorboard", tc->log_tensorboard, err));
     return true;
 }
 
