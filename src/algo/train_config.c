@@ -493,6 +493,7 @@ static const foreign_key FOREIGN[] = {
     {"trainer.experiment_name", "out", "verl"},
     {"trainer.n_gpus_per_node", "roles (generators, scorers, learners)", "verl"},
     {"trainer.nnodes", "roles (and the launcher's task count)", "verl"},
+    {"trainer.logger", "logging.tensorboard (OUT/tensorboard; PNGs: s2d plot OUT)", "verl"},
     /* TRL GRPOConfig / TrainingArguments (one key name, usually at a stage or at the top) */
     {"learning_rate", "stage.optimizer.lr", "TRL"},
     {"lr_scheduler_type", "stage.optimizer.schedule", "TRL"},
@@ -524,6 +525,7 @@ static const foreign_key FOREIGN[] = {
     {"output_dir", "out", "TRL"},
     {"model_name_or_path", "models.<name>.path", "TRL"},
     {"lmbda", "stage.opd.lambda", "TRL"},
+    {"report_to", "logging.tensorboard (OUT/tensorboard; PNGs: s2d plot OUT)", "TRL"},
 };
 
 /* The first key no getter read (same order as cfg_check_unused), with the dotted path down to its first leaf. */

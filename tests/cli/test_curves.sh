@@ -167,6 +167,10 @@ expect_error "plot: bad JSON names file:line" "badjson/metrics.jsonl:4: invalid 
 expect_error "plot: gnuplot missing" "gnuplot not found on PATH.*gnuplot-nox" env PATH=/nonexistent "$S2D" plot "$out" --out "$WORK/p3"
 check "plot: nothing written when gnuplot is missing" bash -c "test -z \"\$(ls '$WORK/p3' 2>/dev/null)\""
 expect_error "plot: a file as OUT" "not a directory" "$S2D" plot "$out/metrics.jsonl"
+# a run still in progress has only its metrics temp file (metrics.jsonl is renamed into place at the end)
+mkdir -p "$WORK/live" && cp "$out/metrics.jsonl" "$WORK/live/metrics.jsonl.tmp.4242"
+check "plot: a run in progress" bash -c "'$S2D' plot '$WORK/live' 2>&1 >/dev/null | grep -q 'metrics.jsonl.tmp.4242: a run in progress'"
+check "plots of the run in progress" valid_pngs "$WORK/live/plots" 4
 
 # 3. --overwrite removes the earlier run's event files; logging.tensorboard: false writes none
 check "overwrite run without tensorboard" "$S2D" train "$cfg" --out "$out" "${SETS[@]}" --overwrite \
