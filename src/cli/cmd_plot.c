@@ -179,15 +179,22 @@ static bool evals_have_data(const stage_curves *s) {
     return false;
 }
 
-static void write_file(const char *path, void (*fill)(FILE *, const stage_curves *), const stage_curves *s) {
+/* What a stage's plot is made of: its curves, the two tables gnuplot reads and the PNG it writes. */
+typedef struct {
+    const stage_curves *s;
+    const char *table, *evals, *png;
+} plot_job;
+
+static void write_file(const char *path, void (*fill)(FILE *, const plot_job *), const plot_job *job) {
     FILE *f = fopen(path, "w");
     if (!f) die("%s: cannot create: %s", path, strerror(errno));
     s2d_tmp_register(path);
-    fill(f, s);
+    fill(f, job);
     if (ferror(f) | fclose(f)) die("%s: write failed: %s", path, strerror(errno));
 }
 
-static void fill_table(FILE *f, const stage_curves *s) {
+static void fill_table(FILE *f, const plot_job *job) {
+    const stage_curves *s = job->s;
     for (int i = 0; i < s->n_rows; i++) {
         fprintf(f, "%.17g", s->rows[i].x);
         for (int k = 0; k < N_SERIES; k++) {
@@ -198,18 +205,14 @@ static void fill_table(FILE *f, const stage_curves *s) {
     }
 }
 
-static void fill_evals(FILE *f, const stage_curves *s) {
+static void fill_evals(FILE *f, const plot_job *job) {
+    const stage_curves *s = job->s;
     for (int i = 0; i < s->n_evals; i++)
         if (!isnan(s->eval_acc[i])) fprintf(f, "%.17g\t%.9g\n", s->eval_x[i], s->eval_acc[i]);
 }
 
-typedef struct {
-    const char *table, *evals, *png;
-} plot_files;
-
-static plot_files g_files; /* fill_script's inputs (write_file takes a stage only) */
-
-static void fill_script(FILE *f, const stage_curves *s) {
+static void fill_script(FILE *f, const plot_job *job) {
+    const stage_curves *s = job->s;
     int n = 0;
     bool show[N_PANELS];
     for (int p = 0; p < N_PANELS; p++) {
@@ -219,7 +222,7 @@ static void fill_script(FILE *f, const stage_curves *s) {
     }
     int cols = n < 3 ? n : 3, rows = (n + cols - 1) / cols;
     fprintf(f, "set terminal pngcairo noenhanced size %d,%d font 'sans,10'\nset output ", 520 * cols, 360 * rows + 40);
-    gp_quote(f, g_files.png);
+    gp_quote(f, job->png);
     fprintf(f, "\nset datafile separator '\\t'\nset datafile missing '?'\nset grid\nset key top right font ',8'\n"
                "set xlabel 'global step'\nset offsets graph 0.02, graph 0.02, graph 0.05, graph 0.05\nset multiplot layout %d,%d title ", rows, cols);
     char title[512];
@@ -236,14 +239,14 @@ static void fill_script(FILE *f, const stage_curves *s) {
             int sk = PANELS[p].series[k];
             if (!series_has_data(s, sk)) continue;
             if (!first) fputs(", ", f);
-            gp_quote(f, g_files.table);
+            gp_quote(f, job->table);
             fprintf(f, " using 1:%d with linespoints pointtype 7 pointsize 0.4 title ", sk + 2);
             gp_quote(f, SERIES[sk]);
             first = false;
         }
         if (PANELS[p].eval && evals_have_data(s)) {
             if (!first) fputs(", ", f);
-            gp_quote(f, g_files.evals);
+            gp_quote(f, job->evals);
             fputs(" using 1:2 with points pointtype 5 pointsize 1.2 title 'eval accuracy (greedy)'", f);
         }
         fputc('\n', f);
@@ -353,10 +356,10 @@ int cmd_plot(int argc, char **argv) {
         if (strcmp(safe, ".") == 0 || strcmp(safe, "..") == 0) safe[0] = '_';
         snprintf(png, sizeof png, "%s/%s.png", pdir, safe);
         snprintf(tmp_png, sizeof tmp_png, "%s.tmp.%d", png, (int)getpid());
-        g_files = (plot_files){table, evals, tmp_png};
-        write_file(table, fill_table, s);
-        write_file(evals, fill_evals, s);
-        write_file(script, fill_script, s);
+        plot_job job = {s, table, evals, tmp_png};
+        write_file(table, fill_table, &job);
+        write_file(evals, fill_evals, &job);
+        write_file(script, fill_script, &job);
         s2d_tmp_register(tmp_png);
         ok = run_gnuplot(script, errp, &err);
         if (ok && rename(tmp_png, png) != 0) die("%s: cannot rename to %s: %s", tmp_png, png, strerror(errno));
