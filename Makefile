@@ -43,14 +43,20 @@ HDF5_LIBS   := $(shell pkg-config --libs hdf5 2>/dev/null)
 MPI_CFLAGS  := $(shell pkg-config --cflags ompi-c 2>/dev/null)
 MPI_LIBS    := $(shell pkg-config --libs ompi-c 2>/dev/null)
 CPPFLAGS += $(HDF5_CFLAGS)
-LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lyaml -lcjson -lonig -lutf8proc $(HDF5_LIBS) -lm -fopenmp
+# TensorBoard event files (src/io/tb_events.c): protoc-c turns src/io/tb_event.proto into C under $(BUILD)/gen.
+PROTOC_C    ?= protoc-c
+PROTOC_LIBS := $(or $(shell pkg-config --libs libprotobuf-c 2>/dev/null),-lprotobuf-c)
+GEN_C       := $(BUILD)/gen/tb_event.pb-c.c
+GEN_H       := $(GEN_C:.c=.h)
+CPPFLAGS += -I$(BUILD)/gen
+LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lyaml -lcjson -lonig -lutf8proc $(HDF5_LIBS) $(PROTOC_LIBS) -lm -fopenmp
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # -O1 keeps sanitizer builds fast enough for the parity tests while still catching what -O0 would.
 SAN_CFLAGS := -std=c11 -O1 -g -fopenmp $(WARN) $(SAN)
 
 LIB_SRC   := $(filter-out src/main.c,$(wildcard src/*/*.c))
-LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-SAN_OBJ   := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/tb_event.pb-c.o
+SAN_OBJ   := $(LIB_SRC:%.c=$(BUILD)/san/%.o) $(BUILD)/san/gen/tb_event.pb-c.o
 # mpi/: the runtime (roles, transport, scheduler); with main.c the only code that includes mpi.h.
 MPI_SRC   := $(wildcard mpi/*.c)
 MPI_OBJ   := $(MPI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -84,6 +90,18 @@ $(BUILD)/obj/src/main.o: src/main.c
 $(BUILD)/san/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(SAN_CFLAGS) -c $< -o $@
+# the generated protobuf-c code and the one file that includes its header
+$(GEN_C) $(GEN_H) &: src/io/tb_event.proto
+	@command -v $(PROTOC_C) >/dev/null || { echo "make: $(PROTOC_C) not found: make deps installs protobuf-c-compiler (and libprotobuf-c-dev)" >&2; exit 1; }
+	@mkdir -p $(BUILD)/gen
+	$(PROTOC_C) --c_out=$(BUILD)/gen --proto_path=src/io $<
+$(BUILD)/obj/gen/tb_event.pb-c.o: $(GEN_C) $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+$(BUILD)/san/gen/tb_event.pb-c.o: $(GEN_C) $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(SAN_CFLAGS) -c $< -o $@
+$(BUILD)/obj/src/io/tb_events.o $(BUILD)/san/src/io/tb_events.o: $(GEN_H)
 $(BUILD)/obj/cuda/%.o: cuda/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
@@ -149,9 +167,10 @@ FUZZ_SECONDS ?= 60
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz: deps
 	@command -v clang >/dev/null || { echo "make fuzz: needs clang (apt-get install clang)"; exit 1; }
+	@$(MAKE) --no-print-directory $(GEN_C)
 	@mkdir -p $(BUILD)/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang $(CPPFLAGS) -std=c11 -g -O1 -fopenmp -fsanitize=fuzzer,address,undefined $$f $(LIB_SRC) \
+	  clang $(CPPFLAGS) -std=c11 -g -O1 -fopenmp -fsanitize=fuzzer,address,undefined $$f $(LIB_SRC) $(GEN_C) \
 	    -o $(BUILD)/fuzz/$$n $(LDLIBS) || exit 1; \
 	  mkdir -p $(BUILD)/fuzz/corpus_$${n#fuzz_} tests/fuzz/corpus_$${n#fuzz_}; \
 	  $(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=1 \

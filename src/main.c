@@ -26,6 +26,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"train", cmd_train, "run a training pipeline (teacher RL -> bridge -> student RL) from a YAML config"},
     {"export", cmd_export, "write a checkpoint's model as a Hugging Face directory (config, safetensors)"},
     {"inspect", cmd_inspect, "summarise an s2d HDF5 file (checkpoint, rollout log, metrics)"},
+    {"plot", cmd_plot, "draw a run's metric curves (one PNG per stage, gnuplot) into OUT/plots"},
     {"devices", cmd_devices, "list the compute backends compiled in and the devices each can see"},
 };
 

@@ -11,3 +11,4 @@ t0=$(date +%s)
 shift || true
 "$build"/s2d train configs/demo/demo.yaml --out "$out" --overwrite "$@"  # a rerun replaces the last demo
 echo "demo wall time: $(( $(date +%s) - t0 )) s"
+echo "curves: tensorboard --logdir $out/tensorboard, or $build/s2d plot $out (PNGs in $out/plots/)"

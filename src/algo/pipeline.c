@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "algo/step_metrics.h"
 #include "core/timer.h"
 #include "model/generate.h"
 #include "text/tokenizer.h"
@@ -394,8 +395,8 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     if (has_eval && step0 == 0) {
         sum->acc_before = evaluate(r, policy, tok, &ev, err, &ok);
         if (!ok) return false;
-        fprintf(r->metrics.fp, "{\"stage\": \"%s\", \"step\": 0, \"event\": \"eval\", \"accuracy\": %.6g, \"samples\": %d}\n",
-                s->name, sum->acc_before, ev.n);
+        fprintf(r->metrics.fp, "{\"stage\": \"%s\", \"step\": 0, \"global_step\": %ld, \"event\": \"eval\", \"accuracy\": %.6g, "
+                "\"samples\": %d}\n", s->name, r->global_step, sum->acc_before, ev.n);
         log_info("[%s] eval before: accuracy %.3f on %d %s problems", s->name, sum->acc_before, ev.n, s->eval_data);
     }
     sum->has_eval = has_eval;
@@ -598,7 +599,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             } else { /* several updates on contiguous minibatches of the step, old policy fixed before the first */
                 pl_learn_logprobs(&L, &b, old_all);
                 pl_learn_stats part;
-                double clip = 0, loss = 0;
+                double clip = 0, loss = 0, pg = 0, klp = 0;
                 for (int k = 0; k < s->minibatches; k++) {
                     pl_batch v;
                     int r0;
@@ -606,10 +607,12 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                     L.fixed_old = old_all + r0;
                     pl_learn_step(&L, s, &v, step, &part);
                     clip += part.clip_fraction * part.tokens, loss += part.loss * part.tokens;
+                    pg += part.pg_loss * part.tokens, klp += part.kl_loss * part.tokens;
                     st.tokens += part.tokens, st.kl = part.kl, st.grad_norm = part.grad_norm, st.lr = part.lr;
                 }
                 L.fixed_old = NULL;
                 st.clip_fraction = st.tokens ? clip / st.tokens : 0, st.loss = st.tokens ? loss / st.tokens : 0;
+                st.pg_loss = st.tokens ? pg / st.tokens : 0, st.kl_loss = st.tokens ? klp / st.tokens : 0;
             }
             me.learn = time_now() - tl;
         }
@@ -668,11 +671,22 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                                "finite); nothing of this step was saved, the last checkpoint is intact (lower "
                                "optimizer.lr or set optimizer.clip)", s->name, si, step + 1, st.loss, st.kl,
                                st.grad_norm);
+            /* verl's rollout and reward-group statistics (NaN -> null where a stage has none) */
+            rollout_stats ro = {NAN, NAN, NAN, NAN};
+            group_stats gs = {NAN, NAN, NAN};
+            if (generate) rollout_stats_of(B, res.start, res.finish, res.logprobs, &ro);
+            if (s->algo == ALGO_GRPO) group_stats_of(P, G, rewards, adv, zero_var, &gs);
             FILE *f = r->metrics.fp;
-            fprintf(f, "{\"stage\": \"%s\", \"algo\": \"%s\", \"step\": %d", s->name, train_algo_name(s->algo), step + 1);
+            fprintf(f, "{\"stage\": \"%s\", \"algo\": \"%s\", \"step\": %d, \"global_step\": %ld", s->name,
+                    train_algo_name(s->algo), step + 1, r->global_step);
             json_num(f, "loss", st.loss), json_num(f, "reward_mean", reward_mean), json_num(f, "accuracy", acc);
             json_num(f, "kl", st.kl), json_num(f, "grad_norm", st.grad_norm), json_num(f, "lr", st.lr);
             json_num(f, "clip_fraction", st.clip_fraction);
+            json_num(f, "pg_loss", st.pg_loss), json_num(f, "kl_loss", st.kl_loss), json_num(f, "entropy", ro.entropy);
+            json_num(f, "response_length_mean", ro.response_length_mean);
+            json_num(f, "response_length_max", ro.response_length_max);
+            json_num(f, "truncation_rate", ro.truncation_rate), json_num(f, "reward_std", gs.reward_std);
+            json_num(f, "advantage_std", gs.advantage_std), json_num(f, "zero_variance_fraction", gs.zero_variance_fraction);
             fprintf(f, ", \"tokens\": %d, \"trained_tokens\": %ld, \"generated_tokens\": %ld", T, st.tokens, gen_tokens);
             json_num(f, "gen_s", ph[1]), json_num(f, "score_s", ph[2]), json_num(f, "learn_s", ph[3]);
             json_num(f, "sync_s", ph[0]), json_num(f, "step_s", wall), json_num(f, "tokens_per_s", wall > 0 ? T / wall : 0);
@@ -685,8 +699,8 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             if (has_eval && s->eval_every > 0 && (step + 1) % s->eval_every == 0 && step + 1 < s->steps) {
                 double a = evaluate(r, policy, tok, &ev, err, &ok);
                 if (!ok) return false;
-                fprintf(f, "{\"stage\": \"%s\", \"step\": %d, \"event\": \"eval\", \"accuracy\": %.6g, \"samples\": %d}\n",
-                        s->name, step + 1, a, ev.n);
+                fprintf(f, "{\"stage\": \"%s\", \"step\": %d, \"global_step\": %ld, \"event\": \"eval\", \"accuracy\": %.6g, "
+                        "\"samples\": %d}\n", s->name, step + 1, r->global_step, a, ev.n);
                 log_info("[%s] eval at step %d: accuracy %.3f", s->name, step + 1, a);
             }
             if (r->rollouts || r->metrics_h5) {
@@ -704,13 +718,17 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                 double row[PL_N_METRIC_FIELDS] = {st.loss, reward_mean, acc, st.kl, st.grad_norm, st.lr, st.clip_fraction,
                                                   T, (double)st.tokens, (double)gen_tokens, (double)version - 1,
                                                   labelled ? cur.unique : 0, labelled ? cur.total : 0,
-                                                  labelled ? 0 : cur.total, wall, wall > 0 ? T / wall : 0};
+                                                  labelled ? 0 : cur.total, wall, wall > 0 ? T / wall : 0,
+                                                  (double)r->global_step, st.pg_loss, st.kl_loss, ro.entropy,
+                                                  ro.response_length_mean, ro.response_length_max, ro.truncation_rate,
+                                                  gs.reward_std, gs.advantage_std, gs.zero_variance_fraction};
                 if (r->rollouts && !rollout_log_append(r->rollouts, &rs, err)) return false;
                 if (r->metrics_h5 && !metrics_log_append(r->metrics_h5, si, step + 1, row, err)) return false;
                 r->log_rows++;
             }
             if (s->ckpt_every > 0 && (step + 1) % s->ckpt_every == 0 && step + 1 < s->steps && !save_model(r, out, err))
                 return false;
+            if (!pl_tb_sync(r, err)) return false; /* this step's lines -> OUT/tensorboard */
         }
         /* end of the step: a checkpoint at the cadence (and at fault.stop_after_step), collective over every rank */
         bool stop_here = tc->stop_after_step > 0 && tc->stop_after_step == r->global_step;
@@ -729,18 +747,19 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     if (has_eval) {
         sum->acc_after = evaluate(r, policy, tok, &ev, err, &ok);
         if (!ok) return false;
-        fprintf(r->metrics.fp, "{\"stage\": \"%s\", \"step\": %d, \"event\": \"eval\", \"accuracy\": %.6g, \"samples\": %d}\n",
-                s->name, s->steps, sum->acc_after, ev.n);
+        fprintf(r->metrics.fp, "{\"stage\": \"%s\", \"step\": %d, \"global_step\": %ld, \"event\": \"eval\", \"accuracy\": %.6g, "
+                "\"samples\": %d}\n", s->name, s->steps, r->global_step, sum->acc_after, ev.n);
         log_info("[%s] eval after: accuracy %.3f", s->name, sum->acc_after);
     }
     sum->labelled_unique = labelled ? cur.unique : 0, sum->labelled_total = labelled ? cur.total : 0;
     sum->unlabelled_unique = labelled ? 0 : cur.unique, sum->unlabelled_total = labelled ? 0 : cur.total;
     if (is_sched) {
         fprintf(r->metrics.fp,
-                "{\"stage\": \"%s\", \"event\": \"labels\", \"labelled_unique\": %ld, \"labelled_total\": %ld, "
-                "\"unlabelled_prompts\": %ld, \"unlabelled_unique\": %ld}\n",
-                s->name, sum->labelled_unique, sum->labelled_total, sum->unlabelled_total, sum->unlabelled_unique);
-        fflush(r->metrics.fp);
+                "{\"stage\": \"%s\", \"event\": \"labels\", \"global_step\": %ld, \"labelled_unique\": %ld, "
+                "\"labelled_total\": %ld, \"unlabelled_prompts\": %ld, \"unlabelled_unique\": %ld}\n",
+                s->name, r->global_step, sum->labelled_unique, sum->labelled_total, sum->unlabelled_total,
+                sum->unlabelled_unique);
+        if (!pl_tb_sync(r, err)) return false; /* flushes metrics.jsonl too */
         log_info("[%s] labels: %ld labelled examples (%ld unique), %ld unlabelled prompts", s->name, sum->labelled_total,
                  sum->labelled_unique, sum->unlabelled_total);
         if (!save_model(r, out, err)) return false;

@@ -48,6 +48,7 @@ void pl_fkl_buffers_free(pl_fkl_buffers *d);
 
 typedef struct {
     double loss, kl, grad_norm, lr;
+    double pg_loss, kl_loss; /* grpo: loss = pg_loss + kl_loss (= β·kl); opd: pg_loss = loss; NaN where none */
     double clip_fraction;
     long tokens;           /* trained tokens (mask sum) */
 } pl_learn_stats;

@@ -429,13 +429,27 @@ bool pl_logs_open(run *r, s2d_err *err) {
     if (tc->log_rollouts && !(r->rollouts = rollout_log_open(rpath, err))) return false;
     if (tc->log_metrics_h5 && !(r->metrics_h5 = metrics_log_open(mpath, metric_fields, PL_N_METRIC_FIELDS, err)))
         return false;
+    if (tc->log_tensorboard && r->metrics.direct) {
+        log_warn("%s is not a regular file: no TensorBoard events (logging.tensorboard)", r->metrics.path);
+    } else if (tc->log_tensorboard) { /* follows the metrics temp file; a resume rewrites the whole history */
+        char tdir[4096];
+        path_join(tdir, sizeof tdir, r->out, "tensorboard");
+        if (!(r->tb = metrics_tb_open(tdir, r->metrics.tmp, err))) return err_prefix(err, "logging.tensorboard");
+    }
     return true;
+}
+
+bool pl_tb_sync(run *r, s2d_err *err) {
+    if (!r->tb) return true;
+    if (fflush(r->metrics.fp) != 0) return err_set(err, "%s: write failed: %s", r->metrics.tmp, strerror(errno));
+    return metrics_tb_sync(r->tb, err);
 }
 
 bool pl_logs_close(run *r, s2d_err *err) {
     bool ok = true;
     if (r->rollouts) ok = rollout_log_close(r->rollouts, err) && ok, r->rollouts = NULL;
     if (r->metrics_h5) ok = metrics_log_close(r->metrics_h5, err) && ok, r->metrics_h5 = NULL;
+    if (r->tb) ok = metrics_tb_close(r->tb, err) && ok, r->tb = NULL;
     return ok;
 }
 
@@ -468,6 +482,9 @@ bool pl_prepare_out(const char *out, bool resume, bool overwrite, s2d_err *err) 
             }
         }
         if (d) closedir(d);
+        int gone;
+        path_join(dir, sizeof dir, out, "tensorboard"); /* its events would mix with the new run's */
+        if (!tb_remove_event_files(dir, NULL, &gone, err)) return false;
         log_info("%s: --overwrite: removed the earlier run's checkpoints and logs", out);
     }
     return true;

@@ -244,6 +244,7 @@ static void reduce_fast(pl_learner *L, const tc_stage *s, const pl_batch *b, flo
 
 void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st) {
     memset(st, 0, sizeof *st);
+    st->pg_loss = st->kl_loss = NAN; /* sft and fkl have neither */
     model *m = L->policy;
     int T = b->seq_start[b->n_seqs];
     CHECK(T <= L->max_tokens, "pl_learn_step: %d tokens > workspace %d", T, L->max_tokens);
@@ -287,10 +288,12 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
             st->loss = grpo_loss(&s->grpo, &lay, L->logp, L->logp_old, s->grpo.tis_cap > 0 ? b->logp_behaviour : NULL,
                                  s->grpo.kl_beta > 0 ? b->logp_ref : NULL, b->adv, L->dlogp, &gs);
             st->kl = gs.kl;
+            st->pg_loss = gs.pg_loss, st->kl_loss = s->grpo.kl_beta * gs.kl;
             st->clip_fraction = gs.clip_fraction;
         } else { /* opd */
             st->loss = opd_loss(&s->opd, &lay, L->logp, L->logp_old, b->logp_teacher,
                                 b->logp_ref ? b->logp_ref : L->logp_old, L->dlogp, NULL);
+            st->pg_loss = st->loss;
             double kl = 0; /* reverse KL estimate E_student[ℓθ − ℓT] over counted tokens */
             long n = 0;
             for (int t = 0; t < T; t++)

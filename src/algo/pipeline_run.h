@@ -8,6 +8,7 @@
 #include "io/dataset.h"
 #include "io/h5io.h"
 #include "model/model_ckpt.h"
+#include "io/metrics_tb.h"
 #include "text/tokenizer.h"
 
 /* ---- named models and tokenizers ---- */
@@ -60,6 +61,7 @@ typedef struct {
     /* scheduler: HDF5 logs (NULL when switched off) and the rows appended so far */
     rollout_log *rollouts;
     metrics_log *metrics_h5;
+    metrics_tb *tb;      /* OUT/tensorboard/: metrics.jsonl mirrored as it is written (logging.tensorboard) */
     long log_rows;
 } run;
 
@@ -76,8 +78,9 @@ typedef struct {
 #define PL_METRIC_FIELDS                                                                                       \
     "loss", "reward_mean", "accuracy", "kl", "grad_norm", "lr", "clip_fraction", "tokens", "trained_tokens",  \
         "generated_tokens", "policy_version", "labelled_unique", "labelled_total", "unlabelled_prompts",       \
-        "step_s", "tokens_per_s"
-#define PL_N_METRIC_FIELDS 16
+        "step_s", "tokens_per_s", "global_step", "pg_loss", "kl_loss", "entropy", "response_length_mean",         \
+        "response_length_max", "truncation_rate", "reward_std", "advantage_std", "zero_variance_fraction"
+#define PL_N_METRIC_FIELDS 26
 
 named_model *pl_find_named(run *r, const char *name);
 bool pl_mkdir_p(const char *path, s2d_err *err);
@@ -99,3 +102,5 @@ bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_curs
 /* Scheduler: opens the HDF5 logs (fresh, or on resume cut back to the checkpoint's rows and appended to). */
 bool pl_logs_open(run *r, s2d_err *err);
 bool pl_logs_close(run *r, s2d_err *err);
+/* Scheduler: flushes metrics.jsonl and mirrors its new lines into OUT/tensorboard/ (no-op when switched off). */
+bool pl_tb_sync(run *r, s2d_err *err);

@@ -414,7 +414,8 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
          cfg_get_enum_or(f, "kind", kinds, 4, 0, &kind, err) &&
          cfg_get_i64_or(f, "stop_after_step", 0, 0, INT32_MAX, &stop, err) &&
          cfg_get_bool_or(lg, "rollouts", true, &tc->log_rollouts, err) &&
-         cfg_get_bool_or(lg, "metrics_h5", true, &tc->log_metrics_h5, err);
+         cfg_get_bool_or(lg, "metrics_h5", true, &tc->log_metrics_h5, err) &&
+         cfg_get_bool_or(lg, "tensorboard", true, &tc->log_tensorboard, err);
     tc->fault_kind = kind;
     tc->reduce = reduce ? TP_REDUCE_FAST : TP_REDUCE_DETERMINISTIC;
     tc->stop_after_step = (long)stop;
@@ -486,6 +487,7 @@ static const foreign_key FOREIGN[] = {
     {"trainer.experiment_name", "out", "verl"},
     {"trainer.n_gpus_per_node", "roles (generators, scorers, learners)", "verl"},
     {"trainer.nnodes", "roles (and the launcher's task count)", "verl"},
+    {"trainer.logger", "logging.tensorboard (OUT/tensorboard; PNGs: s2d plot OUT)", "verl"},
     /* TRL GRPOConfig / TrainingArguments (one key name, usually at a stage or at the top) */
     {"learning_rate", "stage.optimizer.lr", "TRL"},
     {"lr_scheduler_type", "stage.optimizer.schedule", "TRL"},
@@ -517,6 +519,7 @@ static const foreign_key FOREIGN[] = {
     {"output_dir", "out", "TRL"},
     {"model_name_or_path", "models.<name>.path", "TRL"},
     {"lmbda", "stage.opd.lambda", "TRL"},
+    {"report_to", "logging.tensorboard (OUT/tensorboard; PNGs: s2d plot OUT)", "TRL"},
 };
 
 /* The first key no getter read (same order as cfg_check_unused), with the dotted path down to its first leaf. */
@@ -772,6 +775,8 @@ static bool resolve_defaults(train_config *tc, s2d_err *err) {
     TRY(fill_b(R, m, "logging", "rollouts", tc->log_rollouts, err));
     m = sub(R, "logging");
     TRY(fill_b(R, m, "logging", "metrics_h5", tc->log_metrics_h5, err));
+    m = sub(R, "logging");
+    TRY(fill_b(R, m, "logging", "tensorboard", tc->log_tensorboard, err));
     return true;
 }
 

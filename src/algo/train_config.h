@@ -34,7 +34,8 @@
  *             heartbeat_s: 30} # a worker that hears no scheduler heartbeat this long ends the job (0 = off)
  *   fault: {rank: R, at_step: K, kind: kill|error|hang} # test only: rank R kills itself / dies / hangs at global step K
  *   fault: {stop_after_step: K} # test only: every rank stops cleanly after the checkpoint of global step K
- *   logging: {rollouts: true, metrics_h5: true}      # OUT/rollouts.h5 and OUT/metrics.h5 (written by the scheduler)
+ *   logging: {rollouts: true, metrics_h5: true, tensorboard: true}   # OUT/rollouts.h5, OUT/metrics.h5 and
+ *                                                    # OUT/tensorboard/ (written by the scheduler)
  *
  * Checkpoints: OUT/checkpoints/ckpt-SS-STEP.h5 at every checkpoint.every steps of a stage and at every stage end
  * (pipeline.h); `s2d train --resume` continues from the newest one.
@@ -136,7 +137,7 @@ typedef struct {
     int fault_kind;         /* 0 kill (SIGKILL itself), 1 error (die), 2 hang (sleep: peers time out),
                                3 stop (SIGSTOP: the process and its heartbeat freeze, the launcher sees nothing) */
     long stop_after_step;   /* test only: stop cleanly after the checkpoint of this global step; 0 = never */
-    bool log_rollouts, log_metrics_h5; /* logging: */
+    bool log_rollouts, log_metrics_h5, log_tensorboard; /* logging: */
 } train_config;
 
 /* The pairwise tree over micro-batches [lo, hi): children [lo, mid) and [mid, hi). */

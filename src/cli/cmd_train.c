@@ -3,8 +3,9 @@
  *   s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume]
  *
  * The config schema is in algo/train_config.h; the run writes DIR/config.yaml (resolved), DIR/metrics.jsonl and
- * DIR/models/<name>/ (HF directories), DIR/checkpoints/ckpt-SS-STEP.h5, DIR/rollouts.h5 and
- * DIR/metrics.h5, prints a progress line per step on stderr and a summary table on stdout. */
+ * DIR/models/<name>/ (HF directories), DIR/checkpoints/ckpt-SS-STEP.h5, DIR/rollouts.h5,
+ * DIR/metrics.h5 and DIR/tensorboard/ (event files), prints a progress line per step on stderr and a summary
+ * table on stdout. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +33,10 @@ static void usage(FILE *out) {
             "  --resume       continue from the newest complete checkpoint in DIR/checkpoints (same config; roles,\n"
             "                 runtime and fault may differ, e.g. another number of learners)\n"
             "  --overwrite    start a new run in a non-empty DIR (removes its checkpoints and logs; without it,\n"
-            "                 a fresh run into a non-empty DIR is refused)\n");
+            "                 a fresh run into a non-empty DIR is refused)\n"
+            "outputs: DIR/metrics.jsonl (global_step in every record), DIR/metrics.h5, DIR/rollouts.h5, DIR/models/,\n"
+            "  DIR/checkpoints/, DIR/tensorboard/ (tensorboard --logdir DIR/tensorboard; logging.tensorboard); curves\n"
+            "  as PNGs: s2d plot DIR\n");
 }
 
 int cmd_train(int argc, char **argv) {

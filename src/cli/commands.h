@@ -10,4 +10,5 @@ int cmd_eval(int argc, char **argv);       /* cli/cmd_eval.c */
 int cmd_train(int argc, char **argv);      /* cli/cmd_train.c */
 int cmd_export(int argc, char **argv);     /* cli/cmd_export.c */
 int cmd_inspect(int argc, char **argv);    /* cli/cmd_inspect.c */
+int cmd_plot(int argc, char **argv);       /* cli/cmd_plot.c */
 int cmd_devices(int argc, char **argv);    /* cli/cmd_devices.c */

@@ -55,6 +55,10 @@ expect_error "verl actor lr" "unknown key 'actor_rollout_ref'.*did you mean pipe
   "$S2D" train $cfg --dry-run --out "$WORK/v" --set actor_rollout_ref.actor.optim.lr=1e-6
 expect_error "TRL learning_rate in a stage" "did you mean pipeline\[0\]\.optimizer\.lr\? 'learning_rate' is TRL" \
   "$S2D" train $cfg --dry-run --out "$WORK/v" --set pipeline[0].learning_rate=1e-6
+expect_error "verl trainer.logger" "did you mean logging\.tensorboard .*'trainer.logger' is verl" \
+  "$S2D" train $cfg --dry-run --out "$WORK/v" --set 'trainer={logger: tensorboard}'
+expect_error "TRL report_to" "did you mean logging\.tensorboard .*'report_to' is TRL" \
+  "$S2D" train $cfg --dry-run --out "$WORK/v" --set report_to=tensorboard
 expect_error "kl_coef" "did you mean pipeline\[2\]\.grpo\.kl_beta" \
   "$S2D" train $cfg --dry-run --out "$WORK/v" --set pipeline[2].kl_coef=0.1
 expect_error "num_generations" "did you mean pipeline\[1\]\.group_size" \

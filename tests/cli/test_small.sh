@@ -16,7 +16,7 @@ if "$S2D" train $cfg "${SETS[@]}" --out "$out" >"$WORK/stdout" 2>"$WORK/stderr";
   check "opd progress line: reward - acc -" grep -q '^\[bridge_opd\] step 2/2 | reward - acc - | kl ' "$WORK/stderr"
   check "grpo progress line keeps numbers" grep -qE '^\[teacher_rl\] step 1/2 \| reward [0-9.]+ acc [0-9.]+ \|' "$WORK/stderr"
   check "no nan on any progress line" bash -c "! grep -q ' nan ' '$WORK/stderr'"
-  check "metrics.jsonl still has null reward for fkl" grep -q '"stage": "bridge_fkl", "algo": "fkl", "step": 1, "loss": [0-9.e-]*, "reward_mean": null' "$out/metrics.jsonl"
+  check "metrics.jsonl still has null reward for fkl" grep -q '"stage": "bridge_fkl", "algo": "fkl", "step": 1, "global_step": 3, "loss": [0-9.e-]*, "reward_mean": null' "$out/metrics.jsonl"
 
   # --resume of the finished run: nothing to do, no negative times
   "$S2D" train $cfg "${SETS[@]}" --out "$out" --resume >"$WORK/resume.out" 2>"$WORK/resume.err" || fail "resume of a finished run: $(tail -3 "$WORK/resume.err")"
