@@ -409,7 +409,7 @@ static bool check_policy_lag(train_config *tc, cfg_node *root, cfg_node *fault, 
         cfg_node *g = pipe ? cfg_find(cfg_at(pipe, i), "grpo") : NULL;
         if (s->algo == ALGO_GRPO && !(g && cfg_find(g, "tis_cap"))) s->grpo.tis_cap = 2;
         long k = tc->stop_after_step - before;
-        if (tc->stop_after_step > before && k <= s->steps && k < s->steps && !(s->ckpt_every > 0 && k % s->ckpt_every == 0)) {
+        if (tc->stop_after_step > before && k < s->steps && !(s->ckpt_every > 0 && k % s->ckpt_every == 0)) {
             char where[256] = "";
             if (fault && cfg_find(fault, "stop_after_step")) cfg_where(cfg_find(fault, "stop_after_step"), where, sizeof where);
             return err_set(err, "%s: fault.stop_after_step: global step %ld is step %ld of stage %s, not a drained point "
