@@ -30,6 +30,11 @@ typedef struct {
     pthread_t hb_thread;        /* rank 0 */
     atomic_int hb_stop;
     bool hb_running;
+    /* bucketed reductions in flight (ireduce_scatter_f32 until wait_reduce) and their count arrays, which MPI
+     * reads until each completes */
+    MPI_Request reqs[TP_MAX_BUCKETS];
+    int n_reqs;
+    int *req_counts; /* [TP_MAX_BUCKETS * members], made at the first bucket */
 } mpi_impl;
 
 #define HEARTBEAT_TAG 7
@@ -238,6 +243,32 @@ static void m_reduce_scatter_f32(transport *tp, tp_group g, const float *buf, co
     free(cnt);
 }
 
+static void m_ireduce_scatter_f32(transport *tp, tp_group g, const float *buf, const size_t *counts, float *shard,
+                                  const char *what) {
+    mpi_impl *im = tp->impl;
+    MPI_Comm c = comm_of(tp, g);
+    int n;
+    MPI_Comm_size(c, &n);
+    CHECK(im->n_reqs < TP_MAX_BUCKETS, "more than %d bucketed reductions of %s pending", TP_MAX_BUCKETS, what);
+    if (!im->req_counts) im->req_counts = xmalloc((size_t)TP_MAX_BUCKETS * (size_t)n * sizeof(int));
+    int *cnt = im->req_counts + (size_t)im->n_reqs * (size_t)n;
+    for (int i = 0; i < n; i++) {
+        CHECK(counts[i] < (size_t)INT32_MAX, "bucketed reduce-scatter of %s: a part of %zu floats does not fit an int",
+              what, counts[i]);
+        cnt[i] = (int)counts[i];
+    }
+    MPI_Ireduce_scatter(buf, shard, cnt, MPI_FLOAT, MPI_SUM, c, &im->reqs[im->n_reqs++]);
+    /* Open MPI moves non-blocking collectives only inside MPI calls: each new bucket pokes the earlier ones */
+    int done;
+    MPI_Testall(im->n_reqs, im->reqs, &done, MPI_STATUSES_IGNORE);
+}
+
+static void m_wait_reduce(transport *tp, tp_group g, const char *what) {
+    mpi_impl *im = tp->impl;
+    for (int i = 0; i < im->n_reqs; i++) wait_req(tp, &im->reqs[i], what, -1, g);
+    im->n_reqs = 0;
+}
+
 static void m_allreduce_f64(transport *tp, tp_group g, double *v, int n, const char *what) {
     MPI_Request r;
     MPI_Iallreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, comm_of(tp, g), &r);
@@ -270,7 +301,7 @@ static void m_finalize(transport *tp) {
     s2d_set_abort_hook(NULL);
     MPI_Finalize();
     tp_free_staging(tp);
-    free(im), free(tp);
+    free(im->req_counts), free(im), free(tp);
 }
 
 transport *mpi_transport_new(int generators, int scorers, int learners, double timeout_s, double heartbeat_s) {
@@ -287,6 +318,7 @@ transport *mpi_transport_new(int generators, int scorers, int learners, double t
                       .n_learn = learners, .timeout_s = timeout_s, .name = "mpi", .bcast = m_bcast,
                       .gatherv = m_gatherv, .allgatherv = m_allgatherv, .send = m_send, .recv = m_recv,
                       .barrier = m_barrier, .reduce_scatter_f32 = m_reduce_scatter_f32,
+                      .ireduce_scatter_f32 = m_ireduce_scatter_f32, .wait_reduce = m_wait_reduce,
                       .allreduce_f64 = m_allreduce_f64, .finalize = m_finalize};
     if (rank == 0) tp->role = ROLE_SCHEDULER, tp->index = 0;
     else if (rank <= generators) tp->role = ROLE_GENERATOR, tp->index = rank - 1;

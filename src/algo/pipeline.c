@@ -1,6 +1,7 @@
 /* pipeline.c: the stage runner of `s2d train` (single process: generator, scorers and learner are local). */
 #include "algo/pipeline.h"
 #include "algo/pipeline_run.h"
+#include "algo/pipeline_rollouts.h"
 
 #include <errno.h>
 #include <math.h>
@@ -213,18 +214,6 @@ static const model_config *cfg_of(run *r, const named_model *nm) {
     return nm->loaded ? &nm->m.cfg : &r->tc->models[nm->def].cfg;
 }
 
-/* Packs one generator's results: [n][finish n][len n][tokens][logprobs] as 4-byte words. */
-static size_t pack_results(const gen_result *res, int n, int32_t *buf) {
-    size_t at = 0;
-    buf[at++] = n;
-    for (int i = 0; i < n; i++) buf[at++] = (int32_t)res->finish[i];
-    for (int i = 0; i < n; i++) buf[at++] = res->start[i + 1] - res->start[i];
-    int nt = n ? res->start[n] : 0;
-    memcpy(buf + at, res->tokens, (size_t)nt * sizeof(int32_t)), at += (size_t)nt;
-    memcpy(buf + at, res->logprobs, (size_t)nt * sizeof(float)), at += (size_t)nt;
-    return at * sizeof(int32_t);
-}
-
 /* Per-rank timing of one step, gathered by the scheduler. */
 typedef struct {
     int32_t role, pad;
@@ -239,7 +228,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     const bool is_sched = tp_plays(tp, ROLE_SCHEDULER), is_gen = tp_plays(tp, ROLE_GENERATOR),
                is_scorer = tp_plays(tp, ROLE_SCORER), is_learner = tp_plays(tp, ROLE_LEARNER);
     const bool lroot = tp->local || (tp->role == ROLE_LEARNER && tp->index == 0);
-    const int n_gen = tp->local ? 1 : tp->n_gen, n_score = tp->local ? 1 : tp->n_score;
+    const int n_score = tp->local ? 1 : tp->n_score;
     memset(sum, 0, sizeof *sum);
     named_model *pol_src = pl_find_named(r, s->policy);
     CHECK(pol_src, "validated config names an unknown model %s", s->policy);
@@ -315,10 +304,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     if (fkl_logits) { /* device backends: the teacher data's device side (NULL on the CPU) */
         b.fkl_dev = pl_fkl_buffers_new(ops_default(), maxT, s->topk, V, s->fkl == FKL_FULL);
     }
-    int *idx = xmalloc((size_t)P * sizeof(int));
-    int *gstart = xmalloc((size_t)(B + 2) * sizeof(int)), *gstart_local = xmalloc((size_t)(B + 1) * sizeof(int));
-    int32_t *gids = xmalloc((size_t)B * S2D_MAX(enc.max_prompt, 1) * sizeof(int32_t));
-    uint64_t *seq_ids = xmalloc((size_t)B * sizeof(uint64_t));
+    int *idx = NULL; /* scheduler: [P] prompt indices of the step's rollouts (a queue slot's) */
     float *rewards = xcalloc((size_t)B, sizeof(float)), *adv = xcalloc((size_t)B, sizeof(float));
     bool *zero_var = xcalloc((size_t)P, sizeof(bool));
     unsigned char *seen = xcalloc((size_t)enc.n, 1);
@@ -326,15 +312,11 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     int32_t *prompt_len = xmalloc((size_t)B * sizeof(int32_t));
     float *old_all = s->minibatches > 1 ? xmalloc((size_t)maxT * sizeof(float)) : NULL; /* [T] fixed old policy */
     int *mb_seq = xmalloc((size_t)(B + 2) * sizeof(int));
-    /* generator results as they travel: packed words, and the scheduler's unpacked copy */
-    size_t pack_words = (size_t)B * (2 + 2 * (size_t)s->max_new_tokens) + 4 * (size_t)(n_gen + 1);
-    int32_t *pack = xmalloc(pack_words * sizeof(int32_t)), *packs = is_sched ? xmalloc(pack_words * sizeof(int32_t)) : NULL;
-    size_t *pack_counts = xmalloc((size_t)(S2D_MAX(n_gen, tp->size) + 2) * sizeof(size_t));
-    gen_result all = {0};
-    all.start = xmalloc((size_t)(B + 1) * sizeof(int));
-    all.tokens = xmalloc((size_t)B * s->max_new_tokens * sizeof(int32_t) + 4);
-    all.logprobs = xmalloc((size_t)B * s->max_new_tokens * sizeof(float) + 4);
-    all.finish = xmalloc((size_t)B * sizeof(gen_finish));
+    /* generation rounds and the rollouts sampled ahead of the learners (runtime.max_policy_lag) */
+    pl_rollouts rq;
+    pl_rollouts_init(&rq, tp, generate, P, G, enc.max_prompt, s->max_new_tokens, tc->max_policy_lag, s->steps,
+                     s->ckpt_every, s->name);
+    rq.pstart = enc.start, rq.pids = enc.ids;
     step_times *times = xmalloc((size_t)(tp->size + 1) * sizeof(step_times));
     size_t *time_counts = xmalloc((size_t)(tp->size + 1) * sizeof(size_t));
 
@@ -354,6 +336,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                                                 : "over the fixed micro-batch tree (runtime.reduce: deterministic)");
         model_ws_free(L.ws);
         L.ws = model_ws_new_recompute(policy, max_micro_tokens, true, s->recompute);
+        if (L.reduce == TP_REDUCE_FAST) pl_learner_set_buckets(&L, tc->bucket_mb);
     }
     model_ws *tws = (is_scorer && tea && s->algo != ALGO_SFT && s->algo != ALGO_GRPO) ? model_ws_new(&tea->m, maxT, false) : NULL;
     model_ws *rws = ref ? model_ws_new(ref, maxT, false) : NULL;
@@ -392,6 +375,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         step0 = (int)r->resume.step;
         version = step0;
     }
+    rq.cur = &cur, rq.gen = gen, rq.gp = &gp, rq.next = step0;
     if (has_eval && step0 == 0) {
         sum->acc_before = evaluate(r, policy, tok, &ev, err, &ok);
         if (!ok) return false;
@@ -421,78 +405,13 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         b.n_seqs = B;
         b.seq_start[0] = 0;
         long gen_tokens = 0;
-        gen_result res = {0};
         double reward_mean = NAN;
-        if (is_sched) {
-            ds_sampler_next(&dsamp, P, idx);
-            for (int p = 0; p < P; p++) {
-                cur.total++;
-                if (!seen[idx[p]]) seen[idx[p]] = 1, cur.unique++;
-            }
-        }
-        /* 1. scheduler -> generators: prompts, seq ids (sampling streams), policy version */
-        if (generate && (is_sched || is_gen)) {
-            if (is_sched) {
-                gstart[0] = 0;
-                for (int i = 0; i < B; i++) {
-                    int p = idx[i / G], a = enc.start[p], n = enc.start[p + 1] - a;
-                    memcpy(gids + gstart[i], enc.ids + a, (size_t)n * sizeof(int32_t));
-                    gstart[i + 1] = gstart[i] + n;
-                    seq_ids[i] = ((uint64_t)step << 32) + (uint64_t)i;
-                }
-            }
-            int64_t ver = version;
-            tp->bcast(tp, TP_GEN, 0, gstart, (size_t)(B + 1) * sizeof(int), "prompt offsets");
-            tp->bcast(tp, TP_GEN, 0, gids, (size_t)gstart[B] * sizeof(int32_t), "prompt tokens");
-            tp->bcast(tp, TP_GEN, 0, seq_ids, (size_t)B * sizeof(uint64_t), "sequence ids");
-            tp->bcast(tp, TP_GEN, 0, &ver, sizeof ver, "the policy version");
-            size_t mine = 0;
-            if (is_gen) {
-                /* 2. generators: this generator's contiguous share of the sequences */
-                double tg = time_now();
-                CHECK(ver == version, "generator holds policy version %lld, the scheduler asks for %lld",
-                      (long long)version, (long long)ver);
-                long lo, hi;
-                tp_split(B, n_gen, tp->local ? 0 : tp->index, &lo, &hi);
-                for (long i = lo; i <= hi; i++) gstart_local[i - lo] = gstart[i] - gstart[lo];
-                if (hi > lo) {
-                    if (!generator_run(gen, &gp, (int)(hi - lo), gstart_local, gids + gstart[lo], seq_ids + lo, &res, err))
-                        return err_prefix(err, "stage %s", s->name);
-                }
-                mine = pack_results(&res, (int)(hi - lo), pack);
-                gen_result_free(&res);
-                me.gen = time_now() - tg;
-            }
-            tp->gatherv(tp, TP_GEN, pack, mine, packs, pack_words * sizeof(int32_t), pack_counts, "completions");
-            if (is_sched) { /* unpack in generator order = sequence order */
-                size_t at = 0;
-                int seq = 0, tokat = 0;
-                all.start[0] = 0;
-                for (int gi = 0; gi < tp_group_size(tp, TP_GEN); gi++) {
-                    if (pack_counts[gi] == 0) continue;
-                    const int32_t *w = packs + at;
-                    int n = w[0];
-                    const int32_t *fin = w + 1, *len = w + 1 + n, *toks = w + 1 + 2 * n;
-                    int nt = 0;
-                    for (int i = 0; i < n; i++) nt += len[i];
-                    const float *lps = (const float *)(toks + nt);
-                    for (int i = 0; i < n; i++) {
-                        all.finish[seq] = (gen_finish)fin[i];
-                        all.start[seq + 1] = all.start[seq] + len[i];
-                        seq++;
-                    }
-                    memcpy(all.tokens + tokat, toks, (size_t)nt * sizeof(int32_t));
-                    memcpy(all.logprobs + tokat, lps, (size_t)nt * sizeof(float));
-                    tokat += nt;
-                    at += pack_counts[gi] / sizeof(int32_t);
-                }
-                CHECK(seq == B, "gathered %d completions, expected %d", seq, B);
-                all.n = B, all.n_generated = tokat;
-                gen_tokens = tokat;
-            }
-        }
+        /* 1-2. the step's rollouts (generated now, or ahead while the learners trained earlier steps) */
+        if (!pl_rollouts_advance(&rq, step, version, &me.gen, err)) return false;
+        pl_rollout *rx = is_sched ? pl_rollouts_front(&rq, step) : NULL;
+        gen_result res = {0};
+        if (rx) idx = rx->idx, res = rx->res, gen_tokens = rx->gen_tokens;
         double t1 = time_now();
-        res = all;
         int T = 0;
         double acc = NAN;
         if (is_sched) {
@@ -550,6 +469,8 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             tp->bcast(tp, TP_BATCH, 0, b.adv, (size_t)T * sizeof(float), "advantages");
             tp->bcast(tp, TP_BATCH, 0, b.row_slot, (size_t)T * sizeof(int), "row slots");
         }
+        /* the rollouts sampled ahead come back while the learners work on this batch */
+        pl_rollouts_finish_deferred(&rq);
         /* scorers: per-token teacher / reference log-probs (teacher top-k or full rows for fkl), per micro-batch */
         bool scored = s->algo == ALGO_OPD || need_ref || fkl_logits;
         if (scored && (is_scorer || is_learner)) {
@@ -596,6 +517,9 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             double tl = time_now();
             if (s->minibatches <= 1) {
                 pl_learn_step(&L, s, &b, step, &st);
+                if (step == step0 && L.index == 0 && L.n_buckets > 0)
+                    log_info("%s: %d gradient buckets (of >= %zu floats) reduce-scattered during the backward", s->name,
+                             L.n_buckets, L.bucket_floats);
             } else { /* several updates on contiguous minibatches of the step, old policy fixed before the first */
                 pl_learn_logprobs(&L, &b, old_all);
                 pl_learn_stats part;
@@ -694,8 +618,11 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             json_num(f, "busy_learners", busy[3]);
             fprintf(f, ", \"ranks\": %d, \"layout\": \"%s\", \"policy_version\": %lld", tp->size, layout,
                     (long long)version - 1);
+            if (tc->max_policy_lag > 0) /* the weights that sampled this batch, and how many updates behind they were */
+                fprintf(f, ", \"rollout_version\": %lld, \"policy_lag\": %lld", (long long)rx->version,
+                        (long long)(version - 1 - rx->version));
             fprintf(f, ", \"labelled_unique\": %ld, \"labelled_total\": %ld, \"unlabelled_prompts\": %ld}\n",
-                    labelled ? cur.unique : 0, labelled ? cur.total : 0, labelled ? 0 : cur.total);
+                    labelled ? rx->unique : 0, labelled ? rx->total : 0, labelled ? 0 : rx->total);
             if (has_eval && s->eval_every > 0 && (step + 1) % s->eval_every == 0 && step + 1 < s->steps) {
                 double a = evaluate(r, policy, tok, &ev, err, &ok);
                 if (!ok) return false;
@@ -708,7 +635,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                     int p = idx[i / G];
                     prompt_len[i] = enc.start[p + 1] - enc.start[p];
                 }
-                rollout_step rs = {.stage = si, .step = step + 1, .policy_version = (long)version - 1, .n_seqs = B,
+                rollout_step rs = {.stage = si, .step = step + 1, .policy_version = (long)rx->version, .n_seqs = B,
                                    .offsets = b.seq_start, .tokens = b.tokens, .prompt_len = prompt_len,
                                    .reward = s->algo == ALGO_GRPO ? rewards : NULL,
                                    .advantage = s->algo == ALGO_GRPO ? adv : NULL,
@@ -717,8 +644,8 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                                    .logp_reference = need_ref ? b.logp_ref : NULL};
                 double row[PL_N_METRIC_FIELDS] = {st.loss, reward_mean, acc, st.kl, st.grad_norm, st.lr, st.clip_fraction,
                                                   T, (double)st.tokens, (double)gen_tokens, (double)version - 1,
-                                                  labelled ? cur.unique : 0, labelled ? cur.total : 0,
-                                                  labelled ? 0 : cur.total, wall, wall > 0 ? T / wall : 0,
+                                                  labelled ? rx->unique : 0, labelled ? rx->total : 0,
+                                                  labelled ? 0 : rx->total, wall, wall > 0 ? T / wall : 0,
                                                   (double)r->global_step, st.pg_loss, st.kl_loss, ro.entropy,
                                                   ro.response_length_mean, ro.response_length_max, ro.truncation_rate,
                                                   gs.reward_std, gs.advantage_std, gs.zero_variance_fraction};
@@ -730,9 +657,12 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                 return false;
             if (!pl_tb_sync(r, err)) return false; /* this step's lines -> OUT/tensorboard */
         }
+        if (rx) pl_rollouts_pop(&rq);
         /* end of the step: a checkpoint at the cadence (and at fault.stop_after_step), collective over every rank */
         bool stop_here = tc->stop_after_step > 0 && tc->stop_after_step == r->global_step;
         if (step + 1 < s->steps && ((s->ckpt_every > 0 && (step + 1) % s->ckpt_every == 0) || stop_here)) {
+            /* checkpoints hold no pending rollouts: the queue drains at checkpoint steps (config-checked for stops) */
+            CHECK(rq.next == step + 1 && rq.n == 0, "checkpoint at step %d with rollouts of later steps pending", step + 1);
             if (!pl_checkpoint(r, si, step + 1, true, &cur, is_learner ? &L : NULL, err)) return false;
             if (stop_here) {
                 r->stopped = true;
@@ -779,9 +709,9 @@ done:
     free(b.seq_start), free(b.tokens), free(b.mask), free(b.logp_behaviour), free(b.adv), free(b.logp_teacher);
     free(b.logp_ref), free(b.row_slot), free(b.topk_ids), free(b.topk_logp), free(b.full_logp);
     pl_fkl_buffers_free(b.fkl_dev);
-    free(idx), free(gstart), free(gstart_local), free(gids), free(seq_ids), free(rewards), free(adv), free(zero_var), free(seen);
-    free(mseq), free(prompt_len), free(old_all), free(mb_seq), free(pack), free(packs), free(pack_counts), free(times), free(time_counts);
-    free(all.start), free(all.tokens), free(all.logprobs), free(all.finish);
+    pl_rollouts_free(&rq);
+    free(rewards), free(adv), free(zero_var), free(seen);
+    free(mseq), free(prompt_len), free(old_all), free(mb_seq), free(times), free(time_counts);
     ds_sampler_free(&dsamp);
     free_enc_set(&enc);
     return true;

@@ -71,6 +71,12 @@ typedef struct {
     transport *tp;         /* NULL: one local learner */
     int micro_batches, n_learners, index;
     tp_reduce_mode reduce; /* runtime.reduce (set by the caller after init; default deterministic) */
+    size_t bucket_floats;  /* fast mode: reduce-scatter buckets of at least this many floats during the backward
+                              (pl_learner_set_buckets; 0 = one reduce-scatter after it) */
+    float **spine;         /* [tree_depth] bucketed fast mode: the tree buffers on the path of the last leaf */
+    int n_spine;
+    size_t pend_lo, pend_hi; /* gradient floats [pend_lo, pend_hi) final but not yet in a bucket */
+    int n_buckets;         /* buckets started in the current step */
     long shard_lo, shard_hi;
     float *tree_bufs;      /* [depth, n_params] device: partial sums of the gradient tree */
     int tree_depth;
@@ -94,6 +100,9 @@ void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc
 /* View of micro-batch mb of M over b (rebased seq_start in seq_scratch [>= its seqs + 1]); *row0 = its first row. */
 void pl_micro_view(const pl_batch *b, int M, int mb, pl_batch *v, int *seq_scratch, int *row0);
 void pl_learner_free(pl_learner *L);
+/* runtime.bucket_mb: fast-mode buckets of bucket_mb MB (merged so that at most TP_MAX_BUCKETS / 2 are needed);
+ * 0 = off. */
+void pl_learner_set_buckets(pl_learner *L, double bucket_mb);
 /* One optimizer step on b with the stage's objective; step is 0-based (learning-rate schedule). Collective
  * over the learners; st is complete on learner 0 (loss and token counts on all). */
 void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st);

@@ -68,6 +68,17 @@ void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc
     L->logp = xmalloc((size_t)max_tokens * sizeof(float));
     L->logp_old = xmalloc((size_t)max_tokens * sizeof(float));
     L->dlogp = xmalloc((size_t)max_tokens * sizeof(float));
+    L->spine = xcalloc((size_t)L->tree_depth, sizeof(float *));
+}
+
+void pl_learner_set_buckets(pl_learner *L, double bucket_mb) {
+    size_t n = L->policy->n_params;
+    if (bucket_mb <= 0) {
+        L->bucket_floats = 0;
+        return;
+    }
+    size_t want = (size_t)(bucket_mb * 1048576.0 / sizeof(float)), least = n / (TP_MAX_BUCKETS / 2) + 1;
+    L->bucket_floats = S2D_MAX(S2D_MAX(want, least), (size_t)1);
 }
 
 void pl_learner_free(pl_learner *L) {
@@ -77,7 +88,7 @@ void pl_learner_free(pl_learner *L) {
     ops_free(q, ot_f32(L->tree_bufs)), ops_free(q, ot_f32(L->recv)), ops_free(q, ot_f64(L->row_kl_dev));
     free(L->row_kl);
     free(L->mseq), free(L->kl_part);
-    free(L->logp), free(L->logp_old), free(L->dlogp);
+    free(L->logp), free(L->logp_old), free(L->dlogp), free(L->spine);
     memset(L, 0, sizeof *L);
 }
 
@@ -216,6 +227,66 @@ static void reduce_deterministic(pl_learner *L, const tc_stage *s, const pl_batc
     *norm = norm_bits[0];
 }
 
+/* Bucketed fast reduction: the reduce-scatter of gradient floats [a, b) of `sum` (the learner's total) starts
+ * now; member j gets its ZeRO-1 shard's part of the bucket. */
+static void start_bucket(pl_learner *L, const float *sum, size_t a, size_t b) {
+    size_t cnt[4096], n = L->policy->n_params;
+    for (int j = 0; j < L->n_learners; j++) {
+        long lo, hi;
+        tp_split((long)n, L->n_learners, j, &lo, &hi);
+        long x = S2D_MAX((long)a, lo), y = S2D_MIN((long)b, hi);
+        cnt[j] = y > x ? (size_t)(y - x) : 0;
+    }
+    long x = S2D_MAX((long)a, L->shard_lo);
+    float *dst = L->recv + (cnt[L->index] ? x - L->shard_lo : 0);
+    tp_ireduce_scatter_mem(L->tp, TP_LEARN, sum + a, a, n, cnt, dst, "gradients (bucketed reduce-scatter)");
+    L->n_buckets++;
+}
+
+/* model_grad_ready_fn of the learner's last leaf: floats [lo, hi) of the leaf's gradient are final, so the
+ * tree adds along the spine finish for them (the same adds as tree_sum, range by range), and a bucket starts
+ * once enough final floats have gathered. */
+static void bucket_ready(void *user, size_t lo, size_t hi) {
+    pl_learner *L = user;
+    ops_queue *q = L->policy->q;
+    const float *acc = L->policy->grads;
+    for (int k = L->n_spine - 1; k >= 0; k--) { /* deepest first, as the recursion returns */
+        op_add(q, ot_f32(L->spine[k] + lo), ot_f32(acc + lo), hi - lo);
+        acc = L->spine[k];
+    }
+    if (hi != L->pend_lo && L->pend_hi > L->pend_lo) start_bucket(L, acc, L->pend_lo, L->pend_hi), L->pend_hi = hi;
+    if (L->pend_hi <= L->pend_lo) L->pend_hi = hi;
+    L->pend_lo = lo;
+    if (L->pend_hi - L->pend_lo >= L->bucket_floats) start_bucket(L, acc, L->pend_lo, L->pend_hi), L->pend_hi = lo;
+}
+
+/* This learner's micro-batches [m0, m1) summed over the fixed tree as tree_sum does, with the rightmost leaf's
+ * backward reducing buckets across learners as its layers finish (last layer first); waits for every bucket.
+ * Returns the buffer holding this learner's sum (the same bits as tree_sum's). */
+static float *tree_sum_bucketed(pl_learner *L, const tc_stage *s, const pl_batch *b, int lo, int hi) {
+    size_t n = L->policy->n_params;
+    ops_queue *q = L->policy->q;
+    int level = 0;
+    L->n_spine = 0, L->n_buckets = 0;
+    while (hi - lo > 1) { /* down the right spine: each left subtree summed whole, kept in its level's buffer */
+        CHECK(level < L->tree_depth, "gradient tree deeper than %d", L->tree_depth);
+        float *buf = L->tree_bufs + (size_t)level * n;
+        int mid = tc_tree_mid(lo, hi);
+        const float *left = tree_sum(L, s, b, lo, mid, level + 1);
+        ops_copy(q, ot_f32(buf), ot_f32(left), n);
+        L->spine[L->n_spine++] = buf;
+        lo = mid, level++;
+    }
+    L->pend_lo = L->pend_hi = n;
+    model_ws_set_grad_hook(L->ws, bucket_ready, L);
+    leaf_grad(L, s, b, lo);
+    model_ws_set_grad_hook(L->ws, NULL, NULL);
+    float *sum = L->n_spine ? L->spine[0] : L->policy->grads;
+    if (L->pend_hi > L->pend_lo) start_bucket(L, sum, L->pend_lo, L->pend_hi);
+    tp_wait_reduce_mem(L->tp, TP_LEARN, "gradients (bucketed reduce-scatter)");
+    return sum;
+}
+
 /* Fast reduction (runtime.reduce: fast): each learner sums its own micro-batches, the transport's
  * reduce-scatter sums them across learners straight into the ZeRO-1 shards, and the global norm is the square
  * root of the all-reduced shard sums of squares; each learner clips its shard (torch's coefficient). */
@@ -223,14 +294,18 @@ static void reduce_fast(pl_learner *L, const tc_stage *s, const pl_batch *b, flo
     size_t n = L->policy->n_params;
     long m0, m1;
     tp_split(L->micro_batches, L->n_learners, L->index, &m0, &m1);
-    float *mine = tree_sum(L, s, b, (int)m0, (int)m1, 0);
-    size_t cnt[4096], dsp[4096];
-    for (int j = 0; j < L->n_learners; j++) {
-        long a, z;
-        tp_split((long)n, L->n_learners, j, &a, &z);
-        dsp[j] = (size_t)a, cnt[j] = (size_t)(z - a);
+    if (L->bucket_floats > 0) {
+        tree_sum_bucketed(L, s, b, (int)m0, (int)m1); /* reduced bucket by bucket during the backward */
+    } else {
+        float *mine = tree_sum(L, s, b, (int)m0, (int)m1, 0);
+        size_t cnt[4096], dsp[4096];
+        for (int j = 0; j < L->n_learners; j++) {
+            long a, z;
+            tp_split((long)n, L->n_learners, j, &a, &z);
+            dsp[j] = (size_t)a, cnt[j] = (size_t)(z - a);
+        }
+        tp_reduce_scatter_mem(L->tp, TP_LEARN, mine, cnt, dsp, L->recv, "gradients (reduce-scatter)");
     }
-    tp_reduce_scatter_mem(L->tp, TP_LEARN, mine, cnt, dsp, L->recv, "gradients (reduce-scatter)");
     *shard = L->recv;
     size_t len = (size_t)(L->shard_hi - L->shard_lo);
     double sq[1] = {op_sumsq(L->policy->q, ot_f32(*shard), len)};

@@ -391,6 +391,31 @@ bool tc_tree_aligned(int micro_batches, int learners) {
     return split_aligned(0, micro_batches, blo, bhi, learners, &found) && found == learners;
 }
 
+/* runtime.max_policy_lag > 0: grpo stages without an explicit grpo.tis_cap get 2 (the truncated importance
+ * weight against the lagged behaviour policy; an explicit 0 keeps it off), and fault.stop_after_step must fall
+ * on a drained point (a checkpoint step or a stage end), since checkpoints hold no pending rollouts. */
+static bool check_policy_lag(train_config *tc, cfg_node *root, cfg_node *fault, s2d_err *err) {
+    if (tc->max_policy_lag == 0) return true;
+    cfg_node *pipe = cfg_find(root, "pipeline");
+    long before = 0;
+    for (int i = 0; i < tc->n_stages; i++) {
+        tc_stage *s = &tc->stages[i];
+        cfg_node *g = pipe ? cfg_find(cfg_at(pipe, i), "grpo") : NULL;
+        if (s->algo == ALGO_GRPO && !(g && cfg_find(g, "tis_cap"))) s->grpo.tis_cap = 2;
+        long k = tc->stop_after_step - before;
+        if (tc->stop_after_step > before && k < s->steps && !(s->ckpt_every > 0 && k % s->ckpt_every == 0)) {
+            char where[256] = "";
+            if (fault && cfg_find(fault, "stop_after_step")) cfg_where(cfg_find(fault, "stop_after_step"), where, sizeof where);
+            return err_set(err, "%s: fault.stop_after_step: global step %ld is step %ld of stage %s, not a drained point "
+                                "(with runtime.max_policy_lag %d checkpoints are written only where no rollouts are "
+                                "pending: every checkpoint.every steps and at stage ends)",
+                           where[0] ? where : s->where, tc->stop_after_step, k, s->name, tc->max_policy_lag);
+        }
+        before += s->steps;
+    }
+    return true;
+}
+
 static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
     cfg_node *empty, *roles, *rt, *fault, *logging;
     CHECK_OK(cfg_load_string("{}", "(defaults)", &empty, err), err);
@@ -409,6 +434,8 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
          cfg_get_double_or(t, "timeout_s", 120, 0.1, 1e7, &tc->timeout_s, err) &&
          cfg_get_double_or(t, "heartbeat_s", 30, 0, 1e7, &tc->heartbeat_s, err) &&
          cfg_get_enum_or(t, "reduce", reduces, 2, 0, &reduce, err) &&
+         cfg_get_double_or(t, "bucket_mb", 0, 0, 1e6, &tc->bucket_mb, err) &&
+         cfg_get_int_or(t, "max_policy_lag", 0, 0, 64, &tc->max_policy_lag, err) &&
          cfg_get_int_or(f, "rank", -1, -1, 1 << 20, &tc->fault_rank, err) &&
          cfg_get_int_or(f, "at_step", 1, 1, 1 << 30, &tc->fault_step, err) &&
          cfg_get_enum_or(f, "kind", kinds, 4, 0, &kind, err) &&
@@ -430,6 +457,7 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
                          where[0] ? where : s->where, tc->n_learners, s->name, s->micro_batches);
         }
     }
+    if (ok) ok = check_policy_lag(tc, root, f, err);
     cfg_free(empty);
     return ok;
 }
@@ -767,6 +795,8 @@ static bool resolve_defaults(train_config *tc, s2d_err *err) {
     m = sub(R, "runtime");
     TRY(fill_d(R, m, "runtime", "heartbeat_s", tc->heartbeat_s, err));
     TRY(fill(R, m, "runtime", "reduce", tc->reduce == TP_REDUCE_FAST ? "fast" : "deterministic", err));
+    TRY(fill_d(R, m, "runtime", "bucket_mb", tc->bucket_mb, err));
+    TRY(fill_int(R, m, "runtime", "max_policy_lag", tc->max_policy_lag, err));
     TRY(fill(R, R, "", "device", tc->device, err));
     m = sub(R, "training");
     TRY(fill(R, m, "training", "recompute", tc->n_stages && tc->stages[0].recompute == RECOMPUTE_LAYER ? "layer" : "none",

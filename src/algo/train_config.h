@@ -31,7 +31,9 @@
  *                              # pairwise tree of micro-batches, so any number of learners gives the same bits
  *   roles: {generators: 1, scorers: 1, learners: 1}   # under mpirun/srun: world size = 1 + their sum
  *   runtime: {timeout_s: 120,  # a rank waiting longer than this for a payload ends the job with a message
- *             heartbeat_s: 30} # a worker that hears no scheduler heartbeat this long ends the job (0 = off)
+ *             heartbeat_s: 30, # a worker that hears no scheduler heartbeat this long ends the job (0 = off)
+ *             reduce: deterministic|fast, bucket_mb: 0,  # fast: buckets reduced during the backward (0 = after)
+ *             max_policy_lag: 0} # rollouts sampled up to N steps ahead of the learners (0 = synchronous)
  *   fault: {rank: R, at_step: K, kind: kill|error|hang} # test only: rank R kills itself / dies / hangs at global step K
  *   fault: {stop_after_step: K} # test only: every rank stops cleanly after the checkpoint of global step K
  *   logging: {rollouts: true, metrics_h5: true, tensorboard: true}   # OUT/rollouts.h5, OUT/metrics.h5 and
@@ -133,6 +135,10 @@ typedef struct {
     double timeout_s;       /* runtime.timeout_s */
     double heartbeat_s;     /* runtime.heartbeat_s: scheduler liveness under MPI; 0 = off */
     tp_reduce_mode reduce;  /* runtime.reduce: deterministic (fixed tree, any learner count bitwise) | fast */
+    double bucket_mb;       /* runtime.bucket_mb: fast mode, gradients reduce-scattered in buckets of this many MB
+                               while the backward runs (layers last to first); 0 = one reduce-scatter after it */
+    int max_policy_lag;     /* runtime.max_policy_lag: generators sample up to this many steps ahead of the
+                               learners (0 = synchronous steps) */
     int fault_rank, fault_step; /* test-only fault injection; fault_rank -1 = none */
     int fault_kind;         /* 0 kill (SIGKILL itself), 1 error (die), 2 hang (sleep: peers time out),
                                3 stop (SIGSTOP: the process and its heartbeat freeze, the launcher sees nothing) */

@@ -35,6 +35,9 @@ typedef enum { TP_HOST = 0, TP_DEVICE = 1 } tp_mem;
  * micro-batches (bitwise equal for any learner count), fast = the library's own reduce-scatter (MPI: ring or
  * whatever it picks; results depend on the learner count by float rounding). */
 typedef enum { TP_REDUCE_DETERMINISTIC = 0, TP_REDUCE_FAST = 1 } tp_reduce_mode;
+#define TP_MAX_BUCKETS 64 /* pending bucketed reductions (the learner merges buckets to stay under it) */
+
+typedef struct { float *dev; const float *host; size_t n; } tp_pending_up; /* a staged bucket's way back */
 
 typedef struct transport transport;
 struct transport {
@@ -62,6 +65,13 @@ struct transport {
      * (ELEMENTS) of the sum in shard [counts[i]]. The library's own order (fast mode). Host buffers. */
     void (*reduce_scatter_f32)(transport *tp, tp_group g, const float *buf, const size_t *counts,
                                const size_t *displs, float *shard, const char *what);
+    /* Non-blocking reduce_scatter_f32 of one bucket: buf [Σ counts] is a contiguous piece of every member's
+     * gradient, member i receives the sum of its part (counts[i] elements, 0 allowed) into shard. Started here,
+     * completed by wait_reduce (buf and shard must stay untouched until then); at most TP_MAX_BUCKETS pending. */
+    void (*ireduce_scatter_f32)(transport *tp, tp_group g, const float *buf, const size_t *counts, float *shard,
+                                const char *what);
+    /* Completes every pending ireduce_scatter_f32 of g (with the payload timeout). */
+    void (*wait_reduce)(transport *tp, tp_group g, const char *what);
     /* In place: v [n] becomes the sum over g's members. */
     void (*allreduce_f64)(transport *tp, tp_group g, double *v, int n, const char *what);
     void (*finalize)(transport *tp);
@@ -70,6 +80,10 @@ struct transport {
     bool device_native;  /* the moves above accept device buffers of dev directly */
     void *bounce;        /* host staging for device buffers, grown to the largest move */
     size_t bounce_cap;
+    float *ibounce;      /* host staging of bucketed reductions: [n] send side, then [n] receive side */
+    size_t ibounce_cap;
+    int n_pending_up;    /* staged buckets whose shard part goes back to the device after wait_reduce */
+    tp_pending_up pending_up[TP_MAX_BUCKETS];
     /* NCCL seam (CUDA issue): for each group an ncclComm_t made from an ncclUniqueId that group member 0
      * creates and broadcasts over the group's MPI communicator (ncclCommInitRank(&c, size, id, rank)); the
      * payload ops above then run ncclBroadcast/ncclSend/ncclRecv on device buffers and only control stays on
@@ -90,6 +104,12 @@ void tp_gatherv_mem(transport *tp, tp_group g, const void *mine, size_t bytes, t
  * shard [counts[i]] of it into shard (tp->dev). */
 void tp_reduce_scatter_mem(transport *tp, tp_group g, const float *grads, const size_t *counts,
                            const size_t *displs, float *shard, const char *what);
+/* Bucketed fast-mode reduction of device buffers: grads_at [Σ counts] (tp->dev) is the bucket of the flat
+ * gradient at element `at` of n, shard_at (tp->dev) where this member's part lands. Staged buckets are
+ * downloaded now and their parts uploaded by tp_wait_reduce_mem. */
+void tp_ireduce_scatter_mem(transport *tp, tp_group g, const float *grads_at, size_t at, size_t n,
+                            const size_t *counts, float *shard_at, const char *what);
+void tp_wait_reduce_mem(transport *tp, tp_group g, const char *what);
 void tp_free_staging(transport *tp);
 /* Does this process play role r? (the local transport plays all four) */
 static inline bool tp_plays(const transport *tp, tp_role r) { return tp->local || tp->role == r; }

@@ -94,6 +94,12 @@ static void local_reduce_scatter(transport *tp, tp_group g, const float *buf, co
     (void)tp, (void)g, (void)what; /* one member: its shard is all of it */
     if (shard != buf + displs[0] && counts[0]) memmove(shard, buf + displs[0], counts[0] * sizeof(float));
 }
+static void local_ireduce_scatter(transport *tp, tp_group g, const float *buf, const size_t *counts, float *shard,
+                                  const char *what) {
+    (void)tp, (void)g, (void)what; /* one member: its part is the whole bucket, done at once */
+    if (shard != buf && counts[0]) memmove(shard, buf, counts[0] * sizeof(float));
+}
+static void local_wait_reduce(transport *tp, tp_group g, const char *what) { (void)tp, (void)g, (void)what; }
 static void local_allreduce_f64(transport *tp, tp_group g, double *v, int n, const char *what) {
     (void)tp, (void)g, (void)v, (void)n, (void)what; /* one member: the sum is its own */
 }
@@ -108,7 +114,8 @@ transport *transport_local_new(void) {
                       .role = ROLE_SCHEDULER, .index = 0, .timeout_s = 0, .name = "local",
                       .bcast = local_bcast, .gatherv = local_gatherv, .allgatherv = local_allgatherv,
                       .send = local_send, .recv = local_recv, .barrier = local_barrier,
-                      .reduce_scatter_f32 = local_reduce_scatter, .allreduce_f64 = local_allreduce_f64,
+                      .reduce_scatter_f32 = local_reduce_scatter,
+                      .ireduce_scatter_f32 = local_ireduce_scatter, .wait_reduce = local_wait_reduce, .allreduce_f64 = local_allreduce_f64,
                       .finalize = local_finalize};
     return tp;
 }
@@ -149,8 +156,8 @@ static void *bounce(transport *tp, size_t bytes) {
 }
 
 void tp_free_staging(transport *tp) {
-    free(tp->bounce);
-    tp->bounce = NULL, tp->bounce_cap = 0;
+    free(tp->bounce), free(tp->ibounce);
+    tp->bounce = NULL, tp->bounce_cap = 0, tp->ibounce = NULL, tp->ibounce_cap = 0;
 }
 
 static ops_tensor dev_bytes(void *p) { return (ops_tensor){p, OPS_F32}; }
@@ -206,4 +213,29 @@ void tp_reduce_scatter_mem(transport *tp, tp_group g, const float *grads, const 
     ops_download(tp->dev, h, ot_f32(grads), n);
     tp->reduce_scatter_f32(tp, g, h, counts, displs, h + n, what);
     ops_upload(tp->dev, ot_f32(shard), h + n, counts[me]);
+}
+
+void tp_ireduce_scatter_mem(transport *tp, tp_group g, const float *grads_at, size_t at, size_t n,
+                            const size_t *counts, float *shard_at, const char *what) {
+    if (!staged(tp, TP_DEVICE)) return tp->ireduce_scatter_f32(tp, g, grads_at, counts, shard_at, what);
+    if (2 * n > tp->ibounce_cap) { /* once: the bucket's send and receive sides live at their own offsets */
+        free(tp->ibounce);
+        tp->ibounce = xmalloc(2 * n * sizeof(float));
+        tp->ibounce_cap = 2 * n;
+    }
+    int members = tp_group_size(tp, g), me = tp_group_rank(tp, g);
+    size_t len = 0;
+    for (int i = 0; i < members; i++) len += counts[i];
+    CHECK(tp->n_pending_up < TP_MAX_BUCKETS, "more than %d bucketed reductions pending", TP_MAX_BUCKETS);
+    float *send = tp->ibounce + at, *recv = tp->ibounce + n + at;
+    ops_download(tp->dev, send, ot_f32(grads_at), len);
+    tp->ireduce_scatter_f32(tp, g, send, counts, recv, what);
+    if (counts[me]) tp->pending_up[tp->n_pending_up++] = (tp_pending_up){shard_at, recv, counts[me]};
+}
+
+void tp_wait_reduce_mem(transport *tp, tp_group g, const char *what) {
+    tp->wait_reduce(tp, g, what);
+    for (int i = 0; i < tp->n_pending_up; i++)
+        ops_upload(tp->dev, ot_f32(tp->pending_up[i].dev), tp->pending_up[i].host, tp->pending_up[i].n);
+    tp->n_pending_up = 0;
 }

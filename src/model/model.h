@@ -189,6 +189,13 @@ typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_LAYER = 1 } model_recompute;
 model_ws *model_ws_new(const model *m, int max_tokens, bool training);
 model_ws *model_ws_new_recompute(const model *m, int max_tokens, bool training, model_recompute recompute);
 void model_ws_free(model_ws *ws);
+/* Backward passes on ws call fn(user, lo, hi) each time floats [lo, hi) of m->grads are final for that pass,
+ * highest offsets first: the tensors after the layers (final norm, an untied LM head), then each layer from the
+ * last to the first, then the tensors before them (the embedding, a tied LM head). The ranges tile the
+ * gradient buffer (alignment padding included). A GPU backend's ops may still be queued when fn runs: fn must
+ * work through the same queue. fn NULL: none (the default). Used to reduce gradients while the backward runs. */
+typedef void (*model_grad_ready_fn)(void *user, size_t lo, size_t hi);
+void model_ws_set_grad_hook(model_ws *ws, model_grad_ready_fn fn, void *user);
 /* Bytes of activations kept for the backward pass (the part recompute shrinks). */
 size_t model_ws_activation_bytes(const model_ws *ws);
 

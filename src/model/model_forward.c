@@ -2,6 +2,7 @@
  * (prefill, decode) that share the same layer code. Every tensor operation is an ops.h call on the model's
  * queue; host arrays here are metadata (sequence starts, slots, positions before they are staged). */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,8 @@ struct model_ws {
     /* the batch of the last forward */
     int T, n_seqs;
     bool have_forward;
+    model_grad_ready_fn grad_ready; /* backward: ranges of m->grads that are final (model_ws_set_grad_hook) */
+    void *grad_ready_user;
     int *seq_start;   /* host [max_tokens + 1] */
     int32_t *tokens_h, *pos_h, *target_h; /* host [max_tokens]: staged into the device copies below */
     int32_t *tokens, *pos, *target;       /* device [max_tokens]; target: next token, -1 at a sequence's last row */
@@ -182,6 +185,32 @@ model_ws *model_ws_new_recompute(const model *m, int max_tokens, bool training, 
 
 model_ws *model_ws_new(const model *m, int max_tokens, bool training) {
     return model_ws_new_recompute(m, max_tokens, training, RECOMPUTE_NONE);
+}
+
+void model_ws_set_grad_hook(model_ws *ws, model_grad_ready_fn fn, void *user) {
+    ws->grad_ready = fn, ws->grad_ready_user = user;
+}
+
+/* Float range [*lo, *hi) of m's tensors of layer l (-1: every tensor outside the layers before them when
+ * before, after them otherwise); the table is ordered before-layers, layer 0..L-1, after-layers. */
+static void tensor_range(const model *m, int l, bool before, size_t *lo, size_t *hi) {
+    size_t first_layer = m->n_params;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].layer >= 0) first_layer = S2D_MIN(first_layer, m->tensors[i].offset);
+    *lo = SIZE_MAX, *hi = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        bool in = l >= 0 ? t->layer == l : t->layer < 0 && (t->offset < first_layer) == before;
+        if (in) *lo = S2D_MIN(*lo, t->offset), *hi = S2D_MAX(*hi, t->offset + t->span);
+    }
+    if (*lo > *hi) *lo = *hi = 0;
+}
+
+static void grad_ready(model *m, model_ws *ws, int l, bool before) {
+    if (!ws->grad_ready) return;
+    size_t lo, hi;
+    tensor_range(m, l, before, &lo, &hi);
+    if (hi > lo) ws->grad_ready(ws->grad_ready_user, lo, hi);
 }
 
 void model_ws_free(model_ws *ws) {
@@ -450,6 +479,7 @@ static void backward_layers(model *m, model_ws *ws) {
     int T = ws->T, H = c->hidden;
     op_rmsnorm_bwd(q, ot_f32(ws->dx), ot_f32(m->g.final_norm), ot_f32(ws->dhf), ot_f32(ws->x_final),
                    ot_f32(m->w.final_norm), ot_f32(ws->rstd_f), T, H, false);
+    grad_ready(m, ws, -1, false); /* final norm, untied LM head */
     attn_mode mode = {.kind = ATTN_PACKED, .n_seqs = ws->n_seqs, .seq_start = ws->seq_start};
     for (int l = c->n_layers - 1; l >= 0; l--) {
         float *x_out;
@@ -457,8 +487,10 @@ static void backward_layers(model *m, model_ws *ws) {
         /* the last layer's activations are still in the shared set from the forward pass */
         if (ws->recompute == RECOMPUTE_LAYER && l + 1 < c->n_layers) layer_forward(m, l, a, ws->x_scratch, T, ws->pos, &mode);
         layer_backward(m, l, a, ws, ws->dx);
+        grad_ready(m, ws, l, false);
     }
     op_embedding_bwd(q, ot_f32(m->g.embed), ot_f32(ws->dx), ot_i32(ws->tokens), T, H);
+    grad_ready(m, ws, -1, true); /* the embedding (and a tied LM head) */
 }
 
 static void backward_checks(const model *m, const model_ws *ws, const char *what) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "algo/pipeline.h"
+#include "algo/pipeline_rollouts.h"
 #include "test.h"
 
 enum { NSEQ = 2, PLEN = 3, CLEN = 4, SEQ = PLEN + CLEN, T = NSEQ * SEQ };
@@ -299,7 +300,77 @@ static void test_unaligned_tensors_train(void) {
     pl_learner_free(&L), model_free(&m), free(f.full);
 }
 
+/* The backward's gradient-ready hook (runtime.bucket_mb): ranges tile the buffer from the top down, and each
+ * range's gradient is already its final value when reported (a bucket may be reduced then). */
+typedef struct {
+    const model *m;
+    float *snap; /* [n_params] values at report time */
+    size_t next_hi;
+    int calls;
+    bool ordered;
+} hook_log;
+
+static void record_ready(void *user, size_t lo, size_t hi) {
+    hook_log *h = user;
+    h->ordered = h->ordered && hi == h->next_hi && lo < hi;
+    h->next_hi = lo;
+    for (size_t i = lo; i < hi; i++) h->snap[i] = h->m->grads[i];
+    h->calls++;
+}
+
+static void test_grad_ready_hook(void) {
+    model m;
+    model_config c;
+    s2d_err err;
+    CHECK_OK(model_config_preset("qwen3-tiny", &c, &err), &err);
+    c.vocab = 64, c.hidden = 32, c.intermediate = 40, c.n_layers = 3, c.head_dim = 8; /* padded q/k norms */
+    model_create(&m, &c);
+    model_init_random(&m, 7);
+    model_alloc_grads(&m);
+    fixture f;
+    make_batch(&f, c.vocab);
+    model_ws *ws = model_ws_new(&m, T, true);
+    hook_log h = {.m = &m, .snap = calloc(m.n_params, sizeof(float)), .next_hi = m.n_params, .ordered = true};
+    model_batch mb = {.n_seqs = NSEQ, .seq_start = f.seq_start, .tokens = f.tokens};
+    CHECK_OK(model_forward(&m, ws, &mb, &err), &err);
+    float dlogp[T];
+    for (int t = 0; t < T; t++) dlogp[t] = f.mask[t] * (t % 3 - 1.0f);
+    model_zero_grads(&m);
+    model_ws_set_grad_hook(ws, record_ready, &h);
+    model_backward_logprobs(&m, ws, dlogp);
+    EXPECT(h.ordered && h.next_hi == 0, "ranges tile [0, %zu) from the top down (down to %zu)", m.n_params, h.next_hi);
+    EXPECT(h.calls == c.n_layers + 2, "%d reports: after-layers, %d layers, the embedding", h.calls, c.n_layers);
+    size_t bad = 0;
+    double gsum = 0;
+    for (size_t i = 0; i < m.n_params; i++) bad += h.snap[i] != m.grads[i], gsum += fabs(m.grads[i]);
+    EXPECT(bad == 0 && gsum > 0, "every reported range was final (%zu floats changed later)", bad);
+    model_ws_set_grad_hook(ws, NULL, NULL);
+    h.calls = 0;
+    model_zero_grads(&m);
+    model_backward_logprobs(&m, ws, dlogp);
+    EXPECT(h.calls == 0, "no hook, no reports");
+    free(h.snap), model_ws_free(ws), model_free(&m), free(f.full);
+}
+
+/* The rollout queue's schedule (runtime.max_policy_lag): up to lag steps ahead, never past a drain (the
+ * checkpoint steps and the stage end). */
+static void test_rollout_horizon(void) {
+    pl_rollouts R = {.lag = 1, .steps = 4, .ckpt_every = 2};
+    long want1[4] = {1, 1, 3, 3};
+    for (long t = 0; t < 4; t++) EXPECT(pl_rollouts_horizon(&R, t) == want1[t], "lag 1, every 2: horizon(%ld)", t);
+    R = (pl_rollouts){.lag = 0, .steps = 5, .ckpt_every = 2};
+    for (long t = 0; t < 5; t++) EXPECT(pl_rollouts_horizon(&R, t) == t, "lag 0: horizon(%ld) = %ld", t, t);
+    R = (pl_rollouts){.lag = 3, .steps = 10, .ckpt_every = 0};
+    long want3[10] = {3, 4, 5, 6, 7, 8, 9, 9, 9, 9};
+    for (long t = 0; t < 10; t++) EXPECT(pl_rollouts_horizon(&R, t) == want3[t], "lag 3, no checkpoints: horizon(%ld)", t);
+    R = (pl_rollouts){.lag = 2, .steps = 7, .ckpt_every = 3};
+    long want2[7] = {2, 2, 2, 5, 5, 5, 6};
+    for (long t = 0; t < 7; t++) EXPECT(pl_rollouts_horizon(&R, t) == want2[t], "lag 2, every 3: horizon(%ld)", t);
+}
+
 int main(void) {
+    RUN_TEST(test_grad_ready_hook);
+    RUN_TEST(test_rollout_horizon);
     RUN_TEST(test_unaligned_tensors_train);
     RUN_TEST(test_recompute_is_bitwise);
     RUN_TEST(test_micro_batches_match_whole_batch);
