@@ -295,6 +295,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
 
     /* Every buffer of the step loop, sized once. */
     pl_batch b = {0};
+    b.temperature = pl_stage_temperature(s); /* log-probs at the sampling temperature */
     b.seq_start = xmalloc((size_t)(B + 1) * sizeof(int));
     b.tokens = xmalloc((size_t)maxT * sizeof(int32_t));
     b.mask = xcalloc((size_t)maxT, sizeof(float));

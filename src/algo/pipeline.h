@@ -29,6 +29,9 @@ typedef struct {
     float *adv;            /* grpo: the sequence's advantage on its rows */
     float *logp_teacher;   /* opd */
     float *logp_ref;       /* opd, grpo KL */
+    float temperature;     /* log-probs (learner, teacher, reference; fkl both sides) are taken on logits / it:
+                              the stage's sampling temperature (pl_stage_temperature), so TIS and the losses see
+                              the distribution sampled from; 0 / 1 = untempered */
     /* fkl: teacher distribution per masked row; row_slot[t] = its index among masked rows or -1 */
     int *row_slot;
     int n_rows;
@@ -101,7 +104,11 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
  * the same micro-batches and ranks as pl_learn_step): the fixed old policy of a step's minibatches. */
 void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out);
 
-/* Scoring: per-row log-probs of b's tokens under a frozen model (ws: inference workspace of that model). */
+/* The temperature of stage s's log-probs: its sampling temperature when it generates (0, greedy, and sft: 1). */
+float pl_stage_temperature(const tc_stage *s);
+
+/* Scoring: per-row log-probs of b's tokens under a frozen model (ws: inference workspace of that model), at
+ * b->temperature. */
 bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err);
 /* fkl teacher side: fills b->topk_* (mode topk, k ids per masked row) or b->full_logp (mode full). */
 bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, s2d_err *err);
