@@ -525,7 +525,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                     correct += rewards[i] > 0;
                 }
                 reward_mean = acc = (double)correct / B;
-                grpo_advantages(rewards, P, G, s->std_normalize, false, 1e-6f, adv, zero_var);
+                grpo_group_advantages(rewards, P, G, s->std, 1e-6f, adv, zero_var);
                 for (int i = 0; i < B; i++) {
                     bool drop = (s->mask_truncated && res.finish[i] == GEN_FINISH_LENGTH) ||
                                 (s->filter_zero_variance && zero_var[i / G]);
