@@ -362,6 +362,21 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     gen_params gp = {.sampling = s->sampling, .max_new_tokens = s->max_new_tokens, .n_stop = n_stop};
     gp.sampling.seed = tc->seed * 1000003u + (uint64_t)si;
     memcpy(gp.stop_ids, stops, sizeof stops);
+    /* grpo.dynamic_sampling.mode: refill (pipeline_refill.c): more generation rounds after the first */
+    const bool refill = s->dyn == DYN_REFILL && generate && (is_sched || is_gen);
+    pl_refill rf = {.tp = tp, .gen = gen, .gp = &gp, .P = P, .G = G, .B = B, .n_gen = n_gen,
+                    .max_new = s->max_new_tokens, .is_sched = is_sched, .is_gen = is_gen, .enc_start = enc.start,
+                    .enc_ids = enc.ids, .gstart = gstart, .gstart_local = gstart_local, .gids = gids,
+                    .seq_ids = seq_ids, .pack = pack, .packs = packs, .pack_words = pack_words,
+                    .pack_counts = pack_counts};
+    if (refill) pl_refill_init(&rf, enc.max_prompt);
+    if (r->budget) { /* model sizes for the stage's compute: policy, generator, scored models */
+        bool scores_teacher = s->algo == ALGO_OPD || fkl_logits;
+        double ref_params = !need_ref ? 0 : (double)model_config_params(refm ? cfg_of(r, refm) : &policy->cfg);
+        pl_budget_stage(r->budget, si, (double)model_config_params(&policy->cfg),
+                        generate ? (double)model_config_params(gen_cfg) : 0,
+                        (scores_teacher ? (double)model_config_params(cfg_of(r, tea)) : 0) + ref_params);
+    }
     int64_t version = 0; /* policy version: optimizer steps of this stage behind the generators' weights */
 
     /* Evaluation set (greedy), if asked for: the scheduler evaluates its copy of the policy. */
@@ -429,6 +444,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                 cur.total++;
                 if (!seen[idx[p]]) seen[idx[p]] = 1, cur.unique++;
             }
+            if (r->budget && !pl_budget_prompts(r->budget, tc, si, di, idx, P, cur.unique, cur.total, err)) return false;
         }
         /* 1. scheduler -> generators: prompts, seq ids (sampling streams), policy version */
         if (generate && (is_sched || is_gen)) {
@@ -489,7 +505,10 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                 CHECK(seq == B, "gathered %d completions, expected %d", seq, B);
                 all.n = B, all.n_generated = tokat;
                 gen_tokens = tokat;
+                if (r->budget) pl_budget_round(r->budget, si, B, gstart[B], gen_tokens);
             }
+            if (refill && !pl_refill_step(&rf, r, si, step, version, &cur, tok, ts, idx, &all, &gen_tokens, err))
+                return false;
         }
         double t1 = time_now();
         res = all;
@@ -669,6 +688,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                                "finite); nothing of this step was saved, the last checkpoint is intact (lower "
                                "optimizer.lr or set optimizer.clip)", s->name, si, step + 1, st.loss, st.kl,
                                st.grad_norm);
+            if (r->budget) pl_budget_step(r->budget, tc, si, T, st.tokens);
             FILE *f = r->metrics.fp;
             fprintf(f, "{\"stage\": \"%s\", \"algo\": \"%s\", \"step\": %d", s->name, train_algo_name(s->algo), step + 1);
             json_num(f, "loss", st.loss), json_num(f, "reward_mean", reward_mean), json_num(f, "accuracy", acc);
@@ -753,6 +773,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
 done:
 
     if (is_learner) pl_learner_free(&L);
+    if (refill) pl_refill_free(&rf);
     model_ws_free(tws), model_ws_free(rws);
     if (gen) generator_free(gen);
     if (has_eval) generator_free(ev.gen), free_enc_set(&ev.enc), free(ev.seq_ids);
@@ -822,6 +843,8 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
     }
     r.data = xcalloc((size_t)S2D_MAX(tc->n_datasets, 1), sizeof(text_set));
     for (int i = 0; i < tc->n_datasets && ok; i++) ok = load_text_set(&tc->datasets[i], &r.data[i], err);
+    pl_budget budget = {0}; /* labels and compute (scheduler): caps checked here, before any training */
+    if (ok && is_sched) ok = pl_budget_open(&r, &budget, err), r.budget = &budget;
     stage_summary *sums = r.sums;
     double t0 = time_now();
     for (int si = 0; si < tc->n_stages && ok && !r.stopped; si++) {
@@ -845,6 +868,7 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
     }
     double total = time_now() - t0;
     if (is_sched) {
+        if (ok) ok = pl_budget_write(&budget, tc, out_dir, err); /* OUT/budget.json, also when stopped */
         if (ok) ok = atomic_commit(&r.metrics, err);
         else atomic_abort(&r.metrics);
         if (!pl_logs_close(&r, err)) ok = false;
@@ -874,8 +898,10 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
                total, resume ? " in this session (resumed; time_s above includes earlier sessions)" : "", g,
                100 * g / (ph > 0 ? ph : 1), sc, 100 * sc / (ph > 0 ? ph : 1), l, 100 * l / (ph > 0 ? ph : 1),
                total - ph);
+        pl_budget_print(&budget, tc, stdout);
         fflush(stdout);
     }
+    if (is_sched) pl_budget_free(&budget);
     for (int i = 0; i < r.n_models; i++)
         if (r.models[i].loaded) model_free(&r.models[i].m);
     for (int i = 0; i < r.n_toks; i++) tok_free(r.toks[i]);

@@ -153,6 +153,9 @@ typedef struct {
 /* Builds the tensor table for cfg and allocates params (zeroed) on ops_default(). Dies only on OOM. */
 void model_create(model *m, const model_config *cfg);
 void model_create_on(model *m, const model_config *cfg, ops_queue *q);
+/* Parameters of a model of this config (the sum of its tensors' elements, no alignment padding): what FLOPs
+ * estimates count. */
+size_t model_config_params(const model_config *c);
 /* Host copies of the parameters [n_params] (the backend's buffers are not touched otherwise). */
 void model_params_download(const model *m, float *host);
 void model_params_upload(model *m, const float *host);
