@@ -118,7 +118,7 @@ void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float 
 /* Mean forward KL(teacher ‖ m) over b's masked rows from b's teacher data (for tests and metrics). */
 double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_batch *b);
 
-/* Runs the whole pipeline of tc; writes OUT/config.yaml, OUT/metrics.jsonl, OUT/models/<name>/,
+/* Runs the whole pipeline of tc; writes OUT/config.yaml, OUT/metrics.jsonl, OUT/budget.json, OUT/models/<name>/,
  * OUT/checkpoints/ckpt-SS-STEP.h5 (every checkpoint.every steps and at every stage end), OUT/rollouts.h5 and
  * OUT/metrics.h5 (logging:), and prints the summary table on stdout. False + err on bad input found while
  * loading (models, tokenizers, data, the checkpoint).

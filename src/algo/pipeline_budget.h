@@ -1,5 +1,5 @@
 /* pipeline_budget.h: the label and compute budget of a `s2d train` run (scheduler only), so that arms of a study
- * can be matched on labels and on compute. Written to OUT/budget.json (schema: docs/design.md §8) and printed
+ * can be matched on labels and on compute. Written to OUT/budget.json (schema: docs/design.md §7) and printed
  * under the end-of-run table.
  *
  * Labels: a grpo or sft stage consumes one labelled example per prompt it hands out (grpo: the answer its

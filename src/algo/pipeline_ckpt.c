@@ -480,7 +480,7 @@ bool pl_prepare_out(const char *out, bool resume, bool overwrite, s2d_err *err) 
     if (n) log_info("%s: removed %d temp file(s) left by run(s) that died", out, n);
     if (!resume && overwrite && dir_has_entries(out)) {
         /* the old run's checkpoints must go (a later --resume would pick them); its logs and config are replaced */
-        static const char *const files[] = {"config.yaml", "metrics.jsonl", "metrics.h5", "rollouts.h5"};
+        static const char *const files[] = {"config.yaml", "metrics.jsonl", "metrics.h5", "rollouts.h5", "budget.json"};
         char p[4096];
         for (size_t i = 0; i < S2D_ARRAY_LEN(files); i++) {
             path_join(p, sizeof p, out, files[i]);

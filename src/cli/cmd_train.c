@@ -2,7 +2,8 @@
  *
  *   s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume]
  *
- * The config schema is in algo/train_config.h; the run writes DIR/config.yaml (resolved), DIR/metrics.jsonl and
+ * The config schema is in algo/train_config.h; the run writes DIR/config.yaml (resolved), DIR/budget.json
+ * (algo/pipeline_budget.h), DIR/metrics.jsonl and
  * DIR/models/<name>/ (HF directories), DIR/checkpoints/ckpt-SS-STEP.h5, DIR/rollouts.h5 and
  * DIR/metrics.h5, prints a progress line per step on stderr and a summary table on stdout. */
 #include <stdlib.h>
@@ -32,7 +33,9 @@ static void usage(FILE *out) {
             "  --resume       continue from the newest complete checkpoint in DIR/checkpoints (same config; roles,\n"
             "                 runtime and fault may differ, e.g. another number of learners)\n"
             "  --overwrite    start a new run in a non-empty DIR (removes its checkpoints and logs; without it,\n"
-            "                 a fresh run into a non-empty DIR is refused)\n");
+            "                 a fresh run into a non-empty DIR is refused)\n"
+            "writes DIR/config.yaml, metrics.jsonl, budget.json (labels and compute per stage, docs/design.md),\n"
+            "models/<name>/, checkpoints/, rollouts.h5 and metrics.h5; a summary and a budget table on stdout\n");
 }
 
 int cmd_train(int argc, char **argv) {
