@@ -369,7 +369,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                     .enc_ids = enc.ids, .gstart = gstart, .gstart_local = gstart_local, .gids = gids,
                     .seq_ids = seq_ids, .pack = pack, .packs = packs, .pack_words = pack_words,
                     .pack_counts = pack_counts};
-    if (refill) pl_refill_init(&rf, enc.max_prompt);
+    if (refill) pl_refill_init(&rf);
     if (r->budget) { /* model sizes for the stage's compute: policy, generator, scored models */
         bool scores_teacher = s->algo == ALGO_OPD || fkl_logits;
         double ref_params = !need_ref ? 0 : (double)model_config_params(refm ? cfg_of(r, refm) : &policy->cfg);

@@ -232,14 +232,15 @@ bool pl_budget_write(const pl_budget *b, const train_config *tc, const char *out
 }
 
 void pl_budget_print(const pl_budget *b, const train_config *tc, FILE *f) {
-    fprintf(f, "%-12s %-5s %-4s %8s %8s %9s %12s %12s %11s %11s %11s\n", "budget", "algo", "kind", "labels", "unique",
-            "rollouts", "rollout_tok", "trained_tok", "gen_flops", "score_flops", "train_flops");
+    /* rows indented under the header: lines that start with a stage name belong to the summary table */
+    fprintf(f, "budget:\n  %-12s %-5s %-4s %8s %8s %9s %12s %12s %11s %11s %11s\n", "stage", "algo", "kind", "labels",
+            "unique", "rollouts", "rollout_tok", "trained_tok", "gen_flops", "score_flops", "train_flops");
     double tot[3] = {0};
     long rollouts = 0, rtok = 0, ttok = 0;
     for (int si = 0; si < tc->n_stages; si++) {
         const tc_stage *s = &tc->stages[si];
         const stage_budget *u = &b->st[si];
-        fprintf(f, "%-12s %-5s %-4s %8ld %8ld %9ld %12ld %12ld %11.3e %11.3e %11.3e\n", s->name, train_algo_name(s->algo),
+        fprintf(f, "  %-12s %-5s %-4s %8ld %8ld %9ld %12ld %12ld %11.3e %11.3e %11.3e\n", s->name, train_algo_name(s->algo),
                 label_kind(s->algo), u->labels_total, u->labels_unique, u->rollouts, u->rollout_tokens,
                 u->trained_tokens, u->flops_generate, u->flops_score, u->flops_train);
         tot[0] += u->flops_generate, tot[1] += u->flops_score, tot[2] += u->flops_train;
@@ -247,9 +248,9 @@ void pl_budget_print(const pl_budget *b, const train_config *tc, FILE *f) {
     }
     long rl_t, rl_u, sft_t, sft_u, all_u;
     pl_budget_totals(b, tc, &rl_t, &rl_u, &sft_t, &sft_u, &all_u);
-    fprintf(f, "%-12s %-5s %-4s %8ld %8ld %9ld %12ld %12ld %11.3e %11.3e %11.3e\n", "total", "", "rl", rl_t, rl_u,
+    fprintf(f, "  %-12s %-5s %-4s %8ld %8ld %9ld %12ld %12ld %11.3e %11.3e %11.3e\n", "total", "", "rl", rl_t, rl_u,
             rollouts, rtok, ttok, tot[0], tot[1], tot[2]);
-    fprintf(f, "labels: %ld RL (%ld unique), %ld SFT (%ld unique), %ld unique labelled examples in all (by content, "
+    fprintf(f, "  labels: %ld RL (%ld unique), %ld SFT (%ld unique), %ld unique labelled examples in all (by content, "
                "across stages and datasets); compute %.3e FLOPs (OUT/budget.json)\n",
             rl_t, rl_u, sft_t, sft_u, all_u, tot[0] + tot[1] + tot[2]);
 }

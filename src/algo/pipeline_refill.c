@@ -15,8 +15,7 @@ static void result_alloc(gen_result *g, int B, int max_new) {
 
 static void result_release(gen_result *g) { free(g->start), free(g->tokens), free(g->logprobs), free(g->finish); }
 
-void pl_refill_init(pl_refill *f, int max_prompt) {
-    (void)max_prompt;
+void pl_refill_init(pl_refill *f) {
     if (!f->is_sched) return;
     f->keep_group = xmalloc((size_t)f->P * sizeof(int));
     f->keep_round = xmalloc((size_t)f->P * sizeof(int));

@@ -112,7 +112,7 @@ typedef struct {
     int *idx;                /* [P] prompts of a round */
 } pl_refill;
 
-void pl_refill_init(pl_refill *f, int max_prompt);
+void pl_refill_init(pl_refill *f);
 void pl_refill_free(pl_refill *f);
 /* One generation round: the scheduler's prompts idx[P] (scheduler) out, every generator's share sampled, the
  * results gathered into *all (scheduler). seq ids step << 32 | (round·B + i). Collective over TP_GEN. */

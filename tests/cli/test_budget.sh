@@ -46,8 +46,10 @@ pipeline:
 EOF
 if "$S2D" train b.yaml --out run1 >run1.out 2>run1.err; then
   ok
-  check "budget table on stdout" grep -q "^budget .*train_flops" run1.out
-  check "labels line on stdout" grep -qE "^labels: [0-9]+ RL \(20 unique\), 10 SFT \(10 unique\)" run1.out
+  check "budget table on stdout" grep -qE "^budget:$" run1.out
+  check "budget rows indented (lines that start with a stage name are the summary's)" \
+    bash -c "grep -qE '^  rl_refill +grpo +rl ' run1.out && test \$(grep -c '^rl_refill' run1.out) = 1"
+  check "labels line on stdout" grep -qE "^  labels: [0-9]+ RL \(20 unique\), 10 SFT \(10 unique\)" run1.out
   check "budget.json: labels, rounds, tokens and FLOPs" python3 - run1 <<'EOF'
 import json, sys
 d = sys.argv[1]
