@@ -232,12 +232,29 @@ __global__ void __launch_bounds__(VOCAB_THREADS)
     }
 }
 
+/* x[i] /= t: the sampling temperature (ops.h ops_vocab_op.temperature; the CPU's and the sampler's float division). */
+__global__ void vocab_divide_kernel(float *__restrict__ x, float t, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = __fdiv_rn(x[i], t);
+}
+
+static void vocab_divide(cudaStream_t st, float *x, size_t n, float t) {
+    const int threads = 256;
+    size_t blocks = (n + threads - 1) / threads;
+    vocab_divide_kernel<<<(unsigned)(blocks < 65535 ? blocks : 65535), threads, 0, st>>>(x, t, n);
+}
+
 void cu_vocab_rows(ops_queue *q, const ops_vocab_op *op, ops_tensor logits, int r0, int rows) {
     cu_need(logits, OPS_F32, "vocab_rows", "logits");
     if (rows <= 0) return;
     const int V = op->V;
     CHECK(V > 0, "vocab_rows: V = %d", V);
     cudaStream_t st = cus(q);
+    const float temp = op->temperature;
+    const bool tempered = temp != 0.0f && temp != 1.0f; /* 0 / 1: the untempered op */
+    CHECK(!tempered || (temp > 0 && isfinite(temp)), "vocab_rows: temperature %g must be > 0 and finite", (double)temp);
+    const size_t n_logits = (size_t)rows * (size_t)V;
+    if (tempered) vocab_divide(st, f32p(logits), n_logits, temp);
     switch (op->kind) {
     case VOCAB_LOGP:
         cu_need(op->target, OPS_I32, "vocab_rows", "target");
@@ -280,5 +297,6 @@ void cu_vocab_rows(ops_queue *q, const ops_vocab_op *op, ops_tensor logits, int 
         break;
     default: die("vocab_rows: unknown kind %d", (int)op->kind);
     }
+    if (tempered && op->want_grad) vocab_divide(st, f32p(logits), n_logits, temp); /* d/dx f(x / t) = f'(x / t) / t */
     KERNEL_CHECK();
 }

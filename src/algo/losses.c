@@ -66,6 +66,11 @@ void grpo_advantages(const float *rewards, int n_groups, int group_size, bool st
     }
 }
 
+void grpo_group_advantages(const float *rewards, int n_groups, int group_size, grpo_std mode, float eps, float *adv,
+                           bool *zero_var) {
+    grpo_advantages(rewards, n_groups, group_size, mode != GRPO_STD_NONE, mode == GRPO_STD_UNBIASED, eps, adv, zero_var);
+}
+
 /* PPO clipped surrogate for one token with advantage a and log-ratio lr = ℓθ − ℓold.
  * Returns the loss; *grad gets d loss / d ℓθ; *clipped whether a clipped branch is active. */
 static double ppo_token(double a, double lr, double clip_low, double clip_high, double dual_clip, double *grad,

@@ -32,6 +32,12 @@ double sft_loss(const token_layout *lay, loss_agg agg, int norm_len, const float
                 float *dlogp /* [T] */);
 
 /* ---- GRPO */
+/* The std that divides a group's centred rewards (grpo.std): unbiased (÷(G−1), torch.std: verl's and TRL's
+ * default), population (÷G), none (Dr.GRPO: r_i − mean r). */
+typedef enum { GRPO_STD_UNBIASED = 0, GRPO_STD_POPULATION = 1, GRPO_STD_NONE = 2 } grpo_std;
+/* grpo_advantages with the std chosen by mode. */
+void grpo_group_advantages(const float *rewards /* [n_groups * group_size] */, int n_groups, int group_size,
+                           grpo_std mode, float eps, float *adv /* [n_groups * group_size] */, bool *zero_var);
 /* Group advantages A_i = (r_i − mean r) / (std r + eps) (std_normalize) or r_i − mean r (Dr.GRPO).
  * std is the population std (÷G) unless unbiased_std. zero_var[g] = every reward in group g is equal. */
 void grpo_advantages(const float *rewards /* [n_groups * group_size] */, int n_groups, int group_size,

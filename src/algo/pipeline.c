@@ -285,6 +285,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
 
     /* Every buffer of the step loop, sized once. */
     pl_batch b = {0};
+    b.temperature = pl_stage_temperature(s); /* log-probs at the sampling temperature */
     b.seq_start = xmalloc((size_t)(B + 1) * sizeof(int));
     b.tokens = xmalloc((size_t)maxT * sizeof(int32_t));
     b.mask = xcalloc((size_t)maxT, sizeof(float));
@@ -345,6 +346,22 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     gen_params gp = {.sampling = s->sampling, .max_new_tokens = s->max_new_tokens, .n_stop = n_stop};
     gp.sampling.seed = tc->seed * 1000003u + (uint64_t)si;
     memcpy(gp.stop_ids, stops, sizeof stops);
+    /* grpo.dynamic_sampling.mode: refill (pipeline_refill.c): more generation rounds after the first */
+    const bool refill = s->dyn == DYN_REFILL && generate && (is_sched || is_gen);
+    /* the refill rounds share the round buffers of the rollout queue (the queue is idle then: lag 0) */
+    pl_refill rf = {.tp = tp, .gen = gen, .gp = &gp, .P = P, .G = G, .B = B, .n_gen = rq.n_gen,
+                    .max_new = s->max_new_tokens, .is_sched = is_sched, .is_gen = is_gen, .enc_start = enc.start,
+                    .enc_ids = enc.ids, .gstart = rq.gstart, .gstart_local = rq.gstart_local, .gids = rq.gids,
+                    .seq_ids = rq.seq_ids, .pack = rq.pack, .packs = rq.packs, .pack_words = rq.pack_words,
+                    .pack_counts = rq.pack_counts};
+    if (refill) pl_refill_init(&rf);
+    if (r->budget) { /* model sizes for the stage's compute: policy, generator, scored models */
+        bool scores_teacher = s->algo == ALGO_OPD || fkl_logits;
+        double ref_params = !need_ref ? 0 : (double)model_config_params(refm ? cfg_of(r, refm) : &policy->cfg);
+        pl_budget_stage(r->budget, si, (double)model_config_params(&policy->cfg),
+                        generate ? (double)model_config_params(gen_cfg) : 0,
+                        (scores_teacher ? (double)model_config_params(cfg_of(r, tea)) : 0) + ref_params);
+    }
     int64_t version = 0; /* policy version: optimizer steps of this stage behind the generators' weights */
 
     /* Evaluation set (greedy), if asked for: the scheduler evaluates its copy of the policy. */
@@ -409,6 +426,19 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         /* 1-2. the step's rollouts (generated now, or ahead while the learners trained earlier steps) */
         if (!pl_rollouts_advance(&rq, step, version, &me.gen, err)) return false;
         pl_rollout *rx = is_sched ? pl_rollouts_front(&rq, step) : NULL;
+        if (rx && r->budget) { /* its prompts and its first generation round, counted when the step trains */
+            if (!pl_budget_prompts(r->budget, tc, si, di, rx->idx, P, rx->unique, rx->total, err)) return false;
+            long prompt_tokens = 0;
+            for (int i = 0; i < B; i++) prompt_tokens += enc.start[rx->idx[i / G] + 1] - enc.start[rx->idx[i / G]];
+            if (generate) pl_budget_round(r->budget, si, B, prompt_tokens, rx->gen_tokens);
+        }
+        if (refill) { /* DAPO refill rounds (lag 0 only: train_config refuses refill with a policy lag) */
+            long extra_tokens = 0;
+            if (!pl_refill_step(&rf, r, si, step, version, &cur, tok, ts, rx ? rx->idx : idx, rx ? &rx->res : NULL,
+                                rx ? &rx->gen_tokens : &extra_tokens, err))
+                return false;
+            if (rx) rx->unique = cur.unique, rx->total = cur.total;
+        }
         gen_result res = {0};
         if (rx) idx = rx->idx, res = rx->res, gen_tokens = rx->gen_tokens;
         double t1 = time_now();
@@ -444,7 +474,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                     correct += rewards[i] > 0;
                 }
                 reward_mean = acc = (double)correct / B;
-                grpo_advantages(rewards, P, G, s->std_normalize, false, 1e-6f, adv, zero_var);
+                grpo_group_advantages(rewards, P, G, s->std, 1e-6f, adv, zero_var);
                 for (int i = 0; i < B; i++) {
                     bool drop = (s->mask_truncated && res.finish[i] == GEN_FINISH_LENGTH) ||
                                 (s->filter_zero_variance && zero_var[i / G]);
@@ -600,6 +630,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             group_stats gs = {NAN, NAN, NAN};
             if (generate) rollout_stats_of(B, res.start, res.finish, res.logprobs, &ro);
             if (s->algo == ALGO_GRPO) group_stats_of(P, G, rewards, adv, zero_var, &gs);
+            if (r->budget) pl_budget_step(r->budget, tc, si, T, st.tokens);
             FILE *f = r->metrics.fp;
             fprintf(f, "{\"stage\": \"%s\", \"algo\": \"%s\", \"step\": %d, \"global_step\": %ld", s->name,
                     train_algo_name(s->algo), step + 1, r->global_step);
@@ -701,6 +732,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
 done:
 
     if (is_learner) pl_learner_free(&L);
+    if (refill) pl_refill_free(&rf);
     model_ws_free(tws), model_ws_free(rws);
     if (gen) generator_free(gen);
     if (has_eval) generator_free(ev.gen), free_enc_set(&ev.enc), free(ev.seq_ids);
@@ -770,6 +802,8 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
     }
     r.data = xcalloc((size_t)S2D_MAX(tc->n_datasets, 1), sizeof(text_set));
     for (int i = 0; i < tc->n_datasets && ok; i++) ok = load_text_set(&tc->datasets[i], &r.data[i], err);
+    pl_budget budget = {0}; /* labels and compute (scheduler): caps checked here, before any training */
+    if (ok && is_sched) ok = pl_budget_open(&r, &budget, err), r.budget = &budget;
     stage_summary *sums = r.sums;
     double t0 = time_now();
     for (int si = 0; si < tc->n_stages && ok && !r.stopped; si++) {
@@ -793,6 +827,7 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
     }
     double total = time_now() - t0;
     if (is_sched) {
+        if (ok) ok = pl_budget_write(&budget, tc, out_dir, err); /* OUT/budget.json, also when stopped */
         if (ok) ok = atomic_commit(&r.metrics, err);
         else atomic_abort(&r.metrics);
         if (!pl_logs_close(&r, err)) ok = false;
@@ -822,8 +857,10 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
                total, resume ? " in this session (resumed; time_s above includes earlier sessions)" : "", g,
                100 * g / (ph > 0 ? ph : 1), sc, 100 * sc / (ph > 0 ? ph : 1), l, 100 * l / (ph > 0 ? ph : 1),
                total - ph);
+        pl_budget_print(&budget, tc, stdout);
         fflush(stdout);
     }
+    if (is_sched) pl_budget_free(&budget);
     for (int i = 0; i < r.n_models; i++)
         if (r.models[i].loaded) model_free(&r.models[i].m);
     for (int i = 0; i < r.n_toks; i++) tok_free(r.toks[i]);

@@ -29,6 +29,9 @@ typedef struct {
     float *adv;            /* grpo: the sequence's advantage on its rows */
     float *logp_teacher;   /* opd */
     float *logp_ref;       /* opd, grpo KL */
+    float temperature;     /* log-probs (learner, teacher, reference; fkl both sides) are taken on logits / it:
+                              the stage's sampling temperature (pl_stage_temperature), so TIS and the losses see
+                              the distribution sampled from; 0 / 1 = untempered */
     /* fkl: teacher distribution per masked row; row_slot[t] = its index among masked rows or -1 */
     int *row_slot;
     int n_rows;
@@ -111,7 +114,11 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
  * the same micro-batches and ranks as pl_learn_step): the fixed old policy of a step's minibatches. */
 void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out);
 
-/* Scoring: per-row log-probs of b's tokens under a frozen model (ws: inference workspace of that model). */
+/* The temperature of stage s's log-probs: its sampling temperature when it generates (0, greedy, and sft: 1). */
+float pl_stage_temperature(const tc_stage *s);
+
+/* Scoring: per-row log-probs of b's tokens under a frozen model (ws: inference workspace of that model), at
+ * b->temperature. */
 bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err);
 /* fkl teacher side: fills b->topk_* (mode topk, k ids per masked row) or b->full_logp (mode full). */
 bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, s2d_err *err);
@@ -121,7 +128,7 @@ void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float 
 /* Mean forward KL(teacher ‖ m) over b's masked rows from b's teacher data (for tests and metrics). */
 double pl_fkl_value(const model *m, model_ws *ws, const tc_stage *s, const pl_batch *b);
 
-/* Runs the whole pipeline of tc; writes OUT/config.yaml, OUT/metrics.jsonl, OUT/models/<name>/,
+/* Runs the whole pipeline of tc; writes OUT/config.yaml, OUT/metrics.jsonl, OUT/budget.json, OUT/models/<name>/,
  * OUT/checkpoints/ckpt-SS-STEP.h5 (every checkpoint.every steps and at every stage end), OUT/rollouts.h5 and
  * OUT/metrics.h5 (logging:), and prints the summary table on stdout. False + err on bad input found while
  * loading (models, tokenizers, data, the checkpoint).

@@ -169,6 +169,18 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
         snprintf(key, sizeof key, "summary.%s", tc->stages[j].name);
         u64_add(&u, key, w, N_SUMMARY);
     }
+    if (r->budget) { /* labels and compute so far: every stage's counters and the content-seen marks */
+        uint64_t w[PL_BUDGET_WORDS];
+        for (int j = 0; j <= si; j++) {
+            pl_budget_pack(&r->budget->st[j], w);
+            snprintf(key, sizeof key, "budget.%s", tc->stages[j].name);
+            u64_add(&u, key, w, PL_BUDGET_WORDS);
+        }
+        uint64_t *marks = xmalloc((size_t)(r->budget->n_canon + 1) * sizeof(uint64_t));
+        for (int i = 0; i < r->budget->n_canon; i++) marks[i] = r->budget->seen[i];
+        u64_add(&u, "budget.seen", marks, (size_t)r->budget->n_canon);
+        free(marks);
+    }
     /* metrics.jsonl so far: what the scheduler has written to its temp file */
     char *metrics = NULL;
     size_t len;
@@ -312,6 +324,33 @@ bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_curs
     snprintf(key, sizeof key, "summary.%s", s->name);
     if (!(c = need_u64(rp, key, N_SUMMARY, err))) return false;
     summary_unpack(c->values, &r->sums[si]);
+    return true;
+}
+
+bool pl_budget_open(run *r, pl_budget *b, s2d_err *err) {
+    const train_config *tc = r->tc;
+    int nd = tc->n_datasets;
+    char ***prompt = xmalloc((size_t)S2D_MAX(nd, 1) * sizeof(char **)), ***answer = xmalloc((size_t)S2D_MAX(nd, 1) * sizeof(char **));
+    int *n = xmalloc((size_t)S2D_MAX(nd, 1) * sizeof(int));
+    for (int d = 0; d < nd; d++) prompt[d] = r->data[d].prompt, answer[d] = r->data[d].answer, n[d] = r->data[d].n;
+    pl_budget_init(b, tc, (char **const *)prompt, (char **const *)answer, n);
+    free(prompt), free(answer), free(n);
+    if (!pl_budget_check_plan(b, tc, err)) return false;
+    const resume_point *rp = &r->resume;
+    if (!rp->active || !rp->st) return true;
+    char key[128];
+    const ckpt_u64 *c = ckpt_find_u64(rp->st, "budget.seen");
+    if (!c || c->n != (size_t)b->n_canon) { /* a checkpoint from before the budget was kept */
+        log_warn("%s: /state/budget.*: %s; OUT/budget.json counts from this session on", rp->path,
+                 c ? "written for other datasets" : "missing");
+        return true;
+    }
+    for (int i = 0; i < b->n_canon; i++) b->seen[i] = (unsigned char)c->values[i];
+    for (int j = 0; j <= rp->stage; j++) {
+        snprintf(key, sizeof key, "budget.%s", tc->stages[j].name);
+        if (!(c = need_u64(rp, key, PL_BUDGET_WORDS, err))) return false;
+        pl_budget_unpack(c->values, &b->st[j]);
+    }
     return true;
 }
 
@@ -461,7 +500,7 @@ bool pl_prepare_out(const char *out, bool resume, bool overwrite, s2d_err *err) 
     if (n) log_info("%s: removed %d temp file(s) left by run(s) that died", out, n);
     if (!resume && overwrite && dir_has_entries(out)) {
         /* the old run's checkpoints must go (a later --resume would pick them); its logs and config are replaced */
-        static const char *const files[] = {"config.yaml", "metrics.jsonl", "metrics.h5", "rollouts.h5"};
+        static const char *const files[] = {"config.yaml", "metrics.jsonl", "metrics.h5", "rollouts.h5", "budget.json"};
         char p[4096];
         for (size_t i = 0; i < S2D_ARRAY_LEN(files); i++) {
             path_join(p, sizeof p, out, files[i]);

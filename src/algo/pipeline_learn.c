@@ -150,7 +150,7 @@ static void leaf_grad(pl_learner *L, const tc_stage *s, const pl_batch *b, int m
             if (v.row_slot[t] >= 0) sum += L->row_kl[t];
         L->kl_part[mb] = sum;
     } else {
-        model_backward_logprobs(L->policy, L->ws, L->dlogp + r0);
+        model_backward_logprobs_temp(L->policy, L->ws, b->temperature, L->dlogp + r0);
     }
 }
 
@@ -343,7 +343,7 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
             pl_batch v;
             int r0;
             forward_micro(L, b, (int)mb, &v, &r0);
-            model_token_logprobs_from_ws(m, L->ws, L->logp + r0);
+            model_token_logprobs_temp(m, L->ws, b->temperature, L->logp + r0);
         }
         if (multi) {
             for (int j = 0; j < L->n_learners; j++) {
@@ -420,7 +420,7 @@ void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out) {
         pl_batch v;
         int r0;
         forward_micro(L, b, (int)mb, &v, &r0);
-        model_token_logprobs_from_ws(L->policy, L->ws, out + r0);
+        model_token_logprobs_temp(L->policy, L->ws, b->temperature, out + r0);
     }
     if (L->n_learners > 1) {
         size_t cnt[4096], dsp[4096];
@@ -436,7 +436,13 @@ void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out) {
 
 bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err) {
     model_batch mb = {.n_seqs = b->n_seqs, .seq_start = b->seq_start, .tokens = b->tokens};
-    return model_token_logprobs(m, ws, &mb, logp, err);
+    if (!model_forward(m, ws, &mb, err)) return false;
+    model_token_logprobs_temp(m, ws, b->temperature, logp);
+    return true;
+}
+
+float pl_stage_temperature(const tc_stage *s) {
+    return s->algo != ALGO_SFT && s->sampling.temperature > 0 ? s->sampling.temperature : 1.0f;
 }
 
 struct pl_fkl_buffers {
@@ -468,6 +474,7 @@ void pl_fkl_buffers_free(pl_fkl_buffers *d) {
  * host arrays on host-memory backends; b->fkl_dev's device copies otherwise, uploaded when upload is set). */
 void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, bool upload, ops_vocab_op *op) {
     *op = (ops_vocab_op){.kind = s->fkl == FKL_FULL ? VOCAB_FKL_FULL : VOCAB_FKL_TOPK, .k = s->topk, .scale = scale,
+                         .temperature = b->temperature,
                          .row_slot = ot_i32(b->row_slot), .full_logp = ot_f32(b->full_logp),
                          .topk_ids = ot_i32(b->topk_ids), .topk_logp = ot_f32(b->topk_logp)};
     const pl_fkl_buffers *d = b->fkl_dev;

@@ -5,7 +5,9 @@
 #include <stdint.h>
 
 #include "algo/pipeline.h"
+#include "algo/pipeline_budget.h"
 #include "io/dataset.h"
+#include "model/generate.h"
 #include "io/h5io.h"
 #include "model/model_ckpt.h"
 #include "io/metrics_tb.h"
@@ -63,6 +65,7 @@ typedef struct {
     metrics_log *metrics_h5;
     metrics_tb *tb;      /* OUT/tensorboard/: metrics.jsonl mirrored as it is written (logging.tensorboard) */
     long log_rows;
+    pl_budget *budget;   /* scheduler: labels and compute (pipeline_budget.h); NULL on other ranks */
 } run;
 
 /* The scheduler's data state of a stage: the shuffling cursor and the label accounting. */
@@ -81,6 +84,52 @@ typedef struct {
         "step_s", "tokens_per_s", "global_step", "pg_loss", "kl_loss", "entropy", "response_length_mean",         \
         "response_length_max", "truncation_rate", "reward_std", "advantage_std", "zero_variance_fraction"
 #define PL_N_METRIC_FIELDS 26
+
+/* ---- DAPO dynamic sampling with refill (pipeline_refill.c; grpo.dynamic_sampling.mode: refill) ----
+ * After a step's first generation round, the scheduler keeps the groups whose rewards differ and, while fewer
+ * than prompts_per_step are kept and fewer than max_rounds rounds ran, draws prompts_per_step more prompts
+ * (counted as labels consumed: their answers are checked), has the generators sample them (sequence ids
+ * step << 32 | round·B + i: fresh streams, so deterministic for any layout) and keeps their varied groups. The
+ * step's batch is the first prompts_per_step kept groups in round order; when the rounds run out, zero-variance
+ * groups of the first round fill it and are masked (the filter). Collective over the scheduler and generators. */
+typedef struct {
+    transport *tp;
+    generator *gen;          /* generators: this rank's */
+    const gen_params *gp;
+    int P, G, B, n_gen, max_new;
+    bool is_sched, is_gen;
+    const int *enc_start;    /* the stage's encoded prompts (CSR) */
+    const int32_t *enc_ids;
+    int *gstart, *gstart_local; /* [B + 1] */
+    int32_t *gids;           /* [B * max prompt] */
+    uint64_t *seq_ids;       /* [B] */
+    int32_t *pack, *packs;   /* [pack_words] packed results: this generator's, the scheduler's gathered */
+    size_t pack_words;
+    size_t *pack_counts;     /* [ranks + 2] */
+    /* scheduler: refill state, sized once per stage */
+    int *keep_group;         /* [P] kept groups: index into the round's results */
+    int *keep_round;         /* [P] */
+    int *keep_prompt;        /* [P] their prompts */
+    gen_result first, round; /* copies of the first round's results and of the latest round's, [B] sequences */
+    gen_result kept;         /* the kept groups' sequences (becomes the step's results) */
+    float *rewards;          /* [B] */
+    int *idx;                /* [P] prompts of a round */
+} pl_refill;
+
+void pl_refill_init(pl_refill *f);
+void pl_refill_free(pl_refill *f);
+/* One generation round: the scheduler's prompts idx[P] (scheduler) out, every generator's share sampled, the
+ * results gathered into *all (scheduler). seq ids step << 32 | (round·B + i). Collective over TP_GEN. */
+bool pl_gen_round(pl_refill *f, int step, int round, int64_t version, const int *idx, gen_result *all, s2d_err *err);
+/* After the first round (in *all, prompts idx): the refill rounds. Scheduler: *all and idx become the step's P
+ * groups; *gen_tokens adds the extra rounds' generated tokens; the cursor, label counts and budget count the
+ * extra prompts. Generators follow the scheduler's rounds. */
+bool pl_refill_step(pl_refill *f, run *r, int si, int step, int64_t version, stage_cursor *cur, const tokenizer *tok,
+                    const text_set *ts, int *idx, gen_result *all, long *gen_tokens, s2d_err *err);
+
+/* Scheduler: the run's budget from its datasets (checked against the caps before training) and, on --resume,
+ * its state from the checkpoint. */
+bool pl_budget_open(run *r, pl_budget *b, s2d_err *err);
 
 named_model *pl_find_named(run *r, const char *name);
 bool pl_mkdir_p(const char *path, s2d_err *err);

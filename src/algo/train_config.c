@@ -10,6 +10,8 @@ static const char *const fkl_names[3] = {"full", "topk", "sampled"};
 static const char *const agg_names[3] = {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"};
 static const char *const kl_names[3] = {"k1", "k2", "k3"};
 static const char *const sched_names[3] = {"constant", "warmup", "cosine"};
+static const char *const std_names[3] = {"unbiased", "population", "none"};
+static const char *const dyn_names[3] = {"off", "filter", "refill"};
 
 const char *train_algo_name(train_algo a) { return algo_names[a]; }
 
@@ -181,6 +183,57 @@ static bool read_stage(train_config *tc, cfg_node *node, int idx, tc_stage *s, s
     return ok;
 }
 
+/* grpo.std, or the older grpo.std_normalize (true = population, its behaviour; false = none); not both. */
+static bool read_grpo_std(cfg_node *gm, cfg_node *node, tc_stage *s, s2d_err *err) {
+    cfg_node *old = cfg_find(gm, "std_normalize"), *now = cfg_find(gm, "std");
+    if (old && now) {
+        char where[256];
+        cfg_where(now, where, sizeof where);
+        return err_set(err, "%s: %s.grpo.std: give grpo.std or the older grpo.std_normalize, not both", where,
+                       cfg_path(node));
+    }
+    if (old) {
+        bool on;
+        TRY(cfg_get_bool_or(gm, "std_normalize", true, &on, err));
+        s->std = on ? GRPO_STD_POPULATION : GRPO_STD_NONE;
+        return true;
+    }
+    int e;
+    TRY(cfg_get_enum_or(gm, "std", std_names, 3, GRPO_STD_UNBIASED, &e, err));
+    s->std = (grpo_std)e;
+    return true;
+}
+
+/* grpo.dynamic_sampling {mode, max_rounds}, and the older grpo.filter_zero_variance (true = mode filter). */
+static bool read_dynamic_sampling(cfg_node *gm, cfg_node *node, tc_stage *s, cfg_node *empty_map, s2d_err *err) {
+    bool filter;
+    TRY(cfg_get_bool_or(gm, "filter_zero_variance", false, &filter, err));
+    cfg_node *d;
+    TRY(cfg_get_map_opt(gm, "dynamic_sampling", &d, err));
+    int e;
+    TRY(cfg_get_enum_or(d ? d : empty_map, "mode", dyn_names, 3, filter ? DYN_FILTER : DYN_OFF, &e, err));
+    TRY(cfg_get_int_or(d ? d : empty_map, "max_rounds", 4, 1, 1000, &s->dyn_max_rounds, err));
+    s->dyn = (dyn_mode)e;
+    if (cfg_find(gm, "filter_zero_variance") && filter != (s->dyn != DYN_OFF)) {
+        char where[256];
+        cfg_where(cfg_find(gm, "filter_zero_variance"), where, sizeof where);
+        return err_set(err, "%s: %s.grpo.filter_zero_variance: %s contradicts dynamic_sampling.mode %s (give one)", where,
+                       cfg_path(node), filter ? "true" : "false", dyn_names[s->dyn]);
+    }
+    s->filter_zero_variance = s->dyn != DYN_OFF;
+    return true;
+}
+
+/* labels: {max: N} under a stage or at the top: -1 when absent. */
+static bool read_labels_max(cfg_node *parent, long *out, s2d_err *err) {
+    cfg_node *l;
+    TRY(cfg_get_map_opt(parent, "labels", &l, err));
+    int64_t v = -1;
+    if (l) TRY(cfg_get_i64_or(l, "max", -1, 0, INT64_MAX, &v, err));
+    *out = (long)v;
+    return true;
+}
+
 static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage *s, cfg_node *empty_map,
                             s2d_err *err) {
     memset(s, 0, sizeof *s);
@@ -226,8 +279,8 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     s->grpo.kl_est = (kl_estimator)e;
     TRY(cfg_get_enum_or(gm, "agg", agg_names, 3, AGG_TOKEN_MEAN, &e, err));
     s->grpo.agg = (loss_agg)e;
-    TRY(cfg_get_bool_or(gm, "std_normalize", true, &s->std_normalize, err));
-    TRY(cfg_get_bool_or(gm, "filter_zero_variance", false, &s->filter_zero_variance, err));
+    TRY(read_grpo_std(gm, node, s, err));
+    TRY(read_dynamic_sampling(gm, node, s, empty_map, err));
     TRY(cfg_get_bool_or(gm, "mask_truncated", false, &s->mask_truncated, err));
     TRY(cfg_get_float_or(gm, "tis_cap", 0, 0, 1e6f, &s->grpo.tis_cap, err));
     if (s->grpo.dual_clip != 0 && s->grpo.dual_clip <= 1)
@@ -306,6 +359,30 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     if (ck) TRY(cfg_get_int_or(ck, "every", 0, 0, 100000000, &s->ckpt_every, err));
     if (ck) TRY(cfg_get_int_or(ck, "keep_last", 0, 0, 100000000, &s->ckpt_keep_last, err));
 
+    TRY(read_labels_max(node, &s->labels_max, err));
+    if (s->labels_max >= 0 && s->algo != ALGO_GRPO && s->algo != ALGO_SFT)
+        return err_set(err, "%s: %s.labels.max: a %s stage uses prompts only (no labels) to cap", s->where, cfg_path(node),
+                       algo_names[s->algo]);
+    if (s->dyn == DYN_REFILL && s->algo != ALGO_GRPO)
+        return err_set(err, "%s: %s.grpo.dynamic_sampling: refill needs rewards (a grpo stage)", s->where, cfg_path(node));
+    /* A reference acts only where the objective has a reference term: in G-OPD's weight
+     * w = λ(ℓT − ℓref) − (ℓold − ℓref) it cancels at λ = 1, and GRPO uses it only for the β·KL penalty. */
+    cfg_node *rn = cfg_find(node, "reference");
+    if (rn && s->reference[0]) {
+        char where[256];
+        cfg_where(rn, where, sizeof where);
+        if (s->algo == ALGO_OPD && s->opd.lambda == 1.0f)
+            return err_set(err, "%s: %s.reference: with opd.lambda = 1 the reference cancels out of the G-OPD weight "
+                                "(λ(ℓT − ℓref) − (ℓold − ℓref) = ℓT − ℓold), so '%s' cannot act: set opd.lambda ≠ 1 "
+                                "(ExOPD / reward correction) or remove reference:", where, cfg_path(node), s->reference);
+        if (s->algo == ALGO_GRPO && s->grpo.kl_beta == 0)
+            return err_set(err, "%s: %s.reference: grpo uses a reference only for the KL penalty and grpo.kl_beta is 0, "
+                                "so '%s' cannot act: set grpo.kl_beta > 0 or remove reference:", where, cfg_path(node),
+                           s->reference);
+        if (s->algo == ALGO_SFT || s->algo == ALGO_FKL)
+            return err_set(err, "%s: %s.reference: a %s stage has no reference term, so '%s' cannot act (remove it)",
+                           where, cfg_path(node), algo_names[s->algo], s->reference);
+    }
     /* per-algorithm requirements */
     if ((s->algo == ALGO_FKL || s->algo == ALGO_OPD) && !s->teacher[0])
         return err_set(err, "%s: %s: algo %s needs a 'teacher'", s->where, cfg_path(node), algo_names[s->algo]);
@@ -402,6 +479,9 @@ static bool check_policy_lag(train_config *tc, cfg_node *root, cfg_node *fault, 
         tc_stage *s = &tc->stages[i];
         cfg_node *g = pipe ? cfg_find(cfg_at(pipe, i), "grpo") : NULL;
         if (s->algo == ALGO_GRPO && !(g && cfg_find(g, "tis_cap"))) s->grpo.tis_cap = 2;
+        if (s->dyn == DYN_REFILL) /* refill rounds are synchronous: they would interleave with rounds sampled ahead */
+            return err_set(err, "%s: grpo.dynamic_sampling.mode: refill cannot run with runtime.max_policy_lag %d "
+                                "(use mode: filter, or max_policy_lag: 0)", s->where, tc->max_policy_lag);
         long k = tc->stop_after_step - before;
         if (tc->stop_after_step > before && k < s->steps && !(s->ckpt_every > 0 && k % s->ckpt_every == 0)) {
             char where[256] = "";
@@ -503,7 +583,9 @@ static const foreign_key FOREIGN[] = {
     {"data.val_files", "datasets.<name>.file with stage.eval.data", "verl"},
     {"data.prompt_key", "datasets.<name>.format", "verl"},
     {"algorithm.adv_estimator", "stage.algo (grpo)", "verl"},
-    {"algorithm.norm_adv_by_std_in_grpo", "stage.grpo.std_normalize", "verl"},
+    {"algorithm.norm_adv_by_std_in_grpo", "stage.grpo.std (unbiased|population|none)", "verl"},
+    {"algorithm.filter_groups.enable", "stage.grpo.dynamic_sampling.mode (refill)", "verl"},
+    {"algorithm.filter_groups.max_num_gen_batches", "stage.grpo.dynamic_sampling.max_rounds", "verl"},
     {"algorithm.kl_ctrl.kl_coef", "stage.grpo.kl_beta", "verl"},
     {"algorithm.use_kl_in_reward", "stage.grpo.kl_beta (s2d puts the KL in the loss)", "verl"},
     {"trainer.total_training_steps", "stage.steps", "verl"},
@@ -537,7 +619,7 @@ static const foreign_key FOREIGN[] = {
     {"epsilon", "stage.grpo.clip_low", "TRL"},
     {"epsilon_high", "stage.grpo.clip_high", "TRL"},
     {"loss_type", "stage.grpo.agg", "TRL"},
-    {"scale_rewards", "stage.grpo.std_normalize", "TRL"},
+    {"scale_rewards", "stage.grpo.std (unbiased|population|none)", "TRL"},
     {"mask_truncated_completions", "stage.grpo.mask_truncated", "TRL"},
     {"max_steps", "stage.steps", "TRL"},
     {"num_train_epochs", "stage.steps", "TRL"},
@@ -688,8 +770,18 @@ static bool resolve_stage(train_config *tc, cfg_node *node, int i, s2d_err *err)
     TRY(fill_f(R, m, sa, "kl_beta", s->grpo.kl_beta, err));
     TRY(fill(R, m, sa, "kl_estimator", kl_names[s->grpo.kl_est], err));
     TRY(fill(R, m, sa, "agg", agg_names[s->grpo.agg], err));
-    TRY(fill_b(R, m, sa, "std_normalize", s->std_normalize, err));
-    TRY(fill_b(R, m, sa, "filter_zero_variance", s->filter_zero_variance, err));
+    if (!(m && cfg_find(m, "std_normalize"))) TRY(fill(R, m, sa, "std", std_names[s->std], err)); /* one of the two */
+    m = SUB("grpo");
+    if (!(m && cfg_find(m, "filter_zero_variance"))) {
+        cfg_node *d = block(R, m, sa, "dynamic_sampling");
+        char da[128];
+        snprintf(da, sizeof da, "%s.dynamic_sampling", sa);
+        TRY(fill(R, d, da, "mode", dyn_names[s->dyn], err));
+        d = block(R, m, sa, "dynamic_sampling");
+        if (!d) d = cfg_find(m, "dynamic_sampling");
+        TRY(fill_int(R, d, da, "max_rounds", s->dyn_max_rounds, err));
+        m = SUB("grpo");
+    }
     TRY(fill_b(R, m, sa, "mask_truncated", s->mask_truncated, err));
     TRY(fill_f(R, m, sa, "tis_cap", s->grpo.tis_cap, err));
     m = SUB("fkl");
@@ -891,6 +983,7 @@ bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry
         for (int i = 0; i < tc->n_stages; i++) tc->stages[i].recompute = layer ? RECOMPUTE_LAYER : RECOMPUTE_NONE;
     }
     TRY(read_runtime(tc, root, err));
+    TRY(read_labels_max(root, &tc->labels_max, err));
     TRY(check_unknown_keys(root, err));
     TRY(check_plan(tc, pipe, err));
     return resolve_defaults(tc, err);

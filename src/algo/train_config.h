@@ -16,8 +16,14 @@
  *       reference: ...         # opd / grpo-KL: default = the policy's initial weights
  *       data: train            steps: 20   prompts_per_step: 8   group_size: 4
  *       grpo: {clip_low, clip_high, dual_clip, kl_beta, kl_estimator: k1|k2|k3,
- *              agg: token-mean|seq-mean-token-mean|seq-mean-token-sum-norm, std_normalize,
- *              filter_zero_variance, mask_truncated, tis_cap}
+ *              agg: token-mean|seq-mean-token-mean|seq-mean-token-sum-norm,
+ *              std: unbiased|population|none   # default unbiased (verl, TRL); std_normalize: true = population,
+ *                                                # false = none (the older key; give one of the two)
+ *              filter_zero_variance, mask_truncated, tis_cap,
+ *              dynamic_sampling: {mode: filter|refill, max_rounds: 4}} # DAPO: refill generates more rounds of
+ *                                                # prompts until the step holds prompts_per_step groups with
+ *                                                # non-zero reward variance (at most max_rounds rounds)
+ *       labels: {max: N}       # cap on the unique labelled examples this stage may consume (pipeline_budget.h)
  *       fkl: {mode: full|topk|sampled, topk: 16}
  *       opd: {lambda: 1, gamma: 0, clip_low, clip_high, agg}
  *       optimizer: {lr, beta1, beta2, eps, weight_decay, clip, schedule: constant|warmup|cosine, warmup, min_lr}
@@ -38,6 +44,7 @@
  *   fault: {stop_after_step: K} # test only: every rank stops cleanly after the checkpoint of global step K
  *   logging: {rollouts: true, metrics_h5: true, tensorboard: true}   # OUT/rollouts.h5, OUT/metrics.h5 and
  *                                                    # OUT/tensorboard/ (written by the scheduler)
+ *   labels: {max: N}           # cap on the unique RL (grpo) labelled examples over the whole pipeline
  *
  * Checkpoints: OUT/checkpoints/ckpt-SS-STEP.h5 at every checkpoint.every steps of a stage and at every stage end
  * (pipeline.h); `s2d train --resume` continues from the newest one.
@@ -62,6 +69,8 @@
 
 typedef enum { ALGO_SFT = 0, ALGO_GRPO = 1, ALGO_FKL = 2, ALGO_OPD = 3 } train_algo;
 typedef enum { FKL_FULL = 0, FKL_TOPK = 1, FKL_SAMPLED = 2 } fkl_mode;
+/* grpo.dynamic_sampling.mode: off (keep every group), filter (mask zero-variance groups), refill (DAPO) */
+typedef enum { DYN_OFF = 0, DYN_FILTER = 1, DYN_REFILL = 2 } dyn_mode;
 const char *train_algo_name(train_algo a);
 
 typedef struct {
@@ -95,7 +104,11 @@ typedef struct {
     int steps, prompts_per_step, group_size;
     /* grpo */
     grpo_opts grpo;
-    bool std_normalize, filter_zero_variance, mask_truncated;
+    grpo_std std;          /* grpo.std */
+    bool filter_zero_variance, mask_truncated; /* filter_zero_variance = dyn != DYN_OFF */
+    dyn_mode dyn;          /* grpo.dynamic_sampling.mode */
+    int dyn_max_rounds;    /* grpo.dynamic_sampling.max_rounds: generation rounds per step at most (refill) */
+    long labels_max;       /* labels.max: unique labelled examples this stage may consume; -1 = no cap */
     /* fkl */
     fkl_mode fkl;
     int topk;
@@ -144,6 +157,7 @@ typedef struct {
                                3 stop (SIGSTOP: the process and its heartbeat freeze, the launcher sees nothing) */
     long stop_after_step;   /* test only: stop cleanly after the checkpoint of this global step; 0 = never */
     bool log_rollouts, log_metrics_h5, log_tensorboard; /* logging: */
+    long labels_max;        /* labels.max: unique RL labelled examples over the pipeline; -1 = no cap */
 } train_config;
 
 /* The pairwise tree over micro-batches [lo, hi): children [lo, mid) and [mid, hi). */

@@ -2,7 +2,8 @@
  *
  *   s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume]
  *
- * The config schema is in algo/train_config.h; the run writes DIR/config.yaml (resolved), DIR/metrics.jsonl and
+ * The config schema is in algo/train_config.h; the run writes DIR/config.yaml (resolved), DIR/budget.json
+ * (algo/pipeline_budget.h), DIR/metrics.jsonl and
  * DIR/models/<name>/ (HF directories), DIR/checkpoints/ckpt-SS-STEP.h5, DIR/rollouts.h5,
  * DIR/metrics.h5 and DIR/tensorboard/ (event files), prints a progress line per step on stderr and a summary
  * table on stdout. */
@@ -34,7 +35,8 @@ static void usage(FILE *out) {
             "                 runtime and fault may differ, e.g. another number of learners)\n"
             "  --overwrite    start a new run in a non-empty DIR (removes its checkpoints and logs; without it,\n"
             "                 a fresh run into a non-empty DIR is refused)\n"
-            "outputs: DIR/metrics.jsonl (global_step in every record), DIR/metrics.h5, DIR/rollouts.h5, DIR/models/,\n"
+            "outputs: DIR/config.yaml, DIR/budget.json (labels and compute per stage, docs/design.md), DIR/metrics.jsonl\n"
+            "  (global_step in every record), DIR/metrics.h5, DIR/rollouts.h5, DIR/models/,\n"
             "  DIR/checkpoints/, DIR/tensorboard/ (tensorboard --logdir DIR/tensorboard; logging.tensorboard); curves\n"
             "  as PNGs: s2d plot DIR\n");
 }

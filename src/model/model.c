@@ -35,6 +35,18 @@ static void add_tensor(model *m, int *cap, const char *name, int layer, tensor_k
     m->n_params += t->span;
 }
 
+size_t model_config_params(const model_config *c) {
+    size_t n = 0;
+    for (int i = 0; i < MODEL_N_SPECS; i++) {
+        const model_tensor_spec *sp = &MODEL_SPECS[i];
+        if (!model_spec_applies(c, sp)) continue;
+        int64_t d0 = model_spec_dim(c, sp->d0), d1 = model_spec_dim(c, sp->d1);
+        size_t numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+        n += sp->per_layer ? numel * (size_t)c->n_layers : numel;
+    }
+    return n;
+}
+
 /* The tensor table from the spec rows that apply to the config: globals before the layers stay before them,
  * per-layer rows repeat for every layer, in spec order. */
 static void build_table(model *m) {

@@ -153,6 +153,9 @@ typedef struct {
 /* Builds the tensor table for cfg and allocates params (zeroed) on ops_default(). Dies only on OOM. */
 void model_create(model *m, const model_config *cfg);
 void model_create_on(model *m, const model_config *cfg, ops_queue *q);
+/* Parameters of a model of this config (the sum of its tensors' elements, no alignment padding): what FLOPs
+ * estimates count. */
+size_t model_config_params(const model_config *c);
 /* Host copies of the parameters [n_params] (the backend's buffers are not touched otherwise). */
 void model_params_download(const model *m, float *host);
 void model_params_upload(model *m, const float *host);
@@ -227,11 +230,16 @@ void model_backward_logits(model *m, model_ws *ws, model_logits_fn fn, void *use
 /* After model_forward: logp[t] = log p(tokens[t+1] | tokens of its sequence up to t) for every row t that is
  * not the last of its sequence; logp[t] = 0 at the last row of each sequence. logp: [T]. */
 void model_token_logprobs_from_ws(const model *m, model_ws *ws, float *logp);
+/* The same under log_softmax(logits / temperature) (the distribution sampled at that temperature, as verl's
+ * log-probs); temperature 0 or 1: bitwise model_token_logprobs_from_ws. */
+void model_token_logprobs_temp(const model *m, model_ws *ws, float temperature, float *logp);
 /* model_forward + model_token_logprobs_from_ws. */
 bool model_token_logprobs(const model *m, model_ws *ws, const model_batch *batch, float *logp, s2d_err *err);
 /* After model_forward on a training ws: given dlogp[t] = d(loss)/d(logp[t]) ([T]; entries at the last row of
  * each sequence are ignored), accumulates d(loss)/d(params) into m->grads. */
 void model_backward_logprobs(model *m, model_ws *ws, const float *dlogp);
+/* The same for log-probs taken at a temperature (model_token_logprobs_temp). */
+void model_backward_logprobs_temp(model *m, model_ws *ws, float temperature, const float *dlogp);
 
 /* ---- KV cache for generation ----
  * n_slots independent sequences of up to max_len positions each. One contiguous buffer

@@ -418,10 +418,15 @@ void model_logits_chunks(const model *m, model_ws *ws, model_logits_fn fn, void 
     }
 }
 
-void model_token_logprobs_from_ws(const model *m, model_ws *ws, float *logp) {
-    ops_vocab_op op = {.kind = VOCAB_LOGP, .target = ot_i32(ws->target), .logp = ot_f32(ws->logp_dev)};
+void model_token_logprobs_temp(const model *m, model_ws *ws, float temperature, float *logp) {
+    ops_vocab_op op = {.kind = VOCAB_LOGP, .temperature = temperature, .target = ot_i32(ws->target),
+                       .logp = ot_f32(ws->logp_dev)};
     model_vocab_forward(m, ws, &op);
     ops_download(m->q, logp, ot_f32(ws->logp_dev), (size_t)ws->T);
+}
+
+void model_token_logprobs_from_ws(const model *m, model_ws *ws, float *logp) {
+    model_token_logprobs_temp(m, ws, 1.0f, logp);
 }
 
 bool model_token_logprobs(const model *m, model_ws *ws, const model_batch *batch, float *logp, s2d_err *err) {
@@ -532,11 +537,13 @@ void model_backward_logits(model *m, model_ws *ws, model_logits_fn fn, void *use
     backward_layers(m, ws);
 }
 
-void model_backward_logprobs(model *m, model_ws *ws, const float *dlogp) {
-    ops_vocab_op op = {.kind = VOCAB_LOGP, .target = ot_i32(ws->target),
+void model_backward_logprobs_temp(model *m, model_ws *ws, float temperature, const float *dlogp) {
+    ops_vocab_op op = {.kind = VOCAB_LOGP, .temperature = temperature, .target = ot_i32(ws->target),
                        .dlogp = ops_stage(m->q, ot_f32(ws->dlogp_dev), dlogp, (size_t)ws->T)};
     model_vocab_backward(m, ws, &op);
 }
+
+void model_backward_logprobs(model *m, model_ws *ws, const float *dlogp) { model_backward_logprobs_temp(m, ws, 1.0f, dlogp); }
 
 /* ---- KV cache ---- */
 

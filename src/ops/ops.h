@@ -140,9 +140,13 @@ typedef struct {
     ops_vocab_kind kind;
     bool want_grad;       /* overwrite the chunk's logits with d(loss)/d(logits) (zero for rows that do not count);
                              without it the chunk is scratch for the fkl kinds (its contents afterwards undefined)
-                             and untouched for VOCAB_LOGP and the teacher kinds */
+                             and untouched for VOCAB_LOGP and the teacher kinds (divided by a temperature ≠ 1) */
     int V, k;             /* vocabulary; top-k size */
     float scale;          /* fkl: gradient scale (1 / taught rows for a token mean) */
+    float temperature;    /* every kind: the chunk's logits are divided by it first (in place), so log-probs, KL
+                             and top-k are those of the tempered distribution the generator sampled from, and a
+                             gradient is d(loss)/d(raw logits) (chain rule: divided by it once more). 0 or 1 =
+                             logits as they are, bitwise the untempered op */
     ops_tensor target;    /* i32 [T] VOCAB_LOGP: next token of the row's sequence, −1 at its last row */
     ops_tensor logp;      /* f32 [T] VOCAB_LOGP forward output, with or without want_grad (absent: chunk_logp only) */
     ops_tensor dlogp;     /* f32 [T] VOCAB_LOGP with want_grad: d(loss)/d(logp) */

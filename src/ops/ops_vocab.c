@@ -171,7 +171,19 @@ static void vocab_teacher_rows(const ops_vocab_op *op, float *logits, int r0, in
     }
 }
 
+/* Divides n logits by the temperature t (the sampler's float division x / t, so both see the same tempered
+ * logits). */
+static void divide_by(float *x, size_t n, float t) {
+    for (size_t i = 0; i < n; i++) x[i] /= t;
+}
+
 void cpu_vocab_rows(const ops_vocab_op *op, float *logits, int r0, int rows) {
+    const float t = op->temperature;
+    const bool tempered = t != 0.0f && t != 1.0f; /* 0 / 1: the untempered op, bit for bit */
+    CHECK(!tempered || (t > 0 && isfinite(t)), "op_vocab_rows: temperature %g must be > 0 and finite", (double)t);
+    const size_t n = (size_t)rows * (size_t)op->V;
+    if (tempered) divide_by(logits, n, t);
     if (op->kind == VOCAB_LOGP) vocab_logp(op, logits, r0, rows);
     else vocab_teacher_rows(op, logits, r0, rows);
+    if (tempered && op->want_grad) divide_by(logits, n, t); /* d/dx of f(x / t) = f'(x / t) / t */
 }

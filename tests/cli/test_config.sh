@@ -11,7 +11,7 @@ cfg=configs/tests/tiny-pipeline.yaml
 sed -n '/^resolved config/,$p' "$WORK/dry.txt" | tail -n +2 >"$WORK/resolved.yaml"
 check "dry run prints the resolved config" test -s "$WORK/resolved.yaml"
 for key in "agg: token-mean" "beta2: 0.999" "weight_decay: 0.0" "schedule: constant" "top_p: 1.0" \
-           "kl_estimator: k3" "std_normalize: true" "eps: 1e-08" "tis_cap: 0.0" "every: 0" "timeout_s: 120.0" \
+           "kl_estimator: k3" "std: unbiased" "mode: off" "max_rounds: 4" "eps: 1e-08" "tis_cap: 0.0" "every: 0" "timeout_s: 120.0" \
            "heartbeat_s: 30.0" "generators: 1" "rollouts: true" "template: qwen3" \
            "tokenizer: tests/fixtures/models/tiny-teacher"; do
   check "resolved config holds '$key'" grep -q "^ *$key\$" "$WORK/resolved.yaml"

@@ -1036,6 +1036,7 @@ typedef struct {
     int32_t *topk_ids;           /* [n_slots + 1, k] */
     float *topk_logp;            /* [n_slots + 1, k] */
     float scale;
+    float temp;                  /* ops_vocab_op.temperature (0 = untempered) */
 } vcase;
 
 /* Teacher data from teacher logits tl [n_slots + 1, V] (double reference: sort and log-softmax). */
@@ -1131,7 +1132,8 @@ static void run_vocab(ops_queue *q, const vcase *c, ops_vocab_kind kind, bool wa
     ops_tensor trs = UPI(q, c->row_slot, T), tkl = up(q, OPS_F64, sd, T);
     ops_tensor tfull = UPF(q, teacher ? sf : c->full_logp, ns * V), tids = UPI(q, teacher ? si : c->topk_ids, ns * k);
     ops_tensor ttlp = UPF(q, teacher ? sf : c->topk_logp, ns * k);
-    ops_vocab_op op = {.kind = kind, .want_grad = want_grad, .V = V, .k = k, .scale = c->scale, .target = tt,
+    ops_vocab_op op = {.kind = kind, .want_grad = want_grad, .V = V, .k = k, .scale = c->scale,
+                       .temperature = c->temp, .target = tt,
                        .logp = with_logp ? tlp : ot_none(), .dlogp = tdl, .chunk_logp = tcl, .chunk_lse = tcs,
                        .row_slot = trs, .full_logp = tfull, .topk_ids = tids, .topk_logp = ttlp,
                        .row_kl = teacher ? ot_none() : tkl};
@@ -1210,9 +1212,13 @@ typedef struct {
 static double vocab_loss(void *p) {
     vocab_ctx *x = p;
     const vcase *c = x->c;
-    double l = 0;
+    double l = 0, *zt = dbuf(c->V);
     for (int t = 0; t < c->T; t++) {
         const double *z = x->z + (size_t)t * c->V;
+        if (c->temp != 0 && c->temp != 1) { /* the loss of the tempered logits z / T */
+            for (int v = 0; v < c->V; v++) zt[v] = z[v] / c->temp;
+            z = zt;
+        }
         int slot = c->row_slot[t];
         if (x->kind == VOCAB_LOGP && c->target[t] >= 0) l += c->dlogp[t] * (z[c->target[t]] - ref_lse(z, c->V));
         if (x->kind == VOCAB_FKL_FULL && slot >= 0)
@@ -1221,23 +1227,31 @@ static double vocab_loss(void *p) {
             l += c->scale * ref_fkl_topk(z, c->topk_ids + (size_t)slot * c->k, c->topk_logp + (size_t)slot * c->k,
                                          c->k, c->V, 1, NULL);
     }
+    free(zt);
     return l;
 }
 
-static void vocab_case(int V, int T, int k, int split, int peaked) {
+static void vocab_case_t(int V, int T, int k, int split, int peaked, float temp) {
     vcase c = vcase_make(V, T, k, split, peaked);
+    c.temp = temp;
+    const bool tempered = temp != 0 && temp != 1;
     size_t n = (size_t)T * V, ns = (size_t)c.n_slots + 1;
     double *z = to_d(c.logits, n), *grad = dbuf(n), *logp = dbuf(T), *kl = dbuf(T), *full = dbuf(ns * V);
+    if (tempered) /* the reference sees the tempered logits (the op's float division); its gradient gets 1/T */
+        for (size_t i = 0; i < n; i++) z[i] = (double)(c.logits[i] / temp);
     double *tlogp = dbuf(ns * k), *zl = to_d(c.logits, n);
     int32_t *ids = xcalloc(ns * k, sizeof(int32_t));
     vout o = vout_make(&c), ob = vout_make(&c);
     for (int kind = VOCAB_LOGP; kind <= VOCAB_TEACHER_TOPK; kind++) {
         bool teacher = kind >= VOCAB_TEACHER_FULL;
         ref_vocab(&c, kind, z, grad, logp, kl, full, ids, tlogp);
+        if (tempered)
+            for (size_t i = 0; i < n; i++) grad[i] /= temp;
         for (int mode = 0; mode < (kind == VOCAB_LOGP ? 3 : teacher ? 1 : 2); mode++) {
             bool want_grad = mode == 1, with_logp = mode != 2;
-            CTXF("vocab %s V=%d T=%d k=%d chunks=%d+%d%s want_grad=%d%s", kind_name(kind), V, T, k, split, T - split,
-                 peaked == 1 ? " peaked teacher" : peaked == 2 ? " tail at rounding" : "", want_grad, kind == VOCAB_LOGP && !with_logp ? " logp absent" : "");
+            CTXF("vocab %s V=%d T=%d k=%d chunks=%d+%d%s want_grad=%d%s temperature=%g", kind_name(kind), V, T, k,
+                 split, T - split, peaked == 1 ? " peaked teacher" : peaked == 2 ? " tail at rounding" : "", want_grad,
+                 kind == VOCAB_LOGP && !with_logp ? " logp absent" : "", (double)temp);
             run_vocab(CPU, &c, kind, want_grad, with_logp, &o);
             if (kind == VOCAB_LOGP && !want_grad) ref_check("logp", o.logp, logp, T);
             if (want_grad) ref_check("dlogits", o.logits, grad, n);
@@ -1266,7 +1280,7 @@ static void vocab_case(int V, int T, int k, int split, int peaked) {
                     be_ints(q, "topk_ids", ob.ids, o.ids, ns * k);
                     be_check(q, "topk_logp", ob.tlogp, o.tlogp, ns * k, TOL_F32);
                 }
-                if (!want_grad && (kind == VOCAB_LOGP || teacher))
+                if (!want_grad && (kind == VOCAB_LOGP || teacher) && !tempered)
                     EXPECT(memcmp(ob.logits, c.logits, sizeof(float) * n) == 0,
                            "vocab [%s; %s] on %s: the logits changed without want_grad", CTX, MODE, q->name);
             }
@@ -1276,6 +1290,7 @@ static void vocab_case(int V, int T, int k, int split, int peaked) {
     free(z), free(grad), free(logp), free(kl), free(full), free(tlogp), free(zl), free(ids);
     vcase_free(&c);
 }
+static void vocab_case(int V, int T, int k, int split, int peaked) { vocab_case_t(V, T, k, split, peaked, 0); }
 
 static void test_vocab_rows(void) {
     vocab_case(37, 6, 5, 2, 0);
@@ -1287,6 +1302,24 @@ static void test_vocab_rows(void) {
     vocab_case(1000, 1, 1, 1, 0); /* T = 1 (its only row is a last row: target −1) */
     vocab_case(1000, 4, 1000, 2, 0);
     vocab_case(16, 3, 4, 1, 0);
+    /* at a sampling temperature: every kind on logits / T, gradients by the chain rule (finite differences) */
+    vocab_case_t(37, 6, 5, 2, 0, 0.7f);
+    vocab_case_t(37, 4, 1, 3, 1, 0.7f);
+    vocab_case_t(1000, 5, 20, 3, 0, 1.3f);
+    /* temperature 1 is the untempered op bit for bit */
+    {
+        vcase c = vcase_make(37, 6, 5, 2, 0);
+        vout a = vout_make(&c), b = vout_make(&c);
+        for (int kind = VOCAB_LOGP; kind <= VOCAB_FKL_TOPK; kind++) {
+            c.temp = 0;
+            run_vocab(CPU, &c, kind, true, true, &a);
+            c.temp = 1;
+            run_vocab(CPU, &c, kind, true, true, &b);
+            EXPECT(memcmp(a.logits, b.logits, sizeof(float) * 37 * 6) == 0 && memcmp(a.logp, b.logp, sizeof(float) * 6) == 0,
+                   "vocab %s: temperature 1 differs from the untempered op", kind_name(kind));
+        }
+        vout_free(&a), vout_free(&b), vcase_free(&c);
+    }
 }
 
 /* ---------------- add, scale, sumsq ---------------- */

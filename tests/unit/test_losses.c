@@ -93,6 +93,24 @@ static double grpo_f(const float *logp, float *d, const void *c) {
     return grpo_loss(&g->o, &lay, logp, g->old, g->beh, g->ref, g->adv, d, NULL);
 }
 
+/* grpo.std: one right answer in a group of 4, r = {1, 0, 0, 0}: mean 1/4, Σ(r − mean)² = 3/4, so the unbiased
+ * std is sqrt(3/4 / 3) = 1/2, the population std sqrt(3/4 / 4) = sqrt(3)/4. A_0 = (3/4)/std and A_i = −(1/4)/std:
+ * unbiased 3/2 and −1/2, population sqrt(3) and −1/sqrt(3), none 3/4 and −1/4. A group of equal rewards has
+ * A = 0 (and zero_var) in every mode. */
+static void test_grpo_std_modes(void) {
+    const float r[8] = {1, 0, 0, 0, 1, 1, 1, 1};
+    float a[8];
+    bool zv[2];
+    const double want[3][2] = {{1.5, -0.5}, {sqrt(3.0), -1 / sqrt(3.0)}, {0.75, -0.25}};
+    const grpo_std modes[3] = {GRPO_STD_UNBIASED, GRPO_STD_POPULATION, GRPO_STD_NONE};
+    for (int m = 0; m < 3; m++) {
+        grpo_group_advantages(r, 2, 4, modes[m], 1e-6f, a, zv); /* eps: a zero std divides 0, not 0 / 0 */
+        EXPECT(fabs(a[0] - want[m][0]) < 1e-5 && fabs(a[1] - want[m][1]) < 1e-5 && a[2] == a[1] && a[3] == a[1],
+               "std mode %d: advantages %g %g %g %g, want %g %g", m, a[0], a[1], a[2], a[3], want[m][0], want[m][1]);
+        EXPECT(!zv[0] && zv[1] && a[4] == 0 && a[7] == 0, "std mode %d: the equal group has zero advantages", m);
+    }
+}
+
 static void test_grpo_gradients(void) {
     float logp[T], old[T], beh[T], ref[T];
     fill_random(old, T, -3, -0.2, 2);
@@ -312,6 +330,7 @@ int main(void) {
     RUN_TEST(test_agg_weights);
     RUN_TEST(test_sft);
     RUN_TEST(test_grpo_advantages);
+    RUN_TEST(test_grpo_std_modes);
     RUN_TEST(test_grpo_gradients);
     RUN_TEST(test_opd);
     RUN_TEST(test_fkl);

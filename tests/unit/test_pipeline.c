@@ -2,13 +2,16 @@
  *   grpo  raises the log-prob of the rewarded completion and lowers the unrewarded one;
  *   sft   lowers the NLL of the target;
  *   fkl   lowers KL(teacher ‖ policy) on the taught rows (top-k + tail and full vocabulary);
- *   opd   with teacher = policy has zero per-token weights, so the policy does not move. */
+ *   opd   with teacher = policy has zero per-token weights, so the policy does not move;
+ * and at a sampling temperature T ≠ 1 the learner's log-probs are the generator's behaviour log-probs (ρ = 1
+ * on-policy), as they are at T = 1. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "algo/pipeline.h"
 #include "algo/pipeline_rollouts.h"
+#include "model/generate.h"
 #include "test.h"
 
 enum { NSEQ = 2, PLEN = 3, CLEN = 4, SEQ = PLEN + CLEN, T = NSEQ * SEQ };
@@ -366,6 +369,80 @@ static void test_rollout_horizon(void) {
     R = (pl_rollouts){.lag = 2, .steps = 7, .ckpt_every = 3};
     long want2[7] = {2, 2, 2, 5, 5, 5, 6};
     for (long t = 0; t < 7; t++) EXPECT(pl_rollouts_horizon(&R, t) == want2[t], "lag 2, every 3: horizon(%ld)", t);
+/* Rollouts sampled at T = 0.7 from the pre-trained tiny student: the learner's log-probs (logits / T, as verl)
+ * equal the generator's behaviour log-probs, so the importance ratio e^(ℓθ − ℓbehaviour) is 1 on-policy; the
+ * untempered log-probs are not (the check has teeth). A GRPO step on them clips nothing. */
+static void test_tempered_logprobs_on_policy(void) {
+    model m;
+    s2d_err err;
+    CHECK_OK(model_load(&m, "tests/fixtures/models/tiny-student", &err), &err);
+    enum { NP = 6, PL = 5, NEW = 12 };
+    int pstart[NP + 1];
+    int32_t prompts[NP * PL];
+    uint64_t ids[NP];
+    for (int p = 0; p <= NP; p++) pstart[p] = p * PL;
+    for (int i = 0; i < NP * PL; i++) prompts[i] = (int32_t)(3 + (i * 7) % 40);
+    for (int p = 0; p < NP; p++) ids[p] = 77 + (uint64_t)p;
+    const float temp = 0.7f;
+    gen_params gp = {.sampling = {.temperature = temp, .top_p = 1, .top_k = 0, .seed = 11}, .max_new_tokens = NEW};
+    generator *g;
+    CHECK_OK(generator_new(&m, NP, PL + NEW, &g, &err), &err);
+    gen_result res;
+    CHECK_OK(generator_run(g, &gp, NP, pstart, prompts, ids, &res, &err), &err);
+    /* the packed batch of prompt + completion, as the pipeline lays it out */
+    int seq_start[NP + 1], Tn = 0;
+    int32_t *tokens = xmalloc((size_t)NP * (PL + NEW) * sizeof(int32_t));
+    float *mask = xcalloc((size_t)NP * (PL + NEW), sizeof(float)), *beh = xcalloc((size_t)NP * (PL + NEW), sizeof(float));
+    float *adv = xcalloc((size_t)NP * (PL + NEW), sizeof(float));
+    seq_start[0] = 0;
+    for (int p = 0; p < NP; p++) {
+        int nc = res.start[p + 1] - res.start[p];
+        memcpy(tokens + Tn, prompts + pstart[p], PL * sizeof(int32_t));
+        memcpy(tokens + Tn + PL, res.tokens + res.start[p], (size_t)nc * sizeof(int32_t));
+        for (int k = 0; k < nc; k++) { /* completion token k is predicted at row PL - 1 + k */
+            mask[Tn + PL - 1 + k] = 1;
+            beh[Tn + PL - 1 + k] = res.logprobs[res.start[p] + k];
+            adv[Tn + PL - 1 + k] = p % 2 ? 1.0f : -1.0f;
+        }
+        Tn += PL + nc;
+        seq_start[p + 1] = Tn;
+    }
+    tc_stage s = stage_of(ALGO_GRPO);
+    s.sampling.temperature = temp;
+    s.grpo.tis_cap = 2.0f;
+    EXPECT(pl_stage_temperature(&s) == temp, "grpo stage log-prob temperature %g", (double)pl_stage_temperature(&s));
+    tc_stage sft = stage_of(ALGO_SFT);
+    sft.sampling.temperature = temp;
+    EXPECT(pl_stage_temperature(&sft) == 1.0f, "sft stages do not sample: temperature 1");
+    pl_batch b = {.n_seqs = NP, .seq_start = seq_start, .tokens = tokens, .mask = mask, .logp_behaviour = beh, .adv = adv,
+                  .temperature = pl_stage_temperature(&s)};
+    pl_learner L;
+    pl_learner_init(&L, &m, Tn, &s);
+    float *lp = xmalloc((size_t)Tn * sizeof(float)), *lp1 = xmalloc((size_t)Tn * sizeof(float));
+    pl_learn_logprobs(&L, &b, lp);
+    b.temperature = 1;
+    pl_learn_logprobs(&L, &b, lp1);
+    b.temperature = temp;
+    double worst = 0, worst1 = 0;
+    int n = 0;
+    for (int t = 0; t < Tn; t++) {
+        if (mask[t] == 0) continue;
+        n++;
+        worst = fmax(worst, fabs(exp((double)lp[t] - beh[t]) - 1));
+        worst1 = fmax(worst1, fabs(exp((double)lp1[t] - beh[t]) - 1));
+    }
+    EXPECT(n > NP, "%d completion tokens", n);
+    EXPECT(worst < 1e-4, "T = 0.7: importance ratio learner/behaviour is 1 on-policy: max |rho - 1| = %g", worst);
+    EXPECT(worst1 > 1e-2, "untempered log-probs are another distribution (max |rho - 1| = %g)", worst1);
+    pl_learn_stats st;
+    pl_learn_step(&L, &s, &b, 0, &st);
+    EXPECT(st.clip_fraction == 0 && isfinite(st.loss) && st.grad_norm > 0, "on-policy step: clip %g loss %g norm %g",
+           st.clip_fraction, st.loss, st.grad_norm);
+    pl_learner_free(&L);
+    free(lp), free(lp1), free(tokens), free(mask), free(beh), free(adv);
+    gen_result_free(&res);
+    generator_free(g);
+    model_free(&m);
 }
 
 int main(void) {
@@ -378,5 +455,6 @@ int main(void) {
     RUN_TEST(test_sft_lowers_nll);
     RUN_TEST(test_fkl_lowers_kl);
     RUN_TEST(test_opd_self_teacher_is_still);
+    RUN_TEST(test_tempered_logprobs_on_policy);
     return TEST_SUMMARY();
 }
