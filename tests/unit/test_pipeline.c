@@ -369,6 +369,8 @@ static void test_rollout_horizon(void) {
     R = (pl_rollouts){.lag = 2, .steps = 7, .ckpt_every = 3};
     long want2[7] = {2, 2, 2, 5, 5, 5, 6};
     for (long t = 0; t < 7; t++) EXPECT(pl_rollouts_horizon(&R, t) == want2[t], "lag 2, every 3: horizon(%ld)", t);
+}
+
 /* Rollouts sampled at T = 0.7 from the pre-trained tiny student: the learner's log-probs (logits / T, as verl)
  * equal the generator's behaviour log-probs, so the importance ratio e^(ℓθ − ℓbehaviour) is 1 on-policy; the
  * untempered log-probs are not (the check has teeth). A GRPO step on them clips nothing. */
