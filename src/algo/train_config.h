@@ -31,7 +31,8 @@
  *                              # pairwise tree of micro-batches, so any number of learners gives the same bits
  *   roles: {generators: 1, scorers: 1, learners: 1}   # under mpirun/srun: world size = 1 + their sum
  *   runtime: {timeout_s: 120,  # a rank waiting longer than this for a payload ends the job with a message
- *             heartbeat_s: 30} # a worker that hears no scheduler heartbeat this long ends the job (0 = off)
+ *             heartbeat_s: 30} # a worker that hears no scheduler heartbeat this long ends the job, and the
+ *                              # scheduler one that hears none from a worker (0 = off)
  *   fault: {rank: R, at_step: K, kind: kill|error|hang} # test only: rank R kills itself / dies / hangs at global step K
  *   fault: {stop_after_step: K} # test only: every rank stops cleanly after the checkpoint of global step K
  *   logging: {rollouts: true, metrics_h5: true}      # OUT/rollouts.h5 and OUT/metrics.h5 (written by the scheduler)
@@ -130,7 +131,7 @@ typedef struct {
     int n_stages;
     int n_generators, n_scorers, n_learners; /* roles: (used under a launcher) */
     double timeout_s;       /* runtime.timeout_s */
-    double heartbeat_s;     /* runtime.heartbeat_s: scheduler liveness under MPI; 0 = off */
+    double heartbeat_s;     /* runtime.heartbeat_s: scheduler and worker liveness under MPI; 0 = off */
     tp_reduce_mode reduce;  /* runtime.reduce: deterministic (fixed tree, any learner count bitwise) | fast */
     int fault_rank, fault_step; /* test-only fault injection; fault_rank -1 = none */
     int fault_kind;         /* 0 kill (SIGKILL itself), 1 error (die), 2 hang (sleep: peers time out),
