@@ -164,7 +164,6 @@ static void check_heartbeat(transport *tp) {
                  "%s stopped answering: the scheduler (rank 0) heard no heartbeat from it for %.0f s "
                  "(runtime.heartbeat_s)%s", who, silence, how);
     }
-    if (tp->rank == 0) return;
     if (drain_heartbeats(im)) im->last_beat = now;
     if (now - im->last_beat > im->heartbeat_s) {
         state_suffix(0, how, sizeof how);

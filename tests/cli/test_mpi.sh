@@ -115,8 +115,10 @@ fault_run kill "rank 3 .*(exited on signal 9|Killed)" --set fault.rank=3 --set f
 check "kill: the rank's role is on record" grep -q "rank 3 of 4 is learner 0" "$WORK/kill.log"
 check "kill: the dead rank is named with its role" grep -qE "s2d: rank 3 \(learner 0, pid [0-9]+ on [^)]+\) is gone: killed or crashed" "$WORK/kill.log"
 fault_run error "error \[rank 2, scorer\].*injected fault" --set fault.rank=2 --set fault.at_step=2 --set fault.kind=error
+# (8 prompts a step: at 64, a loaded 2-core machine's first step can itself outlast the short timeout, and the
+# message then rightly names the generator still busy with it)
 fault_run hang "rank 3 \(learner 0, pid [0-9]+ on [^)]+\) stopped answering: it has been busy outside any exchange" --set fault.rank=3 --set fault.at_step=2 \
-  --set fault.kind=hang --set runtime.timeout_s=3
+  --set fault.kind=hang --set runtime.timeout_s=5 --set 'pipeline[0].prompts_per_step=8'
 # a frozen scheduler (SIGSTOP: alive to the launcher, silent to everyone) is caught by the heartbeat, not the
 # (here much longer) receive timeout
 fault_run freeze "heard no heartbeat from the scheduler \(rank 0\) for [0-9]+ s" --set fault.rank=0 --set fault.at_step=2 \
