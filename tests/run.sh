@@ -10,7 +10,7 @@ filter=${2:-}
 export S2D="$PWD/$build/s2d" S2D_ROOT="$PWD" S2D_TMP="${TMPDIR:-/tmp}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp}
-SAN_SKIP=" test_mpi.sh test_slurm.sh test_resume.sh test_train.sh test_config_bombs.sh test_overlap.sh "
+SAN_SKIP=" test_mpi.sh test_mpi_blame.sh test_slurm.sh test_resume.sh test_train.sh test_config_bombs.sh test_overlap.sh "
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # Sleeping (not spinning) OpenMP waits: tests share 2 cores with MPI ranks and each other.

@@ -412,10 +412,10 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                     r->global_step);
             fflush(stderr);
             if (tc->fault_kind == 0) raise(SIGKILL);
-            if (tc->fault_kind == 3) raise(SIGSTOP); /* only the peers' heartbeat check can notice */
-            while (tc->fault_kind == 2) sleep(1); /* its peers' receive timeouts must end the job */
-            die("injected fault (fault.kind: %s) at step %ld", tc->fault_kind == 3 ? "stop, then continued" : "error",
-                r->global_step);
+            if (tc->fault_kind == 3) raise(SIGSTOP); /* its peers' timeouts or heartbeat checks must notice */
+            /* hang; or continued after the stop, which is the launcher ending the job (SIGCONT, then SIGTERM) */
+            while (tc->fault_kind == 2 || tc->fault_kind == 3) sleep(1);
+            die("injected fault (fault.kind: error) at step %ld", r->global_step);
         }
         double t0 = time_now();
         step_times me = {.role = (int32_t)tp->role};

@@ -539,9 +539,48 @@ static const tc_model *stage_model(const train_config *tc, int before_stage, con
     return NULL;
 }
 
+/* A lower bound on the bytes one prompt of stage si costs in the step's buffers (run_stage sizes them once):
+ * group_size sequences of at least 1 + max_new_tokens tokens, each token with its six per-token arrays (ids,
+ * mask, behaviour / teacher log-probs, advantage, row slot), the generated tokens and log-probs as they travel
+ * (packed, then unpacked), and the teacher's top-k or full log-probs of fkl. V: the policy's vocabulary. */
+static double prompt_bytes(const tc_stage *s, int V) {
+    const bool generate = s->algo != ALGO_SFT;
+    const double seq = 1.0 + (generate ? s->max_new_tokens : 1);
+    double per_token = 6 * 4.0;
+    if (s->algo == ALGO_FKL && s->fkl == FKL_TOPK) per_token += 8.0 * s->topk;
+    if (s->algo == ALGO_FKL && s->fkl == FKL_FULL) per_token += 4.0 * V;
+    return (double)s->group_size * (seq * per_token + (generate ? 16.0 * s->max_new_tokens : 0));
+}
+
+/* The step's buffers of each stage against the memory this process can have, naming prompts_per_step (with
+ * what multiplies it) and how many prompts would fit; before anything is allocated or written. */
+static bool check_stage_memory(const train_config *tc, bool warn_only, s2d_err *err) {
+    const char *bound;
+    const double avail = (double)s2d_mem_available(&bound);
+    for (int si = 0; si < tc->n_stages; si++) {
+        const tc_stage *s = &tc->stages[si];
+        const tc_model *pm = stage_model(tc, si, s->policy);
+        if (!pm || !pm->cfg_known) continue;
+        const double per_prompt = prompt_bytes(s, pm->cfg.vocab), need = per_prompt * s->prompts_per_step;
+        if (need <= avail) continue;
+        s2d_err e;
+        err_set(&e, "%s: pipeline[%d].prompts_per_step: %d prompts x group_size %d x (1 + max_new_tokens %d) tokens%s "
+                "need at least %.1f GB for the step's buffers, more than the %.1f GB available (%s): at most %.0f "
+                "prompts a step fit", s->where, si, s->prompts_per_step, s->group_size,
+                s->algo == ALGO_SFT ? 1 : s->max_new_tokens,
+                s->algo == ALGO_FKL && s->fkl == FKL_FULL ? " x the full vocabulary (fkl.mode: full)" : "",
+                need / 1e9, avail / 1e9, bound, floor(avail / per_prompt));
+        if (!warn_only) return err_set(err, "%s", e.msg);
+        log_warn("%s", e.msg);
+    }
+    return true;
+}
+
 bool pl_check_inputs(const train_config *tc, bool warn_only, s2d_err *err) {
     s2d_err e;
     bool ok = true;
+    /* memory on this machine: a dry run (perhaps elsewhere) warns */
+    if (!check_stage_memory(tc, warn_only, err)) return false;
     /* sizes against the models (known from their config.json): errors even in a dry run */
     for (int si = 0; si < tc->n_stages; si++) {
         const tc_stage *s = &tc->stages[si];

@@ -37,7 +37,8 @@
  *                              # pairwise tree of micro-batches, so any number of learners gives the same bits
  *   roles: {generators: 1, scorers: 1, learners: 1}   # under mpirun/srun: world size = 1 + their sum
  *   runtime: {timeout_s: 120,  # a rank waiting longer than this for a payload ends the job with a message
- *             heartbeat_s: 30, # a worker that hears no scheduler heartbeat this long ends the job (0 = off)
+ *             heartbeat_s: 30, # a worker that hears no scheduler heartbeat this long ends the job, and the
+ *                              # scheduler one that hears none from a worker (0 = off)
  *             reduce: deterministic|fast, bucket_mb: 0,  # fast: buckets reduced during the backward (0 = after)
  *             max_policy_lag: 0} # rollouts sampled up to N steps ahead of the learners (0 = synchronous)
  *   fault: {rank: R, at_step: K, kind: kill|error|hang} # test only: rank R kills itself / dies / hangs at global step K
@@ -146,7 +147,7 @@ typedef struct {
     int n_stages;
     int n_generators, n_scorers, n_learners; /* roles: (used under a launcher) */
     double timeout_s;       /* runtime.timeout_s */
-    double heartbeat_s;     /* runtime.heartbeat_s: scheduler liveness under MPI; 0 = off */
+    double heartbeat_s;     /* runtime.heartbeat_s: scheduler and worker liveness under MPI; 0 = off */
     tp_reduce_mode reduce;  /* runtime.reduce: deterministic (fixed tree, any learner count bitwise) | fast */
     double bucket_mb;       /* runtime.bucket_mb: fast mode, gradients reduce-scattered in buckets of this many MB
                                while the backward runs (layers last to first); 0 = one reduce-scatter after it */

@@ -14,8 +14,9 @@
  * With the local transport one process is every member of every group: a bcast is a no-op (the buffer is
  * already where it is needed), a gather is a copy, send/recv never happen (groups have one member per role).
  *
- * Payload ops time out after timeout_s and die naming this rank, its role, what it waited for and from whom;
- * die() then aborts the whole job (mpi/ installs an MPI_Abort hook). */
+ * Payload ops time out after timeout_s and die naming the rank that stopped answering when it can be found
+ * (mpi/peers.h), and this rank, its role, what it waited for and from whom; die() then aborts the whole job
+ * (mpi/ installs an MPI_Abort hook). */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>

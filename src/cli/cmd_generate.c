@@ -7,6 +7,7 @@
  * order (with --details: {"ids": [...], "logprobs": [...], "finish": "stop"|"length"}). Nothing is written to
  * stdout unless every prompt succeeds. Prompt i's random stream is keyed by a hash of its tokens and how many
  * identical prompts came before it, so its output never depends on the other prompts or their order. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,6 +201,13 @@ int cmd_generate(int argc, char **argv) {
                  res.prefill_seconds, res.sample_seconds, slots);
         generator_free(g);
     }
+    /* finite weights can still overflow (huge values): a non-finite log-prob is an error, before any output
+     * (it printed as nan, which is not JSON) */
+    for (int p = 0; p < pl.n; p++)
+        for (int i = res.start[p]; i < res.start[p + 1]; i++)
+            if (!isfinite(res.logprobs[i]))
+                die("stdin:%ld: the log-prob of generated token %d is not finite (%g): the model's activations "
+                    "overflow", pl.line[p], i - res.start[p], (double)res.logprobs[i]);
     for (int p = 0; p < pl.n; p++) {
         int a = res.start[p], n = res.start[p + 1] - a;
         if (!details) {

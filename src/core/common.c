@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -102,6 +103,31 @@ int name_index(const char *name, const char *const *names, int n) {
     for (int i = 0; i < n; i++)
         if (strcmp(name, names[i]) == 0) return i;
     return -1;
+}
+
+size_t s2d_mem_available(const char **what) {
+    size_t best = SIZE_MAX;
+    const char *why = "nothing known";
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                best = (size_t)kb * 1024, why = "MemAvailable in /proc/meminfo";
+                break;
+            }
+        fclose(f);
+    }
+    const int res[2] = {RLIMIT_AS, RLIMIT_DATA};
+    const char *names[2] = {"ulimit -v", "ulimit -d"};
+    for (int i = 0; i < 2; i++) {
+        struct rlimit rl;
+        if (getrlimit(res[i], &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (size_t)rl.rlim_cur < best)
+            best = (size_t)rl.rlim_cur, why = names[i];
+    }
+    if (what) *what = why;
+    return best;
 }
 
 void *xmalloc(size_t n) {

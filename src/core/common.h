@@ -56,6 +56,12 @@ void s2d_tmp_unregister(const char *path);
 /* Removes every registered temp file; async-signal-safe (unlink only), so core/signals.c calls it too. */
 void s2d_tmp_unlink_all(void);
 
+/* Memory this process can still ask for, in bytes: the least of MemAvailable (/proc/meminfo) and the soft
+ * RLIMIT_AS / RLIMIT_DATA limits; SIZE_MAX when none is known. *what (optional) names the bound that applies,
+ * for messages ("MemAvailable in /proc/meminfo", "ulimit -v", "ulimit -d"). For up-front checks that name the
+ * config key behind a size before anything is allocated. */
+size_t s2d_mem_available(const char **what);
+
 /* Allocation that dies on failure (never inside a step loop: buffers are sized up front). */
 void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);

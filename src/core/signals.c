@@ -6,7 +6,12 @@
 
 #include "core/common.h"
 
+static void (*g_hook)(int sig);
+
+void s2d_set_signal_hook(void (*hook)(int sig)) { g_hook = hook; }
+
 static void on_signal(int sig) {
+    if (g_hook) g_hook(sig); /* async-signal-safe by contract */
     s2d_tmp_unlink_all(); /* unlink() only: async-signal-safe */
     /* SA_RESETHAND restored the default action: this ends the process with the signal's status */
     raise(sig);

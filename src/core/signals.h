@@ -8,3 +8,6 @@
 
 /* Installs the handler for SIGTERM, SIGINT and SIGHUP (once; later calls do nothing). */
 void s2d_signals_install(void);
+/* Called first by the handler (NULL: none); it must be async-signal-safe. mpi/ installs one that names a rank
+ * that is gone when the launcher ends the job because of it. */
+void s2d_set_signal_hook(void (*hook)(int sig));

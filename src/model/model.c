@@ -230,17 +230,90 @@ static bool ends_with(const char *s, const char *suffix) {
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* The config.json key(s) behind a tensor dimension, with their values: "key 'hidden_size' 64". */
+static void dim_keys(const model_config *c, model_dim d, char *buf, size_t cap) {
+    switch (d) {
+    case DIM_H: snprintf(buf, cap, "key 'hidden_size' %d", c->hidden); break;
+    case DIM_QD: snprintf(buf, cap, "keys 'num_attention_heads' x 'head_dim' %d x %d", c->n_heads, c->head_dim); break;
+    case DIM_KVD: snprintf(buf, cap, "keys 'num_key_value_heads' x 'head_dim' %d x %d", c->n_kv_heads, c->head_dim); break;
+    case DIM_I: snprintf(buf, cap, "key 'intermediate_size' %d", c->intermediate); break;
+    case DIM_V: snprintf(buf, cap, "key 'vocab_size' %d", c->vocab); break;
+    case DIM_HD: snprintf(buf, cap, "key 'head_dim' %d", c->head_dim); break;
+    default: snprintf(buf, cap, "?"); break;
+    }
+}
+
+/* Every tensor config.json implies, against the weights' headers, before anything is allocated: a huge
+ * num_hidden_layers or hidden_size is then a message naming the key, not gigabytes asked for in vain. */
+static bool check_weights(const model_config *c, const st_set *set, const char *cfg_path, const char *dir,
+                          s2d_err *err) {
+    char name[96];
+    for (int i = 0; i < MODEL_N_SPECS; i++) {
+        const model_tensor_spec *sp = &MODEL_SPECS[i];
+        if (!model_spec_applies(c, sp)) continue;
+        for (int l = 0; l < (sp->per_layer ? c->n_layers : 1); l++) {
+            snprintf(name, sizeof name, sp->name, l); /* global names hold no %d */
+            const st_tensor *t = st_find(set, name);
+            if (!t) {
+                bool layer_absent = sp->per_layer && l > 0;
+                for (int k = 0; layer_absent && k < MODEL_N_SPECS; k++) { /* no tensor of layer l at all? */
+                    char other[96];
+                    if (!MODEL_SPECS[k].per_layer) continue;
+                    snprintf(other, sizeof other, MODEL_SPECS[k].name, l);
+                    layer_absent = st_find(set, other) == NULL;
+                }
+                if (layer_absent)
+                    return err_set(err, "%s: key 'num_hidden_layers' is %d, but the weights in %s hold %d layer%s (no "
+                                   "tensor '%s')", cfg_path, c->n_layers, dir, l, l == 1 ? "" : "s", name);
+                return err_set(err, "%s: missing tensor '%s' (expected by config.json)", dir, name);
+            }
+            const int64_t want[2] = {model_spec_dim(c, sp->d0), model_spec_dim(c, sp->d1)};
+            const int nd = want[1] > 0 ? 2 : 1;
+            bool bad0 = t->ndim != nd || t->shape[0] != want[0], bad1 = nd == 2 && (t->ndim != 2 || t->shape[1] != want[1]);
+            if (!bad0 && !bad1) continue;
+            char got[64], implied[64], keys0[96], keys1[96] = "";
+            if (t->ndim == 2) snprintf(got, sizeof got, "[%lld, %lld]", (long long)t->shape[0], (long long)t->shape[1]);
+            else if (t->ndim == 1) snprintf(got, sizeof got, "[%lld]", (long long)t->shape[0]);
+            else snprintf(got, sizeof got, "of %d dimensions", t->ndim);
+            if (nd == 2) snprintf(implied, sizeof implied, "[%lld, %lld]", (long long)want[0], (long long)want[1]);
+            else snprintf(implied, sizeof implied, "[%lld]", (long long)want[0]);
+            dim_keys(c, bad0 ? sp->d0 : sp->d1, keys0, sizeof keys0);
+            if (bad0 && bad1 && sp->d1 != sp->d0) dim_keys(c, sp->d1, keys1, sizeof keys1);
+            return err_set(err, "%s: %s%s%s does not match the weights: tensor '%s' in %s has shape %s, config.json "
+                           "implies %s", cfg_path, keys0, keys1[0] ? " and " : "", keys1, name, t->file, got, implied);
+        }
+    }
+    return true;
+}
+
+/* What model_create will ask for (parameters, RoPE tables and their host copies) against what is available,
+ * naming max_position_embeddings when the tables are what does not fit (the weights cannot bound it). */
+static bool check_memory(const model_config *c, const char *cfg_path, s2d_err *err) {
+    const char *bound;
+    const double avail = (double)s2d_mem_available(&bound);
+    const double params = 4.0 * (double)expected_param_count(c) + 64.0 * 16 * (c->n_layers + 2);
+    const double rope = 4.0 * 4 * (double)c->max_pos * (c->head_dim / 2); /* cos + sin, host and device */
+    if (params + rope <= avail) return true;
+    if (rope > params)
+        return err_set(err, "%s: key 'max_position_embeddings' %d: its RoPE tables need %.2f GB (the parameters "
+                       "%.2f GB), more than the %.2f GB available (%s)", cfg_path, c->max_pos, rope / 1e9,
+                       params / 1e9, avail / 1e9, bound);
+    return err_set(err, "%s: the model needs %.2f GB (%.2f GB of parameters), more than the %.2f GB available (%s)",
+                   cfg_path, (params + rope) / 1e9, params / 1e9, avail / 1e9, bound);
+}
+
 bool model_load(model *m, const char *dir, s2d_err *err) {
     char path[4096];
     path_join(path, sizeof path, dir, "config.json");
     model_config cfg;
     if (!model_config_load(path, &cfg, err)) return false;
-    model_create(m, &cfg);
     st_set *set = NULL;
-    if (!st_open_dir(dir, &set, err)) {
-        model_free(m);
+    if (!st_open_dir(dir, &set, err)) return false;
+    if (!check_weights(&cfg, set, path, dir, err) || !check_memory(&cfg, path, err)) {
+        st_close(set);
         return false;
     }
+    model_create(m, &cfg);
     size_t loaded = 0, loaded_bf16 = 0;
     bool ok = true, staged;
     float *params = host_params(m, true, &staged);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Errors that misled (issue 13): logprobs took the id 2.0 as 2; tokenize printed line 1 before failing on
 # line 2; eval named no line for an over-long prompt; eval --samples 1 printed "pass@1" twice (invalid as a JSON object); an eos_token_id outside the
-# vocabulary loaded and generate blamed --stop; a failing Oniguruma search named no stdin:LINE; \u0000 in an added token cut it.
+# vocabulary loaded and generate blamed --stop; a failing Oniguruma search named no stdin:LINE; \u0000 in an added token cut it;
+# huge num_hidden_layers, hidden_size, max_position_embeddings or prompts_per_step asked for gigabytes before any
+# check and then said "out of memory" with no file or key.
 . "$(dirname "$0")/lib.sh"
 cd "$WORK" || exit 1
 TOK="$S2D_ROOT/tests/fixtures/data/tiny_tokenizer"
@@ -56,4 +58,35 @@ c = json.load(open(sys.argv[1])); c["eos_token_id"] = 600; json.dump(c, open(sys
 PY
 expect_error "eos_token_id outside the vocabulary" "e/config.json: key 'eos_token_id' holds 600, outside the vocabulary \[0, 512\)" \
   bash -c "echo '[1, 2]' | '$S2D' generate --model e --max-new-tokens 2"
+# huge shapes in config.json are checked against the weights' headers before anything is allocated (they asked
+# for gigabytes, then said "out of memory: N bytes" with no file or key)
+bad_shape() { # name, key, value: a copy of m with config.json's key set to value
+  cp -r m "$1"; python3 - "$1/config.json" "$2" "$3" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c[sys.argv[2]] = int(sys.argv[3]); json.dump(c, open(sys.argv[1], "w"))
+PY
+}
+bad_shape L num_hidden_layers 100000
+expect_error "huge num_hidden_layers names the key" "L/config.json: key 'num_hidden_layers' is 100000, but the weights in L hold 2 layers \(no tensor 'model.layers.2" \
+  bash -c "echo '[1, 2]' | '$S2D' logprobs --model L"
+bad_shape H hidden_size 1000000
+expect_error "huge hidden_size names the key" "H/config.json: key 'hidden_size' 1000000 does not match the weights: tensor 'model.embed_tokens.weight' in H/model.safetensors has shape \[512, 64\], config.json implies \[512, 1000000\]" \
+  bash -c "echo '[1, 2]' | '$S2D' logprobs --model H"
+bad_shape I intermediate_size 100000000
+expect_error "huge intermediate_size names the key" "I/config.json: key 'intermediate_size' 100000000 does not match the weights" \
+  bash -c "echo '[1, 2]' | '$S2D' generate --model I --max-new-tokens 2"
+bad_shape A num_attention_heads 4000
+expect_error "huge num_attention_heads names the keys" "A/config.json: keys 'num_attention_heads' x 'head_dim' 4000 x 32 does not match" \
+  bash -c "echo '[1, 2]' | '$S2D' logprobs --model A"
+# no weights bound max_position_embeddings: its RoPE tables (16 bytes a position x head_dim/2) against memory
+bad_shape P max_position_embeddings 2000000000
+expect_error "huge max_position_embeddings names the key" "P/config.json: key 'max_position_embeddings' 2000000000: its RoPE tables need 512.00 GB .*more than the .* GB available" \
+  bash -c "echo '[1, 2]' | '$S2D' logprobs --model P"
+# a step's buffers against memory, before anything is written: the key, the bound and how many prompts fit
+sed "s#tests/fixtures/models#$S2D_ROOT/tests/fixtures/models#" "$S2D_ROOT/configs/tests/tiny-pipeline.yaml" >tiny.yaml
+HUGE=(--set 'pipeline[1].fkl.mode=full' --set 'pipeline[1].prompts_per_step=65536' --set 'pipeline[1].group_size=4096')
+expect_error "huge prompts_per_step names the key and the bound" "tiny.yaml:[0-9]+:[0-9]+: pipeline\[1\].prompts_per_step: 65536 prompts x group_size 4096 x \(1 \+ max_new_tokens 20\) tokens x the full vocabulary \(fkl.mode: full\) need at least 11766.1 GB for the step's buffers, more than the [0-9.]+ GB available \(.*\): at most [0-9]+ prompts a step fit" \
+  "$S2D" train tiny.yaml --out huge "${HUGE[@]}"
+check "huge prompts_per_step: nothing written" test ! -e huge
+check "huge prompts_per_step: --dry-run warns" bash -c "'$S2D' train tiny.yaml --out huge --dry-run ${HUGE[*]} 2>&1 >/dev/null | grep -q 'warn.*pipeline\[1\].prompts_per_step: 65536 prompts'"
 summary

@@ -40,6 +40,12 @@ out=$("$S2D" logprobs --model huge <ids.jsonl 2>err.txt); rc=$?
 check "overflowing log-probs: an error, not output" test $rc -ne 0
 check "overflowing log-probs: nothing like 1e999 or nan printed" bash -c "! grep -qiE '1e999|nan' <<<'$out'"
 check "overflowing log-probs: the error names stdin and the line" grep -q "stdin:1: the log-prob at position .* is not finite" err.txt
+# generate on the same model: greedy printed "logprobs": [nan, ...] (not JSON) and exited 0
+out=$("$S2D" generate --model huge --max-new-tokens 2 --temperature 0 --details <ids.jsonl 2>err.txt); rc=$?
+check "overflowing generate (greedy): an error, nothing printed" test $rc -ne 0 -a -z "$out"
+check "overflowing generate (greedy): the error names stdin and the line" grep -q "stdin:1: the log-prob of generated token 0 is not finite" err.txt
+out=$("$S2D" generate --model huge --max-new-tokens 2 --temperature 1 --details <ids.jsonl 2>err.txt); rc=$?
+check "overflowing generate (sampled): an error, nothing printed" test $rc -ne 0 -a -z "$out"
 
 cd "$S2D_ROOT" || exit 1
 SETS=()

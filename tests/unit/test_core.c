@@ -2,7 +2,9 @@
  * dead temp files. */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -225,6 +227,22 @@ static void test_special_files(void) {
     EXPECT(rmdir(dir) == 0, "everything cleaned up: %s", strerror(errno));
 }
 
+/* s2d_mem_available: MemAvailable on Linux (no rlimit set here), at most MemTotal, and it names the bound. */
+static void test_mem_available(void) {
+    const char *what = NULL;
+    size_t avail = s2d_mem_available(&what);
+    unsigned long long total_kb = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    EXPECT(f != NULL, "/proc/meminfo: %s", strerror(errno));
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemTotal: %llu kB", &total_kb) == 1) break;
+    fclose(f);
+    EXPECT(avail > 0 && avail <= (size_t)total_kb * 1024, "available %zu bytes, MemTotal %llu kB", avail, total_kb);
+    EXPECT(what && (strstr(what, "MemAvailable") || strstr(what, "ulimit")), "bound named: %s", what ? what : "(null)");
+}
+
 int main(void) {
     RUN_TEST(test_philox_known_answers);
     RUN_TEST(test_rng_stream);
@@ -233,5 +251,6 @@ int main(void) {
     RUN_TEST(test_json_helpers);
     RUN_TEST(test_dir_build_atomic);
     RUN_TEST(test_special_files);
+    RUN_TEST(test_mem_available);
     return TEST_SUMMARY();
 }

@@ -240,6 +240,10 @@ static void test_save_load(void) {
     bool loaded = model_load(&back, bad, &err);
     EXPECT(!loaded && strstr(err.msg, "model.layers.1.self_attn.o_proj.weight"), "wrong shape names the tensor: %s",
            loaded ? "(loaded)" : err.msg);
+    /* ... and the config.json keys behind both of its dimensions, checked before anything is allocated */
+    EXPECT(!loaded && strstr(err.msg, "config.json: key 'hidden_size' 64 and keys 'num_attention_heads' x 'head_dim' "
+                             "4 x 32 does not match the weights") && strstr(err.msg, "has shape [128, 64]"),
+           "wrong shape names the keys: %s", loaded ? "(loaded)" : err.msg);
     if (loaded) model_free(&back);
     ts[ik].shape[0] = wk->shape[0], ts[ik].shape[1] = wk->shape[1];
     ts[m.n_tensors] = ts[0];
