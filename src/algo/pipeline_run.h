@@ -7,6 +7,7 @@
 #include "algo/pipeline.h"
 #include "io/dataset.h"
 #include "io/h5io.h"
+#include "text/reward_cmd.h"
 #include "text/tokenizer.h"
 
 /* ---- named models and tokenizers ---- */
@@ -60,6 +61,8 @@ typedef struct {
     rollout_log *rollouts;
     metrics_log *metrics_h5;
     long log_rows;
+    reward_cmd *reward; /* scheduler: the running reward command (stage reward.command), NULL when none */
+    double reward_timeout_s;
 } run;
 
 /* The scheduler's data state of a stage: the shuffling cursor and the label accounting. */

@@ -5,7 +5,7 @@
  *    tests can see the message; the command line turns it into die().
  *  - everything else that cannot go on (OOM, syscalls, broken invariants): die() at once.
  * die() prints rank, role, file:line and an optional hint, removes registered temporary files (so no partial
- * output survives), then calls the abort hook (MPI_Abort under mpi/) or _exit(1) (no atexit handlers: HDF5's
+ * output survives), kills registered child processes, then calls the abort hook (MPI_Abort under mpi/) or _exit(1) (no atexit handlers: HDF5's
  * would close half-written files). */
 #pragma once
 #include <stdbool.h>
@@ -56,6 +56,12 @@ void s2d_tmp_register(const char *path);
 void s2d_tmp_unregister(const char *path);
 /* Removes every registered temp file; async-signal-safe (unlink only), so core/signals.c calls it too. */
 void s2d_tmp_unlink_all(void);
+
+/* Child process groups that die() and the fatal-signal handler must SIGKILL (core/subproc.h registers them). */
+void s2d_child_register(int pgid);
+void s2d_child_unregister(int pgid);
+/* SIGKILLs every registered group; async-signal-safe (kill only). */
+void s2d_children_kill_all(void);
 
 /* Allocation that dies on failure (never inside a step loop: buffers are sized up front). */
 void *xmalloc(size_t n);

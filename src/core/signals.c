@@ -1,4 +1,4 @@
-/* signals.c: remove registered temp files on SIGTERM / SIGINT / SIGHUP, then re-raise (signals.h). */
+/* signals.c: remove registered temp files and kill registered children on SIGTERM / SIGINT / SIGHUP, then re-raise (signals.h). */
 #include "core/signals.h"
 
 #include <signal.h>
@@ -8,6 +8,7 @@
 
 static void on_signal(int sig) {
     s2d_tmp_unlink_all(); /* unlink() only: async-signal-safe */
+    s2d_children_kill_all(); /* kill() only */
     /* SA_RESETHAND restored the default action: this ends the process with the signal's status */
     raise(sig);
 }
