@@ -31,7 +31,8 @@ json.dump({"chat_template": t + sys.argv[3], "model_max_length": 1000}, open(sys
 EOF
 }
 mk_tok tq qwen3; mk_tok tl llama3_1; mk_tok tx qwen3 " "
-ev() { "$S2D" eval --model m --data "$MATH" --max-new-tokens 6 --temperature 1 --seed 2 "$@"; }
+printf '{"problem": "What is 2+3?", "answer": "5"}\n{"problem": "Sam has 3 apples and buys 4. How many?", "answer": "7"}\n' >short.jsonl
+ev() { "$S2D" eval --model m --data short.jsonl --max-new-tokens 6 --temperature 1 --seed 2 "$@"; }
 ev --tokenizer tq --out q1.jsonl >q1.sum 2>q1.err
 ev --tokenizer "$S2D_ROOT/tests/fixtures/data/tiny_tokenizer" --template qwen3 --out q2.jsonl >q2.sum 2>/dev/null
 check "Qwen3 tokenizer_config.json: template qwen3" grep -q '"template": "qwen3"' q1.sum
@@ -50,25 +51,27 @@ expect_error "an unknown chat_template is refused" \
 ev --tokenizer tx --template qwen3 --out x1.jsonl >/dev/null 2>&1
 check "--template overrides an unknown chat_template" cmp -s x1.jsonl q1.jsonl
 "$S2D" init-model --preset llama-tiny --out lm --seed 3 2>/dev/null
-"$S2D" eval --model lm --tokenizer tq --data "$MATH" --max-new-tokens 2 >/dev/null 2>lm.err
+"$S2D" eval --model lm --tokenizer tq --data short.jsonl --max-new-tokens 2 >/dev/null 2>lm.err
 check "qwen3 template on a llama model: warned" grep -q "warn.*chat template qwen3 .*does not fit the model's type llama" lm.err
 
 # 3. several samples at temperature 0 are warned about; one sample at 0 or several at 0.6 are not
 ev --tokenizer tq --samples 3 --temperature 0 >/dev/null 2>w1.err
 check "K = 3 at temperature 0: warned" grep -q "warn.*--samples 3 at --temperature 0: greedy decoding gives 3 identical samples" w1.err
-"$S2D" eval --model m --data "$MATH" --max-new-tokens 2 --samples 3 >/dev/null 2>w2.err
+"$S2D" eval --model m --data short.jsonl --max-new-tokens 2 --samples 3 >/dev/null 2>w2.err
 check "K = 3 at temperature 0.6: no warning" bash -c "! grep -q warn w2.err"
 
 # 4. avg@K_stderr and the breakdowns, recomputed from the samples. The references are taken from a first run's
 # extracted answers (gsm8k verifier: the last number), so some samples are right and some wrong.
 run_math() { "$S2D" eval --model m --data "$1" --format math --verify gsm8k --samples 4 --max-new-tokens 24 --seed 5 \
   --temperature 1 --out "$2" 2>/dev/null; }
-python3 - "$MATH" <<'EOF' >d1.jsonl
-import json, sys
-for i, l in enumerate(open(sys.argv[1])):
-    r = json.loads(l)
-    print(json.dumps({"problem": r["problem"], "answer": "none", "subject": r["subject"], "level": r["level"],
-                      "unique_id": r["unique_id"]}))
+sum=$("$S2D" eval --model m --data "$MATH" --max-new-tokens 1 2>/dev/null)
+check "MATH-500 records: by_subject and by_level" grep -q '"by_subject": {"Algebra": {"problems": 1, "avg@1": 0.000000, "avg@1_stderr": null}, "Geometry": .*"Intermediate Algebra": {"problems": 2, .*"by_level": {"2": {"problems": 2,' <<<"$sum"
+python3 - <<'EOF' >d1.jsonl
+import json
+subjects = ["Algebra", "Geometry", "Number Theory"]
+for i in range(9):
+    print(json.dumps({"problem": "What is %d + %d?" % (i, 2 * i), "answer": "none", "subject": subjects[i % 3],
+                      "level": 1 + i % 2 + (i == 8), "unique_id": "p%d" % i}))
 EOF
 run_math d1.jsonl s1.jsonl >/dev/null
 python3 - d1.jsonl s1.jsonl <<'EOF' >d2.jsonl
@@ -129,7 +132,7 @@ assert all(abs(x["reward"] - len(x["completion"]) / 10) < 1e-5 for x in s), s
 assert abs(summ["reward_mean"] - sum(n) / 10 / len(n)) < 1e-5 and abs(summ["reward/n"] - sum(n) / len(n)) < 1e-4, summ
 EOF
 expect_error "a failing reward command names the sample" \
-  "reward command \"python3 -c 'import sys; sys.exit\(4\)'\", .*math500_sample.jsonl:1 sample 0 \(id test/precalculus/807.json\): .*exited with status 4" \
+  "reward command \"python3 -c 'import sys; sys.exit\(4\)'\", short.jsonl:1 sample 0 \(id 1\): .*exited with status 4" \
   ev --tokenizer tq --reward-command "python3 -c 'import sys; sys.exit(4)'"
 
 # 6. train: eval.samples was renamed eval.problems
