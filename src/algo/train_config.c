@@ -498,6 +498,8 @@ static const foreign_key FOREIGN[] = {
     {"data.val_files", "datasets.<name>.file with stage.eval.data", "verl"},
     {"data.prompt_key", "datasets.<name>.format", "verl"},
     {"algorithm.adv_estimator", "stage.algo (grpo)", "verl"},
+    {"custom_reward_function.path", "stage.reward.command (a process speaking JSON lines)", "verl"},
+    {"reward_model.reward_manager", "stage.reward.command (a process speaking JSON lines)", "verl"},
     {"algorithm.norm_adv_by_std_in_grpo", "stage.grpo.std_normalize", "verl"},
     {"algorithm.kl_ctrl.kl_coef", "stage.grpo.kl_beta", "verl"},
     {"algorithm.use_kl_in_reward", "stage.grpo.kl_beta (s2d puts the KL in the loss)", "verl"},
@@ -541,6 +543,7 @@ static const foreign_key FOREIGN[] = {
     {"output_dir", "out", "TRL"},
     {"model_name_or_path", "models.<name>.path", "TRL"},
     {"lmbda", "stage.opd.lambda", "TRL"},
+    {"reward_funcs", "stage.reward.command (a process speaking JSON lines)", "TRL"},
 };
 
 /* The first key no getter read (same order as cfg_check_unused), with the dotted path down to its first leaf. */
@@ -956,6 +959,8 @@ void train_config_print_plan(const train_config *tc, FILE *out) {
                 labelled ? "labelled" : "prompts only", s->steps, s->prompts_per_step, s->group_size);
         if (s->algo == ALGO_FKL) fprintf(out, "; fkl %s%s", fkl_names[s->fkl], s->fkl == FKL_TOPK ? "" : "");
         if (s->algo == ALGO_OPD) fprintf(out, "; lambda %g", (double)s->opd.lambda);
+        if (s->algo == ALGO_GRPO && s->reward_command) fprintf(out, "; reward from \"%s\"", s->reward_command);
+        else if (s->reward_command) fprintf(out, "; reward.command unused (not a grpo stage)");
         fprintf(out, "; lr %g\n", s->sched.lr);
     }
 }
