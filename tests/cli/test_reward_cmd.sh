@@ -66,8 +66,10 @@ for k, s in enumerate(steps):
     assert 0 <= s["accuracy"] <= 1
 EOF
 check "the child is gone after a clean run" no_orphan "$WORK/score.py"
-check "the resolved config holds reward.timeout_s" grep -q "timeout_s: 10" run1/config.yaml
-# rewards change the update: a constant reward (zero advantages) gives zero loss, this one does not
+check "the resolved config holds reward.command and timeout_s" bash -c \
+  "grep -A1 '^    command: \"python3 $WORK/score.py $WORK/log.txt\"\$' run1/config.yaml | grep -q '^    timeout_s: 10\$'"
+# the rewards drive the update: the varying ones above give a loss, a constant reward (zero advantages) none
+check "varying rewards: non-zero loss" bash -c "! grep -q '\"loss\": 0, ' run1/metrics.jsonl"
 cat >const.py <<'EOF'
 import sys
 for line in sys.stdin: print('{"reward": 0.5}', flush=True)
