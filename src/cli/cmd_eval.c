@@ -69,9 +69,9 @@ static void usage(FILE *out) {
             "  --reward-command CMD  also score every sample with a reward command (JSON lines, as the train\n"
             "                      key reward.command): reward_mean and reward/<name> in the summary\n"
             "  --reward-timeout S  seconds to wait for each reply (default 60)\n"
+            "  --device NAME       backend and device: cpu (default), cuda, cuda:N (see s2d devices)\n"
             "Summary: avg@K with avg@K_stderr (standard error over problems), pass@1, pass@K, maj@K; MATH records\n"
-            "with subject / level fields add by_subject / by_level breakdowns.\n"
-            "  --device NAME       backend and device: cpu (default), cuda, cuda:N (see s2d devices)\n",
+            "with subject / level fields add by_subject / by_level breakdowns.\n",
             CHAT_DEFAULT_INSTRUCTION);
 }
 
