@@ -174,7 +174,7 @@ static bool encode_set(const train_config *tc, const tokenizer *tok, const text_
 
 static void free_enc_set(enc_set *e) { free(e->start), free(e->ids), free(e->tstart), free(e->tids); }
 
-/* ---- evaluation: greedy accuracy of m on the first `samples` records ---- */
+/* ---- evaluation: greedy accuracy of m on the first `problems` records ---- */
 typedef struct {
     generator *gen;
     enc_set enc;
@@ -201,6 +201,37 @@ static double evaluate(run *r, const model *m, const tokenizer *tok, evaluator *
     gen_result_free(&res);
     (void)m;
     return (double)correct / ev->n;
+}
+
+/* ---- custom rewards (reward.command): one long-lived command per scheduler, restarted when a stage names
+ * another command or timeout ---- */
+static bool use_reward_cmd(run *r, const tc_stage *s, s2d_err *err) {
+    if (r->reward && s->reward_command && strcmp(reward_cmd_command(r->reward), s->reward_command) == 0 &&
+        r->reward_timeout_s == s->reward_timeout_s)
+        return true;
+    reward_cmd_close(r->reward);
+    r->reward = NULL;
+    if (!s->reward_command) return true;
+    log_info("[%s] rewards from the command \"%s\" (timeout %g s per record)", s->name, s->reward_command,
+             s->reward_timeout_s);
+    r->reward_timeout_s = s->reward_timeout_s;
+    return reward_cmd_start(s->reward_command, s->reward_timeout_s, &r->reward, err) ||
+           err_prefix(err, "%s: stage %s", s->where, s->name);
+}
+
+/* Sequence i's reward from the command: its problem is record p of the stage's data. */
+static bool command_reward(run *r, const tc_stage *s, const text_set *ts, int p, int sample, int step, float *reward,
+                           s2d_err *err) {
+    char id[32], what[160];
+    snprintf(id, sizeof id, "%d", p);
+    snprintf(what, sizeof what, "stage %s step %d: datasets.%s record %d, sample %d", s->name, step + 1, s->data, p,
+             sample);
+    double v;
+    if (!reward_cmd_score(r->reward, id, what, ts->prompt[p], r->text.bytes ? r->text.bytes : "", ts->answer[p], &v,
+                          err))
+        return false;
+    *reward = (float)v;
+    return true;
 }
 
 /* ---- one stage ---- */
@@ -371,7 +402,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         int ei = tc_find_dataset(tc, s->eval_data);
         ev.ts = &r->data[ei];
         if (!encode_set(tc, tok, ev.ts, -1, &ev.enc, err)) return err_prefix(err, "datasets.%s", s->eval_data);
-        ev.n = S2D_MIN(s->eval_samples, ev.enc.n);
+        ev.n = S2D_MIN(s->eval_problems, ev.enc.n);
         ev.gp = (gen_params){.sampling = {.temperature = 0, .top_p = 1}, .max_new_tokens = s->eval_max_new_tokens,
                              .n_stop = n_stop};
         memcpy(ev.gp.stop_ids, stops, sizeof stops);
@@ -381,6 +412,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         ev.seq_ids = xmalloc((size_t)ev.n * sizeof(uint64_t));
         for (int i = 0; i < ev.n; i++) ev.seq_ids[i] = (uint64_t)i;
     }
+    if (is_sched && s->algo == ALGO_GRPO && !use_reward_cmd(r, s, err)) return false;
     bool ok = true;
     bool labelled = s->algo == ALGO_GRPO || s->algo == ALGO_SFT;
     ds_sampler dsamp;
@@ -463,6 +495,8 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             /* 3. scheduler: verify, group advantages */
             if (s->algo == ALGO_GRPO) {
                 int correct = 0;
+                double reward_sum = 0;
+                if (r->reward) reward_cmd_step_reset(r->reward);
                 for (int i = 0; i < B; i++) {
                     int a = res.start[i];
                     rewards[i] = 0;
@@ -470,10 +504,14 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                         verify_result vr;
                         verify_math(r->text.bytes, ts->answer[idx[i / G]], &vr);
                         rewards[i] = vr.correct ? 1.0f : 0.0f;
+                        correct += vr.correct;
+                        if (r->reward && !command_reward(r, s, ts, idx[i / G], i % G, step, &rewards[i], err))
+                            return false;
                     }
-                    correct += rewards[i] > 0;
+                    reward_sum += rewards[i];
                 }
-                reward_mean = acc = (double)correct / B;
+                acc = (double)correct / B; /* the verifier's accuracy; the reward may be the command's */
+                reward_mean = reward_sum / B;
                 grpo_group_advantages(rewards, P, G, s->std, 1e-6f, adv, zero_var);
                 for (int i = 0; i < B; i++) {
                     bool drop = (s->mask_truncated && res.finish[i] == GEN_FINISH_LENGTH) ||
@@ -652,8 +690,10 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
             if (tc->max_policy_lag > 0) /* the weights that sampled this batch, and how many updates behind they were */
                 fprintf(f, ", \"rollout_version\": %lld, \"policy_lag\": %lld", (long long)rx->version,
                         (long long)(version - 1 - rx->version));
-            fprintf(f, ", \"labelled_unique\": %ld, \"labelled_total\": %ld, \"unlabelled_prompts\": %ld}\n",
+            fprintf(f, ", \"labelled_unique\": %ld, \"labelled_total\": %ld, \"unlabelled_prompts\": %ld",
                     labelled ? rx->unique : 0, labelled ? rx->total : 0, labelled ? 0 : rx->total);
+            if (r->reward && s->algo == ALGO_GRPO) reward_cmd_write_metrics(r->reward, f); /* reward/<name> */
+            fputs("}\n", f);
             if (has_eval && s->eval_every > 0 && (step + 1) % s->eval_every == 0 && step + 1 < s->steps) {
                 double a = evaluate(r, policy, tok, &ev, err, &ok);
                 if (!ok) return false;
@@ -826,6 +866,8 @@ bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bo
         ok = run_stage(&r, si, &sums[si], err);
     }
     double total = time_now() - t0;
+    reward_cmd_close(r.reward); /* on every return path: stopped and reaped */
+    r.reward = NULL;
     if (is_sched) {
         if (ok) ok = pl_budget_write(&budget, tc, out_dir, err); /* OUT/budget.json, also when stopped */
         if (ok) ok = atomic_commit(&r.metrics, err);

@@ -11,6 +11,7 @@
 #include "io/h5io.h"
 #include "model/model_ckpt.h"
 #include "io/metrics_tb.h"
+#include "text/reward_cmd.h"
 #include "text/tokenizer.h"
 
 /* ---- named models and tokenizers ---- */
@@ -66,6 +67,8 @@ typedef struct {
     metrics_tb *tb;      /* OUT/tensorboard/: metrics.jsonl mirrored as it is written (logging.tensorboard) */
     long log_rows;
     pl_budget *budget;   /* scheduler: labels and compute (pipeline_budget.h); NULL on other ranks */
+    reward_cmd *reward; /* scheduler: the running reward command (stage reward.command), NULL when none */
+    double reward_timeout_s;
 } run;
 
 /* The scheduler's data state of a stage: the shuffling cursor and the label accounting. */

@@ -342,7 +342,14 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
                            s->eval_data);
         }
         TRY(cfg_get_int_or(ev, "every", 0, 0, 100000000, &s->eval_every, err));
-        TRY(cfg_get_int_or(ev, "samples", 64, 1, 1000000, &s->eval_samples, err));
+        cfg_node *old_key = cfg_find(ev, "samples");
+        if (old_key) { /* renamed: the key counts problems (greedy, one sample each), not samples */
+            char where[256];
+            cfg_where(old_key, where, sizeof where);
+            return err_set(err, "%s: %s.eval.samples was renamed to eval.problems (the number of evaluation "
+                           "problems, each answered once, greedily)", where, cfg_path(node));
+        }
+        TRY(cfg_get_int_or(ev, "problems", 64, 1, 1000000, &s->eval_problems, err));
         TRY(cfg_get_int_or(ev, "max_new_tokens", s->max_new_tokens, 1, 1 << 20, &s->eval_max_new_tokens, err));
     }
     TRY(cfg_get_int_or(node, "micro_batches", 1, 1, 65536, &s->micro_batches, err));
@@ -354,6 +361,17 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
         return err_set(err, "%s: %s.micro_batches: %d micro-batches x %d minibatches but a step has only %d sequences "
                             "(prompts_per_step x group_size)", s->where, cfg_path(node), s->micro_batches,
                        s->minibatches, s->prompts_per_step * s->group_size);
+    cfg_node *rw;
+    TRY(cfg_get_map_opt(node, "reward", &rw, err));
+    if (rw) { /* a custom reward command (text/reward_cmd.h) instead of the built-in verifier */
+        const char *cmd;
+        if (!cfg_find(rw, "command"))
+            return err_set(err, "%s: %s.reward: missing key 'command'", s->where, cfg_path(node));
+        TRY(cfg_get_str(rw, "command", &cmd, err));
+        if (!cmd[0]) return err_set(err, "%s: %s.reward.command is empty", s->where, cfg_path(node));
+        s->reward_command = xstrdup(cmd);
+        TRY(cfg_get_double_or(rw, "timeout_s", 60, 0.001, 1e6, &s->reward_timeout_s, err));
+    }
     cfg_node *ck;
     TRY(cfg_get_map_opt(node, "checkpoint", &ck, err));
     if (ck) TRY(cfg_get_int_or(ck, "every", 0, 0, 100000000, &s->ckpt_every, err));
@@ -365,6 +383,9 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
                        algo_names[s->algo]);
     if (s->dyn == DYN_REFILL && s->algo != ALGO_GRPO)
         return err_set(err, "%s: %s.grpo.dynamic_sampling: refill needs rewards (a grpo stage)", s->where, cfg_path(node));
+    if (s->dyn == DYN_REFILL && s->reward_command) /* refill keeps groups by the built-in verifier's rewards */
+        return err_set(err, "%s: %s.grpo.dynamic_sampling: refill selects groups with the built-in verifier and cannot "
+                            "use reward.command (use mode: filter)", s->where, cfg_path(node));
     /* A reference acts only where the objective has a reference term: in G-OPD's weight
      * w = λ(ℓT − ℓref) − (ℓold − ℓref) it cancels at λ = 1, and GRPO uses it only for the β·KL penalty. */
     cfg_node *rn = cfg_find(node, "reference");
@@ -583,6 +604,8 @@ static const foreign_key FOREIGN[] = {
     {"data.val_files", "datasets.<name>.file with stage.eval.data", "verl"},
     {"data.prompt_key", "datasets.<name>.format", "verl"},
     {"algorithm.adv_estimator", "stage.algo (grpo)", "verl"},
+    {"custom_reward_function.path", "stage.reward.command (a process speaking JSON lines)", "verl"},
+    {"reward_model.reward_manager", "stage.reward.command (a process speaking JSON lines)", "verl"},
     {"algorithm.norm_adv_by_std_in_grpo", "stage.grpo.std (unbiased|population|none)", "verl"},
     {"algorithm.filter_groups.enable", "stage.grpo.dynamic_sampling.mode (refill)", "verl"},
     {"algorithm.filter_groups.max_num_gen_batches", "stage.grpo.dynamic_sampling.max_rounds", "verl"},
@@ -630,6 +653,7 @@ static const foreign_key FOREIGN[] = {
     {"model_name_or_path", "models.<name>.path", "TRL"},
     {"lmbda", "stage.opd.lambda", "TRL"},
     {"report_to", "logging.tensorboard (OUT/tensorboard; PNGs: s2d plot OUT)", "TRL"},
+    {"reward_funcs", "stage.reward.command (a process speaking JSON lines)", "TRL"},
 };
 
 /* The first key no getter read (same order as cfg_check_unused), with the dotted path down to its first leaf. */
@@ -815,8 +839,12 @@ static bool resolve_stage(train_config *tc, cfg_node *node, int i, s2d_err *err)
     if (s->eval_data[0]) {
         m = SUB("eval");
         TRY(fill_int(R, m, sa, "every", s->eval_every, err));
-        TRY(fill_int(R, m, sa, "samples", s->eval_samples, err));
+        TRY(fill_int(R, m, sa, "problems", s->eval_problems, err));
         TRY(fill_int(R, m, sa, "max_new_tokens", s->eval_max_new_tokens, err));
+    }
+    if (s->reward_command) {
+        m = SUB("reward");
+        TRY(fill_d(R, m, sa, "timeout_s", s->reward_timeout_s, err));
     }
     m = SUB("checkpoint");
     TRY(fill_int(R, m, sa, "every", s->ckpt_every, err));
@@ -994,6 +1022,7 @@ void train_config_free(train_config *tc) {
     for (int i = 0; i < tc->n_models; i++) free(tc->models[i].path), free(tc->models[i].init_preset),
                                            free(tc->models[i].tokenizer);
     for (int i = 0; i < tc->n_datasets; i++) free(tc->datasets[i].file);
+    for (int i = 0; i < tc->n_stages; i++) free(tc->stages[i].reward_command);
     free(tc->models), free(tc->datasets), free(tc->stages), free(tc->path), free(tc->instruction);
     memset(tc, 0, sizeof *tc);
 }
@@ -1055,6 +1084,8 @@ void train_config_print_plan(const train_config *tc, FILE *out) {
                 labelled ? "labelled" : "prompts only", s->steps, s->prompts_per_step, s->group_size);
         if (s->algo == ALGO_FKL) fprintf(out, "; fkl %s%s", fkl_names[s->fkl], s->fkl == FKL_TOPK ? "" : "");
         if (s->algo == ALGO_OPD) fprintf(out, "; lambda %g", (double)s->opd.lambda);
+        if (s->algo == ALGO_GRPO && s->reward_command) fprintf(out, "; reward from \"%s\"", s->reward_command);
+        else if (s->reward_command) fprintf(out, "; reward.command unused (not a grpo stage)");
         fprintf(out, "; lr %g\n", s->sched.lr);
     }
 }

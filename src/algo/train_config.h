@@ -28,7 +28,10 @@
  *       opd: {lambda: 1, gamma: 0, clip_low, clip_high, agg}
  *       optimizer: {lr, beta1, beta2, eps, weight_decay, clip, schedule: constant|warmup|cosine, warmup, min_lr}
  *       sampling: {temperature, top_p, top_k, max_new_tokens}
- *       eval: {data, every, samples, max_new_tokens}     # greedy accuracy; also before and after the stage
+ *       eval: {data, every, problems, max_new_tokens}    # greedy accuracy on the first `problems` records;
+ *                              # also before and after the stage (the old name eval.samples is an error)
+ *       reward: {command: "python3 r.py", timeout_s: 60}  # grpo: rewards from a long-lived command speaking
+ *                              # JSON lines (text/reward_cmd.h) instead of the built-in verifier
  *       checkpoint: {every, keep_last} # OUT/models/<output>/ every N steps; always at the end of the stage;
  *                              # keep_last: N keeps the newest N checkpoint files (0 = all)
  *       minibatches: 1        # grpo / opd: N optimizer steps per step on N contiguous minibatches of its
@@ -124,7 +127,10 @@ typedef struct {
     int max_new_tokens;
     /* eval */
     char eval_data[64];     /* "" = no eval */
-    int eval_every, eval_samples, eval_max_new_tokens;
+    int eval_every, eval_problems, eval_max_new_tokens; /* eval.problems: the first N records, greedy */
+    /* reward: {command, timeout_s}: grpo rewards from a command (text/reward_cmd.h); NULL = built-in verifier */
+    char *reward_command;
+    double reward_timeout_s;
     int ckpt_every;         /* 0 = only at the end */
     model_recompute recompute; /* training.recompute: per-layer activation recomputation in the learner */
     int ckpt_keep_last;     /* checkpoint.keep_last: keep the newest N checkpoints in OUT/checkpoints (0 = all) */

@@ -1,14 +1,24 @@
 /* s2d eval: sample K completions per problem and score them with the verifier.
  *
- *   s2d eval --model DIR --tokenizer DIR --data FILE [--data FILE ...] --samples K [options]
+ *   s2d eval --model DIR [--tokenizer DIR] --data FILE [--data FILE ...] [--samples K] [options]
+ *
+ * The tokenizer defaults to the model directory, K to 1. The template: --template, else the one the
+ * tokenizer's tokenizer_config.json chat_template is (text/chat.h; refused when it is none of the built-in
+ * ones), else the architecture's default; a template that does not fit the model's type and K > 1 at
+ * temperature 0 (K identical samples) are warned about.
  *
  * For each dataset: every problem is rendered with the chat template ("{problem}\n{instruction}" as the user
  * turn), tokenized, and sampled K times (continuous batching, model/generate.h); each completion is decoded
  * (its stop token removed) and verified against the reference answer (text/verify.h: math mode, or gsm8k mode
  * for the gsm8k format). stdout gets one JSON line per dataset:
- *   {"data", "format", "template", "problems", "samples", "avg@K", "pass@1", "pass@K", "maj@K", "no_answer",
- *    "truncated", "mean_new_tokens"}
- *   avg@K   mean over problems of c/K (c = correct samples of the problem)
+ *   {"data", "format", "template", "problems", "samples", "avg@K", "avg@K_stderr", "pass@1", "pass@K", "maj@K",
+ *    "no_answer", "truncated", "mean_new_tokens"[, "by_subject", "by_level"][, "reward_mean", "reward/<name>"]}
+ *   avg@K   mean over problems of c/K (c = correct samples of the problem); avg@K_stderr its standard error,
+ *           sd(c/K over problems, n - 1 denominator) / sqrt(n) (null for one problem)
+ *   by_subject / by_level  (records with MATH's `subject` / `level` fields) {"<value>": {"problems", "avg@K",
+ *           "avg@K_stderr"}, ...}, keys sorted
+ *   --reward-command CMD: each sample is also scored by the command (text/reward_cmd.h; correctness stays the
+ *           verifier's): reward_mean and the means of its extra fields, and "reward" on each --out line
  *   pass@k  unbiased estimator 1 - C(K-c, k)/C(K, k) (Chen et al. 2021), for k = 1 and k = K
  *   maj@K   the most common extracted answer (answers grouped by verifier equivalence; ties: the group
  *           formed first) is correct; a problem with no extracted answer counts as wrong
@@ -29,6 +39,7 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "text/chat.h"
+#include "text/reward_cmd.h"
 #include "text/tokenizer.h"
 #include "text/verify.h"
 
@@ -36,23 +47,31 @@ enum { EVAL_MAX_DATA = 16 };
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: s2d eval --model DIR --tokenizer DIR --data FILE [--data FILE ...] --samples K [options]\n"
+            "usage: s2d eval --model DIR [--tokenizer DIR] --data FILE [--data FILE ...] [--samples K] [options]\n"
+            "  --tokenizer DIR     default: the model directory\n"
             "  --format F          math | gsm8k | aime | generic | auto (default auto, from the fields)\n"
             "  --prompt-field F, --answer-field F, --id-field F   field names for --format generic\n"
-            "  --samples K         completions per problem (>= 1)\n"
+            "  --samples K         completions per problem (default 1; K > 1 at temperature 0 is warned about)\n"
             "  --temperature T     default 0.6 (0 = greedy)\n"
             "  --top-p P           default 0.95\n"
             "  --top-k K           default 0 (off)\n"
             "  --max-new-tokens N  default 2048\n"
-            "  --template NAME     qwen3 | qwen3-nothink | llama3 | none (default: qwen3 for Qwen3 models,\n"
-            "                      llama3 for Llama models)\n"
+            "  --template NAME     qwen3 | qwen3-nothink | llama3 | none (default: the built-in template that the\n"
+            "                      tokenizer's tokenizer_config.json chat_template is, refused when it is none\n"
+            "                      of them; without one: qwen3 for Qwen models, llama3 for Llama models); a\n"
+            "                      template that does not fit the model's type is warned about\n"
             "  --instruction TEXT  appended to each problem after a newline (default: \"%s\"; '' for none)\n"
             "  --verify MODE       math | gsm8k (default gsm8k for the gsm8k format, else math)\n"
             "  --seed S            default 0\n"
             "  --limit N           only the first N problems of each dataset\n"
             "  --batch B           concurrent sequences (default 16)\n"
             "  --out FILE.jsonl    every sample with its completion, extracted answer and correctness\n"
-            "  --device NAME       backend and device: cpu (default), cuda, cuda:N (see s2d devices)\n",
+            "  --reward-command CMD  also score every sample with a reward command (JSON lines, as the train\n"
+            "                      key reward.command): reward_mean and reward/<name> in the summary\n"
+            "  --reward-timeout S  seconds to wait for each reply (default 60)\n"
+            "  --device NAME       backend and device: cpu (default), cuda, cuda:N (see s2d devices)\n"
+            "Summary: avg@K with avg@K_stderr (standard error over problems), pass@1, pass@K, maj@K; MATH records\n"
+            "with subject / level fields add by_subject / by_level breakdowns.\n",
             CHAT_DEFAULT_INSTRUCTION);
 }
 
@@ -86,15 +105,69 @@ typedef struct {
     gen_result res;
     char **text;          /* [n*K] decoded completions */
     verify_result *vr;    /* [n*K] */
+    double *reward;       /* [n*K] --reward-command rewards, or NULL */
 } eval_set;
+
+/* One subject or level of a breakdown: problems and the sum of c/K and of its square. */
+typedef struct {
+    const char *key;
+    int problems;
+    double sum, sumsq;
+} group_stat;
+
+static int cmp_group(const void *a, const void *b) {
+    return strcmp(((const group_stat *)a)->key, ((const group_stat *)b)->key);
+}
+
+/* sd / sqrt(n) of values with this sum and sum of squares (n - 1 denominator); NAN for n < 2. */
+static double std_error(int n, double sum, double sumsq) {
+    if (n < 2) return NAN;
+    double mean = sum / n, var = (sumsq - n * mean * mean) / (n - 1);
+    return sqrt(var > 0 ? var : 0) / sqrt((double)n);
+}
+
+static void print_num_or_null(double v) {
+    if (isfinite(v)) printf("%.6f", v);
+    else printf("null");
+}
+
+/* , "by_<name>": {"<key>": {"problems", "avg@K", "avg@K_stderr"}, ...} over the problems whose field is set. */
+static void print_breakdown(const char *name, const eval_set *es, const double *frac, int K, bool level) {
+    int n = es->ds.n, ng = 0;
+    group_stat *g = xcalloc((size_t)n, sizeof *g);
+    for (int p = 0; p < n; p++) {
+        const char *key = level ? es->ds.rec[p].level : es->ds.rec[p].subject;
+        if (!key[0]) continue;
+        int k = 0;
+        while (k < ng && strcmp(g[k].key, key) != 0) k++;
+        if (k == ng) g[ng++].key = key;
+        g[k].problems++, g[k].sum += frac[p], g[k].sumsq += frac[p] * frac[p];
+    }
+    if (ng) {
+        qsort(g, (size_t)ng, sizeof *g, cmp_group);
+        printf(", \"by_%s\": {", name);
+        for (int k = 0; k < ng; k++) {
+            printf("%s", k ? ", " : "");
+            print_json_string(stdout, g[k].key, strlen(g[k].key));
+            printf(": {\"problems\": %d, \"avg@%d\": %.6f, \"avg@%d_stderr\": ", g[k].problems, K,
+                   g[k].sum / g[k].problems, K);
+            print_num_or_null(std_error(g[k].problems, g[k].sum, g[k].sumsq));
+            printf("}");
+        }
+        printf("}");
+    }
+    free(g);
+}
 
 int cmd_eval(int argc, char **argv) {
     const char *model_dir = NULL, *tok_dir = NULL, *out_path = NULL, *template_name = NULL, *verify_name = NULL;
+    const char *reward_command = NULL;
+    double reward_timeout = 60;
     const char *instruction = CHAT_DEFAULT_INSTRUCTION;
     const char *data[EVAL_MAX_DATA];
     int n_data = 0;
     ds_load_opts lo = {.format = DS_AUTO};
-    long samples = -1, max_new = 2048, limit = -1, batch = 16;
+    long samples = 1, max_new = 2048, limit = -1, batch = 16;
     gen_params gp = {.sampling = {.temperature = 0.6f, .top_k = 0, .top_p = 0.95f, .seed = 0}};
     s2d_err err;
     for (int i = 1; i < argc; i++) {
@@ -127,6 +200,8 @@ int cmd_eval(int argc, char **argv) {
         else if (strcmp(a, "--limit") == 0) limit = flag_long(a, v, 1, INT32_MAX);
         else if (strcmp(a, "--batch") == 0) batch = flag_long(a, v, 1, 4096);
         else if (strcmp(a, "--out") == 0) out_path = v;
+        else if (strcmp(a, "--reward-command") == 0) reward_command = v;
+        else if (strcmp(a, "--reward-timeout") == 0) reward_timeout = flag_double(a, v, 0.001, 1e6);
         else if (strcmp(a, "--device") == 0) cli_use_device(v);
         else {
             usage(stderr);
@@ -134,9 +209,8 @@ int cmd_eval(int argc, char **argv) {
         }
     }
     if (!model_dir) die_hint("s2d eval --help", "eval: --model DIR is required");
-    if (!tok_dir) die_hint("s2d eval --help", "eval: --tokenizer DIR is required");
+    if (!tok_dir) tok_dir = model_dir; /* HF model directories carry their tokenizer */
     if (n_data == 0) die_hint("s2d eval --help", "eval: --data FILE is required");
-    if (samples < 0) die_hint("s2d eval --help", "eval: --samples K is required");
     if (lo.format == DS_GENERIC && (!lo.prompt_field || !lo.answer_field))
         die("eval: --format generic needs --prompt-field and --answer-field");
     verify_mode forced_mode = VERIFY_MODE_MATH;
@@ -154,12 +228,30 @@ int cmd_eval(int argc, char **argv) {
         sets[d].mode = verify_name ? forced_mode : sets[d].ds.format == DS_GSM8K ? VERIFY_MODE_GSM8K : VERIFY_MODE_MATH;
     }
     tokenizer *tok;
-    CHECK_OK(tok_load(tok_dir, &tok, &err), &err);
+    if (!tok_load(tok_dir, &tok, &err)) {
+        if (tok_dir == model_dir) die_hint("give --tokenizer DIR", "eval: no --tokenizer, and the model's: %s", err.msg);
+        die("%s", err.msg);
+    }
     model m;
     CHECK_OK(model_load(&m, model_dir, &err), &err);
-    chat_template tmpl; /* the architecture's default, unless --template */
-    CHECK_OK(chat_template_parse(model_arch_of(m.cfg.arch)->chat_template, &tmpl, &err), &err);
+    chat_template tmpl; /* --template, else the tokenizer's chat_template, else the architecture's default */
+    const char *tmpl_from = "--template";
+    bool from_tok = false;
+    if (!template_name) CHECK_OK(chat_template_from_tokenizer(tok_dir, &from_tok, &tmpl, &err), &err);
     if (template_name) CHECK_OK(chat_template_parse(template_name, &tmpl, &err), &err);
+    else if (from_tok) tmpl_from = "the tokenizer's tokenizer_config.json";
+    else {
+        CHECK_OK(chat_template_parse(model_arch_of(m.cfg.arch)->chat_template, &tmpl, &err), &err);
+        tmpl_from = "the architecture's default";
+    }
+    const char *model_type = model_arch_of(m.cfg.arch)->model_type;
+    log_info("eval: chat template %s (from %s)", chat_template_name(tmpl), tmpl_from);
+    if (!chat_template_fits(tmpl, model_type))
+        log_warn("eval: the chat template %s (from %s) does not fit the model's type %s (%s): prompts will not "
+                 "look like the model's training data", chat_template_name(tmpl), tmpl_from, model_type, model_dir);
+    if (samples > 1 && gp.sampling.temperature == 0)
+        log_warn("eval: --samples %ld at --temperature 0: greedy decoding gives %ld identical samples per problem "
+                 "(pass@K = maj@K = avg@K); use --samples 1 or a temperature > 0", samples, samples);
     /* Stops: the template's end tokens as this tokenizer spells them, plus the model's eos ids. */
     gp.n_stop = 0;
     for (const char *const *s = chat_stop_tokens(tmpl); *s; s++) {
@@ -175,6 +267,8 @@ int cmd_eval(int argc, char **argv) {
 
     atomic_file af;
     if (out_path) CHECK_OK(atomic_open(&af, out_path, &err), &err);
+    reward_cmd *rc = NULL;
+    if (reward_command) CHECK_OK(reward_cmd_start(reward_command, reward_timeout, &rc, &err), &err);
 
     for (int d = 0; d < n_data; d++) {
         eval_set *es = &sets[d];
@@ -254,6 +348,20 @@ int cmd_eval(int argc, char **argv) {
             es->text[q] = xstrdup(tb.bytes ? tb.bytes : "");
             verify_answer(es->mode, es->text[q], es->ds.rec[q / K].answer, &es->vr[q]);
         }
+        if (rc) { /* every sample through the reward command too */
+            es->reward = xmalloc((size_t)total * sizeof *es->reward);
+            reward_cmd_step_reset(rc);
+            for (int q = 0; q < total; q++) {
+                const ds_record *r = &es->ds.rec[q / K];
+                char what[4200];
+                snprintf(what, sizeof what, "%s:%d sample %d", es->path, r->line, q % K);
+                if (!reward_cmd_score(rc, r->id, what, r->prompt, es->text[q], r->answer, &es->reward[q], &err)) {
+                    if (out_path) atomic_abort(&af);
+                    reward_cmd_close(rc);
+                    die("eval: %s", err.msg);
+                }
+            }
+        }
         tok_bytes_free(&tb);
         free(decode_buf);
         if (n_untokened)
@@ -261,7 +369,8 @@ int cmd_eval(int argc, char **argv) {
                      "vocabulary); they were left out of the completion text", es->path, n_untokened);
 
         /* metrics */
-        double avg = 0, pass1 = 0, passk = 0, maj = 0;
+        double avg = 0, avg_sq = 0, pass1 = 0, passk = 0, maj = 0;
+        double *frac = xmalloc((size_t)n * sizeof *frac); /* c/K per problem */
         long no_answer = 0, truncated = 0;
         int *group_rep = xmalloc((size_t)K * sizeof *group_rep), *group_count = xmalloc((size_t)K * sizeof(int));
         for (int p = 0; p < n; p++) {
@@ -288,13 +397,15 @@ int cmd_eval(int argc, char **argv) {
             int best = -1;
             for (int gi = 0; gi < n_groups; gi++)
                 if (best < 0 || group_count[gi] > group_count[best]) best = gi;
-            avg += (double)c / K;
+            avg += (double)c / K, avg_sq += (double)c / K * c / K;
+            frac[p] = (double)c / K;
             pass1 += pass_at_k(K, c, 1);
             passk += pass_at_k(K, c, K);
             maj += best >= 0 && es->vr[group_rep[best]].correct;
         }
         free(group_rep);
         free(group_count);
+        double avg_se = std_error(n, avg, avg_sq);
         avg /= n, pass1 /= n, passk /= n, maj /= n;
         log_info("eval %s: %d problems x %d samples: avg@%d %.4f pass@1 %.4f pass@%d %.4f maj@%d %.4f "
                  "(%ld new tokens in %.1f s, %.1f tok/s)",
@@ -303,12 +414,25 @@ int cmd_eval(int argc, char **argv) {
         printf("{\"data\": ");
         print_json_string(stdout, es->path, strlen(es->path));
         printf(", \"format\": \"%s\", \"template\": \"%s\", \"verify\": \"%s\", \"problems\": %d, \"samples\": %d, "
-               "\"avg@%d\": %.6f, \"pass@1\": %.6f, ",
+               "\"avg@%d\": %.6f, \"avg@%d_stderr\": ",
                ds_format_name(es->ds.format), chat_template_name(tmpl),
-               es->mode == VERIFY_MODE_GSM8K ? "gsm8k" : "math", n, K, K, avg, pass1);
+               es->mode == VERIFY_MODE_GSM8K ? "gsm8k" : "math", n, K, K, avg, K);
+        print_num_or_null(avg_se);
+        printf(", \"pass@1\": %.6f, ", pass1);
         if (K != 1) printf("\"pass@%d\": %.6f, ", K, passk); /* K = 1: pass@K is pass@1 (a JSON key once) */
-        printf("\"maj@%d\": %.6f, \"no_answer\": %.6f, \"truncated\": %.6f, \"mean_new_tokens\": %.2f}\n", K, maj,
+        printf("\"maj@%d\": %.6f, \"no_answer\": %.6f, \"truncated\": %.6f, \"mean_new_tokens\": %.2f", K, maj,
                (double)no_answer / total, (double)truncated / total, (double)es->res.n_generated / total);
+        print_breakdown("subject", es, frac, K, false);
+        print_breakdown("level", es, frac, K, true);
+        free(frac);
+        if (rc) {
+            double rsum = 0;
+            for (int q = 0; q < total; q++) rsum += es->reward[q];
+            printf(", \"reward_mean\": %.6f", rsum / total);
+            fflush(stdout);
+            reward_cmd_write_metrics(rc, stdout);
+        }
+        printf("}\n");
         if (fflush(stdout) != 0 || ferror(stdout)) die("eval: writing stdout failed");
 
         if (out_path) {
@@ -319,7 +443,9 @@ int cmd_eval(int argc, char **argv) {
                 print_json_string(f, es->path, strlen(es->path));
                 fputs(", \"id\": ", f);
                 print_json_string(f, es->ds.rec[q / K].id, strlen(es->ds.rec[q / K].id));
-                fprintf(f, ", \"sample\": %d, \"correct\": %s, \"extracted\": ", q % K, v->correct ? "true" : "false");
+                fprintf(f, ", \"sample\": %d, \"correct\": %s, ", q % K, v->correct ? "true" : "false");
+                if (es->reward) fprintf(f, "\"reward\": %.6g, ", es->reward[q]);
+                fputs("\"extracted\": ", f);
                 if (v->has_extracted)
                     print_json_string(f, v->extracted, strlen(v->extracted));
                 else
@@ -332,6 +458,7 @@ int cmd_eval(int argc, char **argv) {
         }
     }
     if (out_path) CHECK_OK(atomic_commit(&af, &err), &err);
+    reward_cmd_close(rc);
 
     for (int d = 0; d < n_data; d++) {
         eval_set *es = &sets[d];
@@ -339,6 +466,7 @@ int cmd_eval(int argc, char **argv) {
         for (int q = 0; q < total; q++) free(es->text[q]);
         free(es->text);
         free(es->vr);
+        free(es->reward);
         gen_result_free(&es->res);
         dataset_free(&es->ds);
     }

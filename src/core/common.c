@@ -53,6 +53,33 @@ void s2d_tmp_unlink_all(void) {
     }
 }
 
+/* Child process groups to kill on die() or a fatal signal (pid 0 = free slot). */
+enum { MAX_CHILDREN = 16 };
+static volatile sig_atomic_t g_children[MAX_CHILDREN];
+
+void s2d_child_register(int pgid) {
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (!g_children[i]) {
+            g_children[i] = pgid;
+            return;
+        }
+    kill(-pgid, SIGKILL);
+    die("too many child processes at once (limit %d)", MAX_CHILDREN);
+}
+
+void s2d_child_unregister(int pgid) {
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (g_children[i] == pgid) g_children[i] = 0;
+}
+
+void s2d_children_kill_all(void) {
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+        int g = g_children[i];
+        if (g > 0) kill(-g, SIGKILL);
+        g_children[i] = 0;
+    }
+}
+
 bool err_set(s2d_err *err, const char *fmt, ...) {
     if (err) {
         va_list ap;
@@ -87,6 +114,7 @@ _Noreturn void die_at(const char *file, int line, const char *hint, const char *
     if (hint) fprintf(stderr, "  hint: %s\n", hint);
     fflush(stderr);
     s2d_tmp_unlink_all();
+    s2d_children_kill_all();
     if (g_abort_hook) g_abort_hook(1);
     /* _exit, not exit: atexit handlers would run HDF5's library shutdown, which closes (and flushes) files
      * that a failed write left half-built, and that crashes (H5F__close_cb after ENOSPC). Every stdio stream

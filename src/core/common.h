@@ -5,7 +5,7 @@
  *    tests can see the message; the command line turns it into die().
  *  - everything else that cannot go on (OOM, syscalls, broken invariants): die() at once.
  * die() prints rank, role, file:line and an optional hint, removes registered temporary files (so no partial
- * output survives), then calls the abort hook (MPI_Abort under mpi/) or _exit(1) (no atexit handlers: HDF5's
+ * output survives), kills registered child processes, then calls the abort hook (MPI_Abort under mpi/) or _exit(1) (no atexit handlers: HDF5's
  * would close half-written files). */
 #pragma once
 #include <stdbool.h>
@@ -61,6 +61,11 @@ void s2d_tmp_unlink_all(void);
  * for messages ("MemAvailable in /proc/meminfo", "ulimit -v", "ulimit -d"). For up-front checks that name the
  * config key behind a size before anything is allocated. */
 size_t s2d_mem_available(const char **what);
+/* Child process groups that die() and the fatal-signal handler must SIGKILL (core/subproc.h registers them). */
+void s2d_child_register(int pgid);
+void s2d_child_unregister(int pgid);
+/* SIGKILLs every registered group; async-signal-safe (kill only). */
+void s2d_children_kill_all(void);
 
 /* Allocation that dies on failure (never inside a step loop: buffers are sized up front). */
 void *xmalloc(size_t n);

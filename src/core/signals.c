@@ -1,4 +1,4 @@
-/* signals.c: remove registered temp files on SIGTERM / SIGINT / SIGHUP, then re-raise (signals.h). */
+/* signals.c: remove registered temp files and kill registered children on SIGTERM / SIGINT / SIGHUP, then re-raise (signals.h). */
 #include "core/signals.h"
 
 #include <signal.h>
@@ -13,6 +13,7 @@ void s2d_set_signal_hook(void (*hook)(int sig)) { g_hook = hook; }
 static void on_signal(int sig) {
     if (g_hook) g_hook(sig); /* async-signal-safe by contract */
     s2d_tmp_unlink_all(); /* unlink() only: async-signal-safe */
+    s2d_children_kill_all(); /* kill() only */
     /* SA_RESETHAND restored the default action: this ends the process with the signal's status */
     raise(sig);
 }

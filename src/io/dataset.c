@@ -84,7 +84,7 @@ bool ds_last_boxed(const char *text, char **out) {
 /* ------------------------------------------------------------------ loading */
 
 typedef struct {
-    size_t id, prompt, answer; /* offsets into ds->text */
+    size_t id, prompt, answer, subject, level; /* offsets into ds->text */
     int line;
 } rec_off;
 
@@ -246,9 +246,23 @@ static bool parse_record(dataset *ds, const cJSON *obj, const ds_load_opts *o, c
         snprintf(buf, sizeof buf, "%ld", line);
         id = xstrdup(buf);
     }
+    /* MATH's optional breakdown keys: "subject" (string) and "level" (1..5, or "Level 3" in the original) */
+    char *tags[2] = {NULL, NULL};
+    static const char *const tag_names[2] = {"subject", "level"};
+    for (int k = 0; k < 2; k++) {
+        f = cJSON_GetObjectItemCaseSensitive(obj, tag_names[k]);
+        if (f && !cJSON_IsNull(f) && !field_scalar_text(f, &tags[k])) {
+            free(answer), free(id), free(tags[0]);
+            return err_set(err, "%s:%ld: field '%s' is not a string or number (format %s)", path, line, tag_names[k],
+                           fmt);
+        }
+    }
     r->prompt = text_add(ds, prompt, strlen(prompt));
     r->answer = text_add(ds, answer, strlen(answer));
     r->id = text_add(ds, id, strlen(id));
+    r->subject = text_add(ds, tags[0] ? tags[0] : "", tags[0] ? strlen(tags[0]) : 0);
+    r->level = text_add(ds, tags[1] ? tags[1] : "", tags[1] ? strlen(tags[1]) : 0);
+    free(tags[0]), free(tags[1]);
     r->line = (int)line;
     free(answer);
     free(id);
@@ -340,6 +354,8 @@ bool dataset_load(dataset *ds, const char *path, const ds_load_opts *opts, s2d_e
         ds->rec[i].id = ds->text + offs[i].id;
         ds->rec[i].prompt = ds->text + offs[i].prompt;
         ds->rec[i].answer = ds->text + offs[i].answer;
+        ds->rec[i].subject = ds->text + offs[i].subject;
+        ds->rec[i].level = ds->text + offs[i].level;
         ds->rec[i].line = offs[i].line;
     }
     free(offs);
@@ -539,6 +555,8 @@ void dataset_subset(const dataset *ds, const int *part_of, int part, dataset *ou
         offs[k].prompt = text_add(out, r->prompt, strlen(r->prompt));
         offs[k].answer = text_add(out, r->answer, strlen(r->answer));
         offs[k].id = text_add(out, r->id, strlen(r->id));
+        offs[k].subject = text_add(out, r->subject, strlen(r->subject));
+        offs[k].level = text_add(out, r->level, strlen(r->level));
         offs[k].line = r->line;
         k++;
     }
@@ -548,6 +566,8 @@ void dataset_subset(const dataset *ds, const int *part_of, int part, dataset *ou
         out->rec[i].prompt = out->text + offs[i].prompt;
         out->rec[i].answer = out->text + offs[i].answer;
         out->rec[i].id = out->text + offs[i].id;
+        out->rec[i].subject = out->text + offs[i].subject;
+        out->rec[i].level = out->text + offs[i].level;
         out->rec[i].line = offs[i].line;
     }
     free(offs);

@@ -8,6 +8,7 @@
  *   aime    prompt = `prompt` or `problem`; answer = `answer`, a JSON integer or a string of digits (kept as
  *           written, e.g. "023"); id = `id` if present, else the line.
  *   generic prompt/answer/id fields named by the caller (id optional).
+ *   Any format: optional `subject` and `level` fields (string or number) are kept for breakdowns (s2d eval).
  *   auto    the format is chosen from the first record's fields (problem → math, question → gsm8k,
  *           prompt → aime).
  * Errors name FILE:LINE and the reason ("invalid JSON", "record has no 'answer' field (format gsm8k)").
@@ -24,6 +25,8 @@ typedef struct {
     const char *id;     /* unique_id, id field, or the 1-based line number as text */
     const char *prompt; /* the problem text */
     const char *answer; /* the reference answer (string) */
+    const char *subject; /* optional "subject" field (MATH: "Algebra", ...), "" when absent */
+    const char *level;   /* optional "level" field as text (MATH-500: "3"; MATH: "Level 3"), "" when absent */
     int line;           /* line in the source file */
 } ds_record;
 

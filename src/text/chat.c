@@ -1,8 +1,10 @@
 /* chat.c: chat templates (see chat.h); references in tests/fixtures/chat/ from tools/make_chat_fixtures.py. */
 #include "text/chat.h"
 
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *const TEMPLATE_NAMES[] = {"none", "qwen3", "qwen3-nothink", "llama3"};
 
@@ -124,4 +126,69 @@ const char *const *chat_stop_tokens(chat_template t) {
     if (t == CHAT_QWEN3 || t == CHAT_QWEN3_NOTHINK) return qwen;
     if (t == CHAT_LLAMA3) return llama;
     return none;
+}
+
+/* Known jinja chat templates, identified by length and FNV-1a 64 of their bytes. */
+typedef struct {
+    size_t len;
+    uint64_t fnv;
+    chat_template t;
+    const char *what;
+} known_template;
+static const known_template KNOWN_TEMPLATES[] = {
+    {4116, 0x2bfdb7aa9754484eull, CHAT_QWEN3, "Qwen3"},
+    {389, 0x0e60067a5537498eull, CHAT_LLAMA3, "Llama 3 (as shipped with the Llama 3.1 tokenizer)"},
+};
+
+static uint64_t fnv1a64(const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+bool chat_template_from_tokenizer(const char *tok_path, bool *found, chat_template *out, s2d_err *err) {
+    *found = false;
+    char dir[4096], path[4200];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s", tok_path);
+    if (stat(tok_path, &st) == 0 && !S_ISDIR(st.st_mode)) { /* the tokenizer.json itself: its directory */
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0';
+        else snprintf(dir, sizeof dir, ".");
+    }
+    path_join(path, sizeof path, dir, "tokenizer_config.json");
+    if (stat(path, &st) != 0) return true; /* no file: nothing to match */
+    char *text;
+    size_t len;
+    if (!read_file(path, &text, &len, err)) return false;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!j) return err_set(err, "%s: invalid JSON", path);
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(j, "chat_template");
+    if (!ct || !cJSON_IsString(ct)) { /* absent, or the list-of-named-templates form: not read */
+        bool list = ct && cJSON_IsArray(ct);
+        cJSON_Delete(j);
+        if (list) return err_set(err, "%s: chat_template is a list of named templates, which s2d does not read: "
+                                      "give --template NAME", path);
+        return true;
+    }
+    size_t n = strlen(ct->valuestring);
+    uint64_t h = fnv1a64(ct->valuestring, n);
+    cJSON_Delete(j);
+    for (size_t i = 0; i < S2D_ARRAY_LEN(KNOWN_TEMPLATES); i++)
+        if (KNOWN_TEMPLATES[i].len == n && KNOWN_TEMPLATES[i].fnv == h) {
+            *found = true, *out = KNOWN_TEMPLATES[i].t;
+            return true;
+        }
+    return err_set(err, "%s: its chat_template (%zu bytes, FNV-1a 0x%016llx) is none of the built-in templates "
+                        "(the Qwen3 one, the Llama 3 one of the Llama 3.1 tokenizer), so s2d cannot render it "
+                        "exactly: give --template qwen3|qwen3-nothink|llama3|none to choose one",
+                   path, n, (unsigned long long)h);
+}
+
+bool chat_template_fits(chat_template t, const char *model_type) {
+    bool qwen = strcmp(model_type, "qwen3") == 0 || strcmp(model_type, "qwen2") == 0;
+    bool llama = strcmp(model_type, "llama") == 0;
+    if (t == CHAT_NONE || (!qwen && !llama)) return true;
+    return t == CHAT_LLAMA3 ? llama : qwen;
 }

@@ -43,5 +43,16 @@ int chat_stop_ids(chat_template t, int32_t *ids, int max);
  * "<|eot_id|>"), for looking them up in the tokenizer actually used; NULL-terminated; empty for "none". */
 const char *const *chat_stop_tokens(chat_template t);
 
+/* The built-in template that the chat_template of a tokenizer's tokenizer_config.json is. tok_path: the tokenizer
+ * directory or its tokenizer.json (tokenizer_config.json is looked up next to it). Templates are recognised byte
+ * for byte (length and FNV-1a 64 of the jinja text): Qwen3's (-> qwen3; qwen3-nothink is the same jinja with
+ * enable_thinking=False) and the Llama 3 one shipped with the Llama 3.1 tokenizer files (-> llama3); copies in
+ * tests/fixtures/tokenizers/. *found = false (and true returned) when there is no tokenizer_config.json or it
+ * has no chat_template string; false + err naming the file when the template is none of the built-in ones. */
+bool chat_template_from_tokenizer(const char *tok_path, bool *found, chat_template *out, s2d_err *err);
+/* Does template t fit a model whose config.json model_type is model_type ("qwen3", "qwen2", "llama")? "none"
+ * fits every model; unknown model types fit every template. */
+bool chat_template_fits(chat_template t, const char *model_type);
+
 /* Python str.strip() on UTF-8 (bytes that are not valid UTF-8 are kept): [*begin, *end). Exposed for tests. */
 void chat_py_strip(const char *s, const char **begin, const char **end);

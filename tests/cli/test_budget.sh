@@ -120,6 +120,9 @@ expect_error "labels.max on a stage without labels" "labels\.max: a fkl stage us
 expect_error "refill over the stage cap stops the run" "pipeline\[1\]\.labels\.max: stage rl_refill has handed out [23][0-9] unique labelled examples, over its cap of 20" \
   "$S2D" train b.yaml --out cap4 --set 'pipeline[1].labels={max: 20}' --set pipeline[1].data=train
 
+# refill keeps groups by the built-in verifier: a reward command there is refused
+expect_error "refill with a reward command" "refill selects groups with the built-in verifier and cannot use reward\.command" \
+  "$S2D" train b.yaml --dry-run --out cmdrefill --set 'pipeline[1].reward={command: "cat"}'
 # refill rounds are synchronous: with rollouts sampled ahead (runtime.max_policy_lag) they are refused up front
 expect_error "refill with a policy lag" "grpo\.dynamic_sampling\.mode: refill cannot run with runtime\.max_policy_lag 1" \
   "$S2D" train b.yaml --dry-run --out lagrefill --set runtime.max_policy_lag=1

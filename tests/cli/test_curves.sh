@@ -15,7 +15,7 @@ cfg=$WORK/tiny.yaml
 sed "s|path: tests/fixtures/|path: $S2D_ROOT/tests/fixtures/|" "$S2D_ROOT/configs/tests/tiny-pipeline.yaml" >"$cfg"
 # the tiny pipeline at 8 prompts per step: teacher_rl 2 steps, bridge_fkl 1, bridge_opd 2, student_rl 2 (7 global steps)
 SETS=(--set pipeline[0].steps=2 --set pipeline[1].steps=1 --set pipeline[2].steps=2 --set pipeline[3].steps=2)
-for i in 0 1 2 3; do SETS+=(--set "pipeline[$i].prompts_per_step=8" --set "pipeline[$i].eval.samples=8"); done
+for i in 0 1 2 3; do SETS+=(--set "pipeline[$i].prompts_per_step=8" --set "pipeline[$i].eval.problems=8"); done
 out=$WORK/run
 
 # 1. a run stopped after global step 3 (bridge_fkl's only step, a stage end), then resumed to the end

@@ -75,7 +75,6 @@ check "gsm8k detected, gsm8k verifier" grep -q '"format": "gsm8k", "template": "
 check "math detected, math verifier" grep -q '"format": "math", "template": "qwen3-nothink", "verify": "math"' <<<"$out"
 
 # bad input: clear errors, nothing written
-expect_error "--samples required" "--samples K is required" "$S2D" eval --model "$WORK/m" --tokenizer "$TOK" --data "$WORK/q.jsonl"
 expect_error "bad format" "unknown dataset format 'csv'" "$S2D" eval --model "$WORK/m" --tokenizer "$TOK" --data "$WORK/q.jsonl" --format csv --samples 1
 expect_error "bad template" "unknown chat template 'chatml'" "$S2D" eval --model "$WORK/m" --tokenizer "$TOK" --data "$S2D_ROOT/data/gsm8k/test.jsonl" --template chatml --samples 1
 printf '{"question": "ok?", "answer": "#### 1"}\n{"question": \n' >"$WORK/bad.jsonl"

@@ -8,7 +8,7 @@ export OMP_NUM_THREADS=1
 cfg=configs/tests/tiny-pipeline.yaml
 SETS=()
 for i in 0 1 2 3; do
-  SETS+=(--set "pipeline[$i].steps=2" --set "pipeline[$i].prompts_per_step=8" --set "pipeline[$i].eval.samples=8"
+  SETS+=(--set "pipeline[$i].steps=2" --set "pipeline[$i].prompts_per_step=8" --set "pipeline[$i].eval.problems=8"
          --set "pipeline[$i].checkpoint.every=1")
 done
 KEEP2=()

@@ -8,7 +8,7 @@ cd "$S2D_ROOT" || exit 1
 export OMP_NUM_THREADS=1
 cfg=configs/tests/tiny-pipeline.yaml
 SETS=()
-for i in 0 1 2 3; do SETS+=(--set "pipeline[$i].steps=2" --set "pipeline[$i].prompts_per_step=8" --set "pipeline[$i].eval.samples=8"); done
+for i in 0 1 2 3; do SETS+=(--set "pipeline[$i].steps=2" --set "pipeline[$i].prompts_per_step=8" --set "pipeline[$i].eval.problems=8"); done
 out=$WORK/run
 if "$S2D" train $cfg "${SETS[@]}" --out "$out" >"$WORK/stdout" 2>"$WORK/stderr"; then
   ok

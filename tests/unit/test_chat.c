@@ -75,8 +75,29 @@ static void test_names_and_stops(void) {
     EXPECT(b == bad && e == bad + sizeof bad - 1, "malformed UTF-8 edges kept");
 }
 
+/* tokenizer_config.json's chat_template -> the built-in template it is (the real Qwen3 and Llama 3.1 files). */
+static void test_from_tokenizer(void) {
+    s2d_err err;
+    chat_template t = CHAT_NONE;
+    bool found = false;
+    EXPECT(chat_template_from_tokenizer("tests/fixtures/tokenizers/qwen3", &found, &t, &err) && found &&
+               t == CHAT_QWEN3, "qwen3 tokenizer_config.json: %s", found ? chat_template_name(t) : err.msg);
+    found = false;
+    EXPECT(chat_template_from_tokenizer("tests/fixtures/tokenizers/llama3_1/tokenizer.json", &found, &t, &err) &&
+               found && t == CHAT_LLAMA3, "llama3_1 (given as the tokenizer.json file)");
+    found = true;
+    EXPECT(chat_template_from_tokenizer("tests/fixtures/data/tiny_tokenizer", &found, &t, &err) && !found,
+           "no tokenizer_config.json: nothing found, no error");
+    EXPECT(chat_template_fits(CHAT_QWEN3, "qwen3") && chat_template_fits(CHAT_QWEN3_NOTHINK, "qwen2") &&
+               chat_template_fits(CHAT_LLAMA3, "llama") && chat_template_fits(CHAT_NONE, "llama"),
+           "fitting templates");
+    EXPECT(!chat_template_fits(CHAT_LLAMA3, "qwen3") && !chat_template_fits(CHAT_QWEN3, "llama"),
+           "llama3 on qwen3 and qwen3 on llama do not fit");
+}
+
 int main(void) {
     RUN_TEST(test_fixtures);
+    RUN_TEST(test_from_tokenizer);
     RUN_TEST(test_names_and_stops);
     return TEST_SUMMARY();
 }

@@ -11,6 +11,32 @@
 static bool contains(const char *s, const char *sub) { return s && sub && strstr(s, sub) != NULL; }
 #define EXPECT_HAS(msg, sub) EXPECT(contains((msg), (sub)), "message \"%s\" lacks \"%s\"", (msg), (sub))
 
+static void test_subject_level(void) {
+    s2d_err err;
+    dataset ds;
+    ds_load_opts o = {.format = DS_MATH};
+    const char *path = "/tmp/s2d-test-dataset-tags.jsonl";
+    FILE *f = fopen(path, "w");
+    EXPECT(f != NULL, "cannot write %s", path);
+    if (!f) return;
+    fputs("{\"problem\": \"p1\", \"answer\": \"1\", \"level\": \"Level 3\"}\n"
+          "{\"problem\": \"p2\", \"answer\": \"2\", \"subject\": null}\n", f);
+    fclose(f);
+    EXPECT(dataset_load(&ds, path, &o, &err), "%s", err.msg);
+    if (ds.n == 2) {
+        EXPECT_STREQ(ds.rec[0].subject, ""); EXPECT_STREQ(ds.rec[0].level, "Level 3");
+        EXPECT_STREQ(ds.rec[1].subject, ""); EXPECT_STREQ(ds.rec[1].level, "");
+    }
+    dataset_free(&ds);
+    f = fopen(path, "w");
+    if (!f) return;
+    fputs("{\"problem\": \"p1\", \"answer\": \"1\", \"subject\": [1]}\n", f);
+    fclose(f);
+    EXPECT(!dataset_load(&ds, path, &o, &err), "a list as subject accepted");
+    EXPECT_HAS(err.msg, ":1: field 'subject' is not a string or number");
+    remove(path);
+}
+
 static void test_math(void) {
     s2d_err err;
     dataset with, without;
@@ -30,6 +56,12 @@ static void test_math(void) {
     EXPECT_STREQ(with.rec[2].answer, "\\{1\\pm\\sqrt{5},-2\\}"); /* escaped braces inside \boxed{} */
     EXPECT_STREQ(with.rec[3].answer, "2");                        /* two \boxed{}: the last one */
     EXPECT(strncmp(with.rec[0].prompt, "Convert the point $(0,3)$", 25) == 0, "prompt");
+    /* MATH-500's subject (string) and level (a JSON number) are kept for eval's breakdowns */
+    EXPECT_STREQ(with.rec[0].subject, "Precalculus");
+    EXPECT_STREQ(with.rec[0].level, "2");
+    EXPECT_STREQ(with.rec[1].subject, "Intermediate Algebra");
+    EXPECT_STREQ(with.rec[1].level, "5");
+    EXPECT_STREQ(with.rec[4].subject, "Algebra");
     dataset_free(&with);
     dataset_free(&without);
 
@@ -253,6 +285,7 @@ static void test_split(void) {
 }
 
 int main(void) {
+    RUN_TEST(test_subject_level);
     RUN_TEST(test_math);
     RUN_TEST(test_gsm8k);
     RUN_TEST(test_aime_and_generic);
