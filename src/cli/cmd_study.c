@@ -359,7 +359,8 @@ static int node_get(node_list *L, int parent, int seed, bool shared, cfg_node *s
 }
 
 /* The single-stage train config of node ni: the base (global overrides applied), seed = 1000 * seed + depth
- * (each stage its own sampling and data streams), every ancestor's output as a model path, no HDF5 logs. */
+ * (each stage its own sampling and data streams), the outputs of the ancestors it reads as model paths, no
+ * HDF5 logs. */
 static bool node_config(const study_def *st, node_list *L, int ni, s2d_err *err) {
     st_node *nd = &L->v[ni];
     cfg_node *root;
@@ -368,6 +369,9 @@ static bool node_config(const study_def *st, node_list *L, int ni, s2d_err *err)
     snprintf(v, sizeof v, "%lld", 1000LL * nd->seed + nd->depth);
     bool ok = cfg_set(root, "seed", v, err) && cfg_set(root, "logging", "{rollouts: false, metrics_h5: false}", err);
     for (int a = nd->parent; ok && a >= 0; a = L->v[a].parent) {
+        bool read = false; /* only the outputs it reads: the others may not exist yet (they run in parallel) */
+        for (int r = 0; r < 3; r++) read |= strcmp(nd->refs[r], L->v[a].output) == 0;
+        if (!read) continue;
         char key[128], abs[PATH_MAX], mdir[PATH_MAX + 80];
         snprintf(mdir, sizeof mdir, "%s/out/models/%s", L->v[a].dir, L->v[a].output);
         if (!realpath(L->v[a].dir, abs)) snprintf(abs, sizeof abs, "%s", L->v[a].dir);
@@ -606,14 +610,33 @@ static bool job_ready(runner *R, const st_job *jb) {
     if (jb->state != JS_WAIT) return false;
     const st_node *nd = &R->L->v[jb->node];
     if (jb->kind == JOB_TRAIN) {
-        if (nd->parent < 0) return true;
-        for (int i = 0; i < R->n_jobs; i++)
-            if (R->jobs[i].node == nd->parent && R->jobs[i].kind == JOB_TRAIN) return R->jobs[i].state == JS_DONE;
-        return true; /* the parent was reused */
+        /* waits only for the ancestors whose outputs it reads (policy, teacher, reference), so independent
+         * stages of one path (the two SFTs) run side by side */
+        for (int a = nd->parent; a >= 0; a = R->L->v[a].parent) {
+            const st_node *an = &R->L->v[a];
+            bool read = false;
+            for (int r = 0; r < 3; r++) read |= strcmp(nd->refs[r], an->output) == 0;
+            if (!read) continue;
+            for (int i = 0; i < R->n_jobs; i++)
+                if (R->jobs[i].node == a && R->jobs[i].kind == JOB_TRAIN && R->jobs[i].state != JS_DONE) return false;
+        }
+        return true;
     }
     for (int i = 0; i < R->n_jobs; i++)
         if (R->jobs[i].node == jb->node && R->jobs[i].kind == JOB_TRAIN) return R->jobs[i].state == JS_DONE;
     return true;
+}
+
+/* SIGINT / SIGTERM / SIGHUP: the children are ended too (by pid), then the study dies of the same signal. */
+static volatile sig_atomic_t study_signal = 0;
+static void on_signal(int sig) { study_signal = sig; }
+static void install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: waitpid returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) CHECK_SYS(sigaction(sigs[i], &sa, NULL));
 }
 
 static void run_all(runner *R, int jobs) {
@@ -631,6 +654,14 @@ static void run_all(runner *R, int jobs) {
         if (running == 0) die("study: %d runs wait on runs that never started (a bug)", total - done);
         int status;
         pid_t pid = waitpid(-1, &status, 0);
+        if (pid < 0 && errno == EINTR && study_signal) {
+            int sig = study_signal;
+            fprintf(stderr, "s2d study: signal %d: ending the %d running runs\n", sig, running);
+            kill_running(R);
+            signal(sig, SIG_DFL);
+            raise(sig);
+            _exit(128 + sig);
+        }
         if (pid < 0) {
             if (errno == EINTR) continue;
             die_sys_at(__FILE__, __LINE__, "waitpid");
@@ -1192,6 +1223,7 @@ int cmd_study(int argc, char **argv) {
             "[study] %s: %d arms x %d seeds -> %d distinct stage runs, %d evals; %d of %d jobs reused from %s; "
             "%d at once\n",
             config, st->n_arms, n_seeds, L.n, 2 * L.n, n_reused, n_jobs, dir, st->jobs);
+    install_signals();
     run_all(&R, st->jobs);
     for (int i = 0; i < L.n; i++) {
         char p[PATH_MAX + 32];
