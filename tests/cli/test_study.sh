@@ -93,7 +93,8 @@ fi
 # a run that fails ends the study with an error naming its log
 sed 's/^seeds: 2/seeds: 1/' study.yaml >fail.yaml
 echo 'set: ["fault={rank: 0, at_step: 1, kind: error}"]' >>fail.yaml
-expect_error "failing run" "train of seed 1 teacher_rl failed \(exit status 1\): see .*/train.log" "$S2D" study fail.yaml --out fl
+expect_error "failing run" "train of seed 1 [a-z_]+ failed \(exit status 1\): see .*/train.log" "$S2D" study fail.yaml --out "$WORK/fl"
+check "no child left running after the failure" test -z "$(pgrep -f "$WORK/fl/")"
 # config errors name the file and the problem, before anything runs
 sed 's/stages: \[bridge_fkl, student_rl\]/stages: [bridge_fk, student_rl]/' study.yaml >bad1.yaml
 expect_error "unknown stage" "arm s2d: stage 'bridge_fk' is not in the pipeline" "$S2D" study bad1.yaml --out b1
