@@ -300,8 +300,9 @@ static bool node_config(const study_def *st, node_list *L, int ni, s2d_err *err)
     /* pipeline: [the stage], indented as one block sequence item */
     size_t cap = strlen(head) + 2 * strlen(nd->stage_yaml) + 64;
     char *text = xmalloc(cap);
-    int at = snprintf(text, cap, "# s2d study: stage %s of %s (written by s2d study; edits are overwritten)\n%s"
-                      "pipeline:\n", nd->stage, st->path, head);
+    /* nothing here may depend on the study file's name: an unchanged node is reused by any study */
+    int at = snprintf(text, cap, "# s2d study: stage %s (written by s2d study; edits are overwritten)\n%s"
+                      "pipeline:\n", nd->stage, head);
     bool first = true;
     for (const char *p = nd->stage_yaml; *p;) {
         const char *e = strchr(p, '\n');

@@ -239,6 +239,19 @@ static void start_job(runner *R, st_job *jb) {
     fprintf(stderr, "[study %6.1fs] start %-12s %-28s log %s\n", study_now_s() - R->t0, job_names[jb->kind], lab, jb->log);
 }
 
+/* What an eval's result depends on besides the model: reused only when this matches (eval_<kind>.args). */
+static void eval_stamp(const runner *R, job_kind kind, char *buf, size_t n) {
+    bool greedy = kind == JOB_GREEDY;
+    snprintf(buf, n, "data=%s format=%s template=%s instruction=\"%s\" samples=%d temperature=%.17g top_p=%.17g "
+             "max_new_tokens=%d seed=%lld limit=%d\n", R->eval_file, R->eval_format, R->template_name, R->instruction,
+             greedy ? 1 : R->st->eval_samples, greedy ? 0.0 : R->st->eval_temperature, greedy ? 1.0 : R->st->eval_top_p,
+             R->st->eval_max_new, (long long)R->st->eval_seed, R->st->eval_limit);
+}
+
+static void stamp_path(const char *json, char *buf, size_t n) {
+    snprintf(buf, n, "%.*s.args", (int)(strlen(json) - 5), json); /* eval_x.json -> eval_x.args */
+}
+
 static bool job_ready(runner *R, const st_job *jb) {
     if (jb->state != JS_WAIT) return false;
     const st_node *nd = &R->L->v[jb->node];
@@ -331,6 +344,11 @@ static void run_all(runner *R, int jobs) {
                 kill_running(R);
                 die("study: %s of %s: no accuracy in its output %s (log %s)", job_names[jb->kind], lab, tmp, jb->log);
             }
+            char stamp[PATH_MAX + 512], sp[PATH_MAX + 64];
+            eval_stamp(R, jb->kind, stamp, sizeof stamp);
+            stamp_path(jb->out, sp, sizeof sp);
+            s2d_err err;
+            if (!study_write_text(sp, stamp, &err)) die("%s", err.msg);
             CHECK_SYS(rename(tmp, jb->out));
         }
         fprintf(stderr, "[study %6.1fs] done  %-12s %-28s in %.1f s (%d of %d runs done, %d running)\n",
@@ -341,27 +359,34 @@ static void run_all(runner *R, int jobs) {
 void study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, const char *config, const char *dir,
                int n_seeds, int ncpu) {
     node_list L = *Lp; /* a copy of the list header: the nodes (L.v) are shared */
-    /* jobs: train (unless reused), then greedy and sampled evals (unless their results are there) */
     st_job *jobsv = xcalloc((size_t)L.n * 3, sizeof *jobsv);
+    char exe[PATH_MAX];
+    ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    CHECK_SYS(el);
+    exe[el] = 0;
+    runner R = {.st = st, .L = &L, .jobs = jobsv, .n_jobs = 3 * L.n, .exe = exe, .eval_format = ea->format,
+                .template_name = ea->template_name, .instruction = ea->instruction, .t0 = study_now_s()};
+    snprintf(R.eval_file, sizeof R.eval_file, "%s", ea->file);
+    /* jobs: train (unless reused), then greedy and sampled evals (unless their results are there, made with
+     * the same eval settings) */
     int n_jobs = 0, n_reused = 0;
     for (int i = 0; i < L.n; i++)
         for (int k = 0; k < 3; k++) {
             st_job *jb = &jobsv[n_jobs++];
             jb->node = i, jb->kind = (job_kind)k;
-            char res[PATH_MAX + 32];
-            snprintf(res, sizeof res, "%s/eval_%s.json", L.v[i].dir, k == JOB_GREEDY ? "greedy" : "sampled");
-            bool have = L.v[i].reused && (k == JOB_TRAIN || access(res, F_OK) == 0);
+            bool have = L.v[i].reused;
+            if (k != JOB_TRAIN) {
+                snprintf(jb->out, sizeof jb->out, "%s/eval_%s.json", L.v[i].dir, k == JOB_GREEDY ? "greedy" : "sampled");
+                char want[PATH_MAX + 512], sp[PATH_MAX + 64];
+                eval_stamp(&R, (job_kind)k, want, sizeof want);
+                stamp_path(jb->out, sp, sizeof sp);
+                char *got = study_read_text(sp);
+                have = have && got && strcmp(got, want) == 0 && access(jb->out, F_OK) == 0;
+                free(got);
+            }
             jb->state = have ? JS_DONE : JS_WAIT;
             n_reused += have;
-            if (k != JOB_TRAIN) snprintf(jb->out, sizeof jb->out, "%s", res);
         }
-    char exe[PATH_MAX];
-    ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    CHECK_SYS(el);
-    exe[el] = 0;
-    runner R = {.st = st, .L = &L, .jobs = jobsv, .n_jobs = n_jobs, .exe = exe, .eval_format = ea->format,
-                .template_name = ea->template_name, .instruction = ea->instruction, .t0 = study_now_s()};
-    snprintf(R.eval_file, sizeof R.eval_file, "%s", ea->file);
     /* cores split between the children unless the user fixed OMP_NUM_THREADS */
     R.threads = getenv("OMP_NUM_THREADS") ? 0 : S2D_MAX(1, ncpu / st->jobs);
     fprintf(stderr,

@@ -87,6 +87,11 @@ EOF
   check "rerun gives the same numbers" python3 -c "
 import json; a = json.load(open('first.json')); b = json.load(open('st/study.json'))
 assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
+  # other eval settings: the training runs are reused, the evaluations are not
+  sed 's/samples: 2,/samples: 3,/' study.yaml >study3.yaml
+  "$S2D" study study3.yaml --out st >stdout3 2>stderr3
+  check "eval settings changed: 10 sampled evals rerun" test "$(grep -c 'done  eval sampled' stderr3)" = 10
+  check "eval settings changed: no train, no greedy eval rerun" test "$(grep -cE 'done  (train|eval greedy)' stderr3)" = 0
 else
   fail "micro study failed: $(tail -5 stderr)"
 fi
