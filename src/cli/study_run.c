@@ -360,10 +360,11 @@ void study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, co
                int n_seeds, int ncpu) {
     node_list L = *Lp; /* a copy of the list header: the nodes (L.v) are shared */
     st_job *jobsv = xcalloc((size_t)L.n * 3, sizeof *jobsv);
-    char exe[PATH_MAX];
-    ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    CHECK_SYS(el);
-    exe[el] = 0;
+    /* the children exec this very binary through /proc/PID/exe: it stays valid (the same inode) when the file is
+     * rebuilt or replaced while the study runs, where its path would give a half-written or another binary */
+    char exe[64];
+    snprintf(exe, sizeof exe, "/proc/%ld/exe", (long)getpid());
+    CHECK_SYS(access(exe, X_OK));
     runner R = {.st = st, .L = &L, .jobs = jobsv, .n_jobs = 3 * L.n, .exe = exe, .eval_format = ea->format,
                 .template_name = ea->template_name, .instruction = ea->instruction, .t0 = study_now_s()};
     snprintf(R.eval_file, sizeof R.eval_file, "%s", ea->file);
