@@ -488,8 +488,8 @@ int cmd_study(int argc, char **argv) {
     study_eval_args ea = {.file = eval_file, .format = eval_format, .template_name = chat_template_name(tc.chat),
                           .instruction = tc.instruction};
     double t0 = study_now_s();
-    study_run(st, &L, &ea, config, dir, n_seeds, ncpu);
-    study_report(st, &L, paths, seed_of, n_seeds, dir, study_now_s() - t0);
+    double cpu = study_run(st, &L, &ea, config, dir, n_seeds, ncpu);
+    study_report(st, &L, paths, seed_of, n_seeds, dir, study_now_s() - t0, cpu);
     fprintf(stderr, "[study] wrote %s/study.md, %s/study.json, %s/study.png\n", dir, dir, dir);
     for (int i = 0; i < L.n; i++) free(L.v[i].stage_yaml), free(L.v[i].config_text);
     free(L.v), free(paths);

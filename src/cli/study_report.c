@@ -144,8 +144,8 @@ static void write_plot(const study_def *st, const node_list *L, arm_path (*paths
                 png);
 }
 
-void study_report(const study_def *st, node_list *L, arm_path (*paths)[ST_MAX_SEEDS], const int *seeds,
-                   int n_seeds, const char *dir, double wall) {
+void study_report(const study_def *st, node_list *L, arm_path (*paths)[ST_MAX_SEEDS], const int *seeds, int n_seeds,
+                  const char *dir, double wall, double cpu) {
     char *md = NULL;
     size_t md_len = 0;
     FILE *m = open_memstream(&md, &md_len);
@@ -156,7 +156,8 @@ void study_report(const study_def *st, node_list *L, arm_path (*paths)[ST_MAX_SE
     fprintf(m, "Base pipeline %s; %d seeds (%d", st->base, n_seeds, seeds[0]);
     for (int s = 1; s < n_seeds; s++) fprintf(m, ", %d", seeds[s]);
     fprintf(m, "); test set `%s`, greedy accuracy and sampled avg@%d (temperature %g, top-p %g). Accuracies in %%. "
-               "Wall time %.0f s.\n\n", st->eval_data, st->eval_samples, st->eval_temperature, st->eval_top_p, wall);
+               "Wall time %.0f s; the child runs of this invocation used %.0f CPU seconds (runs reused from an earlier "
+               "invocation not counted).\n\n", st->eval_data, st->eval_samples, st->eval_temperature, st->eval_top_p, wall, cpu);
     fprintf(m, "Verdict rule: a claim's difference d (per seed, paired: the same seed's runs share the teacher and "
                "the data order) has mean D and standard error SE = sd(d)/sqrt(seeds); it **holds** when D > 2 SE, is "
                "**reversed** when D < -2 SE, and is **within noise** otherwise (undetermined with one seed). Claims "
@@ -195,6 +196,8 @@ void study_report(const study_def *st, node_list *L, arm_path (*paths)[ST_MAX_SE
     cJSON_AddStringToObject(J, "rule", "holds: difference > 2 SE; reversed: difference < -2 SE; otherwise within "
                                        "noise; SE = sd of the per-seed paired differences / sqrt(seeds)");
     cJSON_AddStringToObject(J, "units", "accuracies and differences in percentage points");
+    cJSON_AddNumberToObject(J, "wall_s", wall);
+    cJSON_AddNumberToObject(J, "cpu_s", cpu);
     cJSON *jarms = cJSON_AddObjectToObject(J, "arms");
     double ref_g[ST_MAX_SEEDS], ref_s[ST_MAX_SEEDS];
     for (int s = 0; s < n_seeds; s++) {

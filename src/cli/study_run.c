@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -356,8 +357,8 @@ static void run_all(runner *R, int jobs) {
     }
 }
 
-void study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, const char *config, const char *dir,
-               int n_seeds, int ncpu) {
+double study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, const char *config, const char *dir,
+                 int n_seeds, int ncpu) {
     node_list L = *Lp; /* a copy of the list header: the nodes (L.v) are shared */
     st_job *jobsv = xcalloc((size_t)L.n * 3, sizeof *jobsv);
     /* the children exec this very binary through /proc/PID/exe: it stays valid (the same inode) when the file is
@@ -396,6 +397,11 @@ void study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, co
             config, st->n_arms, n_seeds, L.n, 2 * L.n, n_reused, n_jobs, dir, st->jobs);
     install_signals();
     run_all(&R, st->jobs);
+    /* CPU seconds (user + sys) of every child of this invocation: what the study costs on an idle machine */
+    struct rusage ru;
+    CHECK_SYS(getrusage(RUSAGE_CHILDREN, &ru));
+    double cpu = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+                 1e-6 * (double)ru.ru_stime.tv_usec;
     for (int i = 0; i < L.n; i++) {
         char p[PATH_MAX + 32];
         snprintf(p, sizeof p, "%s/eval_greedy.json", L.v[i].dir);
@@ -406,4 +412,5 @@ void study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, co
         read_node_budget(&L.v[i]);
     }
     free(jobsv);
+    return cpu;
 }
