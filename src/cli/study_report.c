@@ -132,8 +132,8 @@ static void write_plot(const study_def *st, const node_list *L, arm_path (*paths
             "set grid\nset xtics 1\nset xrange [-0.3:%d.3]\nplot ",
             png, greedy ? "greedy" : "sampled avg@k", n_seeds, st->start[0] ? st->start : "-", max_stages(st));
     for (int a = 0; a < st->n_arms; a++)
-        fprintf(f, "%s'%s' index %d using ($1+%.3f):2:3 with yerrorlines lw 2 title '%s'", a ? ", " : "", dat, a,
-                0.03 * (a - st->n_arms / 2.0), st->arms[a].name);
+        fprintf(f, "%s'%s' index %d using ($1+%.3f):2:3 with yerrorlines lw 2 dt %d title '%s'", a ? ", " : "", dat,
+                a, 0.03 * (a - st->n_arms / 2.0), 1 + a / 8, st->arms[a].name); /* gnuplot has 8 colours: dash the rest */
     fprintf(f, "\n");
     fclose(f);
     char cmd[2 * PATH_MAX + 64];
