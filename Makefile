@@ -1,4 +1,4 @@
-# s2d: one entry point. make | make test | make run | make deps | make bench | make fuzz | make clean
+# s2d: one entry point. make | make test | make run | make demo | make deps | make bench | make fuzz | make clean
 # BUILD=dir puts every output under dir (default build/). CUDA=1 also builds the CUDA backend (cuda/, nvcc).
 BUILD ?= build
 CC ?= gcc
@@ -72,7 +72,7 @@ endif
 TOOL_SRC  := $(wildcard tools/bench/*.c)
 TOOL_BIN  := $(TOOL_SRC:tools/bench/%.c=$(BUILD)/tools/%)
 
-.PHONY: all deps test run bench fuzz clean cuda-check cuda-objs
+.PHONY: all deps test run demo bench fuzz clean cuda-check cuda-objs
 all: $(BUILD)/s2d
 
 deps:
@@ -153,7 +153,12 @@ cuda-check:
 	  echo "cuda: $(words $(CU_SRC)) sources compiled; a GPU is visible: run tests/gpu/run.sh for the GPU tests"; \
 	else echo "cuda: $(words $(CU_SRC)) sources compiled; GPU tests skipped: no GPU visible"; fi
 
+# make run: the embedded study (docs/study.md); make demo: the single demo pipeline (configs/demo/demo.yaml).
 run: deps
+	@$(MAKE) --no-print-directory $(BUILD)/s2d
+	@tools/study.sh $(BUILD)
+
+demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/s2d
 	@tools/demo.sh $(BUILD)
 

@@ -24,6 +24,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"verify", cmd_verify, "check math answers against references (JSON lines on stdin)"},
     {"eval", cmd_eval, "sample K completions per problem and report avg@K, pass@K, maj@K"},
     {"train", cmd_train, "run a training pipeline (teacher RL -> bridge -> student RL) from a YAML config"},
+    {"study", cmd_study, "run a study: the papers' comparisons (arms) over seeds, with paired statistics"},
     {"export", cmd_export, "write a checkpoint's model as a Hugging Face directory (config, safetensors)"},
     {"inspect", cmd_inspect, "summarise an s2d HDF5 file (checkpoint, rollout log, metrics)"},
     {"plot", cmd_plot, "draw a run's metric curves (one PNG per stage, gnuplot) into OUT/plots"},

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make run: the embedded demo. No downloads: tiny models from init presets, the synthetic arithmetic task and
+# make demo: the embedded demo. No downloads: tiny models from init presets, the synthetic arithmetic task and
 # the byte-level demo tokenizer (configs/demo/). Prints the per-stage table (test accuracy before/after, labels
 # consumed) and the time split between generation, scoring and learning. Output: runs/demo/.
 set -eu

@@ -11,23 +11,50 @@
 #define ARITH_SPLIT_KEY 0x5EEDA7117ull /* fixed: the split of a problem never depends on a config's seed */
 #define ARITH_MAX_OPS 8
 
-static const char *const split_names[3] = {"train", "heldout", "test"};
+const char *const arith_split_names[ARITH_N_SPLITS] = {"train", "heldout", "test", "sft",
+                                                       "teacher_rl", "bridge", "student_rl", "val"};
+#define split_names arith_split_names
 
 bool arith_split_parse(const char *name, arith_split *out, s2d_err *err) {
-    int i = name_index(name, split_names, 3);
+    int i = name_index(name, split_names, ARITH_N_SPLITS);
     if (i >= 0) return *out = (arith_split)i, true;
-    return err_set(err, "unknown arithmetic split '%s' (choose train, heldout, test)", name);
+    return err_set(err,
+                   "unknown arithmetic split '%s' (choose train, heldout, test, sft, teacher_rl, bridge, "
+                   "student_rl, val)",
+                   name);
 }
 
 const char *arith_split_name(arith_split s) { return split_names[s]; }
 
-arith_split arith_split_of(const char *problem) {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a, then one Philox block keyed by the fixed split key */
+/* FNV-1a of the text, then one Philox block keyed by the fixed split key: w[0] picks train/heldout/test,
+ * w[1] the study part of a train problem (independent of w[0]). */
+static void split_words(const char *problem, uint32_t w[4]) {
+    uint64_t h = 1469598103934665603ULL;
     for (const char *c = problem; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-    uint32_t w[4];
     philox4x32(ARITH_SPLIT_KEY, h, 0, w);
+}
+
+arith_split arith_split_of(const char *problem) {
+    uint32_t w[4];
+    split_words(problem, w);
     uint32_t bucket = w[0] % 10;
     return bucket < 8 ? ARITH_TRAIN : bucket == 8 ? ARITH_HELDOUT : ARITH_TEST;
+}
+
+arith_split arith_study_split_of(const char *problem) {
+    uint32_t w[4];
+    split_words(problem, w);
+    uint32_t bucket = w[0] % 10;
+    if (bucket >= 8) return bucket == 8 ? ARITH_HELDOUT : ARITH_TEST;
+    /* train is 80 % of the space: eighths of it are 10 % each (sft 3/8, bridge 2/8, the rest 1/8) */
+    static const arith_split part[8] = {ARITH_SFT,    ARITH_SFT,        ARITH_SFT,        ARITH_TEACHER_RL,
+                                        ARITH_BRIDGE, ARITH_BRIDGE,     ARITH_STUDENT_RL, ARITH_VAL};
+    return part[w[1] % 8];
+}
+
+bool arith_in_split(const char *problem, arith_split s) {
+    if (s <= ARITH_TEST) return arith_split_of(problem) == s;
+    return arith_study_split_of(problem) == s;
 }
 
 /* Tokens of an expression: n+1 values and n operators. */
@@ -114,7 +141,7 @@ bool arith_make(const arith_params *p, arith_split split, int count, arith_set *
         for (int i = 0; i <= p->n_ops; i++) e.val[i] = (long long)rng_next_below(&r, (uint64_t)p->max_operand + 1);
         for (int i = 0; i < p->n_ops; i++) e.op[i] = ops[rng_next_below(&r, 3)];
         expr_print(&e, text, sizeof text);
-        if (arith_split_of(text) != split) continue;
+        if (!arith_in_split(text, split)) continue;
         uint64_t h = 1469598103934665603ULL;
         for (const char *c = text; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
         size_t slot = h & (cap - 1);

@@ -9,14 +9,31 @@
  * Determinism and splits: problems are drawn from the Philox stream (seed, ARITH_STREAM). Each problem
  * belongs to exactly one split, decided by a keyed hash of its text with a FIXED key (not the seed), so the
  * train / heldout / test sets are disjoint for any seeds and sizes: train 80 %, heldout 10 %, test 10 % of the
- * problem space. Within a set problems are unique. */
+ * problem space. Within a set problems are unique.
+ *
+ * The study splits (docs/study.md) divide train further, by a second word of the same keyed hash, into five
+ * disjoint parts: sft 30 % of the problem space (pretraining / SFT data), teacher_rl 10 % (the scarce labelled
+ * teacher-RL set), bridge 20 % (the unlabelled bridge prompt pool), student_rl 10 % (held-out labelled
+ * student-RL set) and val 10 % (validation: choosing the task and hyperparameters). heldout and test are
+ * unchanged, so a study's test set is disjoint from everything it trains or validates on. */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "core/common.h"
 
-typedef enum { ARITH_TRAIN = 0, ARITH_HELDOUT = 1, ARITH_TEST = 2 } arith_split;
+typedef enum {
+    ARITH_TRAIN = 0,
+    ARITH_HELDOUT = 1,
+    ARITH_TEST = 2,
+    /* the study splits: disjoint parts of ARITH_TRAIN */
+    ARITH_SFT = 3,
+    ARITH_TEACHER_RL = 4,
+    ARITH_BRIDGE = 5,
+    ARITH_STUDENT_RL = 6,
+    ARITH_VAL = 7,
+    ARITH_N_SPLITS = 8
+} arith_split;
 
 typedef struct {
     int n_ops;       /* operations per problem, 1..8 */
@@ -31,11 +48,16 @@ typedef struct {
     char **solution; /* [n] "3+8=11 \boxed{11}" */
 } arith_set;
 
-/* "train" | "heldout" | "test". */
+/* "train" | "heldout" | "test" | "sft" | "teacher_rl" | "bridge" | "student_rl" | "val". */
+extern const char *const arith_split_names[ARITH_N_SPLITS];
 bool arith_split_parse(const char *name, arith_split *out, s2d_err *err);
 const char *arith_split_name(arith_split s);
-/* The split a problem text belongs to. */
+/* The split (train, heldout or test) a problem text belongs to. */
 arith_split arith_split_of(const char *problem);
+/* The study split (sft .. val) of a train problem; ARITH_HELDOUT / ARITH_TEST for the others. */
+arith_split arith_study_split_of(const char *problem);
+/* Does the problem belong to split s (a study split is a part of train)? */
+bool arith_in_split(const char *problem, arith_split s);
 /* Evaluates "a op b op c ..." (non-negative integer operands, + - *, precedence); false on bad syntax. */
 bool arith_eval(const char *problem, long long *value);
 /* `count` distinct problems of the split. False + err when the problem space of this split is too small. */

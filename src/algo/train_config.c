@@ -123,10 +123,9 @@ static bool read_dataset(cfg_node *node, const char *name, tc_dataset *d, s2d_er
         int which;
         TRY(cfg_get_enum(node, "task", tasks, 1, &which, err));
         d->arith = true;
-        static const char *const splits[3] = {"train", "heldout", "test"};
         int split;
         int64_t seed;
-        TRY(cfg_get_enum(node, "split", splits, 3, &split, err));
+        TRY(cfg_get_enum(node, "split", arith_split_names, ARITH_N_SPLITS, &split, err));
         d->split = (arith_split)split;
         TRY(cfg_get_int(node, "size", 1, 1000000, &d->size, err));
         TRY(cfg_get_i64_or(node, "seed", 0, 0, INT64_MAX, &seed, err));

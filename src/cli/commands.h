@@ -8,6 +8,7 @@ int cmd_tokenize(int argc, char **argv);   /* cli/cmd_tokenize.c */
 int cmd_verify(int argc, char **argv);     /* cli/cmd_verify.c */
 int cmd_eval(int argc, char **argv);       /* cli/cmd_eval.c */
 int cmd_train(int argc, char **argv);      /* cli/cmd_train.c */
+int cmd_study(int argc, char **argv);      /* cli/cmd_study.c */
 int cmd_export(int argc, char **argv);     /* cli/cmd_export.c */
 int cmd_inspect(int argc, char **argv);    /* cli/cmd_inspect.c */
 int cmd_plot(int argc, char **argv);       /* cli/cmd_plot.c */

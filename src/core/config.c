@@ -420,6 +420,14 @@ bool cfg_get_seq(cfg_node *map, const char *key, cfg_node **out, s2d_err *err) {
     *out = c;
     return true;
 }
+bool cfg_get_seq_opt(cfg_node *map, const char *key, cfg_node **out, s2d_err *err) {
+    cfg_node *c;
+    *out = NULL;
+    if (!lookup(map, key, false, &c, err)) return false;
+    if (c && !cfg_as_seq(c, err)) return false;
+    *out = c;
+    return true;
+}
 
 int cfg_len(const cfg_node *node) { return node && node->kind != CFG_SCALAR ? node->n : 0; }
 cfg_node *cfg_at(cfg_node *node, int i) {

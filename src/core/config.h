@@ -91,6 +91,7 @@ bool cfg_get_enum_or(cfg_node *map, const char *key, const char *const *names, i
 bool cfg_get_map(cfg_node *map, const char *key, cfg_node **out, s2d_err *err);
 bool cfg_get_map_opt(cfg_node *map, const char *key, cfg_node **out, s2d_err *err);
 bool cfg_get_seq(cfg_node *map, const char *key, cfg_node **out, s2d_err *err);
+bool cfg_get_seq_opt(cfg_node *map, const char *key, cfg_node **out, s2d_err *err);
 
 /* Children of a seq or map (no marking: the typed read of the child marks it). */
 int cfg_len(const cfg_node *node);

@@ -1,5 +1,6 @@
 /* Arithmetic task: values against an independent evaluator and hand-worked cases, worked solutions that
  * the verifier accepts, disjoint and deterministic splits, and the demo tokenizer round trip. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,6 +93,49 @@ static void test_sets(void) {
     EXPECT(!arith_make(&tiny, ARITH_TRAIN, 100, &t, &err) && strstr(err.msg, "distinct"), "%s", err.msg);
 }
 
+/* The study splits: parts of train, disjoint from each other, heldout and test, in the documented shares of the
+ * problem space (ops 2, operands 0..9: 9000 problems). */
+static void test_study_splits(void) {
+    s2d_err err;
+    arith_params p = {.n_ops = 2, .max_operand = 9, .seed = 3};
+    int count[ARITH_N_SPLITS] = {0}, total = 0, not_train = 0;
+    char text[32];
+    const char ops[3] = {'+', '-', '*'};
+    for (int a = 0; a <= 9; a++)
+        for (int b = 0; b <= 9; b++)
+            for (int c = 0; c <= 9; c++)
+                for (int o1 = 0; o1 < 3; o1++)
+                    for (int o2 = 0; o2 < 3; o2++) {
+                        snprintf(text, sizeof text, "%d%c%d%c%d", a, ops[o1], b, ops[o2], c);
+                        arith_split s = arith_study_split_of(text);
+                        count[s]++, total++;
+                        int in = 0;
+                        for (int k = 0; k < ARITH_N_SPLITS; k++) in += k != ARITH_TRAIN && arith_in_split(text, k);
+                        if (in != 1) not_train++; /* exactly one of heldout, test or a study split */
+                        if (s >= ARITH_SFT && !arith_in_split(text, ARITH_TRAIN)) not_train++;
+                    }
+    EXPECT(total == 9000 && not_train == 0, "%d problems; %d in none or several study splits", total, not_train);
+    const double share[ARITH_N_SPLITS] = {0, 0.1, 0.1, 0.3, 0.1, 0.2, 0.1, 0.1};
+    for (int s = 1; s < ARITH_N_SPLITS; s++)
+        EXPECT(fabs(count[s] / 9000.0 - share[s]) < 0.02, "%s: %d problems, want about %.0f %%", arith_split_names[s],
+               count[s], share[s] * 100);
+    /* sets drawn from the study splits are disjoint and each problem is in its split */
+    arith_set sets[5];
+    for (int s = 0; s < 5; s++) EXPECT(arith_make(&p, (arith_split)(ARITH_SFT + s), 300, &sets[s], &err), "%s", err.msg);
+    int overlap = 0, wrong = 0;
+    for (int a = 0; a < 5; a++)
+        for (int i = 0; i < sets[a].n; i++) {
+            wrong += arith_study_split_of(sets[a].problem[i]) != (arith_split)(ARITH_SFT + a);
+            for (int b = a + 1; b < 5; b++)
+                for (int j = 0; j < sets[b].n; j++) overlap += strcmp(sets[a].problem[i], sets[b].problem[j]) == 0;
+        }
+    EXPECT(overlap == 0 && wrong == 0, "%d shared problems, %d in the wrong split", overlap, wrong);
+    for (int s = 0; s < 5; s++) arith_free(&sets[s]);
+    arith_split sp;
+    EXPECT(arith_split_parse("bridge", &sp, &err) && sp == ARITH_BRIDGE, "parse bridge");
+    EXPECT(!arith_split_parse("valid", &sp, &err) && strstr(err.msg, "student_rl"), "%s", err.msg);
+}
+
 static void test_demo_tokenizer(void) {
     s2d_err err;
     tokenizer *tok;
@@ -117,6 +161,7 @@ static void test_demo_tokenizer(void) {
 int main(void) {
     RUN_TEST(test_hand_cases);
     RUN_TEST(test_sets);
+    RUN_TEST(test_study_splits);
     RUN_TEST(test_demo_tokenizer);
     return TEST_SUMMARY();
 }

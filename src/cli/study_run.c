@@ -1,0 +1,416 @@
+/* study_run.c: the child processes of `s2d study`: one `s2d train` per node of the run tree, then its greedy
+ * and sampled `s2d eval`, up to --jobs at once (fork + exec of /proc/self/exe), with progress lines, failure
+ * handling (the others stopped, the log named) and signal forwarding; then each node's results. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/study.h"
+#include "core/common.h"
+
+char *study_read_text(const char *path) {
+    char *d;
+    size_t len;
+    s2d_err e;
+    return read_file(path, &d, &len, &e) ? d : NULL;
+}
+
+void study_mkdir_p(const char *path) {
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST) die("mkdir %s: %s", buf, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST) die("mkdir %s: %s", buf, strerror(errno));
+}
+
+bool study_write_text(const char *path, const char *text, s2d_err *err) {
+    atomic_file af;
+    if (!atomic_open(&af, path, err)) return false;
+    if (fputs(text, af.fp) == EOF) {
+        atomic_abort(&af);
+        return err_set(err, "%s: write failed: %s", path, strerror(errno));
+    }
+    return atomic_commit(&af, err);
+}
+
+/* ---- child processes ---- */
+typedef enum { JOB_TRAIN = 0, JOB_GREEDY = 1, JOB_SAMPLED = 2 } job_kind;
+typedef enum { JS_WAIT = 0, JS_RUN, JS_DONE } job_state;
+typedef struct {
+    int node;
+    job_kind kind;
+    job_state state;
+    pid_t pid;
+    double t0;
+    char log[PATH_MAX + 32], out[PATH_MAX + 32]; /* out: the eval's stdout (JSON line), written to .tmp first */
+} st_job;
+
+double study_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static pid_t spawn(const char *exe, char *const argv[], const char *stdout_path, const char *log_path, int threads) {
+    pid_t pid = fork();
+    CHECK_SYS(pid);
+    if (pid == 0) {
+        FILE *lf = fopen(log_path, "w");
+        if (!lf) _exit(126);
+        int fd = fileno(lf);
+        dup2(fd, 2);
+        if (stdout_path) {
+            FILE *of = fopen(stdout_path, "w");
+            if (!of) _exit(126);
+            dup2(fileno(of), 1);
+        } else {
+            dup2(fd, 1);
+        }
+        if (threads > 0) {
+            char t[16];
+            snprintf(t, sizeof t, "%d", threads);
+            setenv("OMP_NUM_THREADS", t, 1);
+        }
+        execv(exe, argv);
+        fprintf(stderr, "s2d study: exec %s: %s\n", exe, strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static const char *const job_names[3] = {"train", "eval greedy", "eval sampled"};
+
+static void node_label(const st_node *nd, char *buf, size_t n) {
+    if (nd->shared) snprintf(buf, n, "shared %s", nd->stage);
+    else snprintf(buf, n, "seed %d %s", nd->seed, nd->stage);
+}
+
+/* Accuracy ("pass@1" = avg@k, greedy with k = 1) from an eval's JSON line; NaN when unreadable. */
+static double read_eval(const char *path) {
+    char *t = study_read_text(path);
+    if (!t) return NAN;
+    cJSON *j = cJSON_Parse(t);
+    free(t);
+    double v = NAN;
+    cJSON *p = j ? cJSON_GetObjectItemCaseSensitive(j, "pass@1") : NULL;
+    if (cJSON_IsNumber(p)) v = p->valuedouble;
+    cJSON_Delete(j);
+    return v;
+}
+
+static double num_field(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* Labels and compute of a finished node: OUT/budget.json when the run wrote one (its "flops", "model_flops",
+ * "rollout_tokens", "trained_tokens" at the top level or under "total"), else sums over metrics.jsonl. */
+static void read_node_budget(st_node *nd) {
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/out/metrics.jsonl", nd->dir);
+    nd->lab_total = nd->lab_unique = nd->prompts = nd->rollout_tokens = nd->trained_tokens = 0;
+    nd->flops = NAN;
+    FILE *fp = fopen(path, "r");
+    if (!fp) die("%s: cannot read the finished run's metrics: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, fp) > 0) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) continue;
+        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(j, "event");
+        if (cJSON_IsString(ev) && strcmp(ev->valuestring, "labels") == 0) {
+            nd->lab_total += num_field(j, "labelled_total");
+            nd->lab_unique += num_field(j, "labelled_unique");
+            nd->prompts += num_field(j, "unlabelled_prompts");
+        } else if (!ev) {
+            double g = num_field(j, "generated_tokens"), tr = num_field(j, "trained_tokens");
+            if (isfinite(g)) nd->rollout_tokens += g;
+            if (isfinite(tr)) nd->trained_tokens += tr;
+        }
+        cJSON_Delete(j);
+    }
+    free(line);
+    fclose(fp);
+    snprintf(path, sizeof path, "%s/out/budget.json", nd->dir);
+    char *t = study_read_text(path);
+    if (!t) return;
+    cJSON *b = cJSON_Parse(t);
+    free(t);
+    const cJSON *tot = cJSON_GetObjectItemCaseSensitive(b, "total");
+    const cJSON *src = cJSON_IsObject(tot) ? tot : b;
+    double f = num_field(src, "flops");
+    if (!isfinite(f)) f = num_field(src, "model_flops");
+    if (isfinite(f)) nd->flops = f;
+    double r = num_field(src, "rollout_tokens"), tr = num_field(src, "trained_tokens");
+    if (isfinite(r)) nd->rollout_tokens = r;
+    if (isfinite(tr)) nd->trained_tokens = tr;
+    cJSON_Delete(b);
+}
+
+typedef struct {
+    const study_def *st;
+    node_list *L;
+    st_job *jobs;
+    int n_jobs;
+    const char *exe;
+    char eval_file[PATH_MAX + 32];
+    const char *eval_format, *template_name, *instruction;
+    int threads;
+    double t0;
+} runner;
+
+static void kill_running(runner *R) {
+    for (int i = 0; i < R->n_jobs; i++)
+        if (R->jobs[i].state == JS_RUN) kill(R->jobs[i].pid, SIGTERM);
+    for (int i = 0; i < R->n_jobs; i++)
+        if (R->jobs[i].state == JS_RUN) waitpid(R->jobs[i].pid, NULL, 0), R->jobs[i].state = JS_DONE;
+}
+
+static void tail_log(const char *path, int lines) {
+    char *t = study_read_text(path);
+    if (!t) return;
+    size_t len = strlen(t);
+    int seen = 0;
+    size_t at = len;
+    while (at > 0 && seen <= lines) {
+        at--;
+        if (t[at] == '\n' && at + 1 < len) seen++;
+    }
+    fprintf(stderr, "%s", t + (at > 0 ? at + 1 : 0));
+    free(t);
+}
+
+static void start_job(runner *R, st_job *jb) {
+    st_node *nd = &R->L->v[jb->node];
+    char *argv[40];
+    int a = 0;
+    char a_cfg[PATH_MAX + 32], a_out[PATH_MAX + 32], a_model[PATH_MAX + 96], a_k[16], a_t[32], a_p[32], a_n[16],
+        a_seed[32], a_lim[16], tmp[PATH_MAX + 64];
+    argv[a++] = (char *)"s2d";
+    if (jb->kind == JOB_TRAIN) {
+        snprintf(a_cfg, sizeof a_cfg, "%s/stage.yaml", nd->dir);
+        snprintf(a_out, sizeof a_out, "%s/out", nd->dir);
+        snprintf(jb->log, sizeof jb->log, "%s/train.log", nd->dir);
+        argv[a++] = (char *)"train", argv[a++] = a_cfg, argv[a++] = (char *)"--out", argv[a++] = a_out;
+        argv[a++] = (char *)"--overwrite";
+        argv[a] = NULL;
+        jb->pid = spawn(R->exe, argv, NULL, jb->log, R->threads);
+    } else {
+        bool greedy = jb->kind == JOB_GREEDY;
+        snprintf(a_model, sizeof a_model, "%s/out/models/%s", nd->dir, nd->output);
+        snprintf(a_k, sizeof a_k, "%d", greedy ? 1 : R->st->eval_samples);
+        snprintf(a_t, sizeof a_t, "%.17g", greedy ? 0.0 : R->st->eval_temperature);
+        snprintf(a_p, sizeof a_p, "%.17g", greedy ? 1.0 : R->st->eval_top_p);
+        snprintf(a_n, sizeof a_n, "%d", R->st->eval_max_new);
+        snprintf(a_seed, sizeof a_seed, "%lld", (long long)R->st->eval_seed);
+        snprintf(jb->log, sizeof jb->log, "%s/eval_%s.log", nd->dir, greedy ? "greedy" : "sampled");
+        snprintf(jb->out, sizeof jb->out, "%s/eval_%s.json", nd->dir, greedy ? "greedy" : "sampled");
+        snprintf(tmp, sizeof tmp, "%s.tmp", jb->out);
+        argv[a++] = (char *)"eval", argv[a++] = (char *)"--model", argv[a++] = a_model;
+        argv[a++] = (char *)"--tokenizer", argv[a++] = a_model, argv[a++] = (char *)"--data", argv[a++] = R->eval_file;
+        argv[a++] = (char *)"--format", argv[a++] = (char *)R->eval_format;
+        argv[a++] = (char *)"--samples", argv[a++] = a_k, argv[a++] = (char *)"--temperature", argv[a++] = a_t;
+        argv[a++] = (char *)"--top-p", argv[a++] = a_p, argv[a++] = (char *)"--max-new-tokens", argv[a++] = a_n;
+        argv[a++] = (char *)"--template", argv[a++] = (char *)R->template_name;
+        argv[a++] = (char *)"--instruction", argv[a++] = (char *)R->instruction;
+        argv[a++] = (char *)"--seed", argv[a++] = a_seed;
+        if (R->st->eval_limit > 0) {
+            snprintf(a_lim, sizeof a_lim, "%d", R->st->eval_limit);
+            argv[a++] = (char *)"--limit", argv[a++] = a_lim;
+        }
+        argv[a] = NULL;
+        jb->pid = spawn(R->exe, argv, tmp, jb->log, R->threads);
+    }
+    jb->state = JS_RUN;
+    jb->t0 = study_now_s();
+    char lab[160];
+    node_label(nd, lab, sizeof lab);
+    fprintf(stderr, "[study %6.1fs] start %-12s %-28s log %s\n", study_now_s() - R->t0, job_names[jb->kind], lab, jb->log);
+}
+
+/* What an eval's result depends on besides the model: reused only when this matches (eval_<kind>.args). */
+static void eval_stamp(const runner *R, job_kind kind, char *buf, size_t n) {
+    bool greedy = kind == JOB_GREEDY;
+    snprintf(buf, n, "data=%s format=%s template=%s instruction=\"%s\" samples=%d temperature=%.17g top_p=%.17g "
+             "max_new_tokens=%d seed=%lld limit=%d\n", R->eval_file, R->eval_format, R->template_name, R->instruction,
+             greedy ? 1 : R->st->eval_samples, greedy ? 0.0 : R->st->eval_temperature, greedy ? 1.0 : R->st->eval_top_p,
+             R->st->eval_max_new, (long long)R->st->eval_seed, R->st->eval_limit);
+}
+
+static void stamp_path(const char *json, char *buf, size_t n) {
+    snprintf(buf, n, "%.*s.args", (int)(strlen(json) - 5), json); /* eval_x.json -> eval_x.args */
+}
+
+static bool job_ready(runner *R, const st_job *jb) {
+    if (jb->state != JS_WAIT) return false;
+    const st_node *nd = &R->L->v[jb->node];
+    if (jb->kind == JOB_TRAIN) {
+        /* waits only for the ancestors whose outputs it reads (policy, teacher, reference), so independent
+         * stages of one path (the two SFTs) run side by side */
+        for (int a = nd->parent; a >= 0; a = R->L->v[a].parent) {
+            const st_node *an = &R->L->v[a];
+            bool read = false;
+            for (int r = 0; r < 3; r++) read |= strcmp(nd->refs[r], an->output) == 0;
+            if (!read) continue;
+            for (int i = 0; i < R->n_jobs; i++)
+                if (R->jobs[i].node == a && R->jobs[i].kind == JOB_TRAIN && R->jobs[i].state != JS_DONE) return false;
+        }
+        return true;
+    }
+    for (int i = 0; i < R->n_jobs; i++)
+        if (R->jobs[i].node == jb->node && R->jobs[i].kind == JOB_TRAIN) return R->jobs[i].state == JS_DONE;
+    return true;
+}
+
+/* SIGINT / SIGTERM / SIGHUP: the children are ended too (by pid), then the study dies of the same signal. */
+static volatile sig_atomic_t study_signal = 0;
+static void on_signal(int sig) { study_signal = sig; }
+static void install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: waitpid returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) CHECK_SYS(sigaction(sigs[i], &sa, NULL));
+}
+
+static void run_all(runner *R, int jobs) {
+    int done = 0, running = 0, total = R->n_jobs;
+    for (int i = 0; i < R->n_jobs; i++) done += R->jobs[i].state == JS_DONE;
+    while (done < total) {
+        /* trains first (they unblock the others), then evals, in node order */
+        for (int pass = 0; pass < 2 && running < jobs; pass++)
+            for (int i = 0; i < R->n_jobs && running < jobs; i++) {
+                st_job *jb = &R->jobs[i];
+                if ((pass == 0) != (jb->kind == JOB_TRAIN) || !job_ready(R, jb)) continue;
+                start_job(R, jb);
+                running++;
+            }
+        if (running == 0) die("study: %d runs wait on runs that never started (a bug)", total - done);
+        int status;
+        pid_t pid = waitpid(-1, &status, 0);
+        if (pid < 0 && errno == EINTR && study_signal) {
+            int sig = study_signal;
+            fprintf(stderr, "s2d study: signal %d: ending the %d running runs\n", sig, running);
+            kill_running(R);
+            signal(sig, SIG_DFL);
+            raise(sig);
+            _exit(128 + sig);
+        }
+        if (pid < 0) {
+            if (errno == EINTR) continue;
+            die_sys_at(__FILE__, __LINE__, "waitpid");
+        }
+        st_job *jb = NULL;
+        for (int i = 0; i < R->n_jobs; i++)
+            if (R->jobs[i].state == JS_RUN && R->jobs[i].pid == pid) jb = &R->jobs[i];
+        if (!jb) continue;
+        jb->state = JS_DONE;
+        running--, done++;
+        st_node *nd = &R->L->v[jb->node];
+        char lab[160];
+        node_label(nd, lab, sizeof lab);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            char how[64];
+            if (WIFSIGNALED(status)) snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
+            else snprintf(how, sizeof how, "exit status %d", WEXITSTATUS(status));
+            fprintf(stderr, "s2d study: %s of %s failed (%s); the end of its log %s:\n", job_names[jb->kind], lab,
+                    how, jb->log);
+            tail_log(jb->log, 6);
+            kill_running(R);
+            die("study: %s of %s failed (%s): see %s", job_names[jb->kind], lab, how, jb->log);
+        }
+        if (jb->kind == JOB_TRAIN) {
+            char mark[PATH_MAX + 32];
+            snprintf(mark, sizeof mark, "%s/trained", nd->dir);
+            s2d_err err;
+            if (!study_write_text(mark, "complete\n", &err)) die("%s", err.msg);
+        } else {
+            char tmp[PATH_MAX + 64];
+            snprintf(tmp, sizeof tmp, "%s.tmp", jb->out);
+            double v = read_eval(tmp);
+            if (!isfinite(v)) {
+                kill_running(R);
+                die("study: %s of %s: no accuracy in its output %s (log %s)", job_names[jb->kind], lab, tmp, jb->log);
+            }
+            char stamp[PATH_MAX + 512], sp[PATH_MAX + 64];
+            eval_stamp(R, jb->kind, stamp, sizeof stamp);
+            stamp_path(jb->out, sp, sizeof sp);
+            s2d_err err;
+            if (!study_write_text(sp, stamp, &err)) die("%s", err.msg);
+            CHECK_SYS(rename(tmp, jb->out));
+        }
+        fprintf(stderr, "[study %6.1fs] done  %-12s %-28s in %.1f s (%d of %d runs done, %d running)\n",
+                study_now_s() - R->t0, job_names[jb->kind], lab, study_now_s() - jb->t0, done, total, running);
+    }
+}
+
+double study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, const char *config, const char *dir,
+                 int n_seeds, int ncpu) {
+    node_list L = *Lp; /* a copy of the list header: the nodes (L.v) are shared */
+    st_job *jobsv = xcalloc((size_t)L.n * 3, sizeof *jobsv);
+    /* the children exec this very binary through /proc/PID/exe: it stays valid (the same inode) when the file is
+     * rebuilt or replaced while the study runs, where its path would give a half-written or another binary */
+    char exe[64];
+    snprintf(exe, sizeof exe, "/proc/%ld/exe", (long)getpid());
+    CHECK_SYS(access(exe, X_OK));
+    runner R = {.st = st, .L = &L, .jobs = jobsv, .n_jobs = 3 * L.n, .exe = exe, .eval_format = ea->format,
+                .template_name = ea->template_name, .instruction = ea->instruction, .t0 = study_now_s()};
+    snprintf(R.eval_file, sizeof R.eval_file, "%s", ea->file);
+    /* jobs: train (unless reused), then greedy and sampled evals (unless their results are there, made with
+     * the same eval settings) */
+    int n_jobs = 0, n_reused = 0;
+    for (int i = 0; i < L.n; i++)
+        for (int k = 0; k < 3; k++) {
+            st_job *jb = &jobsv[n_jobs++];
+            jb->node = i, jb->kind = (job_kind)k;
+            bool have = L.v[i].reused;
+            if (k != JOB_TRAIN) {
+                snprintf(jb->out, sizeof jb->out, "%s/eval_%s.json", L.v[i].dir, k == JOB_GREEDY ? "greedy" : "sampled");
+                char want[PATH_MAX + 512], sp[PATH_MAX + 64];
+                eval_stamp(&R, (job_kind)k, want, sizeof want);
+                stamp_path(jb->out, sp, sizeof sp);
+                char *got = study_read_text(sp);
+                have = have && got && strcmp(got, want) == 0 && access(jb->out, F_OK) == 0;
+                free(got);
+            }
+            jb->state = have ? JS_DONE : JS_WAIT;
+            n_reused += have;
+        }
+    /* cores split between the children unless the user fixed OMP_NUM_THREADS */
+    R.threads = getenv("OMP_NUM_THREADS") ? 0 : S2D_MAX(1, ncpu / st->jobs);
+    fprintf(stderr,
+            "[study] %s: %d arms x %d seeds -> %d distinct stage runs, %d evals; %d of %d jobs reused from %s; "
+            "%d at once\n",
+            config, st->n_arms, n_seeds, L.n, 2 * L.n, n_reused, n_jobs, dir, st->jobs);
+    install_signals();
+    run_all(&R, st->jobs);
+    /* CPU seconds (user + sys) of every child of this invocation: what the study costs on an idle machine */
+    struct rusage ru;
+    CHECK_SYS(getrusage(RUSAGE_CHILDREN, &ru));
+    double cpu = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+                 1e-6 * (double)ru.ru_stime.tv_usec;
+    for (int i = 0; i < L.n; i++) {
+        char p[PATH_MAX + 32];
+        snprintf(p, sizeof p, "%s/eval_greedy.json", L.v[i].dir);
+        L.v[i].greedy = read_eval(p);
+        snprintf(p, sizeof p, "%s/eval_sampled.json", L.v[i].dir);
+        L.v[i].sampled = read_eval(p);
+        if (!isfinite(L.v[i].greedy) || !isfinite(L.v[i].sampled)) die("study: %s: unreadable eval results", L.v[i].dir);
+        read_node_budget(&L.v[i]);
+    }
+    free(jobsv);
+    return cpu;
+}

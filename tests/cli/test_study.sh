@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# s2d study end to end on a micro study (2 arms, 2 seeds, 2 steps a stage, tiny fixture models): the tree of
+# runs (each seed's teacher_rl once, shared by both arms), study.md / study.json / study.png, statistics in the
+# JSON consistent with the per-seed values, reuse of finished runs, a failing run reported with its log, and
+# config errors.
+. "$(dirname "$0")/lib.sh"
+cd "$WORK" || exit 1
+R=$S2D_ROOT
+cat >base.yaml <<EOF
+seed: 1
+prompt: {template: qwen3, instruction: ""}
+models:
+  teacher: {path: $R/tests/fixtures/models/tiny-teacher}
+  student: {path: $R/tests/fixtures/models/tiny-student}
+datasets:
+  teacher_rl: {task: arith, split: teacher_rl, size: 64, seed: 1, ops: 2, max_operand: 5}
+  bridge: {task: arith, split: bridge, size: 64, seed: 1, ops: 2, max_operand: 5}
+  student_rl: {task: arith, split: student_rl, size: 64, seed: 1, ops: 2, max_operand: 5}
+  test: {task: arith, split: test, size: 40, seed: 1, ops: 2, max_operand: 5}
+defaults:
+  stage: &stage
+    steps: 2
+    prompts_per_step: 4
+    group_size: 4
+    sampling: {temperature: 1.0, max_new_tokens: 16}
+    optimizer: {lr: 1.0e-3, clip: 1.0}
+pipeline:
+  - {<<: *stage, name: teacher_rl, algo: grpo, policy: teacher, data: teacher_rl}
+  - {<<: *stage, name: bridge_fkl, algo: fkl, policy: student, teacher: teacher_rl, data: bridge, group_size: 1,
+     fkl: {mode: topk, topk: 8}}
+  - {<<: *stage, name: student_rl, algo: grpo, policy: bridge_fkl, data: student_rl}
+  - {<<: *stage, name: direct, algo: grpo, policy: student, data: teacher_rl}
+EOF
+cat >study.yaml <<EOF
+base: base.yaml
+seeds: 2
+jobs: 2
+prefix: [teacher_rl]
+start: teacher_rl
+eval: {data: test, samples: 2, max_new_tokens: 16}
+arms:
+  - {name: s2d, stages: [bridge_fkl, student_rl]}
+  - {name: direct, stages: [direct, student_rl], set: ["student_rl.policy=direct"]}
+claims:
+  - {id: bridge_vs_direct, text: "bridge beats direct GRPO", paper: "+3.4", better: s2d, worse: direct}
+  - {id: teacher_vs_s2d, text: "teacher above the student", paper: "-", better: teacher_rl, worse: s2d}
+EOF
+if "$S2D" study study.yaml --out st >stdout 2>stderr; then
+  ok
+  check "study.md written and printed" cmp -s stdout st/study.md
+  check "study.md states the rule" grep -q "holds\*\* when D > 2 SE" st/study.md
+  check "claims table row" grep -qE "^\| bridge_vs_direct: .* \| \+3.4 \| [-+][0-9.]+ \| [0-9.]+ \| (holds|reversed|within noise) \|" st/study.md
+  check "arms table rows" grep -qE "^\| direct \| direct → student_rl \| [0-9.]+ ± [0-9.]+ \|" st/study.md
+  check "progress lines name the logs" grep -qE "start train .*seed 2 bridge_fkl .*log st/runs/seed2/.*/train.log" stderr
+  check "study.png is a PNG" python3 -c "import sys; sys.exit(open('st/study.png','rb').read(8) != b'\x89PNG\r\n\x1a\n')"
+  # one teacher_rl per seed, shared by both arms; the two arms' student_rl differ (other policy)
+  check "one teacher_rl per seed" test "$(ls -d st/runs/seed*/*-teacher_rl | wc -l)" = 2
+  check "two student_rl per seed" test "$(ls -d st/runs/seed1/*-student_rl | wc -l)" = 2
+  t1=$(ls -d "$PWD"/st/runs/seed1/*-teacher_rl)
+  check "seed 1 bridge reads seed 1's teacher_rl" grep -q "path: \"\?$t1/out/models/teacher_rl" st/runs/seed1/*-bridge_fkl/stage.yaml
+  check "study.json statistics" python3 - <<'EOF'
+import json, math, statistics as S
+j = json.load(open('st/study.json'))
+a, b = j['arms']['s2d'], j['arms']['direct']
+assert j['seeds'] == [1, 2] and len(a['sampled']) == 2 and len(a['greedy']) == 2
+assert [s['stage'] for s in a['after_stage']] == ['bridge_fkl', 'student_rl']
+# the final accuracy is the last stage's
+assert a['sampled'] == a['after_stage'][-1]['sampled']
+d = [x - y for x, y in zip(a['sampled'], b['sampled'])]
+c = j['claims'][0]
+assert c['id'] == 'bridge_vs_direct' and c['verdict'] in ('holds', 'reversed', 'within noise')
+assert abs(c['difference'] - S.mean(d)) < 1e-9, (c, d)
+se = S.stdev(d) / math.sqrt(2)
+assert abs(c['se'] - se) < 1e-9, (c, se)
+want = 'holds' if c['difference'] > 2 * se else 'reversed' if c['difference'] < -2 * se else 'within noise'
+assert c['verdict'] == want
+assert abs(b['vs_reference']['difference'] + c['difference']) < 1e-9
+# labels: both arms draw 2 x 4 labelled prompts in each of two GRPO stages; only s2d uses bridge prompts
+for arm in (a, b): assert arm['labels']['rl_total'] == [16, 16], arm['labels']
+assert a['labels']['unlabelled_prompts'] == [8, 8] and b['labels']['unlabelled_prompts'] == [0, 0]
+assert all(x > 0 for x in a['compute']['rollout_tokens'])
+EOF
+  # a rerun reuses every finished run and gives the same report
+  cp st/study.json first.json
+  "$S2D" study study.yaml --out st >stdout2 2>stderr2
+  check "rerun reuses every run" grep -q "30 of 30 jobs reused" stderr2
+  check "rerun gives the same numbers" python3 -c "
+import json; a = json.load(open('first.json')); b = json.load(open('st/study.json'))
+assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
+  # other eval settings: the training runs are reused, the evaluations are not
+  sed 's/samples: 2,/samples: 3,/' study.yaml >study3.yaml
+  "$S2D" study study3.yaml --out st >stdout3 2>stderr3
+  check "eval settings changed: 10 sampled evals rerun" test "$(grep -c 'done  eval sampled' stderr3)" = 10
+  check "eval settings changed: no train, no greedy eval rerun" test "$(grep -cE 'done  (train|eval greedy)' stderr3)" = 0
+else
+  fail "micro study failed: $(tail -5 stderr)"
+fi
+# a run that fails ends the study with an error naming its log
+sed 's/^seeds: 2/seeds: 1/' study.yaml >fail.yaml
+echo 'set: ["fault={rank: 0, at_step: 1, kind: error}"]' >>fail.yaml
+expect_error "failing run" "train of seed 1 [a-z_]+ failed \(exit status 1\): see .*/train.log" "$S2D" study fail.yaml --out "$WORK/fl"
+check "no child left running after the failure" test -z "$(pgrep -f "$WORK/fl/")"
+# config errors name the file and the problem, before anything runs
+sed 's/stages: \[bridge_fkl, student_rl\]/stages: [bridge_fk, student_rl]/' study.yaml >bad1.yaml
+expect_error "unknown stage" "arm s2d: stage 'bridge_fk' is not in the pipeline" "$S2D" study bad1.yaml --out b1
+sed 's/student_rl.policy=direct/teacher_rl.steps=3/' study.yaml >bad2.yaml
+expect_error "set on a stage not of the arm" "must start with one of the arm's stages" "$S2D" study bad2.yaml --out b2
+sed 's/better: s2d/better: s2dd/' study.yaml >bad3.yaml
+expect_error "claim on an unknown arm" "claims\[0\].better: 's2dd' is not an arm" "$S2D" study bad3.yaml --out b3
+sed 's/^seeds: 2/seedz: 2/' study.yaml >bad4.yaml
+expect_error "unknown key" "bad4.yaml:2:1: unknown key 'seedz'" "$S2D" study bad4.yaml --out b4
+check "no output for a bad config" test ! -e b1/study.md
+summary
