@@ -159,55 +159,101 @@ static void print_breakdown(const char *name, const eval_set *es, const double *
     free(g);
 }
 
-int cmd_eval(int argc, char **argv) {
-    const char *model_dir = NULL, *tok_dir = NULL, *out_path = NULL, *template_name = NULL, *verify_name = NULL;
-    const char *reward_command = NULL;
-    double reward_timeout = 60;
-    const char *instruction = CHAT_DEFAULT_INSTRUCTION;
+/* The command line of s2d eval. */
+typedef struct {
+    const char *model_dir, *tok_dir, *out_path, *template_name, *verify_name, *reward_command, *instruction;
+    double reward_timeout;
     const char *data[EVAL_MAX_DATA];
-    int n_data = 0;
-    ds_load_opts lo = {.format = DS_AUTO};
-    long samples = 1, max_new = 2048, limit = -1, batch = 16;
-    gen_params gp = {.sampling = {.temperature = 0.6f, .top_k = 0, .top_p = 0.95f, .seed = 0}};
+    int n_data;
+    ds_load_opts lo;
+    long samples, max_new, limit, batch;
+    gen_params gp;
+} eval_args;
+
+static void parse_args(int argc, char **argv, eval_args *e) {
+    *e = (eval_args){.instruction = CHAT_DEFAULT_INSTRUCTION, .reward_timeout = 60, .lo = {.format = DS_AUTO},
+                     .samples = 1, .max_new = 2048, .limit = -1, .batch = 16,
+                     .gp = {.sampling = {.temperature = 0.6f, .top_k = 0, .top_p = 0.95f, .seed = 0}}};
+    enum { O_MODEL = 256, O_TOKENIZER, O_DATA, O_FORMAT, O_PROMPT_FIELD, O_ANSWER_FIELD, O_ID_FIELD, O_SAMPLES,
+           O_TEMPERATURE, O_TOP_P, O_TOP_K, O_MAX_NEW, O_TEMPLATE, O_INSTRUCTION, O_VERIFY, O_SEED, O_LIMIT, O_BATCH,
+           O_OUT, O_REWARD_COMMAND, O_REWARD_TIMEOUT, O_DEVICE };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'},
+        {"model", required_argument, 0, O_MODEL},
+        {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"data", required_argument, 0, O_DATA},
+        {"format", required_argument, 0, O_FORMAT},
+        {"prompt-field", required_argument, 0, O_PROMPT_FIELD},
+        {"answer-field", required_argument, 0, O_ANSWER_FIELD},
+        {"id-field", required_argument, 0, O_ID_FIELD},
+        {"samples", required_argument, 0, O_SAMPLES},
+        {"temperature", required_argument, 0, O_TEMPERATURE},
+        {"top-p", required_argument, 0, O_TOP_P},
+        {"top-k", required_argument, 0, O_TOP_K},
+        {"max-new-tokens", required_argument, 0, O_MAX_NEW},
+        {"template", required_argument, 0, O_TEMPLATE},
+        {"instruction", required_argument, 0, O_INSTRUCTION},
+        {"verify", required_argument, 0, O_VERIFY},
+        {"seed", required_argument, 0, O_SEED},
+        {"limit", required_argument, 0, O_LIMIT},
+        {"batch", required_argument, 0, O_BATCH},
+        {"out", required_argument, 0, O_OUT},
+        {"reward-command", required_argument, 0, O_REWARD_COMMAND},
+        {"reward-timeout", required_argument, 0, O_REWARD_TIMEOUT},
+        {"device", required_argument, 0, O_DEVICE},
+        {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *v, *a;
     s2d_err err;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
-        if (!v) die_hint("s2d eval --help", "eval: %s needs a value", a);
-        i++;
-        if (strcmp(a, "--model") == 0) model_dir = v;
-        else if (strcmp(a, "--tokenizer") == 0) tok_dir = v;
-        else if (strcmp(a, "--data") == 0) {
-            if (n_data == EVAL_MAX_DATA) die("eval: at most %d --data files", EVAL_MAX_DATA);
-            data[n_data++] = v;
-        } else if (strcmp(a, "--format") == 0) {
-            CHECK_OK(ds_format_parse(v, &lo.format, &err), &err);
-        } else if (strcmp(a, "--prompt-field") == 0) lo.prompt_field = v;
-        else if (strcmp(a, "--answer-field") == 0) lo.answer_field = v;
-        else if (strcmp(a, "--id-field") == 0) lo.id_field = v;
-        else if (strcmp(a, "--samples") == 0) samples = flag_long(a, v, 1, 1 << 16);
-        else if (strcmp(a, "--temperature") == 0) gp.sampling.temperature = (float)flag_double(a, v, 0, 1e6);
-        else if (strcmp(a, "--top-p") == 0) gp.sampling.top_p = (float)flag_double(a, v, 1e-9, 1);
-        else if (strcmp(a, "--top-k") == 0) gp.sampling.top_k = (int)flag_long(a, v, 0, INT32_MAX);
-        else if (strcmp(a, "--max-new-tokens") == 0) max_new = flag_long(a, v, 1, 1 << 20);
-        else if (strcmp(a, "--template") == 0) template_name = v;
-        else if (strcmp(a, "--instruction") == 0) instruction = v;
-        else if (strcmp(a, "--verify") == 0) verify_name = v;
-        else if (strcmp(a, "--seed") == 0) gp.sampling.seed = (uint64_t)flag_long(a, v, 0, INT64_MAX);
-        else if (strcmp(a, "--limit") == 0) limit = flag_long(a, v, 1, INT32_MAX);
-        else if (strcmp(a, "--batch") == 0) batch = flag_long(a, v, 1, 4096);
-        else if (strcmp(a, "--out") == 0) out_path = v;
-        else if (strcmp(a, "--reward-command") == 0) reward_command = v;
-        else if (strcmp(a, "--reward-timeout") == 0) reward_timeout = flag_double(a, v, 0.001, 1e6);
-        else if (strcmp(a, "--device") == 0) cli_use_device(v);
-        else {
-            usage(stderr);
-            die("eval: unknown option '%s'", a);
+    for (int o; (o = cli_option("eval", argc, argv, opts, usage, &v, &a)) != -1;) {
+        switch (o) {
+        case 'h': usage(stdout); exit(0);
+        case O_MODEL: e->model_dir = v; break;
+        case O_TOKENIZER: e->tok_dir = v; break;
+        case O_DATA:
+            if (e->n_data == EVAL_MAX_DATA) die("eval: at most %d --data files", EVAL_MAX_DATA);
+            e->data[e->n_data++] = v;
+            break;
+        case O_FORMAT: CHECK_OK(ds_format_parse(v, &e->lo.format, &err), &err); break;
+        case O_PROMPT_FIELD: e->lo.prompt_field = v; break;
+        case O_ANSWER_FIELD: e->lo.answer_field = v; break;
+        case O_ID_FIELD: e->lo.id_field = v; break;
+        case O_SAMPLES: e->samples = flag_long(a, v, 1, 1 << 16); break;
+        case O_TEMPERATURE: e->gp.sampling.temperature = (float)flag_double(a, v, 0, 1e6); break;
+        case O_TOP_P: e->gp.sampling.top_p = (float)flag_double(a, v, 1e-9, 1); break;
+        case O_TOP_K: e->gp.sampling.top_k = (int)flag_long(a, v, 0, INT32_MAX); break;
+        case O_MAX_NEW: e->max_new = flag_long(a, v, 1, 1 << 20); break;
+        case O_TEMPLATE: e->template_name = v; break;
+        case O_INSTRUCTION: e->instruction = v; break;
+        case O_VERIFY: e->verify_name = v; break;
+        case O_SEED: e->gp.sampling.seed = (uint64_t)flag_long(a, v, 0, INT64_MAX); break;
+        case O_LIMIT: e->limit = flag_long(a, v, 1, INT32_MAX); break;
+        case O_BATCH: e->batch = flag_long(a, v, 1, 4096); break;
+        case O_OUT: e->out_path = v; break;
+        case O_REWARD_COMMAND: e->reward_command = v; break;
+        case O_REWARD_TIMEOUT: e->reward_timeout = flag_double(a, v, 0.001, 1e6); break;
+        case O_DEVICE: cli_use_device(v); break;
         }
     }
+    if (optind < argc) {
+        usage(stderr);
+        die("eval: unexpected argument '%s'", argv[optind]);
+    }
+}
+
+int cmd_eval(int argc, char **argv) {
+    eval_args args;
+    parse_args(argc, argv, &args);
+    const char *model_dir = args.model_dir, *tok_dir = args.tok_dir, *out_path = args.out_path;
+    const char *template_name = args.template_name, *verify_name = args.verify_name;
+    const char *reward_command = args.reward_command, *instruction = args.instruction;
+    double reward_timeout = args.reward_timeout;
+    const char *const *data = args.data;
+    int n_data = args.n_data;
+    ds_load_opts lo = args.lo;
+    long samples = args.samples, max_new = args.max_new, limit = args.limit, batch = args.batch;
+    gen_params gp = args.gp;
+    s2d_err err;
     if (!model_dir) die_hint("s2d eval --help", "eval: --model DIR is required");
     if (!tok_dir) tok_dir = model_dir; /* HF model directories carry their tokenizer */
     if (n_data == 0) die_hint("s2d eval --help", "eval: --data FILE is required");

@@ -297,21 +297,21 @@ static void mkdir_p(const char *path) {
 
 int cmd_plot(int argc, char **argv) {
     const char *out = NULL, *dir = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    enum { O_OUT = 256 };
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {"out", required_argument, 0, O_OUT},
+                                         {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("plot", argc, argv, opts, NULL, &val, &opt)) != -1;) {
+        if (o == 'h') {
             usage(stdout);
             return 0;
         }
-        if (strcmp(argv[i], "--out") == 0) {
-            if (i + 1 >= argc) die_hint("s2d plot --help", "--out needs a directory");
-            dir = argv[++i];
-        } else if (argv[i][0] == '-') {
-            die_hint("s2d plot --help", "unknown option '%s'", argv[i]);
-        } else if (out) {
-            die_hint("s2d plot --help", "one run directory at a time ('%s', '%s')", out, argv[i]);
-        } else {
-            out = argv[i];
-        }
+        if (o == O_OUT) dir = val;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (out) die_hint("s2d plot --help", "one run directory at a time ('%s', '%s')", out, argv[i]);
+        out = argv[i];
     }
     if (!out) die_hint("s2d plot --help", "plot needs a run directory OUT (the --out of s2d train)");
     struct stat st;

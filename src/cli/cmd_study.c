@@ -346,27 +346,25 @@ static void eval_data_file(const study_def *st, const train_config *tc, const ch
 int cmd_study(int argc, char **argv) {
     const char *config = NULL, *out = NULL;
     int seeds = 0, jobs = 0, seed_base = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--seeds") == 0 && i + 1 < argc) {
-            seeds = (int)flag_long("--seeds", argv[++i], 1, ST_MAX_SEEDS);
-        } else if (strcmp(a, "--seed-base") == 0 && i + 1 < argc) {
-            seed_base = (int)flag_long("--seed-base", argv[++i], 0, 1000000);
-        } else if (strcmp(a, "--jobs") == 0 && i + 1 < argc) {
-            jobs = (int)flag_long("--jobs", argv[++i], 1, 256);
-        } else if (strcmp(a, "--out") == 0 && i + 1 < argc) {
-            out = argv[++i];
-        } else if (a[0] == '-') {
-            usage(stderr);
-            die("study: unknown option or missing value '%s'", a);
-        } else if (!config) {
-            config = a;
-        } else {
-            die("study: one config file expected, got '%s' and '%s'", config, a);
+    enum { O_SEEDS = 256, O_SEED_BASE, O_JOBS, O_OUT };
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {"seeds", required_argument, 0, O_SEEDS},
+                                         {"seed-base", required_argument, 0, O_SEED_BASE},
+                                         {"jobs", required_argument, 0, O_JOBS}, {"out", required_argument, 0, O_OUT},
+                                         {0, 0, 0, 0}};
+    cli_options_reset();
+    const char *val, *opt;
+    for (int o; (o = cli_option("study", argc, argv, opts, usage, &val, &opt)) != -1;) {
+        switch (o) {
+        case 'h': usage(stdout); return 0;
+        case O_SEEDS: seeds = (int)flag_long(opt, val, 1, ST_MAX_SEEDS); break;
+        case O_SEED_BASE: seed_base = (int)flag_long(opt, val, 0, 1000000); break;
+        case O_JOBS: jobs = (int)flag_long(opt, val, 1, 256); break;
+        case O_OUT: out = val; break;
         }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (config) die("study: one config file expected, got '%s' and '%s'", config, argv[i]);
+        config = argv[i];
     }
     if (!config) die_hint("s2d study --help", "study: CONFIG.yaml is required");
     study_def *st = xcalloc(1, sizeof *st);
