@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "algo/pipeline_rollouts.h"
 #include "algo/pipeline_run.h"
 #include "core/common.h"
 #include "text/verify.h"
@@ -32,49 +33,6 @@ void pl_refill_free(pl_refill *f) {
     result_release(&f->round), result_release(&f->kept);
 }
 
-/* Packs this generator's results: [n][finish n][len n][tokens][logprobs] as 4-byte words (pipeline.c's layout). */
-static size_t pack(const gen_result *res, int n, int32_t *buf) {
-    size_t at = 0;
-    buf[at++] = n;
-    for (int i = 0; i < n; i++) buf[at++] = (int32_t)res->finish[i];
-    for (int i = 0; i < n; i++) buf[at++] = res->start[i + 1] - res->start[i];
-    int nt = n ? res->start[n] : 0;
-    for (int i = 0; i < nt; i++) buf[at++] = res->tokens[i];
-    for (int i = 0; i < nt; i++) {
-        union { float f; int32_t w; } u = {.f = res->logprobs[i]};
-        buf[at++] = u.w;
-    }
-    return at * sizeof(int32_t);
-}
-
-/* The scheduler's gathered words -> *all (sequences in generator order = sequence order). */
-static void unpack(const pl_refill *f, gen_result *all) {
-    size_t at = 0;
-    int seq = 0, tokat = 0;
-    all->start[0] = 0;
-    for (int gi = 0; gi < tp_group_size(f->tp, TP_GEN); gi++) {
-        if (f->pack_counts[gi] == 0) continue;
-        const int32_t *w = f->packs + at;
-        int n = w[0];
-        const int32_t *fin = w + 1, *len = w + 1 + n, *toks = w + 1 + 2 * n;
-        int nt = 0;
-        for (int i = 0; i < n; i++) nt += len[i];
-        for (int i = 0; i < n; i++) {
-            all->finish[seq] = (gen_finish)fin[i];
-            all->start[seq + 1] = all->start[seq] + len[i];
-            seq++;
-        }
-        for (int i = 0; i < nt; i++) {
-            union { int32_t w; float f; } u = {.w = toks[nt + i]};
-            all->tokens[tokat + i] = toks[i], all->logprobs[tokat + i] = u.f;
-        }
-        tokat += nt;
-        at += f->pack_counts[gi] / sizeof(int32_t);
-    }
-    CHECK(seq == f->B, "refill: gathered %d completions, expected %d", seq, f->B);
-    all->n = f->B, all->n_generated = tokat;
-}
-
 bool pl_gen_round(pl_refill *f, int step, int round, int64_t version, const int *idx, gen_result *all, s2d_err *err) {
     transport *tp = f->tp;
     const int B = f->B, G = f->G;
@@ -103,12 +61,15 @@ bool pl_gen_round(pl_refill *f, int step, int round, int64_t version, const int 
         if (hi > lo && !generator_run(f->gen, f->gp, (int)(hi - lo), f->gstart_local, f->gids + f->gstart[lo],
                                       f->seq_ids + lo, &res, err))
             return err_prefix(err, "refill round %d", round);
-        mine = pack(&res, (int)(hi - lo), f->pack);
+        mine = pl_pack_results(&res, (int)(hi - lo), f->pack);
         gen_result_free(&res);
     }
     tp->gatherv(tp, TP_GEN, f->pack, mine, f->packs, f->pack_words * sizeof(int32_t), f->pack_counts,
                 "refill completions");
-    if (f->is_sched) unpack(f, all);
+    if (f->is_sched) {
+        int seq = pl_unpack_results(f->packs, f->pack_counts, tp_group_size(tp, TP_GEN), all);
+        CHECK(seq == f->B, "refill: gathered %d completions, expected %d", seq, f->B);
+    }
     return true;
 }
 

@@ -54,8 +54,7 @@ long pl_rollouts_horizon(const pl_rollouts *R, long t) {
     return S2D_MIN(t + R->lag, drain - 1);
 }
 
-/* Packs one generator's results: [n][finish n][len n][tokens][logprobs] as 4-byte words. */
-static size_t pack_results(const gen_result *res, int n, int32_t *buf) {
+size_t pl_pack_results(const gen_result *res, int n, int32_t *buf) {
     size_t at = 0;
     buf[at++] = n;
     for (int i = 0; i < n; i++) buf[at++] = (int32_t)res->finish[i];
@@ -64,6 +63,32 @@ static size_t pack_results(const gen_result *res, int n, int32_t *buf) {
     memcpy(buf + at, res->tokens, (size_t)nt * sizeof(int32_t)), at += (size_t)nt;
     memcpy(buf + at, res->logprobs, (size_t)nt * sizeof(float)), at += (size_t)nt;
     return at * sizeof(int32_t);
+}
+
+int pl_unpack_results(const int32_t *packs, const size_t *counts, int n_members, gen_result *all) {
+    size_t at = 0;
+    int seq = 0, tokat = 0;
+    all->start[0] = 0;
+    for (int gi = 0; gi < n_members; gi++) {
+        if (counts[gi] == 0) continue;
+        const int32_t *w = packs + at;
+        int n = w[0];
+        const int32_t *fin = w + 1, *len = w + 1 + n, *toks = w + 1 + 2 * n;
+        int nt = 0;
+        for (int i = 0; i < n; i++) nt += len[i];
+        const float *lps = (const float *)(toks + nt);
+        for (int i = 0; i < n; i++) {
+            all->finish[seq] = (gen_finish)fin[i];
+            all->start[seq + 1] = all->start[seq] + len[i];
+            seq++;
+        }
+        memcpy(all->tokens + tokat, toks, (size_t)nt * sizeof(int32_t));
+        memcpy(all->logprobs + tokat, lps, (size_t)nt * sizeof(float));
+        tokat += nt;
+        at += counts[gi] / sizeof(int32_t);
+    }
+    all->n = seq, all->n_generated = tokat;
+    return seq;
 }
 
 /* Round u, first half: the scheduler draws u's prompts into a new slot and (generating stages) sends them; the
@@ -114,7 +139,7 @@ static bool round_start(pl_rollouts *R, long u, int64_t version, double *gen_s, 
     if (hi > lo && !generator_run(R->gen, R->gp, (int)(hi - lo), R->gstart_local, R->gids + R->gstart[lo],
                                   R->seq_ids + lo, &res, err))
         return err_prefix(err, "stage %s", R->stage_name);
-    R->pack_mine = pack_results(&res, (int)(hi - lo), R->pack);
+    R->pack_mine = pl_pack_results(&res, (int)(hi - lo), R->pack);
     gen_result_free(&res);
     *gen_s += time_now() - tg;
     return true;
@@ -127,29 +152,9 @@ static void round_finish(pl_rollouts *R) {
     tp->gatherv(tp, TP_GEN, R->pack, R->pack_mine, R->packs, R->pack_words * sizeof(int32_t), R->pack_counts, "completions");
     if (!R->is_sched) return;
     gen_result *all = &R->slots[(R->head + R->n - 1) % R->cap].res;
-    size_t at = 0;
-    int seq = 0, tokat = 0;
-    all->start[0] = 0;
-    for (int gi = 0; gi < tp_group_size(tp, TP_GEN); gi++) {
-        if (R->pack_counts[gi] == 0) continue;
-        const int32_t *w = R->packs + at;
-        int n = w[0];
-        const int32_t *fin = w + 1, *len = w + 1 + n, *toks = w + 1 + 2 * n;
-        int nt = 0;
-        for (int i = 0; i < n; i++) nt += len[i];
-        const float *lps = (const float *)(toks + nt);
-        for (int i = 0; i < n; i++) {
-            all->finish[seq] = (gen_finish)fin[i];
-            all->start[seq + 1] = all->start[seq] + len[i];
-            seq++;
-        }
-        memcpy(all->tokens + tokat, toks, (size_t)nt * sizeof(int32_t));
-        memcpy(all->logprobs + tokat, lps, (size_t)nt * sizeof(float));
-        tokat += nt;
-        at += R->pack_counts[gi] / sizeof(int32_t);
-    }
+    int seq = pl_unpack_results(R->packs, R->pack_counts, tp_group_size(tp, TP_GEN), all);
     CHECK(seq == R->B, "gathered %d completions, expected %d", seq, R->B);
-    all->n = R->B, all->n_generated = tokat;
+    int tokat = all->n_generated;
     R->slots[(R->head + R->n - 1) % R->cap].gen_tokens = tokat;
 }
 

@@ -66,6 +66,12 @@ long pl_rollouts_horizon(const pl_rollouts *R, long t);
 bool pl_rollouts_advance(pl_rollouts *R, long t, int64_t version, double *gen_s, s2d_err *err);
 /* After step t's batch went to the scorers and learners: closes the open round, if any. */
 void pl_rollouts_finish_deferred(pl_rollouts *R);
+/* One generator's results (n sequences) packed as 4-byte words [n][finish n][len n][tokens][logprobs] into buf;
+ * returns the bytes written. */
+size_t pl_pack_results(const gen_result *res, int n, int32_t *buf);
+/* The scheduler's gathered packs (counts[g] bytes from member g of the group, in group order = sequence order)
+ * into all (start, tokens, logprobs, finish, n, n_generated); returns the sequences unpacked. */
+int pl_unpack_results(const int32_t *packs, const size_t *counts, int n_members, gen_result *all);
 /* Scheduler: the rollouts of step t (the oldest pending); pop after its metrics are written. */
 pl_rollout *pl_rollouts_front(pl_rollouts *R, long t);
 void pl_rollouts_pop(pl_rollouts *R);
