@@ -115,7 +115,7 @@ static double num_field(const cJSON *o, const char *k) {
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
-/* Labels and compute of a finished node: OUT/budget.json when the run wrote one (its "flops", "model_flops",
+/* Labels and compute of a finished node: OUT/budget.json when the run wrote one (its "flops_total",
  * "rollout_tokens", "trained_tokens" at the top level or under "total"), else sums over metrics.jsonl. */
 static void read_node_budget(st_node *nd) {
     char path[PATH_MAX + 64];
@@ -150,8 +150,8 @@ static void read_node_budget(st_node *nd) {
     free(t);
     const cJSON *tot = cJSON_GetObjectItemCaseSensitive(b, "total");
     const cJSON *src = cJSON_IsObject(tot) ? tot : b;
-    double f = num_field(src, "flops");
-    if (!isfinite(f)) f = num_field(src, "model_flops");
+    double f = num_field(src, "flops_total"); /* docs/design.md §7 */
+    if (!isfinite(f)) f = num_field(src, "flops");
     if (isfinite(f)) nd->flops = f;
     double r = num_field(src, "rollout_tokens"), tr = num_field(src, "trained_tokens");
     if (isfinite(r)) nd->rollout_tokens = r;

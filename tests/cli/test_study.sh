@@ -79,6 +79,8 @@ assert abs(b['vs_reference']['difference'] + c['difference']) < 1e-9
 for arm in (a, b): assert arm['labels']['rl_total'] == [16, 16], arm['labels']
 assert a['labels']['unlabelled_prompts'] == [8, 8] and b['labels']['unlabelled_prompts'] == [0, 0]
 assert all(x > 0 for x in a['compute']['rollout_tokens'])
+# FLOPs from every run's OUT/budget.json (flops_total), summed over the arm's stages
+assert all(isinstance(x, (int, float)) and x > 0 for x in a['compute']['flops'] + b['compute']['flops']), a['compute']
 EOF
   # a rerun reuses every finished run and gives the same report
   cp st/study.json first.json
