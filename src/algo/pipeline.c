@@ -440,13 +440,16 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         r->global_step++;
         if (tc->fault_rank == tp->rank && r->global_step == tc->fault_step) {
             fprintf(stderr, "s2d: fault injection: rank %d (%s) %s at step %ld\n", tp->rank, tp_role_name(tp->role),
-                    tc->fault_kind == 0 ? "raises SIGKILL" : tc->fault_kind == 1 ? "fails" : tc->fault_kind == 2 ? "hangs" : "stops (SIGSTOP)",
+                    tc->fault_kind == FAULT_KILL    ? "raises SIGKILL"
+                    : tc->fault_kind == FAULT_ERROR ? "fails"
+                    : tc->fault_kind == FAULT_HANG  ? "hangs"
+                                                    : "stops (SIGSTOP)",
                     r->global_step);
             fflush(stderr);
-            if (tc->fault_kind == 0) raise(SIGKILL);
-            if (tc->fault_kind == 3) raise(SIGSTOP); /* its peers' timeouts or heartbeat checks must notice */
+            if (tc->fault_kind == FAULT_KILL) raise(SIGKILL);
+            if (tc->fault_kind == FAULT_STOP) raise(SIGSTOP); /* its peers' timeouts or heartbeat checks must notice */
             /* hang; or continued after the stop, which is the launcher ending the job (SIGCONT, then SIGTERM) */
-            while (tc->fault_kind == 2 || tc->fault_kind == 3) sleep(1);
+            while (tc->fault_kind == FAULT_HANG || tc->fault_kind == FAULT_STOP) sleep(1);
             die("injected fault (fault.kind: error) at step %ld", r->global_step);
         }
         double t0 = time_now();

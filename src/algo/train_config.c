@@ -543,7 +543,7 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
          cfg_get_bool_or(lg, "rollouts", true, &tc->log_rollouts, err) &&
          cfg_get_bool_or(lg, "metrics_h5", true, &tc->log_metrics_h5, err) &&
          cfg_get_bool_or(lg, "tensorboard", true, &tc->log_tensorboard, err);
-    tc->fault_kind = kind;
+    tc->fault_kind = (tc_fault)kind;
     tc->reduce = reduce ? TP_REDUCE_FAST : TP_REDUCE_DETERMINISTIC;
     tc->stop_after_step = (long)stop;
     for (int i = 0; ok && i < tc->n_stages; i++) {

@@ -77,6 +77,14 @@ typedef enum { FKL_FULL = 0, FKL_TOPK = 1, FKL_SAMPLED = 2 } fkl_mode;
 typedef enum { DYN_OFF = 0, DYN_FILTER = 1, DYN_REFILL = 2 } dyn_mode;
 const char *train_algo_name(train_algo a);
 
+/* fault.kind, in the order of the config names kill, error, hang, stop. */
+typedef enum {
+    FAULT_KILL = 0,  /* SIGKILL itself */
+    FAULT_ERROR = 1, /* die() */
+    FAULT_HANG = 2,  /* sleep: the peers' receive timeouts must end the job */
+    FAULT_STOP = 3,  /* SIGSTOP: the process and its heartbeat freeze, the launcher sees nothing */
+} tc_fault;
+
 typedef struct {
     char name[64];
     char where[256];    /* FILE:LINE:COL of its entry */
@@ -160,8 +168,7 @@ typedef struct {
     int max_policy_lag;     /* runtime.max_policy_lag: generators sample up to this many steps ahead of the
                                learners (0 = synchronous steps) */
     int fault_rank, fault_step; /* test-only fault injection; fault_rank -1 = none */
-    int fault_kind;         /* 0 kill (SIGKILL itself), 1 error (die), 2 hang (sleep: peers time out),
-                               3 stop (SIGSTOP: the process and its heartbeat freeze, the launcher sees nothing) */
+    tc_fault fault_kind;    /* fault.kind (test only) */
     long stop_after_step;   /* test only: stop cleanly after the checkpoint of this global step; 0 = never */
     bool log_rollouts, log_metrics_h5, log_tensorboard; /* logging: */
     long labels_max;        /* labels.max: unique RL labelled examples over the pipeline; -1 = no cap */
