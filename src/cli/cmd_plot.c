@@ -334,7 +334,8 @@ int cmd_plot(int argc, char **argv) {
     else path_join(pdir, sizeof pdir, out, "plots");
     mkdir_p(pdir);
     char tmpd[4096];
-    snprintf(tmpd, sizeof tmpd, "%s/s2d-plot-XXXXXX", getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    const char *tmproot = getenv("TMPDIR");
+    snprintf(tmpd, sizeof tmpd, "%s/s2d-plot-XXXXXX", tmproot && *tmproot ? tmproot : "/tmp"); /* mkdtemp's template */
     if (!mkdtemp(tmpd)) die("%s: cannot create a temp directory: %s", tmpd, strerror(errno));
     char table[4200], evals[4200], script[4200], errp[4200], png[4200], tmp_png[4300];
     path_join(table, sizeof table, tmpd, "steps.tsv");

@@ -32,7 +32,19 @@ static void ws(scan *s) {
     while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' || *s->p == '\n')) s->p++;
 }
 
-/* A JSON string at s->p into out [cap] (escapes \" \\ \/ \b \f \n \r \t kept as their byte, \uXXXX as '?'). */
+/* Four hex digits at p, or -1. */
+static long hex4(const char *p) {
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* A JSON string at s->p into out [cap], unescaped (\uXXXX, surrogate pairs included, as UTF-8). */
 static bool scan_string(scan *s, char *out, size_t cap) {
     if (s->p >= s->end || *s->p != '"') return false;
     s->p++;
@@ -42,11 +54,33 @@ static bool scan_string(scan *s, char *out, size_t cap) {
         if (c == '\\') {
             if (s->p >= s->end) return false;
             char e = *s->p++;
-            c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
             if (e == 'u') {
-                if (s->end - s->p < 4) return false;
-                s->p += 4, c = '?';
+                long cp = s->end - s->p >= 4 ? hex4(s->p) : -1;
+                if (cp < 0) return false;
+                s->p += 4;
+                if (cp >= 0xD800 && cp < 0xDC00) { /* a high surrogate: its low half must follow */
+                    long lo = s->end - s->p >= 6 && s->p[0] == '\\' && s->p[1] == 'u' ? hex4(s->p + 2) : -1;
+                    if (lo < 0xDC00 || lo >= 0xE000) return false;
+                    s->p += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                } else if (cp >= 0xDC00 && cp < 0xE000) {
+                    return false;
+                }
+                unsigned char u[4];
+                int k = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+                if (k == 1) u[0] = (unsigned char)cp;
+                else if (k == 2) u[0] = (unsigned char)(0xC0 | cp >> 6), u[1] = (unsigned char)(0x80 | (cp & 63));
+                else if (k == 3)
+                    u[0] = (unsigned char)(0xE0 | cp >> 12), u[1] = (unsigned char)(0x80 | (cp >> 6 & 63)),
+                    u[2] = (unsigned char)(0x80 | (cp & 63));
+                else
+                    u[0] = (unsigned char)(0xF0 | cp >> 18), u[1] = (unsigned char)(0x80 | (cp >> 12 & 63)),
+                    u[2] = (unsigned char)(0x80 | (cp >> 6 & 63)), u[3] = (unsigned char)(0x80 | (cp & 63));
+                if (n + (size_t)k >= cap) return false;
+                for (int i = 0; i < k; i++) out[n++] = (char)u[i];
+                continue;
             }
+            c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
         }
         if (n + 1 >= cap) return false;
         out[n++] = c;

@@ -126,6 +126,13 @@ static void test_record_tags(void) {
     const char *bad[] = {"[1]", "{\"a\": 1", "{\"a\" 1}", "{\"a\": 1x}", "{\"a\": 1} x", "{\"a\": tru}"};
     for (size_t i = 0; i < S2D_ARRAY_LEN(bad); i++)
         EXPECT(metrics_tb_record(bad[i], strlen(bad[i]), tags, v, 8, &gs, &err) < 0, "malformed %s refused", bad[i]);
+    /* escapes in a stage name: \u00e9 and a surrogate pair come out as UTF-8, \n as its byte */
+    const char *esc = "{\"stage\": \"r\\u00e9\\ud83d\\ude00\\n\", \"global_step\": 4, \"loss\": 2}";
+    n = metrics_tb_record(esc, strlen(esc), tags, v, 8, &gs, &err);
+    EXPECT(n == 1, "escaped stage name: %d (%s)", n, n < 0 ? err.msg : "");
+    if (n == 1) EXPECT_STREQ(tags[0], "r\xc3\xa9\xf0\x9f\x98\x80\n/loss");
+    const char *lone = "{\"stage\": \"\\ude00\", \"global_step\": 4, \"loss\": 2}";
+    EXPECT(metrics_tb_record(lone, strlen(lone), tags, v, 8, &gs, &err) < 0, "a lone low surrogate is refused");
     const char *many = "{\"stage\": \"s\", \"global_step\": 1, \"a\": 1, \"b\": 2, \"c\": 3}";
     EXPECT(metrics_tb_record(many, strlen(many), tags, v, 2, &gs, &err) < 0 && strstr(err.msg, "more than 2"),
            "over capacity: %s", err.msg);
