@@ -1,8 +1,10 @@
 /* sample.cu: op_sample on the device, one block per row; ids and log-probs come back to the host.
  *
- * The CPU sampler (ops/sampler.c) is the reference: logits / T -> w = expf(x/T - max) -> top-k -> top-p ->
- * inverse-CDF draw with u = sampler_uniform(seed, seq_id, position) (computed on the host by that very
- * function, so the keying cannot drift). Candidates are ordered by weight descending, ties by lower id.
+ * The CPU sampler (ops/sampler.c) is the reference: logits / T -> w = exp(x/T - max) by the CPU's own exp
+ * (samp_exp: the same operations, so the same bits) -> top-k -> top-p -> inverse-CDF draw with
+ * u = sampler_uniform(seed, seq_id, position) (computed on the host by that very function, so the keying
+ * cannot drift). Candidates are ordered by weight descending, ties by lower id; weights that underflow to 0
+ * are never drawn.
  *  - greedy: argmax (lowest id among equal maxima); log-prob of the untempered softmax.
  *  - no filter: the draw walks ids in order (block scan of fp64 prefix sums), as the CPU.
  *  - top-k (k <= 4096), with or without top-p: radix select + bitonic sort of the k candidates, then the
@@ -40,6 +42,25 @@ typedef struct {
     unsigned long long rem, above;
     int token;
 } samp_smem;
+
+/* sampler.c's exp4 (Cephes' expf) one lane at a time, operation for operation; the _rn intrinsics keep nvcc
+ * from contracting them into FMAs, so a weight has the CPU's bits. x <= 88; below -110 it counts as -110. */
+__device__ __forceinline__ float samp_exp(float x) {
+    x = fmaxf(x, -110.0f);
+    const float nf = __fsub_rn(__fadd_rn(__fmul_rn(x, 1.44269504088896341f), 12582912.0f), 12582912.0f);
+    float r = __fsub_rn(x, __fmul_rn(nf, 0.693359375f));
+    r = __fsub_rn(r, __fmul_rn(nf, -2.12194440e-4f));
+    const float r2 = __fmul_rn(r, r);
+    float p = 1.9875691500e-4f;
+    p = __fadd_rn(__fmul_rn(p, r), 1.3981999507e-3f);
+    p = __fadd_rn(__fmul_rn(p, r), 8.3334519073e-3f);
+    p = __fadd_rn(__fmul_rn(p, r), 4.1665795894e-2f);
+    p = __fadd_rn(__fmul_rn(p, r), 1.6666665459e-1f);
+    p = __fadd_rn(__fmul_rn(p, r), 5.0000001201e-1f);
+    p = __fadd_rn(__fadd_rn(__fmul_rn(p, r2), r), 1.0f);
+    const int n = (int)nf, n1 = n >> 1, n2 = n - n1; /* n1, n2 >= -80: normal scales */
+    return __fmul_rn(__fmul_rn(p, __int_as_float((n1 + 127) << 23)), __int_as_float((n2 + 127) << 23));
+}
 
 __device__ __forceinline__ unsigned long long wfix(float w) { return (unsigned long long)__double2ull_rn((double)w * FIX_SCALE); }
 __device__ __forceinline__ float key_weight(uint32_t key) { return __uint_as_float(key & 0x7fffffffu); } /* w >= 0 */
@@ -191,7 +212,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     mx = cu_block_max_f(mx, red_f);
     double z = 0;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
-        const float wi = expf(x[v] / temperature - mx);
+        const float wi = samp_exp(x[v] / temperature - mx);
         w[v] = wi;
         z += wi;
     }
@@ -232,6 +253,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         if (threadIdx.x == 0) {
             /* The CPU's sequential fp64 walk over at most 4096 sorted candidates. */
             int n = top_k;
+            while (n > 1 && w[cids[n - 1]] <= 0) n--; /* underflowed weights are never candidates */
             double mass = 0;
             for (int i = 0; i < n; i++) mass += w[cids[i]];
             if (use_p) {

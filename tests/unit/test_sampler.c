@@ -161,6 +161,211 @@ static void test_top_p_large_vocab_matches_full_sort(void) {
     free(order);
 }
 
+/* ---- the fast paths against a slow reference of the documented rule ----
+ * Weights w = sampler_exp(logit / T - max) (the sampler's exp; its accuracy is test_exp_accuracy's), z their
+ * sequential fp64 sum; candidates (w > 0) fully sorted by (w desc, id asc); top-k keeps the first k; top-p the
+ * shortest prefix whose sequential cumulative weight reaches top_p times the mass (z, or the k kept); the draw
+ * is the first kept position whose cumulative weight exceeds u times the kept mass, else the last kept; with
+ * no filter at all the draw walks the tokens in id order instead. */
+typedef struct {
+    float w;
+    int id;
+} ref_cand;
+
+static int ref_cmp(const void *pa, const void *pb) {
+    const ref_cand *a = pa, *b = pb;
+    if (a->w != b->w) return a->w > b->w ? -1 : 1;
+    return a->id - b->id;
+}
+
+typedef struct {
+    ref_cand *c; /* [V] sorted candidates */
+    float *w;    /* [V] weights by id */
+    int V;
+    int n;       /* candidates of positive weight */
+    double z;
+    float mx;
+} ref_row;
+
+static void ref_prepare(ref_row *r, const float *logits, int V, float T) {
+    r->V = V;
+    r->mx = -INFINITY;
+    for (int i = 0; i < V; i++) r->mx = fmaxf(r->mx, logits[i] / T);
+    r->n = 0;
+    r->z = 0;
+    for (int i = 0; i < V; i++) {
+        const float w = r->w[i] = sampler_exp(logits[i] / T - r->mx);
+        r->z += w;
+        if (w > 0) r->c[r->n++] = (ref_cand){w, i};
+    }
+    qsort(r->c, (size_t)r->n, sizeof *r->c, ref_cmp);
+}
+
+/* The pick for u and the kept count; *margin: how close (relative to z) a decision's target came to
+ * a cumulative sum it was compared with, i.e. where a different fp64 summation order may decide otherwise. */
+static int ref_pick(const ref_row *r, int top_k, float top_p, double u, int *keep_out, double *margin) {
+    *margin = INFINITY;
+    if (!(top_k > 0 && top_k < r->V) && top_p == 1.0f) {
+        double cum = 0;
+        int pick = -1;
+        for (int i = 0; i < r->V; i++) {
+            if (r->w[i] <= 0) continue;
+            cum += r->w[i];
+            pick = i;
+            *margin = fmin(*margin, fabs(cum - u * r->z) / r->z);
+            if (cum > u * r->z) break;
+        }
+        *keep_out = r->n;
+        return pick;
+    }
+    int n = top_k > 0 && top_k < r->n ? top_k : r->n;
+    double mass = 0;
+    for (int i = 0; i < n; i++) mass += r->c[i].w;
+    if (top_p < 1.0f) {
+        const double target = (double)top_p * mass;
+        double cum = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += r->c[i].w;
+            *margin = fmin(*margin, fabs(cum - target) / r->z);
+            if (cum >= target) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+    }
+    double total = 0;
+    for (int i = 0; i < n; i++) total += r->c[i].w;
+    const double target = u * total;
+    double cum = 0;
+    int pick = r->c[n - 1].id;
+    for (int i = 0; i < n; i++) {
+        cum += r->c[i].w;
+        *margin = fmin(*margin, fabs(cum - target) / r->z);
+        if (cum > target) {
+            pick = r->c[i].id;
+            break;
+        }
+    }
+    *keep_out = n;
+    return pick;
+}
+
+typedef struct {
+    const char *name;
+    int V;
+    bool exact; /* weights from a few values: every fp64 sum is exact, so no rounding excuse */
+} ref_case;
+
+static void fill_case(int c, float *x, int V, rng_stream *r) {
+    for (int i = 0; i < V; i++) {
+        switch (c) {
+        case 0: x[i] = (float)rng_next_normal(r); break;           /* flat: wide nucleus */
+        case 1: x[i] = (float)(4 * rng_next_normal(r)); break;     /* peaked */
+        case 2: x[i] = (float)(0.2 * rng_next_normal(r)); break;   /* nearly uniform */
+        case 3: x[i] = (float)-(int)(rng_next_u64(r) % 3); break;  /* ties: three values */
+        case 4: x[i] = 0.5f; break;                                /* all equal */
+        case 5: x[i] = i % 7 ? -1e30f : (float)rng_next_normal(r); break; /* mostly -inf-like */
+        case 6: x[i] = (float)rng_next_normal(r) - (i % 3 ? 0.0f : 100.0f); break; /* weights down to 0 */
+        case 7: x[i] = (float)rng_next_normal(r) + (i == V / 3 ? 40.0f : 0.0f); break; /* one dominates */
+        case 8: x[i] = (float)floor(2 * rng_next_normal(r)); break; /* many ties at many values */
+        default: x[i] = (float)rng_next_normal(r) * (float)(1 + i % 5); break;
+        }
+    }
+}
+
+static void test_fast_paths_match_reference(void) {
+    const ref_case cases[] = {{"flat", 3000, false},      {"peaked", 3000, false},   {"near-uniform", 3000, false},
+                              {"3-value ties", 3000, true}, {"all equal", 1000, true}, {"mostly -1e30", 3000, false},
+                              {"underflow", 3000, false},   {"dominant", 3000, false}, {"integer ties", 3000, false},
+                              {"mixed scales", 3000, false}, {"flat 60k", 60000, false}};
+    const struct {
+        float T, top_p;
+        int top_k;
+    } cfg[] = {{1, 1, 0},     {1, 0.95f, 0},  {0.7f, 0.5f, 0}, {1.3f, 0.999f, 0}, {1, 1e-4f, 0},
+               {1, 0.3f, 0},  {1, 1, 50},     {0.8f, 0.9f, 40}, {1, 0.6f, 1},     {2, 0.99f, 0}};
+    enum { DRAWS = 40 };
+    rng_stream r;
+    rng_stream_init(&r, 2024, 0);
+    long total = 0, mismatched = 0, excused = 0, kept_bad = 0, lp_bad = 0;
+    for (size_t c = 0; c < S2D_ARRAY_LEN(cases); c++) {
+        const int V = cases[c].V;
+        float *x = malloc((size_t)V * sizeof *x);
+        double *probs = malloc((size_t)V * sizeof *probs);
+        ref_row row = {.c = malloc((size_t)V * sizeof *row.c), .w = malloc((size_t)V * sizeof *row.w)};
+        fill_case(c == 10 ? 0 : (int)c, x, V, &r);
+        sampler s;
+        sampler_init(&s, V);
+        for (size_t k = 0; k < S2D_ARRAY_LEN(cfg); k++) {
+            if (V > 10000 && cfg[k].top_k == 0 && cfg[k].top_p == 1) continue; /* keep the big case quick */
+            ref_prepare(&row, x, V, cfg[k].T);
+            sampler_params sp = {.temperature = cfg[k].T, .top_k = cfg[k].top_k, .top_p = cfg[k].top_p, .seed = 31};
+            /* the kept set, through sampler_distribution */
+            int keep;
+            double margin;
+            ref_pick(&row, cfg[k].top_k, cfg[k].top_p, 0.5, &keep, &margin);
+            const int n = sampler_distribution(&s, &sp, x, probs);
+            int missing = 0, extra = 0;
+            for (int i = 0; i < keep; i++) missing += probs[row.c[i].id] <= 0;
+            for (int i = 0; i < V; i++) extra += probs[i] > 0;
+            const bool set_ok = n == keep && missing == 0 && extra == keep;
+            if (!set_ok && (cases[c].exact || margin > 1e-9)) {
+                kept_bad++;
+                if (kept_bad <= 5)
+                    printf("  %s T=%g k=%d p=%g: kept %d (%d positive, %d missing), reference %d\n", cases[c].name,
+                           cfg[k].T, cfg[k].top_k, cfg[k].top_p, n, extra, missing, keep);
+            }
+            for (int d = 0; d < DRAWS; d++) {
+                const uint64_t seq = 1000 + c, pos = 17 * k + (uint64_t)d;
+                const double u = sampler_uniform(sp.seed, seq, pos);
+                float lp;
+                const int got = sampler_sample(&s, &sp, x, seq, pos, &lp);
+                const int want = ref_pick(&row, cfg[k].top_k, cfg[k].top_p, u, &keep, &margin);
+                total++;
+                if (got != want) {
+                    if (!cases[c].exact && margin <= 1e-9) excused++;
+                    else if (++mismatched <= 5)
+                        printf("  %s T=%g k=%d p=%g u=%.17g: got %d, reference %d (margin %.3g)\n", cases[c].name,
+                               cfg[k].T, cfg[k].top_k, cfg[k].top_p, u, got, want, margin);
+                    continue;
+                }
+                /* log-prob under the kept, renormalised distribution */
+                double kept_mass = 0, wg = 0;
+                for (int i = 0; i < keep; i++) {
+                    kept_mass += row.c[i].w;
+                    if (row.c[i].id == got) wg = row.c[i].w;
+                }
+                if (!(fabs(lp - log(wg / kept_mass)) < 1e-5)) lp_bad++;
+            }
+        }
+        sampler_free(&s);
+        free(x), free(probs), free(row.c), free(row.w);
+    }
+    EXPECT(mismatched == 0, "%ld of %ld draws differ from the reference outside rounding ties", mismatched, total);
+    EXPECT(excused * 100 <= total, "%ld of %ld draws excused as rounding ties: too many to be ties", excused, total);
+    EXPECT(kept_bad == 0, "%ld kept sets differ from the reference", kept_bad);
+    EXPECT(lp_bad == 0, "%ld log-probs differ from log(w / kept mass)", lp_bad);
+    printf("  %ld draws, %ld excused as fp64 rounding ties\n", total, excused);
+}
+
+/* The weights' exp against libm: <= 2 ulp (relative 2.4e-7) where the result is normal, within 2 of the
+ * smallest subnormal below, exp(0) = 1 exactly, and 0 far below. */
+static void test_exp_accuracy(void) {
+    double worst = 0, worst_sub = 0;
+    rng_stream r;
+    rng_stream_init(&r, 5, 0);
+    for (int i = 0; i < 400000; i++) {
+        const float x = i < 200000 ? -110.0f * (float)i / 200000 : (float)(-110 * rng_next_double(&r));
+        const double want = exp((double)x), got = sampler_exp(x);
+        if (want >= 1.1754943508222875e-38) worst = fmax(worst, fabs(got - want) / want);
+        else worst_sub = fmax(worst_sub, fabs(got - want) / 1.401298464324817e-45);
+    }
+    EXPECT(worst < 2.4e-7, "sampler_exp relative error %.3g", worst);
+    EXPECT(worst_sub <= 2, "sampler_exp subnormal error %.3g of the smallest subnormal", worst_sub);
+    EXPECT(sampler_exp(0) == 1.0f && sampler_exp(-200) == 0 && sampler_exp(-1e30f) == 0, "exp(0) = 1, far below 0");
+}
+
 /* Pearson chi-square of counts against expected probabilities. */
 static double chi_square(const int *counts, const double *p, int n, int draws) {
     double chi = 0;
@@ -267,5 +472,7 @@ int main(void) {
     RUN_TEST(test_temperature_frequencies);
     RUN_TEST(test_draw_depends_only_on_seed_seq_position);
     RUN_TEST(test_params_check);
+    RUN_TEST(test_exp_accuracy);
+    RUN_TEST(test_fast_paths_match_reference);
     return TEST_SUMMARY();
 }
