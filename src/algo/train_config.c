@@ -461,6 +461,38 @@ static bool check_plan(train_config *tc, cfg_node *pipe, s2d_err *err) {
     return ok;
 }
 
+/* prompt.template, as s2d eval chooses one (text/chat.h chat_template_choose): the name given, else (absent or
+ * auto) the template of the stage policies' tokenizers' tokenizer_config.json, else qwen3; one that does not
+ * fit a policy's model type is warned about. */
+static bool resolve_template(train_config *tc, cfg_node *prompt, const char *tmpl, s2d_err *err) {
+    const char **toks = xcalloc((size_t)S2D_MAX(tc->n_stages, 1), sizeof *toks);
+    const tc_model **pols = xcalloc((size_t)S2D_MAX(tc->n_stages, 1), sizeof *pols);
+    for (int i = 0; i < tc->n_stages; i++) {
+        const char *name = tc->stages[i].policy; /* an earlier stage's output: back to the model it trains */
+        for (int j = i - 1; j >= 0; j--)
+            if (strcmp(tc->stages[j].output, name) == 0) name = tc->stages[j].policy;
+        for (int k = 0; k < tc->n_models; k++)
+            if (strcmp(tc->models[k].name, name) == 0) pols[i] = &tc->models[k], toks[i] = tc->models[k].tokenizer;
+    }
+    const char *from;
+    bool ok = chat_template_choose(tmpl, "prompt.template", toks, tc->n_stages, "qwen3", "the default", &tc->chat,
+                                   &from, err);
+    for (int i = 0; ok && i < tc->n_stages; i++) {
+        bool seen = false; /* one warning per model */
+        for (int j = 0; j < i; j++) seen |= pols[j] == pols[i];
+        if (pols[i] && pols[i]->cfg_known && !seen)
+            chat_template_warn_fit("train", tc->chat, from, model_arch_of(pols[i]->cfg.arch)->model_type,
+                                   pols[i]->where);
+    }
+    free(toks), free(pols);
+    if (ok && tmpl && strcmp(tmpl, "auto") == 0) /* the resolved config (OUT/config.yaml, --dry-run) shows the template in effect */
+        ok = cfg_set(tc->root, "prompt.template", chat_template_name(tc->chat), err);
+    if (ok) return true;
+    char where[256] = "";
+    if (prompt && cfg_find(prompt, "template")) cfg_where(cfg_find(prompt, "template"), where, sizeof where);
+    return err_prefix(err, "%s: prompt.template", where[0] ? where : tc->path);
+}
+
 static void mark_used(cfg_node *n) {
     n->used = true;
     if (n->kind != CFG_SCALAR)
@@ -957,17 +989,12 @@ bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry
     if (defaults) mark_used(defaults);
     cfg_node *prompt;
     TRY(cfg_get_map_opt(root, "prompt", &prompt, err));
-    const char *tmpl = "qwen3", *instr = CHAT_DEFAULT_INSTRUCTION;
+    const char *tmpl = NULL, *instr = CHAT_DEFAULT_INSTRUCTION; /* NULL or auto: resolve_template */
     if (prompt) {
         TRY(cfg_get_str_or(prompt, "template", tmpl, &tmpl, err));
         TRY(cfg_get_str_or(prompt, "instruction", instr, &instr, err));
         cfg_node *tn = cfg_find(prompt, "instruction");
         if (tn && cfg_is_null(tn)) instr = "";
-    }
-    if (!chat_template_parse(tmpl, &tc->chat, err)) {
-        char where[256] = "";
-        if (prompt && cfg_find(prompt, "template")) cfg_where(cfg_find(prompt, "template"), where, sizeof where);
-        return err_prefix(err, "%s: prompt.template", where[0] ? where : path);
     }
     tc->instruction = xstrdup(instr);
 
@@ -1013,6 +1040,7 @@ bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry
     TRY(read_labels_max(root, &tc->labels_max, err));
     TRY(check_unknown_keys(root, err));
     TRY(check_plan(tc, pipe, err));
+    TRY(resolve_template(tc, prompt, tmpl, err));
     return resolve_defaults(tc, err);
 }
 

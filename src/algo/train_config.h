@@ -1,7 +1,8 @@
 /* train_config.h: the schema of `s2d train` configs (YAML, strict: core/config.h), resolved and validated.
  *
  *   seed: 1
- *   prompt: {template: qwen3, instruction: ""}        # chat template (text/chat.h) and the user instruction
+ *   prompt: {template: qwen3, instruction: ""}        # chat template (text/chat.h; absent or auto: the policies'
+ *                                                    # tokenizer_config.json chat_template, else qwen3), instruction
  *   models:
  *     teacher: {path: /models/Qwen3-8B}                # HF dir (config.json, safetensors, tokenizer.json)
  *     student: {init: {preset: qwen3-tiny, seed: 2, hidden_size: 48}, tokenizer: configs/demo/tokenizer}

@@ -56,8 +56,8 @@ static void usage(FILE *out) {
             "  --top-p P           default 0.95\n"
             "  --top-k K           default 0 (off)\n"
             "  --max-new-tokens N  default 2048\n"
-            "  --template NAME     qwen3 | qwen3-nothink | llama3 | none (default: the built-in template that the\n"
-            "                      tokenizer's tokenizer_config.json chat_template is, refused when it is none\n"
+            "  --template NAME     qwen3 | qwen3-nothink | llama3 | none | auto (default auto: the built-in template\n"
+            "                      that the tokenizer's tokenizer_config.json chat_template is, refused when none\n"
             "                      of them; without one: qwen3 for Qwen models, llama3 for Llama models); a\n"
             "                      template that does not fit the model's type is warned about\n"
             "  --instruction TEXT  appended to each problem after a newline (default: \"%s\"; '' for none)\n"
@@ -281,20 +281,12 @@ int cmd_eval(int argc, char **argv) {
     model m;
     CHECK_OK(model_load(&m, model_dir, &err), &err);
     chat_template tmpl; /* --template, else the tokenizer's chat_template, else the architecture's default */
-    const char *tmpl_from = "--template";
-    bool from_tok = false;
-    if (!template_name) CHECK_OK(chat_template_from_tokenizer(tok_dir, &from_tok, &tmpl, &err), &err);
-    if (template_name) CHECK_OK(chat_template_parse(template_name, &tmpl, &err), &err);
-    else if (from_tok) tmpl_from = "the tokenizer's tokenizer_config.json";
-    else {
-        CHECK_OK(chat_template_parse(model_arch_of(m.cfg.arch)->chat_template, &tmpl, &err), &err);
-        tmpl_from = "the architecture's default";
-    }
-    const char *model_type = model_arch_of(m.cfg.arch)->model_type;
+    const char *tmpl_from;
+    CHECK_OK(chat_template_choose(template_name, "--template", &tok_dir, 1, model_arch_of(m.cfg.arch)->chat_template,
+                                  "the architecture's default", &tmpl, &tmpl_from, &err),
+             &err);
     log_info("eval: chat template %s (from %s)", chat_template_name(tmpl), tmpl_from);
-    if (!chat_template_fits(tmpl, model_type))
-        log_warn("eval: the chat template %s (from %s) does not fit the model's type %s (%s): prompts will not "
-                 "look like the model's training data", chat_template_name(tmpl), tmpl_from, model_type, model_dir);
+    chat_template_warn_fit("eval", tmpl, tmpl_from, model_arch_of(m.cfg.arch)->model_type, model_dir);
     if (samples > 1 && gp.sampling.temperature == 0)
         log_warn("eval: --samples %ld at --temperature 0: greedy decoding gives %ld identical samples per problem "
                  "(pass@K = maj@K = avg@K); use --samples 1 or a temperature > 0", samples, samples);

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/log.h"
+
 static const char *const TEMPLATE_NAMES[] = {"none", "qwen3", "qwen3-nothink", "llama3"};
 
 bool chat_template_parse(const char *name, chat_template *out, s2d_err *err) {
@@ -146,7 +148,13 @@ static uint64_t fnv1a64(const char *s, size_t n) {
     return h;
 }
 
+static bool from_tokenizer(const char *tok_path, bool *found, chat_template *out, const char *hint, s2d_err *err);
+
 bool chat_template_from_tokenizer(const char *tok_path, bool *found, chat_template *out, s2d_err *err) {
+    return from_tokenizer(tok_path, found, out, "give --template NAME", err);
+}
+
+static bool from_tokenizer(const char *tok_path, bool *found, chat_template *out, const char *hint, s2d_err *err) {
     *found = false;
     char dir[4096], path[4200];
     struct stat st;
@@ -168,8 +176,8 @@ bool chat_template_from_tokenizer(const char *tok_path, bool *found, chat_templa
     if (!ct || !cJSON_IsString(ct)) { /* absent, or the list-of-named-templates form: not read */
         bool list = ct && cJSON_IsArray(ct);
         cJSON_Delete(j);
-        if (list) return err_set(err, "%s: chat_template is a list of named templates, which s2d does not read: "
-                                      "give --template NAME", path);
+        if (list) return err_set(err, "%s: chat_template is a list of named templates, which s2d does not read: %s",
+                                 path, hint);
         return true;
     }
     size_t n = strlen(ct->valuestring);
@@ -182,8 +190,45 @@ bool chat_template_from_tokenizer(const char *tok_path, bool *found, chat_templa
         }
     return err_set(err, "%s: its chat_template (%zu bytes, FNV-1a 0x%016llx) is none of the built-in templates "
                         "(the Qwen3 one, the Llama 3 one of the Llama 3.1 tokenizer), so s2d cannot render it "
-                        "exactly: give --template qwen3|qwen3-nothink|llama3|none to choose one",
-                   path, n, (unsigned long long)h);
+                        "exactly: %s (qwen3, qwen3-nothink, llama3 or none) to choose one",
+                   path, n, (unsigned long long)h, hint);
+}
+
+bool chat_template_choose(const char *name, const char *named_from, const char *const *tok_paths, int n,
+                          const char *fallback, const char *fallback_from, chat_template *out, const char **from,
+                          s2d_err *err) {
+    if (name && strcmp(name, "auto") != 0) {
+        *from = named_from;
+        return chat_template_parse(name, out, err);
+    }
+    char hint[128];
+    snprintf(hint, sizeof hint, "give %s NAME", named_from);
+    const char *first = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!tok_paths[i]) continue;
+        bool found;
+        chat_template t;
+        if (!from_tokenizer(tok_paths[i], &found, &t, hint, err)) return false;
+        if (!found) continue;
+        if (first && t != *out)
+            return err_set(err, "the tokenizers' chat templates differ (%s: %s, %s: %s): %s to choose one", first,
+                           chat_template_name(*out), tok_paths[i], chat_template_name(t), hint);
+        if (!first) first = tok_paths[i], *out = t;
+    }
+    if (first) {
+        *from = "the tokenizer's tokenizer_config.json";
+        return true;
+    }
+    *from = fallback_from;
+    return chat_template_parse(fallback, out, err);
+}
+
+bool chat_template_warn_fit(const char *who, chat_template t, const char *from, const char *model_type,
+                            const char *model) {
+    if (chat_template_fits(t, model_type)) return true;
+    log_warn("%s: the chat template %s (from %s) does not fit the model's type %s (%s): prompts will not look like "
+             "the model's training data", who, chat_template_name(t), from, model_type, model);
+    return false;
 }
 
 bool chat_template_fits(chat_template t, const char *model_type) {

@@ -50,6 +50,18 @@ const char *const *chat_stop_tokens(chat_template t);
  * tests/fixtures/tokenizers/. *found = false (and true returned) when there is no tokenizer_config.json or it
  * has no chat_template string; false + err naming the file when the template is none of the built-in ones. */
 bool chat_template_from_tokenizer(const char *tok_path, bool *found, chat_template *out, s2d_err *err);
+/* The template of an eval or a training run, one rule for both: `name` when it is given and not "auto" (*from =
+ * named_from, e.g. "--template" or "prompt.template"); else the built-in template that the tokenizer_config.json
+ * chat_template of the tokenizers tok_paths [n] is (NULL entries and tokenizers without one skipped; those that
+ * have one must agree; *from = "the tokenizer's tokenizer_config.json"); else the template named fallback
+ * (*from = fallback_from). An unknown chat_template is refused with a hint to give named_from. */
+bool chat_template_choose(const char *name, const char *named_from, const char *const *tok_paths, int n,
+                          const char *fallback, const char *fallback_from, chat_template *out, const char **from,
+                          s2d_err *err);
+/* Warns "WHO: the chat template T (from FROM) does not fit the model's type TYPE (MODEL)" when it does not fit
+ * (chat_template_fits); returns whether it fits. */
+bool chat_template_warn_fit(const char *who, chat_template t, const char *from, const char *model_type,
+                            const char *model);
 /* Does template t fit a model whose config.json model_type is model_type ("qwen3", "qwen2", "llama")? "none"
  * fits every model; unknown model types fit every template. */
 bool chat_template_fits(chat_template t, const char *model_type);
