@@ -2,6 +2,7 @@
  * (tests/fixtures/chat/chat_cases.jsonl, made by tools/make_chat_fixtures.py from the tokenizer_config.json
  * jinja templates of Qwen3 and Llama 3.1). */
 #include <stdlib.h>
+#include <string.h>
 
 #include <cjson/cJSON.h>
 
@@ -95,9 +96,35 @@ static void test_from_tokenizer(void) {
            "llama3 on qwen3 and qwen3 on llama do not fit");
 }
 
+/* The rule eval and train share: a name wins, else the tokenizers' (which must agree), else the fallback. */
+static void test_choose(void) {
+    s2d_err err;
+    chat_template t = CHAT_NONE;
+    const char *from = NULL;
+    const char *q[] = {NULL, "tests/fixtures/data/tiny_tokenizer", "tests/fixtures/tokenizers/qwen3",
+                       "tests/fixtures/tokenizers/qwen3/tokenizer.json"};
+    EXPECT(chat_template_choose(NULL, "prompt.template", q, 4, "llama3", "the default", &t, &from, &err) &&
+               t == CHAT_QWEN3 && strcmp(from, "the tokenizer's tokenizer_config.json") == 0,
+           "from the tokenizers that have one (NULL and none skipped)");
+    EXPECT(chat_template_choose("auto", "prompt.template", q, 2, "llama3", "the default", &t, &from, &err) &&
+               t == CHAT_LLAMA3 && strcmp(from, "the default") == 0,
+           "auto without a chat_template: the fallback");
+    EXPECT(chat_template_choose("none", "--template", q, 4, "llama3", "the default", &t, &from, &err) &&
+               t == CHAT_NONE && strcmp(from, "--template") == 0,
+           "a name wins over the tokenizers");
+    const char *mixed[] = {"tests/fixtures/tokenizers/qwen3", "tests/fixtures/tokenizers/llama3_1"};
+    EXPECT(!chat_template_choose(NULL, "prompt.template", mixed, 2, "qwen3", "the default", &t, &from, &err) &&
+               strstr(err.msg, "differ") && strstr(err.msg, "give prompt.template NAME"),
+           "tokenizers that disagree: refused (%s)", err.msg);
+    EXPECT(!chat_template_choose("qwen4", "prompt.template", q, 0, "qwen3", "the default", &t, &from, &err) &&
+               strstr(err.msg, "qwen4"),
+           "an unknown name: refused");
+}
+
 int main(void) {
     RUN_TEST(test_fixtures);
     RUN_TEST(test_from_tokenizer);
+    RUN_TEST(test_choose);
     RUN_TEST(test_names_and_stops);
     return TEST_SUMMARY();
 }
