@@ -724,7 +724,11 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                                                   ro.response_length_mean, ro.response_length_max, ro.truncation_rate,
                                                   gs.reward_std, gs.advantage_std, gs.zero_variance_fraction};
                 if (r->rollouts && !rollout_log_append(r->rollouts, &rs, err)) return false;
-                if (r->metrics_h5 && !metrics_log_append(r->metrics_h5, si, step + 1, row, err)) return false;
+                const char *xn[REWARD_MAX_EXTRAS]; /* reward/<name>: the reward command's extras */
+                double xv[REWARD_MAX_EXTRAS];
+                const int nx = r->reward && s->algo == ALGO_GRPO ? reward_cmd_extras(r->reward, xn, xv, REWARD_MAX_EXTRAS) : 0;
+                if (r->metrics_h5 && !metrics_log_append_extras(r->metrics_h5, si, step + 1, row, xn, xv, nx, err))
+                    return false;
                 r->log_rows++;
             }
             if (s->ckpt_every > 0 && (step + 1) % s->ckpt_every == 0 && step + 1 < s->steps && !save_model(r, out, err))

@@ -389,6 +389,7 @@ static bool cut_metrics(const char *path, long keep, s2d_err *err) {
         ok = metrics_log_append(ml, (int)stage[i], (long)step[i], row, err);
     }
     if (ml && !metrics_log_close(ml, err)) ok = false;
+    if (ok) ok = metrics_log_copy_extras(path, tmp, keep, err); /* the reward/<name> columns */
     if (ok && rename(tmp, path) != 0) ok = err_set(err, "%s: cannot replace: %s", path, strerror(errno));
     if (!ok) unlink(tmp);
     s2d_tmp_unregister(tmp);

@@ -222,6 +222,16 @@ typedef struct metrics_log metrics_log;
 metrics_log *metrics_log_open(const char *path, const char *const *fields, int n_fields, s2d_err *err);
 bool metrics_log_append(metrics_log *log, int stage, long step, const double *values /* [n_fields] */,
                         s2d_err *err);
+/* Extras: columns named at run time (a reward command's reward/<name> step means), /reward/<name> float64 [N]
+ * beside the fixed ones, at most METRICS_MAX_EXTRAS: NaN in the rows that did not report the name (a new name's
+ * column is back-filled with NaN). Names are percent-escaped into one dataset name ('%' -> %25, '/' -> %2F,
+ * "." -> %2E). metrics_log_append = this with no extras (every extra column gets NaN). */
+enum { METRICS_MAX_EXTRAS = 32 };
+bool metrics_log_append_extras(metrics_log *log, int stage, long step, const double *values /* [n_fields] */,
+                               const char *const *extra_names, const double *extra_values /* [n_extra] */,
+                               int n_extra, s2d_err *err);
+/* The first keep rows of the extra columns of table `from` into table `to` (a table cut on resume). */
+bool metrics_log_copy_extras(const char *from, const char *to, long keep, s2d_err *err);
 bool metrics_log_close(metrics_log *log, s2d_err *err);
 
 /* ---- generic readers (inspect, tests): a whole 1-D or N-D dataset, converted to the asked type ---- */

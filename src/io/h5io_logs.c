@@ -204,18 +204,64 @@ bool rollout_log_close(rollout_log *log, s2d_err *err) {
 
 /* ---- metrics table ---- */
 
+#define EXTRA_NAME_MAX (3 * 64 + 1) /* an escaped name */
+
 struct metrics_log {
     hid_t f;
     char *path;
     int n_fields;
     ext_ds stage, step;
     ext_ds *cols; /* [n_fields] */
+    int n_extra;  /* extras: /reward/<escaped name> columns, in order of appearance */
+    char extra_names[METRICS_MAX_EXTRAS][EXTRA_NAME_MAX];
+    ext_ds extra[METRICS_MAX_EXTRAS];
 };
+
+/* name percent-escaped into one HDF5 link name: '%' -> %25, '/' -> %2F, a name "." or "" -> %2E / %00. */
+static bool extra_escape(const char *name, char *out, size_t cap) {
+    size_t n = 0;
+    if (!name[0] || strcmp(name, ".") == 0) return snprintf(out, cap, "%s", name[0] ? "%2E" : "%00") < (int)cap;
+    for (const char *p = name; *p; p++) {
+        if (n + 4 > cap) return false;
+        if (*p == '%' || *p == '/') n += (size_t)snprintf(out + n, cap - n, "%%%02X", (unsigned char)*p);
+        else out[n++] = *p;
+    }
+    out[n] = '\0';
+    return true;
+}
+
+static herr_t collect_extra(hid_t g, const char *name, const H5L_info_t *info, void *data) {
+    (void)g, (void)info;
+    metrics_log *log = data;
+    if (log->n_extra == METRICS_MAX_EXTRAS || strlen(name) >= EXTRA_NAME_MAX) return 1; /* stop: too many */
+    snprintf(log->extra_names[log->n_extra++], EXTRA_NAME_MAX, "%s", name);
+    return 0;
+}
+
+/* Opens the /reward columns of an existing table; each must have the table's length. */
+static bool extras_open(metrics_log *log, s2d_err *err) {
+    if (!h5_link_exists(log->f, "reward")) return true;
+    hid_t g = H5Gopen2(log->f, "reward", H5P_DEFAULT);
+    if (g < 0) return err_set(err, "%s: /reward is not a group", log->path);
+    hsize_t idx = 0;
+    herr_t r = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_extra, log);
+    H5Gclose(g);
+    if (r != 0) return err_set(err, "%s: /reward holds more than %d columns", log->path, METRICS_MAX_EXTRAS);
+    char p[EXTRA_NAME_MAX + 8];
+    for (int i = 0; i < log->n_extra; i++) log->extra[i].d = -1;
+    for (int i = 0; i < log->n_extra; i++) {
+        snprintf(p, sizeof p, "reward/%s", log->extra_names[i]);
+        if (!ext_open(log->f, p, H5T_NATIVE_DOUBLE, &log->extra[i]) || log->extra[i].n != log->step.n)
+            return err_set(err, "%s: column /%s is missing or has the wrong length", log->path, p);
+    }
+    return true;
+}
 
 static void metrics_log_free(metrics_log *log) {
     ext_close(&log->stage);
     ext_close(&log->step);
     for (int i = 0; i < log->n_fields && log->cols; i++) ext_close(&log->cols[i]);
+    for (int i = 0; i < log->n_extra; i++) ext_close(&log->extra[i]);
     if (log->f >= 0) H5Fclose(log->f);
     free(log->cols);
     free(log->path);
@@ -265,6 +311,7 @@ metrics_log *metrics_log_open(const char *path, const char *const *fields, int n
         for (int i = 0; ok && i < n_fields; i++)
             if (!ext_open(log->f, fields[i], H5T_NATIVE_DOUBLE, &log->cols[i]) || log->cols[i].n != log->step.n)
                 ok = err_set(err, "%s: column /%s is missing or has the wrong length", path, fields[i]);
+        if (ok) ok = extras_open(log, err);
         if (!ok && err->msg[0] == '\0') err_set(err, "%s: damaged metrics table", path);
     } else {
         log->f = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
@@ -293,9 +340,39 @@ metrics_log *metrics_log_open(const char *path, const char *const *fields, int n
 }
 
 bool metrics_log_append(metrics_log *log, int stage, long step, const double *values, s2d_err *err) {
+    return metrics_log_append_extras(log, stage, step, values, NULL, NULL, 0, err);
+}
+
+bool metrics_log_append_extras(metrics_log *log, int stage, long step, const double *values,
+                               const char *const *extra_names, const double *extra_values, int n_extra,
+                               s2d_err *err) {
     int32_t s32 = stage;
     int64_t s64 = step;
     bool ok = true;
+    const double nan = NAN;
+    char esc[EXTRA_NAME_MAX], p[EXTRA_NAME_MAX + 8];
+    for (int k = 0; k < n_extra; k++) { /* a name seen for the first time: a column, NaN in the earlier rows */
+        if (!extra_escape(extra_names[k], esc, sizeof esc))
+            return err_set(err, "%s: extra metric name '%s' is too long", log->path, extra_names[k]);
+        int j = 0;
+        while (j < log->n_extra && strcmp(log->extra_names[j], esc) != 0) j++;
+        if (j < log->n_extra) continue;
+        if (log->n_extra == METRICS_MAX_EXTRAS)
+            return err_set(err, "%s: more than %d extra metrics ('%s')", log->path, METRICS_MAX_EXTRAS, extra_names[k]);
+        snprintf(p, sizeof p, "reward/%s", esc);
+        if (!ext_create(log->f, p, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1024, &log->extra[j]) ||
+            !ext_append(&log->extra[j], NULL, log->step.n, &nan, 8))
+            return err_set(err, "%s: cannot create the column /%s (disk full?)", log->path, p);
+        snprintf(log->extra_names[j], EXTRA_NAME_MAX, "%s", esc);
+        log->n_extra++;
+    }
+    for (int j = 0; ok && j < log->n_extra; j++) { /* every extra column gets this row: its value or NaN */
+        const double *v = &nan;
+        for (int k = 0; k < n_extra; k++)
+            if (extra_escape(extra_names[k], esc, sizeof esc) && strcmp(esc, log->extra_names[j]) == 0)
+                v = &extra_values[k];
+        ok = ext_append(&log->extra[j], v, 1, NULL, 8);
+    }
     for (int i = 0; ok && i < log->n_fields; i++) ok = ext_append(&log->cols[i], &values[i], 1, NULL, 8);
     ok = ok && ext_append(&log->stage, &s32, 1, NULL, 4) && ext_append(&log->step, &s64, 1, NULL, 8) &&
          H5Fflush(log->f, H5F_SCOPE_GLOBAL) >= 0;
@@ -308,9 +385,43 @@ bool metrics_log_close(metrics_log *log, s2d_err *err) {
     ext_close(&log->stage);
     ext_close(&log->step);
     for (int i = 0; i < log->n_fields; i++) ext_close(&log->cols[i]);
+    for (int i = 0; i < log->n_extra; i++) ext_close(&log->extra[i]);
     bool ok = H5Fclose(log->f) >= 0;
     log->f = -1;
     if (!ok) err_set(err, "%s: closing failed", log->path);
     metrics_log_free(log);
+    return ok;
+}
+
+bool metrics_log_copy_extras(const char *from, const char *to, long keep, s2d_err *err) {
+    h5_quiet();
+    metrics_log src = {.f = H5Fopen(from, H5F_ACC_RDONLY, H5P_DEFAULT), .path = (char *)from};
+    if (src.f < 0) return err_set(err, "%s: cannot open", from);
+    bool ok = true;
+    if (h5_link_exists(src.f, "reward")) {
+        hid_t g = H5Gopen2(src.f, "reward", H5P_DEFAULT);
+        hsize_t idx = 0;
+        ok = g >= 0 && H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_extra, &src) == 0;
+        if (g >= 0) H5Gclose(g);
+        if (!ok) err_set(err, "%s: cannot list /reward", from);
+    }
+    H5Fclose(src.f);
+    hid_t dst = ok && src.n_extra ? H5Fopen(to, H5F_ACC_RDWR, H5P_DEFAULT) : -1;
+    if (ok && src.n_extra && dst < 0) ok = err_set(err, "%s: cannot open for writing", to);
+    char p[EXTRA_NAME_MAX + 8];
+    for (int i = 0; ok && i < src.n_extra; i++) {
+        snprintf(p, sizeof p, "reward/%s", src.extra_names[i]);
+        double *v = NULL;
+        size_t n = 0;
+        ext_ds x = {.d = -1};
+        ok = h5_read_f64(from, p, &v, &n, err);
+        if (ok && n < (size_t)keep) ok = err_set(err, "%s: column /%s has %zu rows, fewer than %ld", from, p, n, keep);
+        if (ok && !(ext_create(dst, p, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1024, &x) &&
+                    ext_append(&x, v, (hsize_t)keep, NULL, 8)))
+            ok = err_set(err, "%s: cannot write the column /%s", to, p);
+        ext_close(&x);
+        free(v);
+    }
+    if (dst >= 0 && H5Fclose(dst) < 0 && ok) ok = err_set(err, "%s: closing failed", to);
     return ok;
 }

@@ -187,6 +187,13 @@ bool reward_cmd_extra(const reward_cmd *rc, int i, const char **name, double *me
     return true;
 }
 
+int reward_cmd_extras(const reward_cmd *rc, const char **names, double *means, int cap) {
+    int n = 0;
+    for (int i = 0; i < rc->n_extras && n < cap; i++)
+        if (reward_cmd_extra(rc, i, &names[n], &means[n])) n++;
+    return n;
+}
+
 void reward_cmd_write_metrics(const reward_cmd *rc, FILE *f) {
     for (int i = 0; i < rc->n_extras; i++) {
         const char *name;

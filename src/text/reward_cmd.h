@@ -35,6 +35,9 @@ void reward_cmd_step_reset(reward_cmd *rc);
 /* Extras seen in this step: count, and the i-th name and mean. */
 int reward_cmd_n_extras(const reward_cmd *rc);
 bool reward_cmd_extra(const reward_cmd *rc, int i, const char **name, double *mean);
+/* The extras seen in this step, at most cap (REWARD_MAX_EXTRAS holds them all): names [n] and means [n];
+ * returns n. For metrics.h5 (io/h5io.h metrics_log_append_extras). */
+int reward_cmd_extras(const reward_cmd *rc, const char **names, double *means, int cap);
 /* `, "reward/<name>": mean` for every extra seen in this step (a JSON-object fragment). */
 void reward_cmd_write_metrics(const reward_cmd *rc, FILE *f);
 /* Stops (stdin closed, a short grace, then SIGKILL) and reaps the command; frees rc. NULL is fine. */

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Custom rewards (stage reward: {command, timeout_s}; text/reward_cmd.h): the command's rewards drive GRPO and
-# reach metrics.jsonl (reward_mean = the mean of what it returned, extra fields as reward/<name>), the shipped
+# reach metrics.jsonl (reward_mean = the mean of what it returned, extra fields as reward/<name>, also in
+# metrics.h5 /reward/<name> and TensorBoard <stage>/reward/<name>), the shipped
 # example runs, and a command that misbehaves (garbage, missing reward, NaN, Infinity, exits, killed, too slow)
 # ends the run with an error naming the command and the record, without hanging and without leaving the child
 # behind; die() (fault injection) and SIGTERM kill it too.
 . "$(dirname "$0")/lib.sh"
+PY=python3
+python3 -c 'import h5py' 2>/dev/null || PY=/usr/bin/python3
 cd "$WORK" || exit 1
 MODEL="$S2D_ROOT/tests/fixtures/models/tiny-teacher"
 config() { # reward command, timeout_s, steps, [extra top-level yaml]
@@ -47,9 +50,10 @@ for line in sys.stdin:
     assert r["prompt"] and r["answer"], r
     v = (len(r["response"]) % 5) / 4.0 - 0.25
     log.write("%r %d %s\n" % (v, len(r["response"]), r["id"])); log.flush()
-    print(json.dumps({"reward": v, "chars": len(r["response"]), "long": len(r["response"]) > 20, "note": "x"}), flush=True)
+    print(json.dumps({"reward": v, "chars": len(r["response"]), "long": len(r["response"]) > 20, "note": "x",
+                      "sub/n": 2}), flush=True)
 EOF
-config "python3 $WORK/score.py $WORK/log.txt" 10 3 >ok.yaml
+config "python3 $WORK/score.py $WORK/log.txt" 10 3 | sed 's/metrics_h5: false/metrics_h5: true/' >ok.yaml
 "$S2D" train ok.yaml --out run1 >out.txt 2>err.txt
 check "run with a reward command succeeds ($(tail -2 err.txt))" test -s run1/metrics.jsonl
 check "24 records scored (3 steps x 8)" test "$(wc -l <log.txt 2>/dev/null)" = 24
@@ -69,6 +73,30 @@ for k, s in enumerate(steps):
     assert "reward/note" not in s and "reward/reward" not in s, s
 # the built-in verifier's accuracy stays next to it
     assert 0 <= s["accuracy"] <= 1
+EOF
+check "metrics.h5 /reward/<name> and TensorBoard <stage>/reward/<name> equal metrics.jsonl" "$PY" - run1 \
+  "$S2D_ROOT/tests/cli/tb_read.py" <<'EOF'
+import glob, json, math, subprocess, sys, h5py
+d, reader = sys.argv[1], sys.argv[2]
+steps = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if '"step"' in l and '"event"' not in l]
+with h5py.File(f"{d}/metrics.h5", "r") as f:
+    assert sorted(f["reward"].keys()) == ["chars", "long", "sub%2Fn"], list(f["reward"].keys())
+    for name, key in (("chars", "reward/chars"), ("long", "reward/long"), ("sub%2Fn", "reward/sub/n")):
+        col = f["reward"][name][()]
+        assert len(col) == len(f["step"][()]) == 3, (name, len(col))
+        for k, s in enumerate(steps):
+            assert abs(col[k] - s[key]) <= 1e-5 * max(1, abs(s[key])), (name, k, col[k], s[key])
+ev = glob.glob(f"{d}/tensorboard/events.out.tfevents.*")
+assert len(ev) == 1, ev
+out = subprocess.run([sys.executable, reader, ev[0]], capture_output=True, text=True, check=True).stdout
+tb = {}
+for l in out.splitlines()[1:]:
+    r = json.loads(l)
+    tb.setdefault(r["tag"], []).append(r["value"])
+for key in ("reward/chars", "reward/long", "reward/sub/n"):
+    got, want = tb.get("rl/" + key), [s[key] for s in steps]
+    assert got is not None and len(got) == 3, (key, sorted(tb))
+    assert all(abs(a - b) <= 1e-5 * max(1, abs(b)) for a, b in zip(got, want)), (key, got, want)
 EOF
 check "the child is gone after a clean run" no_orphan "$WORK/score.py"
 check "the resolved config holds reward.command and timeout_s" bash -c \

@@ -365,6 +365,49 @@ static void test_rollout_and_metrics(void) {
     EXPECT(!metrics_log_open(ckpt, other, 1, &err) && strstr(err.msg, "not an s2d metrics"), "wrong kind: %s", err.msg);
 }
 
+/* Extra columns (a reward command's reward/<name>): created when a name first appears and back-filled with
+ * NaN, NaN where a row lacks it, kept on reopen, escaped names, and copied (first rows) into a cut table. */
+static void test_metrics_extras(void) {
+    char path[4400], cut[4400];
+    tmp_path(path, sizeof path, "extras.metrics.h5");
+    tmp_path(cut, sizeof cut, "extras.cut.h5");
+    s2d_err err = {0};
+    const char *fields[] = {"loss"};
+    metrics_log *ml = metrics_log_open(path, fields, 1, &err);
+    double v = 1;
+    const char *n1[] = {"chars"}, *n2[] = {"long", "a/b%", "chars"};
+    const double x1[] = {5}, x2[] = {0.5, 7, 6};
+    bool ok = ml && metrics_log_append(ml, 0, 1, &v, &err) &&             /* row 0: no extras */
+              metrics_log_append_extras(ml, 0, 2, &v, n1, x1, 1, &err) && /* row 1: chars */
+              metrics_log_close(ml, &err);
+    ml = ok ? metrics_log_open(path, fields, 1, &err) : NULL; /* reopen: the extra column is found again */
+    ok = ml && metrics_log_append_extras(ml, 0, 3, &v, n2, x2, 3, &err) && /* row 2: long, a/b%, chars */
+         metrics_log_append(ml, 1, 1, &v, &err) && metrics_log_close(ml, &err);   /* row 3: none */
+    EXPECT(ok, "write: %s", err.msg);
+    double *c = NULL, *l = NULL, *e = NULL;
+    size_t nc = 0, nl = 0, ne = 0;
+    EXPECT(h5_read_f64(path, "reward/chars", &c, &nc, &err) && h5_read_f64(path, "reward/long", &l, &nl, &err) &&
+               h5_read_f64(path, "reward/a%2Fb%25", &e, &ne, &err),
+           "read: %s", err.msg);
+    EXPECT(nc == 4 && isnan(c[0]) && c[1] == 5 && c[2] == 6 && isnan(c[3]), "reward/chars: NaN, 5, 6, NaN");
+    EXPECT(nl == 4 && isnan(l[0]) && isnan(l[1]) && l[2] == 0.5 && isnan(l[3]), "reward/long back-filled");
+    EXPECT(ne == 4 && e[2] == 7, "a/b%% escaped as a%%2Fb%%25");
+    free(c), free(l), free(e);
+    /* a cut table: the fixed columns by the caller, the extras copied */
+    ml = metrics_log_open(cut, fields, 1, &err);
+    ok = ml && metrics_log_append(ml, 0, 1, &v, &err) && metrics_log_append(ml, 0, 2, &v, &err) &&
+         metrics_log_close(ml, &err) && metrics_log_copy_extras(path, cut, 2, &err);
+    EXPECT(ok, "cut: %s", err.msg);
+    c = NULL, nc = 0;
+    EXPECT(h5_read_f64(cut, "reward/chars", &c, &nc, &err) && nc == 2 && isnan(c[0]) && c[1] == 5,
+           "the cut keeps the first 2 rows of reward/chars (%zu)", nc);
+    free(c);
+    ml = metrics_log_open(cut, fields, 1, &err);
+    EXPECT(ml && metrics_log_close(ml, &err), "the cut table reopens: %s", err.msg);
+    EXPECT(!metrics_log_copy_extras(path, cut, 9, &err) && strstr(err.msg, "fewer than 9"), "cut past the end: %s",
+           err.msg);
+}
+
 /* --write-checkpoint FILE MODEL_DIR (for tests/cli/test_export.sh) */
 static int write_checkpoint_mode(const char *file, const char *dir) {
     s2d_err err = {0};
@@ -401,6 +444,7 @@ int main(int argc, char **argv) {
     RUN_TEST(test_round_trip_bf16);
     RUN_TEST(test_find_latest_and_damage);
     RUN_TEST(test_rollout_and_metrics);
+    RUN_TEST(test_metrics_extras);
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
