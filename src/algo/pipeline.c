@@ -429,7 +429,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         sum->acc_before = evaluate(r, policy, tok, &ev, err, &ok);
         if (!ok) return false;
         fprintf(r->metrics.fp, "{\"stage\": \"%s\", \"step\": 0, \"global_step\": %ld, \"event\": \"eval\", \"accuracy\": %.6g, "
-                "\"samples\": %d}\n", s->name, r->global_step, sum->acc_before, ev.n);
+                "\"problems\": %d}\n", s->name, r->global_step, sum->acc_before, ev.n);
         log_info("[%s] eval before: accuracy %.3f on %d %s problems", s->name, sum->acc_before, ev.n, s->eval_data);
     }
     sum->has_eval = has_eval;
@@ -701,7 +701,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
                 double a = evaluate(r, policy, tok, &ev, err, &ok);
                 if (!ok) return false;
                 fprintf(f, "{\"stage\": \"%s\", \"step\": %d, \"global_step\": %ld, \"event\": \"eval\", \"accuracy\": %.6g, "
-                        "\"samples\": %d}\n", s->name, step + 1, r->global_step, a, ev.n);
+                        "\"problems\": %d}\n", s->name, step + 1, r->global_step, a, ev.n);
                 log_info("[%s] eval at step %d: accuracy %.3f", s->name, step + 1, a);
             }
             if (r->rollouts || r->metrics_h5) {
@@ -756,7 +756,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
         sum->acc_after = evaluate(r, policy, tok, &ev, err, &ok);
         if (!ok) return false;
         fprintf(r->metrics.fp, "{\"stage\": \"%s\", \"step\": %d, \"global_step\": %ld, \"event\": \"eval\", \"accuracy\": %.6g, "
-                "\"samples\": %d}\n", s->name, s->steps, r->global_step, sum->acc_after, ev.n);
+                "\"problems\": %d}\n", s->name, s->steps, r->global_step, sum->acc_after, ev.n);
         log_info("[%s] eval after: accuracy %.3f", s->name, sum->acc_after);
     }
     sum->labelled_unique = labelled ? cur.unique : 0, sum->labelled_total = labelled ? cur.total : 0;

@@ -179,6 +179,8 @@ int metrics_tb_record(const char *line, size_t n, char (*tags)[TB_MAX_TAG + 1], 
     if (!stage[0] || !has_step) return 0;
     for (int i = 0; i < count; i++) {
         snprintf(key, sizeof key, "%s", tags[i]);
+        /* eval lines of runs before the rename named their problem count "samples": one tag for both */
+        if (strcmp(event, "eval") == 0 && strcmp(key, "samples") == 0) snprintf(key, sizeof key, "problems");
         int len = snprintf(tags[i], TB_MAX_TAG + 1, "%s/%s%s%s", stage, event, event[0] ? "_" : "", key);
         if (len > TB_MAX_TAG) return err_set(err, "tag %s/%s%s%s is longer than %d bytes", stage, event, event[0] ? "_" : "", key, TB_MAX_TAG), -1;
     }

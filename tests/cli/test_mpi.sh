@@ -30,7 +30,7 @@ a = [json.loads(l) for l in open(sys.argv[1])]
 b = [json.loads(l) for l in open(sys.argv[2])]
 assert len(a) == len(b) and len(a) > 0, (len(a), len(b))
 keys = ["stage", "step", "event", "loss", "reward_mean", "accuracy", "kl", "grad_norm", "lr", "tokens",
-        "trained_tokens", "generated_tokens", "labelled_unique", "labelled_total", "unlabelled_prompts", "samples"]
+        "trained_tokens", "generated_tokens", "labelled_unique", "labelled_total", "unlabelled_prompts", "problems"]
 for x, y in zip(a, b):
     for k in keys:
         assert x.get(k) == y.get(k), (x.get("stage"), x.get("step"), k, x.get(k), y.get(k))

@@ -31,7 +31,7 @@ datasets:
   train: {task: arith, split: train, size: 32, seed: 1, ops: 2, max_operand: 5}
 pipeline:
   - {name: rl, algo: grpo, policy: pol, data: train, steps: ${3:-1}, prompts_per_step: 2, group_size: 2,
-     sampling: {temperature: 1.0, max_new_tokens: 4}}
+     sampling: {temperature: 1.0, max_new_tokens: 4}, eval: {data: train, problems: 3, max_new_tokens: 2}}
   - {name: rl2, algo: grpo, policy: rl, data: train, steps: 1, prompts_per_step: 2, group_size: 2,
      sampling: {temperature: 1.0, max_new_tokens: 4}}
 logging: {tensorboard: false, metrics_h5: false}
@@ -91,5 +91,11 @@ assert len(a) > 0 and len(pa) == 8, (len(a), len(pa))  # 2 stages x 2 prompts x 
 assert np.array_equal(a, b) and np.array_equal(pa, pb), "no template vs template: qwen3 differ"
 assert np.array_equal(a, c) and np.array_equal(pa, pc), "no template vs the Qwen3 chat_template differ"
 assert len(pd) == 8 and (pd < pa).all(), ("template none: shorter prompts", pa, pd)
+EOF
+# 6. eval lines name their problem count "problems" (before and after the stage)
+check "eval lines: \"problems\": 3, no \"samples\"" python3 - r1/metrics.jsonl <<'EOF'
+import json, sys
+ev = [r for r in map(json.loads, open(sys.argv[1])) if r.get("event") == "eval"]
+assert len(ev) == 2 and all(r["problems"] == 3 and "samples" not in r for r in ev), ev
 EOF
 summary

@@ -119,6 +119,17 @@ static void test_record_tags(void) {
     n = metrics_tb_record(ev, strlen(ev), tags, v, 8, &gs, &err);
     EXPECT(n == 1 && gs == 0, "eval line: %d", n);
     if (n == 1) EXPECT_STREQ(tags[0], "s/eval_accuracy");
+    /* the problem count: "problems", and "samples" in eval lines of older runs, is one tag */
+    const char *ev_new = "{\"stage\": \"s\", \"step\": 0, \"global_step\": 0, \"event\": \"eval\", \"problems\": 64}";
+    const char *ev_old = "{\"stage\": \"s\", \"samples\": 32, \"step\": 0, \"global_step\": 0, \"event\": \"eval\"}";
+    n = metrics_tb_record(ev_new, strlen(ev_new), tags, v, 8, &gs, &err);
+    EXPECT(n == 1 && strcmp(tags[0], "s/eval_problems") == 0 && v[0] == 64, "eval problems: %d %s", n, n > 0 ? tags[0] : "");
+    n = metrics_tb_record(ev_old, strlen(ev_old), tags, v, 8, &gs, &err);
+    EXPECT(n == 1 && strcmp(tags[0], "s/eval_problems") == 0 && v[0] == 32, "old eval samples: %d %s", n,
+           n > 0 ? tags[0] : "");
+    const char *st_samples = "{\"stage\": \"s\", \"step\": 1, \"global_step\": 1, \"samples\": 3}";
+    n = metrics_tb_record(st_samples, strlen(st_samples), tags, v, 8, &gs, &err);
+    EXPECT(n == 1 && strcmp(tags[0], "s/samples") == 0, "\"samples\" outside eval lines is left alone");
     const char *nostep = "{\"stage\": \"s\", \"loss\": 1}";
     EXPECT(metrics_tb_record(nostep, strlen(nostep), tags, v, 8, &gs, &err) == 0, "no global_step: not mirrored");
     const char *nostage = "{\"global_step\": 3, \"loss\": 1}";
