@@ -1,6 +1,10 @@
 /* test_sampler: greedy, temperature, top-k and top-p sampling against distributions computed here. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/rng.h"
 #include "ops/sampler.h"
@@ -349,6 +353,47 @@ static void test_fast_paths_match_reference(void) {
     printf("  %ld draws, %ld excused as fp64 rounding ties\n", total, excused);
 }
 
+/* A non-finite logit (found by the vectorised max pass, in a 4-lane block or in the tail) or one whose
+ * logit / T overflows dies naming its index: run in a child, its stderr read back. */
+static bool dies_with(const float *logits, int V, float T, const char *want) {
+    int fd[2];
+    if (pipe(fd) != 0) return false;
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        dup2(fd[1], 2);
+        close(fd[0]);
+        sampler s;
+        sampler_init(&s, V);
+        sampler_params sp = {.temperature = T, .top_p = 0.9f, .seed = 1};
+        (void)sampler_sample(&s, &sp, logits, 0, 0, NULL);
+        _exit(0);
+    }
+    close(fd[1]);
+    char buf[4096] = {0};
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof buf - 1 && (r = read(fd[0], buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)r;
+    close(fd[0]);
+    int status = 0;
+    waitpid(kid, &status, 0);
+    const bool died = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!died || !strstr(buf, want)) printf("  wanted a death with '%s', got status %d: %s\n", want, status, buf);
+    return died && strstr(buf, want);
+}
+
+static void test_non_finite_logits_die(void) {
+    enum { V = 23 };
+    float x[V];
+    for (int i = 0; i < V; i++) x[i] = (float)i / 7;
+    x[6] = NAN;
+    EXPECT(dies_with(x, V, 1, "logit 6 is not finite"), "nan in a block");
+    x[6] = 0, x[V - 1] = -INFINITY;
+    EXPECT(dies_with(x, V, 1, "logit 22 is not finite"), "-inf in the tail");
+    x[V - 1] = 0, x[3] = 3e38f;
+    EXPECT(dies_with(x, V, 0.5f, "logit 3 / temperature 0.5 overflows"), "logit / T overflowing");
+}
+
 /* The weights' exp against libm: <= 2 ulp (relative 2.4e-7) where the result is normal, within 2 of the
  * smallest subnormal below, exp(0) = 1 exactly, and 0 far below. */
 static void test_exp_accuracy(void) {
@@ -473,6 +518,7 @@ int main(void) {
     RUN_TEST(test_draw_depends_only_on_seed_seq_position);
     RUN_TEST(test_params_check);
     RUN_TEST(test_exp_accuracy);
+    RUN_TEST(test_non_finite_logits_die);
     RUN_TEST(test_fast_paths_match_reference);
     return TEST_SUMMARY();
 }
