@@ -1,5 +1,5 @@
 /* train_config.c: reading and validating `s2d train` configs (schema in train_config.h). */
-#include "algo/train_config.h"
+#include "runtime/train_config.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* pipeline.c: the stage runner of `s2d train` (single process: generator, scorers and learner are local). */
-#include "algo/pipeline.h"
-#include "algo/pipeline_run.h"
-#include "algo/pipeline_rollouts.h"
+#include "runtime/pipeline.h"
+#include "runtime/run.h"
+#include "runtime/rollouts.h"
 
 #include <errno.h>
 #include <math.h>
@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "algo/step_metrics.h"
+#include "runtime/step_metrics.h"
 #include "core/timer.h"
 #include "model/generate.h"
 #include "text/tokenizer.h"
@@ -41,13 +41,13 @@ bool pl_mkdir_p(const char *path, s2d_err *err) {
     return true;
 }
 
-named_model *pl_find_named(run *r, const char *name) {
+named_model *pl_find_named(pl_run *r, const char *name) {
     for (int i = 0; i < r->n_models; i++)
         if (strcmp(r->models[i].name, name) == 0) return &r->models[i];
     return NULL;
 }
 
-static bool ensure_loaded(run *r, named_model *nm, s2d_err *err) {
+static bool ensure_loaded(pl_run *r, named_model *nm, s2d_err *err) {
     if (nm->loaded) return true;
     const tc_model *d = &r->tc->models[nm->def];
     if (d->path) {
@@ -77,7 +77,7 @@ static const char *token_or_null(const tokenizer *tok, int id) {
 
 /* OUT/models/<name>/: an HF directory (config, weights in the source's dtype: bf16 in, bf16 out, the fp32 masters
  * stay in the checkpoints; generation_config.json) with the tokenizer side of the model's tokenizer directory. */
-static bool save_model(run *r, const named_model *nm, s2d_err *err) {
+static bool save_model(pl_run *r, const named_model *nm, s2d_err *err) {
     char dir[4096], models_dir[4096];
     path_join(models_dir, sizeof models_dir, r->out, "models");
     path_join(dir, sizeof dir, models_dir, nm->name);
@@ -185,7 +185,7 @@ typedef struct {
     uint64_t *seq_ids;
 } evaluator;
 
-static double evaluate(run *r, const model *m, const tokenizer *tok, evaluator *ev, s2d_err *err, bool *ok) {
+static double evaluate(pl_run *r, const model *m, const tokenizer *tok, evaluator *ev, s2d_err *err, bool *ok) {
     gen_result res = {0};
     *ok = generator_run(ev->gen, &ev->gp, ev->n, ev->enc.start, ev->enc.ids, ev->seq_ids, &res, err);
     if (!*ok) return 0;
@@ -205,7 +205,7 @@ static double evaluate(run *r, const model *m, const tokenizer *tok, evaluator *
 
 /* ---- custom rewards (reward.command): one long-lived command per scheduler, restarted when a stage names
  * another command or timeout ---- */
-static bool use_reward_cmd(run *r, const tc_stage *s, s2d_err *err) {
+static bool use_reward_cmd(pl_run *r, const tc_stage *s, s2d_err *err) {
     if (r->reward && s->reward_command && strcmp(reward_cmd_command(r->reward), s->reward_command) == 0 &&
         r->reward_timeout_s == s->reward_timeout_s)
         return true;
@@ -220,7 +220,7 @@ static bool use_reward_cmd(run *r, const tc_stage *s, s2d_err *err) {
 }
 
 /* Sequence i's reward from the command: its problem is record p of the stage's data. */
-static bool command_reward(run *r, const tc_stage *s, const text_set *ts, int p, int sample, int step, float *reward,
+static bool command_reward(pl_run *r, const tc_stage *s, const text_set *ts, int p, int sample, int step, float *reward,
                            s2d_err *err) {
     char id[32], what[160];
     snprintf(id, sizeof id, "%d", p);
@@ -241,7 +241,7 @@ static void json_num(FILE *f, const char *key, double v) {
 }
 
 /* Architecture of a named model, loaded here or not. */
-static const model_config *cfg_of(run *r, const named_model *nm) {
+static const model_config *cfg_of(pl_run *r, const named_model *nm) {
     return nm->loaded ? &nm->m.cfg : &r->tc->models[nm->def].cfg;
 }
 
@@ -252,7 +252,7 @@ typedef struct {
     double wall; /* this rank's own step span: busy fractions are phases over it (so within 0..1) */
 } step_times;
 
-static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
+static bool run_stage(pl_run *r, int si, stage_summary *sum, s2d_err *err) {
     const train_config *tc = r->tc;
     const tc_stage *s = &tc->stages[si];
     transport *tp = r->tp;
@@ -377,7 +377,7 @@ static bool run_stage(run *r, int si, stage_summary *sum, s2d_err *err) {
     gen_params gp = {.sampling = s->sampling, .max_new_tokens = s->max_new_tokens, .n_stop = n_stop};
     gp.sampling.seed = tc->seed * 1000003u + (uint64_t)si;
     memcpy(gp.stop_ids, stops, sizeof stops);
-    /* grpo.dynamic_sampling.mode: refill (pipeline_refill.c): more generation rounds after the first */
+    /* grpo.dynamic_sampling.mode: refill (refill.c): more generation rounds after the first */
     const bool refill = s->dyn == DYN_REFILL && generate && (is_sched || is_gen);
     /* the refill rounds share the round buffers of the rollout queue (the queue is idle then: lag 0) */
     pl_refill rf = {.tp = tp, .gen = gen, .gp = &gp, .P = P, .G = G, .B = B, .n_gen = rq.n_gen,
@@ -794,7 +794,7 @@ done:
 
 bool pipeline_run(const train_config *tc, const char *out_dir, transport *tp, bool resume, bool *stopped,
                   s2d_err *err) {
-    run r = {.tc = tc, .out = out_dir, .tp = tp};
+    pl_run r = {.tc = tc, .out = out_dir, .tp = tp};
     if (!tp->dev) tp->dev = ops_default(); /* weights and gradients live there: the transport stages them */
     r.sums = xcalloc((size_t)tc->n_stages, sizeof(stage_summary));
     *stopped = false;

@@ -15,8 +15,8 @@
 
 #include "algo/losses.h"
 #include "algo/optim.h"
-#include "algo/train_config.h"
-#include "algo/transport.h"
+#include "runtime/train_config.h"
+#include "runtime/transport.h"
 #include "model/model.h"
 
 /* One step's packed batch and the per-row signals the loss needs (all [T] unless said otherwise). */

@@ -23,7 +23,7 @@
  *              dynamic_sampling: {mode: filter|refill, max_rounds: 4}} # DAPO: refill generates more rounds of
  *                                                # prompts until the step holds prompts_per_step groups with
  *                                                # non-zero reward variance (at most max_rounds rounds)
- *       labels: {max: N}       # cap on the unique labelled examples this stage may consume (pipeline_budget.h)
+ *       labels: {max: N}       # cap on the unique labelled examples this stage may consume (runtime/budget.h)
  *       fkl: {mode: full|topk|sampled, topk: 16}
  *       opd: {lambda: 1, gamma: 0, clip_low, clip_high, agg}
  *       optimizer: {lr, beta1, beta2, eps, weight_decay, clip, schedule: constant|warmup|cosine, warmup, min_lr}
@@ -61,10 +61,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "algo/arith_task.h"
+#include "io/arith_task.h"
 #include "algo/losses.h"
 #include "algo/optim.h"
-#include "algo/transport.h"
+#include "runtime/transport.h"
 #include "core/config.h"
 #include "io/dataset.h"
 #include "model/model.h"

@@ -1,9 +1,9 @@
-/* pipeline_learn.c: the learner (loss → backward → clip → AdamW) and the scorers of the pipeline. */
+/* learner.c: the learner (loss → backward → clip → AdamW) and the scorers of the pipeline. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "algo/pipeline.h"
+#include "runtime/pipeline.h"
 
 void pl_learner_init(pl_learner *L, model *policy, int max_tokens, const tc_stage *s) {
     pl_learner_init_dist(L, policy, max_tokens, s, NULL, 1);

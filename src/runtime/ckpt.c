@@ -1,4 +1,4 @@
-/* pipeline_ckpt.c: checkpoints, resume and the HDF5 logs of `s2d train` (DESIGN §5).
+/* ckpt.c: checkpoints, resume and the HDF5 logs of `s2d train` (DESIGN §5).
  *
  * A checkpoint is written by the scheduler (rank 0) and holds everything needed to continue exactly:
  *   models      every stage output so far (the current stage's output = the policy being trained), with the
@@ -20,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "algo/pipeline_run.h"
+#include "runtime/run.h"
 #include "io/dataset.h"
 #include "core/log.h"
 
@@ -54,7 +54,7 @@ static char *config_text(const cfg_node *root, s2d_err *err) {
     return text;
 }
 
-static void ckpt_dir(const run *r, char *out, size_t n) { path_join(out, n, r->out, "checkpoints"); }
+static void ckpt_dir(const pl_run *r, char *out, size_t n) { path_join(out, n, r->out, "checkpoints"); }
 
 typedef struct {
     ckpt_u64 *u;
@@ -87,7 +87,7 @@ static void prune_checkpoints(const char *dir, int keep) {
     ckpt_list_free(files, n);
 }
 
-bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *L,
+bool pl_checkpoint(pl_run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *L,
                    s2d_err *err) {
     const train_config *tc = r->tc;
     const tc_stage *s = &tc->stages[si];
@@ -215,7 +215,7 @@ static const ckpt_u64 *need_u64(const resume_point *rp, const char *key, size_t 
 }
 
 /* The scheduler's checks and restores (runs on rank 0 only). */
-static bool resume_sched(run *r, s2d_err *err) {
+static bool resume_sched(pl_run *r, s2d_err *err) {
     resume_point *rp = &r->resume;
     const train_config *tc = r->tc;
     char dir[4096];
@@ -261,7 +261,7 @@ static bool resume_sched(run *r, s2d_err *err) {
     return true;
 }
 
-bool pl_resume_begin(run *r, s2d_err *err) {
+bool pl_resume_begin(pl_run *r, s2d_err *err) {
     resume_point *rp = &r->resume;
     transport *tp = r->tp;
     bool ok = !tp_plays(tp, ROLE_SCHEDULER) || resume_sched(r, err);
@@ -273,14 +273,14 @@ bool pl_resume_begin(run *r, s2d_err *err) {
     return true;
 }
 
-bool pl_resume_stage_output(run *r, int si, named_model *out, s2d_err *err) {
+bool pl_resume_stage_output(pl_run *r, int si, named_model *out, s2d_err *err) {
     const tc_stage *s = &r->tc->stages[si];
     if (!model_ckpt_load(r->resume.path, s->output, &out->m, NULL, err))
         return err_prefix(err, "resuming stage %s", s->name);
     return true;
 }
 
-bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_cursor *cur, s2d_err *err) {
+bool pl_resume_stage(pl_run *r, int si, named_model *out, pl_learner *L, stage_cursor *cur, s2d_err *err) {
     const tc_stage *s = &r->tc->stages[si];
     resume_point *rp = &r->resume;
     model saved;
@@ -327,7 +327,7 @@ bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_curs
     return true;
 }
 
-bool pl_budget_open(run *r, pl_budget *b, s2d_err *err) {
+bool pl_budget_open(pl_run *r, pl_budget *b, s2d_err *err) {
     const train_config *tc = r->tc;
     int nd = tc->n_datasets;
     char ***prompt = xmalloc((size_t)S2D_MAX(nd, 1) * sizeof(char **)), ***answer = xmalloc((size_t)S2D_MAX(nd, 1) * sizeof(char **));
@@ -440,7 +440,7 @@ static bool cut_rollouts(const char *path, long keep, s2d_err *err) {
     return ok;
 }
 
-bool pl_logs_open(run *r, s2d_err *err) {
+bool pl_logs_open(pl_run *r, s2d_err *err) {
     const train_config *tc = r->tc;
     char rpath[4096], mpath[4096];
     path_join(rpath, sizeof rpath, r->out, "rollouts.h5");
@@ -478,13 +478,13 @@ bool pl_logs_open(run *r, s2d_err *err) {
     return true;
 }
 
-bool pl_tb_sync(run *r, s2d_err *err) {
+bool pl_tb_sync(pl_run *r, s2d_err *err) {
     if (!r->tb) return true;
     if (fflush(r->metrics.fp) != 0) return err_set(err, "%s: write failed: %s", r->metrics.tmp, strerror(errno));
     return metrics_tb_sync(r->tb, err);
 }
 
-bool pl_logs_close(run *r, s2d_err *err) {
+bool pl_logs_close(pl_run *r, s2d_err *err) {
     bool ok = true;
     if (r->rollouts) ok = rollout_log_close(r->rollouts, err) && ok, r->rollouts = NULL;
     if (r->metrics_h5) ok = metrics_log_close(r->metrics_h5, err) && ok, r->metrics_h5 = NULL;
