@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sanitizer/lsan_interface.h>
+
 static long points_reached;
 static long fail_at = -2; /* -2: S2D_FAULT_AT not read yet; -1: off; 0: count; N: fail the Nth point */
 
@@ -24,6 +26,7 @@ bool fault_point(const char *site, s2d_err *err) {
         return err_set(err, "injected failure at fault point %ld (%s)", points_reached, site);
     return true;
 }
+void fault_leak_check(void) { __lsan_do_recoverable_leak_check(); }
 #else
 typedef int fault_point_unused; /* an empty translation unit is not ISO C */
 #endif
