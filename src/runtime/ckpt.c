@@ -87,7 +87,7 @@ static void prune_checkpoints(const char *dir, int keep) {
     ckpt_list_free(files, n);
 }
 
-bool pl_checkpoint(pl_run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *L,
+bool pl_checkpoint(pl_run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *learner,
                    s2d_err *err) {
     const train_config *tc = r->tc;
     const tc_stage *s = &tc->stages[si];
@@ -103,17 +103,17 @@ bool pl_checkpoint(pl_run *r, int si, long steps_done, bool mid_stage, const sta
             adamw_init_on(&full, n, &s->adam, ops_cpu()); /* host: the writer reads it */
             pl_optim_segments(&full, &out->m, 0, (long)n);
         }
-        size_t mine = L ? L->opt.n * sizeof(float) : 0;
-        tp_gatherv_mem(tp, TP_WORLD, L ? L->opt.m : NULL, mine, TP_DEVICE, full.m, n * sizeof(float), counts,
+        size_t mine = learner ? learner->opt.n * sizeof(float) : 0;
+        tp_gatherv_mem(tp, TP_WORLD, learner ? learner->opt.m : NULL, mine, TP_DEVICE, full.m, n * sizeof(float), counts,
                     "the optimizer's first moments");
         size_t total = 0;
         for (int i = 0; is_sched && i < (tp->local ? 1 : tp->size); i++) total += counts[i];
         CHECK(!is_sched || total == n * sizeof(float), "gathered %zu bytes of AdamW moments, expected %zu", total,
               n * sizeof(float));
-        tp_gatherv_mem(tp, TP_WORLD, L ? L->opt.v : NULL, mine, TP_DEVICE, full.v, n * sizeof(float), counts,
+        tp_gatherv_mem(tp, TP_WORLD, learner ? learner->opt.v : NULL, mine, TP_DEVICE, full.v, n * sizeof(float), counts,
                     "the optimizer's second moments");
-        int64_t step = L ? L->opt.step : 0, got = 0;
-        bool first = L && L->index == 0;
+        int64_t step = learner ? learner->opt.step : 0, got = 0;
+        bool first = learner && learner->index == 0;
         tp->gatherv(tp, TP_WORLD, &step, first ? sizeof step : 0, &got, sizeof got, counts, "the optimizer's step");
         full.step = (long)got;
         free(counts);
@@ -280,7 +280,7 @@ bool pl_resume_stage_output(pl_run *r, int si, named_model *out, s2d_err *err) {
     return true;
 }
 
-bool pl_resume_stage(pl_run *r, int si, named_model *out, pl_learner *L, stage_cursor *cur, s2d_err *err) {
+bool pl_resume_stage(pl_run *r, int si, named_model *out, pl_learner *learner, stage_cursor *cur, s2d_err *err) {
     const tc_stage *s = &r->tc->stages[si];
     resume_point *rp = &r->resume;
     model saved;
@@ -291,12 +291,12 @@ bool pl_resume_stage(pl_run *r, int si, named_model *out, pl_learner *L, stage_c
     if (ok) model_params_copy(&out->m, &saved);
     model_free(&saved);
     if (!ok) return false;
-    if (L) { /* this learner's slice of the moments, whatever the learner count that wrote them */
+    if (learner) { /* this learner's slice of the moments, whatever the learner count that wrote them */
         long step = 0;
-        if (!ckpt_read_optim_range(rp->path, s->output, (size_t)L->shard_lo, (size_t)(L->shard_hi - L->shard_lo),
-                                   L->opt.m, L->opt.v, &step, err))
+        if (!ckpt_read_optim_range(rp->path, s->output, (size_t)learner->shard_lo, (size_t)(learner->shard_hi - learner->shard_lo),
+                                   learner->opt.m, learner->opt.v, &step, err))
             return err_prefix(err, "resuming stage %s", s->name);
-        L->opt.step = step;
+        learner->opt.step = step;
     }
     if (!tp_plays(r->tp, ROLE_SCHEDULER)) return true;
     char key[128];

@@ -95,9 +95,9 @@ bool pl_load_text_set(const tc_dataset *d, text_set *ts, s2d_err *err) {
     for (int i = 0; i < n; i++) {
         ts->prompt[i] = xstrdup(ds.rec[i].prompt);
         ts->answer[i] = xstrdup(ds.rec[i].answer);
-        size_t L = strlen(ds.rec[i].answer) + 16;
-        ts->target[i] = xmalloc(L);
-        snprintf(ts->target[i], L, "\\boxed{%s}", ds.rec[i].answer);
+        size_t cap = strlen(ds.rec[i].answer) + 16;
+        ts->target[i] = xmalloc(cap);
+        snprintf(ts->target[i], cap, "\\boxed{%s}", ds.rec[i].answer);
     }
     dataset_free(&ds);
     return true;

@@ -137,11 +137,11 @@ bool pl_budget_open(pl_run *r, pl_budget *b, s2d_err *err);
 named_model *pl_find_named(pl_run *r, const char *name);
 bool pl_mkdir_p(const char *path, s2d_err *err);
 
-/* Collective over every rank: gathers the policy's AdamW shards on the scheduler (L: this rank's learner,
+/* Collective over every rank: gathers the policy's AdamW shards on the scheduler (learner: this rank's learner,
  * NULL at a stage end or on ranks that are not learners) and the scheduler writes
  * OUT/checkpoints/ckpt-<si>-<steps_done>.h5 with every stage output so far, the optimizer (mid-stage), the
  * data cursor and label counters (cur, scheduler), summaries, counters and metrics.jsonl so far. */
-bool pl_checkpoint(pl_run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *L,
+bool pl_checkpoint(pl_run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *learner,
                    s2d_err *err);
 /* pipeline_run's start on --resume: the scheduler finds the newest complete checkpoint in OUT/checkpoints,
  * loads it and checks the config; every rank gets the resume point. */
@@ -150,7 +150,7 @@ bool pl_resume_begin(pl_run *r, s2d_err *err);
 bool pl_resume_stage_output(pl_run *r, int si, named_model *out, s2d_err *err);
 /* Mid-stage resume of stage si: the policy's weights (every rank), the optimizer shard (learners), the cursor,
  * counters and this stage's summary so far (scheduler). */
-bool pl_resume_stage(pl_run *r, int si, named_model *out, pl_learner *L, stage_cursor *cur, s2d_err *err);
+bool pl_resume_stage(pl_run *r, int si, named_model *out, pl_learner *learner, stage_cursor *cur, s2d_err *err);
 /* Scheduler: opens the HDF5 logs (fresh, or on resume cut back to the checkpoint's rows and appended to). */
 bool pl_logs_open(pl_run *r, s2d_err *err);
 bool pl_logs_close(pl_run *r, s2d_err *err);

@@ -467,12 +467,12 @@ static void mark_used(cfg_node *n) {
         for (int i = 0; i < n->n; i++) mark_used(n->items[i]);
 }
 
-static bool split_aligned(int lo, int hi, const long *blo, const long *bhi, int L, int *found) {
-    for (int j = 0; j < L; j++)
+static bool split_aligned(int lo, int hi, const long *blo, const long *bhi, int n_learners, int *found) {
+    for (int j = 0; j < n_learners; j++)
         if (blo[j] == lo && bhi[j] == hi) return ++*found, true;
     if (hi - lo <= 1) return false;
-    int mid = tc_tree_mid(lo, hi);
-    return split_aligned(lo, mid, blo, bhi, L, found) && split_aligned(mid, hi, blo, bhi, L, found);
+    int mid = microbatch_tree_split(lo, hi);
+    return split_aligned(lo, mid, blo, bhi, n_learners, found) && split_aligned(mid, hi, blo, bhi, n_learners, found);
 }
 
 bool tc_tree_aligned(int micro_batches, int learners) {

@@ -175,7 +175,7 @@ typedef struct {
 } train_config;
 
 /* The pairwise tree over micro-batches [lo, hi): children [lo, mid) and [mid, hi). */
-static inline int tc_tree_mid(int lo, int hi) { return lo + (hi - lo + 1) / 2; }
+static inline int microbatch_tree_split(int lo, int hi) { return lo + (hi - lo + 1) / 2; }
 /* True when every learner's contiguous block of micro-batches (tp_split) is a node of that tree, so each learner
  * sums a whole subtree and the cross-learner sums follow the same tree. */
 bool tc_tree_aligned(int micro_batches, int learners);
