@@ -52,7 +52,7 @@ CPPFLAGS += -I$(BUILD)/gen
 LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lyaml -lcjson -lonig -lutf8proc $(HDF5_LIBS) $(PROTOC_LIBS) -lm -fopenmp
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # -O1 keeps sanitizer builds fast enough for the parity tests while still catching what -O0 would.
-SAN_CFLAGS := -std=c11 -O1 -g -fopenmp $(WARN) $(SAN)
+SAN_CFLAGS := -std=c11 -O1 -g -fopenmp $(WARN) $(SAN) -DS2D_FAULT_POINTS
 
 LIB_SRC   := $(filter-out src/main.c,$(wildcard src/*/*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/tb_event.pb-c.o

@@ -1,6 +1,6 @@
 /* runtime.h: the MPI runtime of s2d (roles, communicators, the MPI transport). Only main.c includes this. */
 #pragma once
-#include "algo/transport.h"
+#include "runtime/transport.h"
 
 /* The transport factory main.c registers: MPI_Init (if needed), role of this rank from the layout
  * (rank 0 scheduler, then generators, scorers, learners), one communicator per group (MPI_Comm_split),

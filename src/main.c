@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "algo/transport.h"
+#include "runtime/transport.h"
 #include "cli/commands.h"
 #include "core/common.h"
 #include "core/threads.h"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The seam rule (docs/design.md): model and algorithm code touch tensor memory only through the backend
 # (src/ops/ops.h). Fails on OpenMP pragmas, BLAS calls, memcpy/memset/memmove and malloc-family calls in
-# src/model and src/algo, except struct resets (memset(&x, 0, sizeof x)) and the host-side buffers listed with
+# src/model, src/algo and src/runtime, except struct resets (memset(&x, 0, sizeof x)) and the host-side buffers listed with
 # their reason in tools/seam_allow.txt (PATH<TAB>text that the line contains<TAB>reason).
 # Usage: tools/check_seam.sh [ROOT]   (prints each violation as FILE:LINE: text; exit 1 if any)
 set -u
@@ -21,5 +21,5 @@ while IFS= read -r hit; do
     if [ "$apath" = "$rel" ] && [[ "$text" == *"$atext"* ]]; then ok=1; break; fi
   done < "$allow"
   if [ $ok = 0 ]; then echo "$rel:$line: tensor memory outside the backend? $text"; bad=1; fi
-done < <(grep -nE "$pattern" "$root"/src/model/*.c "$root"/src/algo/*.c /dev/null 2>/dev/null | sed 's/^\([^:]*:[0-9]*:\)\s*/\1/')
+done < <(grep -nE "$pattern" "$root"/src/model/*.c "$root"/src/algo/*.c "$root"/src/runtime/*.c /dev/null 2>/dev/null | sed 's/^\([^:]*:[0-9]*:\)\s*/\1/')
 exit $bad

@@ -11,7 +11,7 @@
 #include "core/common.h"
 #include "io/h5io.h"
 
-/* /state/summary.<stage> holds a stage's summary as 11 uint64 words (algo/pipeline_ckpt.c, summary_pack): six
+/* /state/summary.<stage> holds a stage's summary as 11 uint64 words (runtime/ckpt.c, summary_pack): six
  * doubles stored as their bits, then four label counts and has_eval. Printed as numbers, not bit patterns. */
 static const char *const SUMMARY_FIELDS[11] = {"acc_before",      "acc_after",        "seconds",
                                                "gen_s",           "score_s",          "learn_s",

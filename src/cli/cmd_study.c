@@ -20,8 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "algo/arith_task.h"
-#include "algo/train_config.h"
+#include "io/arith_task.h"
+#include "runtime/train_config.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "cli/study.h"

@@ -2,17 +2,17 @@
  *
  *   s2d train CONFIG.yaml [--out DIR] [--set key.path=value ...] [--dry-run] [--resume]
  *
- * The config schema is in algo/train_config.h; the run writes DIR/config.yaml (resolved), DIR/budget.json
- * (algo/pipeline_budget.h), DIR/metrics.jsonl and
+ * The config schema is in runtime/train_config.h; the run writes DIR/config.yaml (resolved), DIR/budget.json
+ * (runtime/budget.h), DIR/metrics.jsonl and
  * DIR/models/<name>/ (HF directories), DIR/checkpoints/ckpt-SS-STEP.h5, DIR/rollouts.h5,
  * DIR/metrics.h5 and DIR/tensorboard/ (event files), prints a progress line per step on stderr and a summary
  * table on stdout. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "algo/pipeline.h"
-#include "algo/train_config.h"
-#include "algo/transport.h"
+#include "runtime/pipeline.h"
+#include "runtime/train_config.h"
+#include "runtime/transport.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "core/common.h"

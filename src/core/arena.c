@@ -9,7 +9,13 @@ void arena_init(arena *a, size_t cap) {
     memset(a, 0, sizeof *a);
     if (posix_memalign((void **)&a->base, 64, cap ? cap : 64) != 0)
         die("out of memory: arena of %zu bytes", cap);
+    memset(a->base, 0, cap ? cap : 64);
     a->cap = cap;
+}
+
+void arena_measure(arena *a) {
+    memset(a, 0, sizeof *a);
+    a->cap = SIZE_MAX;
 }
 
 void *arena_alloc(arena *a, size_t bytes, size_t align) {
@@ -19,7 +25,7 @@ void *arena_alloc(arena *a, size_t bytes, size_t align) {
         die("arena exhausted: need %zu bytes at offset %zu, capacity %zu", bytes, start, a->cap);
     a->used = start + bytes;
     if (a->used > a->peak) a->peak = a->used;
-    return a->base + start;
+    return a->base ? a->base + start : NULL; /* measuring */
 }
 
 float *arena_floats(arena *a, size_t count) { return arena_alloc(a, count * sizeof(float), 64); }

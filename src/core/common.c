@@ -1,4 +1,5 @@
 #include "core/common.h"
+#include "core/fault_point.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -120,6 +121,7 @@ _Noreturn void die_at(const char *file, int line, const char *hint, const char *
      * that a failed write left half-built, and that crashes (H5F__close_cb after ENOSPC). Every stdio stream
      * is flushed first, as exit() would have done. */
     fflush(NULL);
+    fault_leak_check(); /* sanitizer build: what the error path lost is reported before _exit skips LSan */
     _exit(1);
 }
 

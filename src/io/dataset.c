@@ -117,6 +117,15 @@ static bool field_scalar_text(const cJSON *f, char **out) {
     return false;
 }
 
+/* An optional id field `key` of format fmt as text into *id (absent: *id stays NULL). */
+static bool optional_id(const cJSON *obj, const char *key, const char *path, long line, const char *fmt, char **id,
+                        s2d_err *err) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (f && !field_scalar_text(f, id))
+        return err_set(err, "%s:%ld: field '%s' is not a string or number (format %s)", path, line, key, fmt);
+    return true;
+}
+
 static bool is_integer_text(const char *s) {
     if (*s == '+' || *s == '-') s++;
     if (!*s) return false;
@@ -166,11 +175,7 @@ static bool parse_record(dataset *ds, const cJSON *obj, const ds_load_opts *o, c
                 return err_set(err, "%s:%ld: record has no 'answer' field and its 'solution' has no complete "
                                     "\\boxed{...} (format math)", path, line);
         }
-        f = cJSON_GetObjectItemCaseSensitive(obj, "unique_id");
-        if (f && !field_scalar_text(f, &id)) {
-            free(answer);
-            return err_set(err, "%s:%ld: field 'unique_id' is not a string or number (format math)", path, line);
-        }
+        if (!optional_id(obj, "unique_id", path, line, "math", &id, err)) return free(answer), false;
         break;
     }
     case DS_GSM8K: {
@@ -205,11 +210,7 @@ static bool parse_record(dataset *ds, const cJSON *obj, const ds_load_opts *o, c
             free(answer);
             return err_set(err, "%s:%ld: 'answer' is not an integer: %s (format aime)", path, line, shown);
         }
-        f = cJSON_GetObjectItemCaseSensitive(obj, "id");
-        if (f && !field_scalar_text(f, &id)) {
-            free(answer);
-            return err_set(err, "%s:%ld: field 'id' is not a string or number (format aime)", path, line);
-        }
+        if (!optional_id(obj, "id", path, line, "aime", &id, err)) return free(answer), false;
         break;
     }
     case DS_GENERIC: {

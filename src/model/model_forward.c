@@ -1,5 +1,5 @@
-/* model_forward.c: packed forward / backward of the decoder, the chunked LM head, and the KV-cache paths
- * (prefill, decode) that share the same layer code. Every tensor operation is an ops.h call on the model's
+/* model_forward.c: packed forward / backward of the decoder and the chunked LM head; the layer code the KV-cache
+ * paths (model_kv.c) share. Every tensor operation is an ops.h call on the model's
  * queue; host arrays here are metadata (sequence starts, slots, positions before they are staged). */
 #include <math.h>
 #include <stdint.h>
@@ -9,30 +9,9 @@
 #include "core/log.h"
 #include "core/timer.h"
 #include "model/model.h"
+#include "model/model_internal.h"
 #include "ops/ops.h"
 
-/* Activations of one layer over T rows (device memory). In inference mode one set is shared by all layers and
- * the residual is updated in place (x_in == x_mid == x_out); q_raw/k_raw alias q/k. */
-typedef struct {
-    float *x_in;   /* [T, H] residual entering the layer */
-    float *rstd1;  /* [T] */
-    float *xn1;    /* [T, H] input_layernorm output */
-    float *q_raw;  /* [T, nh*hd] projection before q_norm (Qwen3; == q otherwise) */
-    float *k_raw;  /* [T, nkv*hd] */
-    float *rstd_q; /* [T*nh] (Qwen3) */
-    float *rstd_k; /* [T*nkv] (Qwen3) */
-    float *q;      /* [T, nh, hd] after q_norm + RoPE */
-    float *k;      /* [T, nkv, hd] after k_norm + RoPE */
-    float *v;      /* [T, nkv, hd] */
-    float *att;    /* [T, nh*hd] attention output before o_proj */
-    float *lse;    /* [T, nh] */
-    float *x_mid;  /* [T, H] residual after attention */
-    float *rstd2;  /* [T] */
-    float *xn2;    /* [T, H] post_attention_layernorm output */
-    float *gate;   /* [T, I] */
-    float *up;     /* [T, I] */
-    float *act;    /* [T, I] silu(gate) * up */
-} layer_acts;
 
 struct model_ws {
     model_config cfg;
@@ -67,13 +46,8 @@ struct model_ws {
     float *dgate, *dup, *dact;    /* [T, I] */
 };
 
-/* Carves buffers out of base (or only counts them when base is NULL), 64-byte aligned. */
-typedef struct {
-    float *base;
-    size_t used; /* floats */
-} carver;
 
-static float *carve(carver *c, size_t n) {
+float *mf_carve(carver *c, size_t n) {
     float *p = c->base ? c->base + c->used : NULL;
     c->used += (n + 15) & ~(size_t)15;
     return p;
@@ -81,29 +55,29 @@ static float *carve(carver *c, size_t n) {
 
 /* A layer's activations; x_shared != NULL: inference (residual in place). keep_x_in = false: x_in is set by the
  * caller (recompute's shared set). */
-static void layout_acts(carver *c, layer_acts *a, const model_config *cfg, int T, bool training, float *x_shared,
-                        bool keep_x_in) {
+void mf_layout_acts(carver *c, layer_acts *a, const model_config *cfg, int T, bool training, float *x_shared,
+                    bool keep_x_in) {
     size_t H = cfg->hidden, qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
     size_t I = cfg->intermediate, t = (size_t)T;
     bool qwen = model_arch_of(cfg->arch)->qk_norm; /* q/k before their norms are kept apart */
-    a->x_in = training ? (keep_x_in ? carve(c, t * H) : NULL) : x_shared;
-    a->rstd1 = carve(c, t);
-    a->xn1 = carve(c, t * H);
-    a->q = carve(c, t * qd);
-    a->k = carve(c, t * kvd);
-    a->v = carve(c, t * kvd);
-    a->q_raw = training && qwen ? carve(c, t * qd) : a->q;
-    a->k_raw = training && qwen ? carve(c, t * kvd) : a->k;
-    a->rstd_q = qwen ? carve(c, t * cfg->n_heads) : NULL;
-    a->rstd_k = qwen ? carve(c, t * cfg->n_kv_heads) : NULL;
-    a->att = carve(c, t * qd);
-    a->lse = training ? carve(c, t * cfg->n_heads) : NULL;
-    a->x_mid = training ? carve(c, t * H) : x_shared;
-    a->rstd2 = carve(c, t);
-    a->xn2 = carve(c, t * H);
-    a->gate = carve(c, t * I);
-    a->up = carve(c, t * I);
-    a->act = carve(c, t * I);
+    a->x_in = training ? (keep_x_in ? mf_carve(c, t * H) : NULL) : x_shared;
+    a->rstd1 = mf_carve(c, t);
+    a->xn1 = mf_carve(c, t * H);
+    a->q = mf_carve(c, t * qd);
+    a->k = mf_carve(c, t * kvd);
+    a->v = mf_carve(c, t * kvd);
+    a->q_raw = training && qwen ? mf_carve(c, t * qd) : a->q;
+    a->k_raw = training && qwen ? mf_carve(c, t * kvd) : a->k;
+    a->rstd_q = qwen ? mf_carve(c, t * cfg->n_heads) : NULL;
+    a->rstd_k = qwen ? mf_carve(c, t * cfg->n_kv_heads) : NULL;
+    a->att = mf_carve(c, t * qd);
+    a->lse = training ? mf_carve(c, t * cfg->n_heads) : NULL;
+    a->x_mid = training ? mf_carve(c, t * H) : x_shared;
+    a->rstd2 = mf_carve(c, t);
+    a->xn2 = mf_carve(c, t * H);
+    a->gate = mf_carve(c, t * I);
+    a->up = mf_carve(c, t * I);
+    a->act = mf_carve(c, t * I);
 }
 
 static void layout_ws(model_ws *ws, carver *c) {
@@ -112,40 +86,40 @@ static void layout_ws(model_ws *ws, carver *c) {
     size_t I = cfg->intermediate, t = (size_t)ws->max_tokens;
     int n_sets = ws->training ? cfg->n_layers : 1;
     size_t act0 = c->used;
-    ws->x_final = carve(c, t * H);
+    ws->x_final = mf_carve(c, t * H);
     if (ws->recompute == RECOMPUTE_LAYER) {
-        for (int l = 0; l < n_sets; l++) ws->acts[l].x_in = carve(c, t * H);
-        layout_acts(c, &ws->shared, cfg, ws->max_tokens, true, NULL, false);
-        ws->x_scratch = carve(c, t * H);
+        for (int l = 0; l < n_sets; l++) ws->acts[l].x_in = mf_carve(c, t * H);
+        mf_layout_acts(c, &ws->shared, cfg, ws->max_tokens, true, NULL, false);
+        ws->x_scratch = mf_carve(c, t * H);
     } else {
         for (int l = 0; l < n_sets; l++)
-            layout_acts(c, &ws->acts[l], cfg, ws->max_tokens, ws->training, ws->training ? NULL : ws->x_final, true);
+            mf_layout_acts(c, &ws->acts[l], cfg, ws->max_tokens, ws->training, ws->training ? NULL : ws->x_final, true);
     }
-    ws->rstd_f = carve(c, t);
-    ws->hf = carve(c, t * H);
+    ws->rstd_f = mf_carve(c, t);
+    ws->hf = mf_carve(c, t * H);
     ws->act_floats = c->used - act0;
-    ws->logits = carve(c, (size_t)ws->chunk_rows * cfg->vocab);
-    ws->chunk_logp = carve(c, (size_t)ws->chunk_rows);
-    ws->chunk_lse = carve(c, (size_t)ws->chunk_rows);
-    ws->logp_dev = carve(c, t);
-    ws->dlogp_dev = carve(c, t);
+    ws->logits = mf_carve(c, (size_t)ws->chunk_rows * cfg->vocab);
+    ws->chunk_logp = mf_carve(c, (size_t)ws->chunk_rows);
+    ws->chunk_lse = mf_carve(c, (size_t)ws->chunk_rows);
+    ws->logp_dev = mf_carve(c, t);
+    ws->dlogp_dev = mf_carve(c, t);
     /* the per-token ids share the buffer: an i32 and an f32 are the same size */
-    ws->tokens = (int32_t *)carve(c, t);
-    ws->pos = (int32_t *)carve(c, t);
-    ws->target = (int32_t *)carve(c, t);
+    ws->tokens = (int32_t *)mf_carve(c, t);
+    ws->pos = (int32_t *)mf_carve(c, t);
+    ws->target = (int32_t *)mf_carve(c, t);
     if (ws->training) {
-        ws->dx = carve(c, t * H);
-        ws->dxn = carve(c, t * H);
-        ws->dhf = carve(c, t * H);
-        ws->dq = carve(c, t * qd);
-        ws->dq_raw = carve(c, t * qd);
-        ws->datt = carve(c, t * qd);
-        ws->dk = carve(c, t * kvd);
-        ws->dk_raw = carve(c, t * kvd);
-        ws->dv = carve(c, t * kvd);
-        ws->dgate = carve(c, t * I);
-        ws->dup = carve(c, t * I);
-        ws->dact = carve(c, t * I);
+        ws->dx = mf_carve(c, t * H);
+        ws->dxn = mf_carve(c, t * H);
+        ws->dhf = mf_carve(c, t * H);
+        ws->dq = mf_carve(c, t * qd);
+        ws->dq_raw = mf_carve(c, t * qd);
+        ws->datt = mf_carve(c, t * qd);
+        ws->dk = mf_carve(c, t * kvd);
+        ws->dk_raw = mf_carve(c, t * kvd);
+        ws->dv = mf_carve(c, t * kvd);
+        ws->dgate = mf_carve(c, t * I);
+        ws->dup = mf_carve(c, t * I);
+        ws->dact = mf_carve(c, t * I);
     }
 }
 
@@ -229,20 +203,6 @@ size_t model_ws_activation_bytes(const model_ws *ws) { return ws->act_floats * s
 
 /* ---- the layer, shared by all paths ---- */
 
-typedef enum { ATTN_PACKED, ATTN_PREFILL, ATTN_DECODE } attn_kind;
-typedef struct {
-    attn_kind kind;
-    int n_seqs;
-    const int *seq_start; /* ATTN_PACKED (host) */
-    model_kv_cache *kv;   /* ATTN_PREFILL / ATTN_DECODE */
-    /* ATTN_PREFILL: n_seqs sequences packed by seq_start (rows), sequence i appended to slot seq_slot[i] from
-     * position seq_p0[i] */
-    const int *seq_slot, *seq_p0;
-    const int *slots;     /* ATTN_DECODE: [T] slot of each row (host) */
-    const int *pos_h;     /* ATTN_DECODE: [T] position of each row (host) */
-    int *ctx_len;         /* ATTN_DECODE scratch [T] (host) */
-    const model_layer_view16 *w16; /* KV paths: bf16 views of the weights (model_kv_refresh_weights), or NULL */
-} attn_mode;
 
 /* One layer's K (which 0) or V (1) cache: [n_slots, max_len, nkv, hd]. */
 static float *kv_layer(const model_kv_cache *kv, const model_config *c, int layer, int which) {
@@ -263,8 +223,8 @@ static void layer_linear(const model *m, const attn_mode *mode, float *y, const 
         op_linear_rows(m->q, ot_f32(y), ot_f32(x), ot_f32(W), T, in, out, accumulate);
 }
 
-static void layer_forward(const model *m, int l, const layer_acts *a, float *x_out, int T, const int32_t *pos,
-                          const attn_mode *mode) {
+void mf_layer_forward(const model *m, int l, const layer_acts *a, float *x_out, int T, const int32_t *pos,
+                      const attn_mode *mode) {
     ops_queue *q = m->q;
     const model_config *c = &m->cfg;
     const model_layer_view *W = &m->w.layers[l];
@@ -321,7 +281,7 @@ static void layer_forward(const model *m, int l, const layer_acts *a, float *x_o
     layer_linear(m, mode, x_out, a->act, W->w_down, W16->w_down, T, I, H, true); /* x_out = x_mid + act Wd^T */
 }
 
-static bool check_tokens(const model_config *c, const int32_t *tokens, int T, const char *what, s2d_err *err) {
+bool mf_check_tokens(const model_config *c, const int32_t *tokens, int T, const char *what, s2d_err *err) {
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab)
             return err_set(err, "%s: token id %d at position %d is out of range [0, %d)", what, tokens[t], t,
@@ -351,7 +311,7 @@ bool model_forward(const model *m, model_ws *ws, const model_batch *b, s2d_err *
     int T = b->seq_start[b->n_seqs];
     if (T > ws->max_tokens)
         return err_set(err, "batch: %d tokens exceed the workspace's %d (raise max_tokens)", T, ws->max_tokens);
-    if (!check_tokens(c, b->tokens, T, "batch", err)) return false;
+    if (!mf_check_tokens(c, b->tokens, T, "batch", err)) return false;
     for (int s = 0; s < b->n_seqs; s++)
         if (b->seq_start[s + 1] - b->seq_start[s] > c->max_pos)
             return err_set(err, "batch: sequence %d has %d tokens, more than max_position_embeddings %d", s,
@@ -376,7 +336,7 @@ bool model_forward(const model *m, model_ws *ws, const model_batch *b, s2d_err *
     for (int l = 0; l < L; l++) {
         float *x_out;
         const layer_acts *a = layer_set(ws, l, &x_out);
-        layer_forward(m, l, a, x_out, T, ws->pos, &mode);
+        mf_layer_forward(m, l, a, x_out, T, ws->pos, &mode);
     }
     op_rmsnorm_fwd(q, ot_f32(ws->hf), ot_f32(ws->rstd_f), ot_f32(ws->x_final), ot_f32(m->w.final_norm), T, H, c->rms_eps);
     ws->have_forward = true;
@@ -490,7 +450,7 @@ static void backward_layers(model *m, model_ws *ws) {
         float *x_out;
         const layer_acts *a = layer_set(ws, l, &x_out);
         /* the last layer's activations are still in the shared set from the forward pass */
-        if (ws->recompute == RECOMPUTE_LAYER && l + 1 < c->n_layers) layer_forward(m, l, a, ws->x_scratch, T, ws->pos, &mode);
+        if (ws->recompute == RECOMPUTE_LAYER && l + 1 < c->n_layers) mf_layer_forward(m, l, a, ws->x_scratch, T, ws->pos, &mode);
         layer_backward(m, l, a, ws, ws->dx);
         grad_ready(m, ws, l, false);
     }
@@ -545,307 +505,3 @@ void model_backward_logprobs_temp(model *m, model_ws *ws, float temperature, con
 
 void model_backward_logprobs(model *m, model_ws *ws, const float *dlogp) { model_backward_logprobs_temp(m, ws, 1.0f, dlogp); }
 
-/* ---- KV cache ---- */
-
-struct model_kv_scratch {
-    int rows;
-    float *mem;     /* device: the buffers below */
-    size_t mem_floats;
-    layer_acts acts;
-    float *x;       /* [rows, H] residual */
-    float *hf;      /* [rows, H] */
-    float *rstd_f;  /* [rows] */
-    int32_t *pos;   /* device [rows] */
-    int32_t *pos_h; /* host [rows] */
-    int *slots, *ctx_len; /* host [rows] */
-    int *seq_start, *seq_slot, *seq_p0; /* host [rows + 1] packed prefill: row offsets, slot, first position */
-    int32_t *tok_dev; /* device [rows] token ids of one pass */
-    /* bf16 copy of the weights (model_kv_refresh_weights) */
-    uint16_t *w16;       /* device [w16_n] raw bf16 bits of params, same offsets, or NULL */
-    size_t w16_n;
-    const float *w16_src; /* the params it was copied from */
-    model_layer_view16 *w16_layers; /* [n_layers] views into w16 */
-    const uint16_t *w16_lm_head;
-    int logged_path;      /* -1 nothing logged yet, 0 fp32, 1 bf16: the path is logged when it changes */
-};
-
-/* Prompts are prefilled in pieces of this many tokens, which bounds the scratch. */
-#define PREFILL_CHUNK 256
-
-static void layout_kv_scratch(model_kv_scratch *s, const model_config *c, carver *cv) {
-    size_t H = c->hidden;
-    s->x = carve(cv, (size_t)s->rows * H);
-    layout_acts(cv, &s->acts, c, s->rows, false, s->x, true);
-    s->hf = carve(cv, (size_t)s->rows * H);
-    s->rstd_f = carve(cv, (size_t)s->rows);
-    s->pos = (int32_t *)carve(cv, (size_t)s->rows);
-    s->tok_dev = (int32_t *)carve(cv, (size_t)s->rows);
-}
-
-bool model_kv_init(model_kv_cache *kv, const model *m, int n_slots, int max_len, s2d_err *err) {
-    const model_config *c = &m->cfg;
-    memset(kv, 0, sizeof *kv);
-    if (n_slots < 1) return err_set(err, "kv cache: n_slots must be >= 1, got %d", n_slots);
-    if (max_len < 1 || max_len > c->max_pos)
-        return err_set(err, "kv cache: max_len %d must be in [1, max_position_embeddings %d]", max_len, c->max_pos);
-    kv->q = m->q;
-    kv->n_slots = n_slots;
-    kv->max_len = max_len;
-    kv->len = xcalloc((size_t)n_slots, sizeof(int));
-    size_t floats = (size_t)c->n_layers * 2 * n_slots * (size_t)max_len * c->n_kv_heads * c->head_dim;
-    kv->bytes = floats * sizeof(float);
-    kv->buf = ops_alloc(kv->q, OPS_F32, floats).p;
-    model_kv_scratch *s = xcalloc(1, sizeof *s);
-    s->rows = S2D_MAX(n_slots, S2D_MIN(PREFILL_CHUNK, max_len));
-    carver count = {NULL, 0};
-    layout_kv_scratch(s, c, &count);
-    s->mem_floats = count.used;
-    s->mem = ops_alloc(kv->q, OPS_F32, count.used).p;
-    carver real = {s->mem, 0};
-    layout_kv_scratch(s, c, &real);
-    s->pos_h = xmalloc(sizeof(int32_t) * (size_t)s->rows);
-    s->slots = xmalloc(sizeof(int) * (size_t)s->rows);
-    s->ctx_len = xmalloc(sizeof(int) * (size_t)s->rows);
-    s->seq_start = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
-    s->seq_slot = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
-    s->seq_p0 = xmalloc(sizeof(int) * ((size_t)s->rows + 1));
-    s->w16_layers = xcalloc((size_t)c->n_layers, sizeof *s->w16_layers);
-    s->logged_path = -1;
-    kv->scratch = s;
-    ops_reserve(kv->q, max_len, s->rows, 0, 0);
-    log_info("kv cache: %d slots x %d positions, %.1f MB (+%.1f MB scratch) on %s", n_slots, max_len, kv->bytes / 1e6,
-             (double)s->mem_floats * 4 / 1e6, kv->q->name);
-    return true;
-}
-
-void model_kv_free(model_kv_cache *kv) {
-    if (kv->scratch) {
-        model_kv_scratch *s = kv->scratch;
-        ops_free(kv->q, ot_f32(s->mem));
-        free(s->pos_h);
-        free(s->slots);
-        free(s->ctx_len);
-        free(s->seq_start);
-        free(s->seq_slot);
-        free(s->seq_p0);
-        ops_free(kv->q, ot_bf16(s->w16));
-        free(s->w16_layers);
-        free(s);
-    }
-    if (kv->q) ops_free(kv->q, ot_f32(kv->buf));
-    free(kv->len);
-    memset(kv, 0, sizeof *kv);
-}
-
-void model_kv_reset(model_kv_cache *kv, int slot) {
-    CHECK(slot >= 0 && slot < kv->n_slots, "model_kv_reset: slot %d out of [0, %d)", slot, kv->n_slots);
-    kv->len[slot] = 0;
-}
-
-/* ---- bf16 copy of the weights ---- */
-
-static void log_weight_path(model_kv_scratch *s, int path, size_t n, double seconds) {
-    if (s->logged_path == path) {
-        log_debug("kv cache: weights re-checked in %.3f s (%s)", seconds, path ? "bf16 copy" : "fp32");
-        return;
-    }
-    s->logged_path = path;
-    if (path)
-        log_info("kv cache: every weight is bf16-exact: prefill/decode read a bf16 copy (%.1f MB, made in %.3f s; "
-                 "results bitwise those of the fp32 weights)", (double)n * 2 / 1e6, seconds);
-    else
-        log_info("kv cache: weights are not all bf16-exact: prefill/decode read the fp32 weights");
-}
-
-/* Views of the bf16 copy from the tensor table (the same offsets as params). */
-static void w16_views(model_kv_scratch *s, const model *m) {
-    for (int i = 0; i < m->n_tensors; i++) {
-        const model_tensor *t = &m->tensors[i];
-        const uint16_t *p = s->w16 + t->offset;
-        if (strcmp(t->name, m->cfg.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight") == 0)
-            s->w16_lm_head = p;
-        if (t->layer < 0 || t->kind != TENSOR_LINEAR) continue;
-        model_layer_view16 *v = &s->w16_layers[t->layer];
-        const char *suffix = strrchr(t->name, '.') ? t->name : t->name; /* full name: match the projection */
-        if (strstr(suffix, ".q_proj.")) v->wq = p;
-        else if (strstr(suffix, ".k_proj.")) v->wk = p;
-        else if (strstr(suffix, ".v_proj.")) v->wv = p;
-        else if (strstr(suffix, ".o_proj.")) v->wo = p;
-        else if (strstr(suffix, ".gate_proj.")) v->w_gate = p;
-        else if (strstr(suffix, ".up_proj.")) v->w_up = p;
-        else if (strstr(suffix, ".down_proj.")) v->w_down = p;
-    }
-}
-
-bool model_kv_refresh_weights(model_kv_cache *kv, const model *m) {
-    model_kv_scratch *s = kv->scratch;
-    CHECK(s, "model_kv_refresh_weights: cache not initialised");
-    const double t0 = time_now();
-    kv->bf16_weights = false;
-    bool fresh = false;
-    if (s->w16 && s->w16_n != m->n_params) ops_free(kv->q, ot_bf16(s->w16)), s->w16 = NULL;
-    if (!s->w16) {
-        /* Untouched until the pass writes it, so a trained fp32 policy (which fails on its first pieces) costs no
-         * page faults. (MADV_HUGEPAGE made the first copy 4x slower here: direct compaction on fault.) */
-        s->w16 = ops_alloc(kv->q, OPS_BF16, S2D_MAX(m->n_params, 1)).p;
-        s->w16_n = m->n_params;
-        fresh = true;
-        w16_views(s, m);
-    }
-    if (!op_bf16_mirror(kv->q, ot_bf16(s->w16), ot_f32(m->params), m->n_params, fresh)) {
-        ops_free(kv->q, ot_bf16(s->w16)), s->w16 = NULL; /* partly rewritten; and the memory is better spent elsewhere */
-        log_weight_path(s, 0, m->n_params, time_now() - t0);
-        return false;
-    }
-    s->w16_src = m->params;
-    kv->bf16_weights = true;
-    log_weight_path(s, 1, m->n_params, time_now() - t0);
-    return true;
-}
-
-/* The bf16 views when the copy was made from m's params, else NULL (fp32 weights). */
-static const model_layer_view16 *kv_w16(const model_kv_cache *kv, const model *m) {
-    const model_kv_scratch *s = kv->scratch;
-    return kv->bf16_weights && s->w16 && s->w16_src == m->params && s->w16_n == m->n_params ? s->w16_layers : NULL;
-}
-
-/* The LM head of the KV-cache paths: logits [T, V] of final-normed rows hf [T, H]. */
-static void kv_lm_head(const model *m, const model_kv_cache *kv, float *logits, const float *hf, int T) {
-    const model_config *c = &m->cfg;
-    const model_kv_scratch *s = kv->scratch;
-    ops_tensor W = kv_w16(kv, m) ? ot_bf16(s->w16_lm_head) : ot_f32(m->w.lm_head);
-    op_linear_rows(m->q, ot_f32(logits), ot_f32(hf), W, T, c->hidden, c->vocab, false);
-}
-
-/* Runs all layers over rows already embedded in s->x (positions staged in s->pos). */
-static void kv_run_layers(const model *m, model_kv_scratch *s, int T, const attn_mode *mode) {
-    for (int l = 0; l < m->cfg.n_layers; l++) layer_forward(m, l, &s->acts, s->x, T, s->pos, mode);
-}
-
-/* Embeds tokens (host [n]) into s->x rows [row0, row0 + n). */
-static void kv_embed(const model *m, model_kv_scratch *s, const int32_t *tokens, int row0, int n) {
-    ops_tensor ids = ops_stage(m->q, ot_i32(s->tok_dev), tokens, (size_t)n);
-    op_embedding_fwd(m->q, ot_f32(s->x + (size_t)row0 * m->cfg.hidden), ot_f32(m->w.embed), ids, n, m->cfg.hidden);
-}
-
-bool model_prefill(const model *m, model_kv_cache *kv, int slot, const int32_t *tokens, int n, float *logits,
-                   s2d_err *err) {
-    const model_config *c = &m->cfg;
-    model_kv_scratch *s = kv->scratch;
-    if (slot < 0 || slot >= kv->n_slots) return err_set(err, "prefill: slot %d out of [0, %d)", slot, kv->n_slots);
-    if (n < 1) return err_set(err, "prefill: empty prompt for slot %d", slot);
-    if (kv->len[slot] + n > kv->max_len)
-        return err_set(err, "prefill: slot %d would hold %d positions, more than the cache's %d", slot,
-                       kv->len[slot] + n, kv->max_len);
-    if (!check_tokens(c, tokens, n, "prompt", err)) return false;
-    int H = c->hidden;
-    for (int i0 = 0; i0 < n; i0 += s->rows) {
-        int rows = S2D_MIN(s->rows, n - i0), p0 = kv->len[slot];
-        for (int r = 0; r < rows; r++) s->pos_h[r] = p0 + r;
-        ops_upload(m->q, ot_i32(s->pos), s->pos_h, (size_t)rows);
-        kv_embed(m, s, tokens + i0, 0, rows);
-        s->seq_start[0] = 0, s->seq_start[1] = rows, s->seq_slot[0] = slot, s->seq_p0[0] = p0;
-        attn_mode mode = {.kind = ATTN_PREFILL, .kv = kv, .n_seqs = 1, .seq_start = s->seq_start,
-                          .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0, .w16 = kv_w16(kv, m)};
-        kv_run_layers(m, s, rows, &mode);
-        kv->len[slot] += rows;
-        if (i0 + rows == n) { /* logits of the last position only */
-            const float *last = s->x + (size_t)(rows - 1) * H;
-            op_rmsnorm_fwd(m->q, ot_f32(s->hf), ot_f32(s->rstd_f), ot_f32(last), ot_f32(m->w.final_norm), 1, H,
-                           c->rms_eps);
-            kv_lm_head(m, kv, logits, s->hf, 1);
-        }
-    }
-    return true;
-}
-
-/* One packed pass over prompts [p_begin, p_end) of a model_prefill_batch call (their tokens fit the scratch). */
-static void prefill_pack(const model *m, model_kv_cache *kv, int p_begin, int p_end, const int *slots,
-                         const int *start, const int32_t *tokens, float *logits) {
-    const model_config *c = &m->cfg;
-    model_kv_scratch *s = kv->scratch;
-    int H = c->hidden, n_seqs = p_end - p_begin, T = 0;
-    for (int i = 0; i < n_seqs; i++) {
-        int p = p_begin + i, len = start[p + 1] - start[p], p0 = kv->len[slots[p]];
-        s->seq_start[i] = T, s->seq_slot[i] = slots[p], s->seq_p0[i] = p0;
-        for (int j = 0; j < len; j++) s->pos_h[T + j] = p0 + j;
-        T += len;
-    }
-    s->seq_start[n_seqs] = T;
-    ops_upload(m->q, ot_i32(s->pos), s->pos_h, (size_t)T);
-    kv_embed(m, s, tokens + start[p_begin], 0, T); /* the prompts' tokens are contiguous */
-    attn_mode mode = {.kind = ATTN_PREFILL, .kv = kv, .n_seqs = n_seqs, .seq_start = s->seq_start,
-                      .seq_slot = s->seq_slot, .seq_p0 = s->seq_p0, .w16 = kv_w16(kv, m)};
-    kv_run_layers(m, s, T, &mode);
-    for (int i = 0; i < n_seqs; i++) {
-        kv->len[slots[p_begin + i]] += s->seq_start[i + 1] - s->seq_start[i];
-        /* the last position of each prompt, gathered; row-wise ops, so a row is as if prefilled alone */
-        op_rmsnorm_fwd(m->q, ot_f32(s->hf + (size_t)i * H), ot_f32(s->rstd_f + i),
-                       ot_f32(s->x + (size_t)(s->seq_start[i + 1] - 1) * H), ot_f32(m->w.final_norm), 1, H, c->rms_eps);
-    }
-    kv_lm_head(m, kv, logits + (size_t)p_begin * c->vocab, s->hf, n_seqs);
-}
-
-bool model_prefill_batch(const model *m, model_kv_cache *kv, int n, const int *slots, const int *start,
-                         const int32_t *tokens, float *logits, s2d_err *err) {
-    const model_config *c = &m->cfg;
-    model_kv_scratch *s = kv->scratch;
-    if (n < 0 || n > kv->n_slots) return err_set(err, "prefill: %d prompts, must be in [0, %d]", n, kv->n_slots);
-    for (int i = 0; i < n; i++) {
-        int len = start[i + 1] - start[i];
-        if (slots[i] < 0 || slots[i] >= kv->n_slots)
-            return err_set(err, "prefill: prompt %d: slot %d out of [0, %d)", i, slots[i], kv->n_slots);
-        for (int j = 0; j < i; j++)
-            if (slots[j] == slots[i]) return err_set(err, "prefill: slot %d appears twice", slots[i]);
-        if (len < 1) return err_set(err, "prefill: prompt %d is empty", i);
-        if (kv->len[slots[i]] + len > kv->max_len)
-            return err_set(err, "prefill: prompt %d: slot %d would hold %d positions, more than the cache's %d", i,
-                           slots[i], kv->len[slots[i]] + len, kv->max_len);
-        if (!check_tokens(c, tokens + start[i], len, "prompt", err)) return err_prefix(err, "prefill: prompt %d", i);
-    }
-    /* Consecutive prompts are packed while their tokens fit the scratch; a longer prompt goes alone through
-     * model_prefill's chunks. Either way every row's arithmetic is that of prefilling its prompt alone. */
-    int p = 0;
-    while (p < n) {
-        int len = start[p + 1] - start[p];
-        if (len > s->rows) {
-            if (!model_prefill(m, kv, slots[p], tokens + start[p], len, logits + (size_t)p * c->vocab, err))
-                return false;
-            p++;
-            continue;
-        }
-        int q = p, T = 0;
-        while (q < n && T + (start[q + 1] - start[q]) <= s->rows) T += start[q + 1] - start[q], q++;
-        prefill_pack(m, kv, p, q, slots, start, tokens, logits);
-        p = q;
-    }
-    return true;
-}
-
-bool model_decode_step(const model *m, model_kv_cache *kv, int n, const int *slots, const int32_t *tokens,
-                       float *logits, s2d_err *err) {
-    const model_config *c = &m->cfg;
-    model_kv_scratch *s = kv->scratch;
-    if (n < 1 || n > kv->n_slots) return err_set(err, "decode: %d rows, must be in [1, %d]", n, kv->n_slots);
-    if (!check_tokens(c, tokens, n, "decode", err)) return false;
-    for (int i = 0; i < n; i++) {
-        if (slots[i] < 0 || slots[i] >= kv->n_slots)
-            return err_set(err, "decode: slot %d out of [0, %d)", slots[i], kv->n_slots);
-        if (kv->len[slots[i]] >= kv->max_len)
-            return err_set(err, "decode: slot %d is full (%d positions)", slots[i], kv->max_len);
-        for (int j = 0; j < i; j++)
-            if (slots[j] == slots[i]) return err_set(err, "decode: slot %d appears twice", slots[i]);
-        s->pos_h[i] = kv->len[slots[i]];
-        s->slots[i] = slots[i];
-    }
-    int H = c->hidden;
-    ops_upload(m->q, ot_i32(s->pos), s->pos_h, (size_t)n);
-    kv_embed(m, s, tokens, 0, n);
-    attn_mode mode = {.kind = ATTN_DECODE, .kv = kv, .slots = s->slots, .pos_h = s->pos_h, .ctx_len = s->ctx_len,
-                      .w16 = kv_w16(kv, m)};
-    kv_run_layers(m, s, n, &mode);
-    for (int i = 0; i < n; i++) kv->len[slots[i]]++;
-    op_rmsnorm_fwd(m->q, ot_f32(s->hf), ot_f32(s->rstd_f), ot_f32(s->x), ot_f32(m->w.final_norm), n, H, c->rms_eps);
-    kv_lm_head(m, kv, logits, s->hf, n);
-    return true;
-}

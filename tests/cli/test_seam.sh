@@ -6,8 +6,8 @@ export S2D_LOG=warn
 cd "$WORK" || exit 1
 check "model and algorithm code touch tensor memory only through ops.h" bash "$S2D_ROOT/tools/check_seam.sh" "$S2D_ROOT"
 # the checker itself: a copy of the tree with one violation of each kind must fail, naming the line
-mkdir -p tree/src/model tree/src/algo tree/tools
-cp "$S2D_ROOT"/src/model/*.c tree/src/model/ && cp "$S2D_ROOT"/src/algo/*.c tree/src/algo/
+mkdir -p tree/src/model tree/src/algo tree/src/runtime tree/tools
+cp "$S2D_ROOT"/src/model/*.c tree/src/model/ && cp "$S2D_ROOT"/src/algo/*.c tree/src/algo/ && cp "$S2D_ROOT"/src/runtime/*.c tree/src/runtime/
 cp "$S2D_ROOT/tools/seam_allow.txt" tree/tools/
 check "the copy passes" bash "$S2D_ROOT/tools/check_seam.sh" tree
 for bad in 'memcpy(m->params, src, n * sizeof(float));' '#pragma omp parallel for' 'float *g = malloc(n * 4);' \

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "algo/arith_task.h"
+#include "io/arith_task.h"
 #include "test.h"
 #include "text/tokenizer.h"
 #include "text/verify.h"

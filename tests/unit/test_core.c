@@ -65,6 +65,22 @@ static void test_arena(void) {
     EXPECT(arena_alloc(&a, 3, 1) == c, "reset reuses memory");
     EXPECT(a.peak >= 43, "peak tracks the high-water mark");
     arena_free(&a);
+    /* measuring: the same allocations need exactly `used` bytes, and a block of that size holds them, zeroed */
+    arena m;
+    arena_measure(&m);
+    EXPECT(arena_alloc(&m, 5, 1) == NULL && arena_floats(&m, 3) == NULL && arena_alloc(&m, 7, 8) == NULL,
+           "a measuring arena returns NULL");
+    EXPECT(m.used == 64 + 12 + 4 + 7, "measured %zu bytes: 5, pad to 64, 12, pad to 80, 7", m.used);
+    arena_init(&a, m.used);
+    unsigned char *p1 = arena_alloc(&a, 5, 1);
+    float *p2 = arena_floats(&a, 3);
+    unsigned char *p3 = arena_alloc(&a, 7, 8);
+    EXPECT(a.used == m.used && p3 + 7 == a.base + a.cap, "the measured size is exactly enough");
+    int nonzero = p2[0] != 0 || p2[1] != 0 || p2[2] != 0;
+    for (int i = 0; i < 5; i++) nonzero |= p1[i] != 0;
+    for (int i = 0; i < 7; i++) nonzero |= p3[i] != 0;
+    EXPECT(!nonzero, "the block is zero-filled");
+    arena_free(&a);
 }
 
 static void test_errors_and_files(void) {

@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "algo/step_metrics.h"
+#include "runtime/step_metrics.h"
 #include "core/common.h"
 #include "io/metrics_tb.h"
 #include "io/tb_events.h"

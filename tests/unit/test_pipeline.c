@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "algo/pipeline.h"
-#include "algo/pipeline_rollouts.h"
+#include "runtime/pipeline.h"
+#include "runtime/rollouts.h"
 #include "model/generate.h"
 #include "test.h"
 

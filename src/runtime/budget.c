@@ -1,5 +1,5 @@
-/* pipeline_budget.c: labels and compute per stage and per pipeline (pipeline_budget.h). */
-#include "algo/pipeline_budget.h"
+/* budget.c: labels and compute per stage and per pipeline (budget.h). */
+#include "runtime/budget.h"
 
 #include <math.h>
 #include <stdlib.h>

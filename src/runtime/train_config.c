@@ -1,24 +1,20 @@
 /* train_config.c: reading and validating `s2d train` configs (schema in train_config.h). */
-#include "algo/train_config.h"
+#include "runtime/train_config.h"
+#include "runtime/train_config_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-static const char *const algo_names[4] = {"sft", "grpo", "fkl", "opd"};
-static const char *const fkl_names[3] = {"full", "topk", "sampled"};
-static const char *const agg_names[3] = {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"};
-static const char *const kl_names[3] = {"k1", "k2", "k3"};
-static const char *const sched_names[3] = {"constant", "warmup", "cosine"};
-static const char *const std_names[3] = {"unbiased", "population", "none"};
-static const char *const dyn_names[3] = {"off", "filter", "refill"};
+const char *const tc_algo_names[4] = {"sft", "grpo", "fkl", "opd"};
+const char *const tc_fkl_names[3] = {"full", "topk", "sampled"};
+const char *const tc_agg_names[3] = {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"};
+const char *const tc_kl_names[3] = {"k1", "k2", "k3"};
+const char *const tc_sched_names[3] = {"constant", "warmup", "cosine"};
+const char *const tc_std_names[3] = {"unbiased", "population", "none"};
+const char *const tc_dyn_names[3] = {"off", "filter", "refill"};
 
-const char *train_algo_name(train_algo a) { return algo_names[a]; }
-
-#define TRY(call)                                                                                            \
-    do {                                                                                                     \
-        if (!(call)) return false;                                                                           \
-    } while (0)
+const char *train_algo_name(train_algo a) { return tc_algo_names[a]; }
 
 static bool copy_name(cfg_node *node, const char *what, char *out, size_t cap, s2d_err *err) {
     const char *s;
@@ -198,7 +194,7 @@ static bool read_grpo_std(cfg_node *gm, cfg_node *node, tc_stage *s, s2d_err *er
         return true;
     }
     int e;
-    TRY(cfg_get_enum_or(gm, "std", std_names, 3, GRPO_STD_UNBIASED, &e, err));
+    TRY(cfg_get_enum_or(gm, "std", tc_std_names, 3, GRPO_STD_UNBIASED, &e, err));
     s->std = (grpo_std)e;
     return true;
 }
@@ -210,14 +206,14 @@ static bool read_dynamic_sampling(cfg_node *gm, cfg_node *node, tc_stage *s, cfg
     cfg_node *d;
     TRY(cfg_get_map_opt(gm, "dynamic_sampling", &d, err));
     int e;
-    TRY(cfg_get_enum_or(d ? d : empty_map, "mode", dyn_names, 3, filter ? DYN_FILTER : DYN_OFF, &e, err));
+    TRY(cfg_get_enum_or(d ? d : empty_map, "mode", tc_dyn_names, 3, filter ? DYN_FILTER : DYN_OFF, &e, err));
     TRY(cfg_get_int_or(d ? d : empty_map, "max_rounds", 4, 1, 1000, &s->dyn_max_rounds, err));
     s->dyn = (dyn_mode)e;
     if (cfg_find(gm, "filter_zero_variance") && filter != (s->dyn != DYN_OFF)) {
         char where[256];
         cfg_where(cfg_find(gm, "filter_zero_variance"), where, sizeof where);
         return err_set(err, "%s: %s.grpo.filter_zero_variance: %s contradicts dynamic_sampling.mode %s (give one)", where,
-                       cfg_path(node), filter ? "true" : "false", dyn_names[s->dyn]);
+                       cfg_path(node), filter ? "true" : "false", tc_dyn_names[s->dyn]);
     }
     s->filter_zero_variance = s->dyn != DYN_OFF;
     return true;
@@ -233,8 +229,8 @@ static bool read_labels_max(cfg_node *parent, long *out, s2d_err *err) {
     return true;
 }
 
-static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage *s, cfg_node *empty_map,
-                            s2d_err *err) {
+/* A stage's names and references (name, algo, output, policy, teacher, reference, data) and its step shape. */
+static bool read_stage_names(train_config *tc, cfg_node *node, int idx, tc_stage *s, s2d_err *err) {
     memset(s, 0, sizeof *s);
     cfg_where(node, s->where, sizeof s->where);
     TRY(cfg_as_map(node, err));
@@ -244,7 +240,7 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     if (!nn) return err_set(err, "%s: pipeline[%d]: missing key 'name'", s->where, idx);
     TRY(copy_name(nn, "stage name", s->name, sizeof s->name, err));
     int algo;
-    TRY(cfg_get_enum(node, "algo", algo_names, 4, &algo, err));
+    TRY(cfg_get_enum(node, "algo", tc_algo_names, 4, &algo, err));
     s->algo = (train_algo)algo;
     TRY(get_name_opt(node, "output", "output name", s->output, sizeof s->output, err));
     if (!s->output[0]) snprintf(s->output, sizeof s->output, "%s", s->name);
@@ -264,8 +260,11 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     TRY(cfg_get_int(node, "steps", 0, 10000000, &s->steps, err));
     TRY(cfg_get_int_or(node, "prompts_per_step", 8, 1, 65536, &s->prompts_per_step, err));
     TRY(cfg_get_int_or(node, "group_size", s->algo == ALGO_GRPO ? 4 : 1, 1, 4096, &s->group_size, err));
+    return true;
+}
 
-    /* grpo options */
+/* grpo:, fkl: and opd: (defaults when absent). */
+static bool read_stage_objectives(cfg_node *node, tc_stage *s, cfg_node *empty_map, s2d_err *err) {
     cfg_node *g;
     TRY(cfg_get_map_opt(node, "grpo", &g, err));
     cfg_node *gm = g ? g : empty_map;
@@ -274,9 +273,9 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     TRY(cfg_get_float_or(gm, "clip_high", 0.28f, 0, 10, &s->grpo.clip_high, err));
     TRY(cfg_get_float_or(gm, "dual_clip", 0, 0, 1e6f, &s->grpo.dual_clip, err));
     TRY(cfg_get_float_or(gm, "kl_beta", 0, 0, 1e6f, &s->grpo.kl_beta, err));
-    TRY(cfg_get_enum_or(gm, "kl_estimator", kl_names, 3, KL_K3, &e, err));
+    TRY(cfg_get_enum_or(gm, "kl_estimator", tc_kl_names, 3, KL_K3, &e, err));
     s->grpo.kl_est = (kl_estimator)e;
-    TRY(cfg_get_enum_or(gm, "agg", agg_names, 3, AGG_TOKEN_MEAN, &e, err));
+    TRY(cfg_get_enum_or(gm, "agg", tc_agg_names, 3, AGG_TOKEN_MEAN, &e, err));
     s->grpo.agg = (loss_agg)e;
     TRY(read_grpo_std(gm, node, s, err));
     TRY(read_dynamic_sampling(gm, node, s, empty_map, err));
@@ -288,7 +287,7 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     cfg_node *f;
     TRY(cfg_get_map_opt(node, "fkl", &f, err));
     cfg_node *fm = f ? f : empty_map;
-    TRY(cfg_get_enum_or(fm, "mode", fkl_names, 3, FKL_TOPK, &e, err));
+    TRY(cfg_get_enum_or(fm, "mode", tc_fkl_names, 3, FKL_TOPK, &e, err));
     s->fkl = (fkl_mode)e;
     TRY(cfg_get_int_or(fm, "topk", 16, 1, 1 << 20, &s->topk, err));
 
@@ -299,9 +298,14 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     TRY(cfg_get_float_or(om, "gamma", 0, 0, 1, &s->opd.gamma, err));
     TRY(cfg_get_float_or(om, "clip_low", 0.2f, 0, 1, &s->opd.clip_low, err));
     TRY(cfg_get_float_or(om, "clip_high", 0.28f, 0, 10, &s->opd.clip_high, err));
-    TRY(cfg_get_enum_or(om, "agg", agg_names, 3, AGG_TOKEN_MEAN, &e, err));
+    TRY(cfg_get_enum_or(om, "agg", tc_agg_names, 3, AGG_TOKEN_MEAN, &e, err));
     s->opd.agg = (loss_agg)e;
+    return true;
+}
 
+/* optimizer: AdamW and the learning-rate schedule. */
+static bool read_stage_optimizer(cfg_node *node, tc_stage *s, cfg_node *empty_map, s2d_err *err) {
+    int e;
     cfg_node *op;
     TRY(cfg_get_map_opt(node, "optimizer", &op, err));
     cfg_node *opm = op ? op : empty_map;
@@ -312,13 +316,17 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     TRY(cfg_get_float_or(opm, "eps", 1e-8f, 0, 1, &s->adam.eps, err));
     TRY(cfg_get_float_or(opm, "weight_decay", 0, 0, 10, &s->adam.weight_decay, err));
     TRY(cfg_get_float_or(opm, "clip", 1, 0, 1e6f, &s->clip, err));
-    TRY(cfg_get_enum_or(opm, "schedule", sched_names, 3, LR_CONSTANT, &e, err));
+    TRY(cfg_get_enum_or(opm, "schedule", tc_sched_names, 3, LR_CONSTANT, &e, err));
     s->sched.kind = (lr_schedule_kind)e;
     int64_t warm;
     TRY(cfg_get_i64_or(opm, "warmup", 0, 0, 100000000, &warm, err));
     s->sched.warmup = warm;
     s->sched.total_steps = s->steps;
+    return true;
+}
 
+/* sampling: and eval:. */
+static bool read_stage_sampling(train_config *tc, cfg_node *node, tc_stage *s, cfg_node *empty_map, s2d_err *err) {
     cfg_node *sp;
     TRY(cfg_get_map_opt(node, "sampling", &sp, err));
     cfg_node *spm = sp ? sp : empty_map;
@@ -351,6 +359,11 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
         TRY(cfg_get_int_or(ev, "problems", 64, 1, 1000000, &s->eval_problems, err));
         TRY(cfg_get_int_or(ev, "max_new_tokens", s->max_new_tokens, 1, 1 << 20, &s->eval_max_new_tokens, err));
     }
+    return true;
+}
+
+/* micro_batches, minibatches, reward:, checkpoint:, labels:. */
+static bool read_stage_extras(cfg_node *node, tc_stage *s, s2d_err *err) {
     TRY(cfg_get_int_or(node, "micro_batches", 1, 1, 65536, &s->micro_batches, err));
     TRY(cfg_get_int_or(node, "minibatches", 1, 1, 65536, &s->minibatches, err));
     if (s->minibatches > 1 && s->algo != ALGO_GRPO && s->algo != ALGO_OPD)
@@ -379,7 +392,12 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
     TRY(read_labels_max(node, &s->labels_max, err));
     if (s->labels_max >= 0 && s->algo != ALGO_GRPO && s->algo != ALGO_SFT)
         return err_set(err, "%s: %s.labels.max: a %s stage uses prompts only (no labels) to cap", s->where, cfg_path(node),
-                       algo_names[s->algo]);
+                       tc_algo_names[s->algo]);
+    return true;
+}
+
+/* What the keys allow one by one but not together. */
+static bool check_stage(cfg_node *node, const tc_stage *s, s2d_err *err) {
     if (s->dyn == DYN_REFILL && s->algo != ALGO_GRPO)
         return err_set(err, "%s: %s.grpo.dynamic_sampling: refill needs rewards (a grpo stage)", s->where, cfg_path(node));
     if (s->dyn == DYN_REFILL && s->reward_command) /* refill keeps groups by the built-in verifier's rewards */
@@ -401,15 +419,22 @@ static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage 
                            s->reference);
         if (s->algo == ALGO_SFT || s->algo == ALGO_FKL)
             return err_set(err, "%s: %s.reference: a %s stage has no reference term, so '%s' cannot act (remove it)",
-                           where, cfg_path(node), algo_names[s->algo], s->reference);
+                           where, cfg_path(node), tc_algo_names[s->algo], s->reference);
     }
     /* per-algorithm requirements */
     if ((s->algo == ALGO_FKL || s->algo == ALGO_OPD) && !s->teacher[0])
-        return err_set(err, "%s: %s: algo %s needs a 'teacher'", s->where, cfg_path(node), algo_names[s->algo]);
+        return err_set(err, "%s: %s: algo %s needs a 'teacher'", s->where, cfg_path(node), tc_algo_names[s->algo]);
     if (s->algo == ALGO_GRPO && s->group_size < 2)
         return err_set(err, "%s: %s.group_size: grpo needs at least 2 samples per prompt (got %d)", s->where,
                        cfg_path(node), s->group_size);
     return true;
+}
+
+static bool read_stage_with(train_config *tc, cfg_node *node, int idx, tc_stage *s, cfg_node *empty_map,
+                            s2d_err *err) {
+    return read_stage_names(tc, node, idx, s, err) && read_stage_objectives(node, s, empty_map, err) &&
+           read_stage_optimizer(node, s, empty_map, err) && read_stage_sampling(tc, node, s, empty_map, err) &&
+           read_stage_extras(node, s, err) && check_stage(node, s, err);
 }
 
 int tc_find_dataset(const train_config *tc, const char *name) {
@@ -499,12 +524,12 @@ static void mark_used(cfg_node *n) {
         for (int i = 0; i < n->n; i++) mark_used(n->items[i]);
 }
 
-static bool split_aligned(int lo, int hi, const long *blo, const long *bhi, int L, int *found) {
-    for (int j = 0; j < L; j++)
+static bool split_aligned(int lo, int hi, const long *blo, const long *bhi, int n_learners, int *found) {
+    for (int j = 0; j < n_learners; j++)
         if (blo[j] == lo && bhi[j] == hi) return ++*found, true;
     if (hi - lo <= 1) return false;
-    int mid = tc_tree_mid(lo, hi);
-    return split_aligned(lo, mid, blo, bhi, L, found) && split_aligned(mid, hi, blo, bhi, L, found);
+    int mid = microbatch_tree_split(lo, hi);
+    return split_aligned(lo, mid, blo, bhi, n_learners, found) && split_aligned(mid, hi, blo, bhi, n_learners, found);
 }
 
 bool tc_tree_aligned(int micro_batches, int learners) {
@@ -594,373 +619,6 @@ static bool read_runtime(train_config *tc, cfg_node *root, s2d_err *err) {
     return ok;
 }
 
-/* ---- keys from verl and TRL configs: "did you mean" the s2d key (docs/coming-from-verl.md has the table) ---- */
-
-typedef struct {
-    const char *name;  /* a dotted suffix of the key path (verl) or a key name (TRL) */
-    const char *s2d;   /* the s2d key; "stage." = under pipeline[N] */
-    const char *from;  /* "verl" or "TRL" */
-} foreign_key;
-
-static const foreign_key FOREIGN[] = {
-    {"actor_rollout_ref.actor.optim.lr", "stage.optimizer.lr", "verl"},
-    {"actor_rollout_ref.actor.optim.weight_decay", "stage.optimizer.weight_decay", "verl"},
-    {"actor_rollout_ref.actor.optim.lr_warmup_steps", "stage.optimizer.warmup", "verl"},
-    {"actor_rollout_ref.actor.optim.warmup_style", "stage.optimizer.schedule", "verl"},
-    {"actor_rollout_ref.actor.optim.min_lr_ratio", "stage.optimizer.min_lr", "verl"},
-    {"actor_rollout_ref.actor.clip_ratio_low", "stage.grpo.clip_low", "verl"},
-    {"actor_rollout_ref.actor.clip_ratio_high", "stage.grpo.clip_high", "verl"},
-    {"actor_rollout_ref.actor.clip_ratio", "stage.grpo.clip_low and stage.grpo.clip_high", "verl"},
-    {"actor_rollout_ref.actor.clip_ratio_c", "stage.grpo.dual_clip", "verl"},
-    {"actor_rollout_ref.actor.use_kl_loss", "stage.grpo.kl_beta (> 0 turns the KL loss on)", "verl"},
-    {"actor_rollout_ref.actor.kl_loss_coef", "stage.grpo.kl_beta", "verl"},
-    {"actor_rollout_ref.actor.kl_loss_type", "stage.grpo.kl_estimator (low_var_kl is k3)", "verl"},
-    {"actor_rollout_ref.actor.loss_agg_mode", "stage.grpo.agg", "verl"},
-    {"actor_rollout_ref.actor.grad_clip", "stage.optimizer.clip", "verl"},
-    {"actor_rollout_ref.actor.ppo_mini_batch_size", "stage.minibatches (a count of optimizer steps per step)", "verl"},
-    {"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "stage.micro_batches (a count, not a size)", "verl"},
-    {"actor_rollout_ref.actor.ppo_epochs", "stage.minibatches", "verl"},
-    {"actor_rollout_ref.rollout.n", "stage.group_size", "verl"},
-    {"actor_rollout_ref.rollout.temperature", "stage.sampling.temperature", "verl"},
-    {"actor_rollout_ref.rollout.top_p", "stage.sampling.top_p", "verl"},
-    {"actor_rollout_ref.rollout.top_k", "stage.sampling.top_k", "verl"},
-    {"actor_rollout_ref.rollout.response_length", "stage.sampling.max_new_tokens", "verl"},
-    {"actor_rollout_ref.model.path", "models.<name>.path", "verl"},
-    {"critic.model.path", "models.<name>.path", "verl"},
-    {"data.train_batch_size", "stage.prompts_per_step", "verl"},
-    {"data.max_response_length", "stage.sampling.max_new_tokens", "verl"},
-    {"data.max_prompt_length", "no key: s2d does not truncate prompts (prompt + max_new_tokens must fit the model's "
-                               "max_position_embeddings)", "verl"},
-    {"data.train_files", "datasets.<name>.file", "verl"},
-    {"data.val_files", "datasets.<name>.file with stage.eval.data", "verl"},
-    {"data.prompt_key", "datasets.<name>.format", "verl"},
-    {"algorithm.adv_estimator", "stage.algo (grpo)", "verl"},
-    {"custom_reward_function.path", "stage.reward.command (a process speaking JSON lines)", "verl"},
-    {"reward_model.reward_manager", "stage.reward.command (a process speaking JSON lines)", "verl"},
-    {"algorithm.norm_adv_by_std_in_grpo", "stage.grpo.std (unbiased|population|none)", "verl"},
-    {"algorithm.filter_groups.enable", "stage.grpo.dynamic_sampling.mode (refill)", "verl"},
-    {"algorithm.filter_groups.max_num_gen_batches", "stage.grpo.dynamic_sampling.max_rounds", "verl"},
-    {"algorithm.kl_ctrl.kl_coef", "stage.grpo.kl_beta", "verl"},
-    {"algorithm.use_kl_in_reward", "stage.grpo.kl_beta (s2d puts the KL in the loss)", "verl"},
-    {"trainer.total_training_steps", "stage.steps", "verl"},
-    {"trainer.total_epochs", "stage.steps", "verl"},
-    {"trainer.save_freq", "stage.checkpoint.every", "verl"},
-    {"trainer.max_actor_ckpt_to_keep", "stage.checkpoint.keep_last", "verl"},
-    {"trainer.test_freq", "stage.eval.every", "verl"},
-    {"trainer.default_local_dir", "out", "verl"},
-    {"trainer.experiment_name", "out", "verl"},
-    {"trainer.n_gpus_per_node", "roles (generators, scorers, learners)", "verl"},
-    {"trainer.nnodes", "roles (and the launcher's task count)", "verl"},
-    {"trainer.logger", "logging.tensorboard (OUT/tensorboard; PNGs: s2d plot OUT)", "verl"},
-    /* TRL GRPOConfig / TrainingArguments (one key name, usually at a stage or at the top) */
-    {"learning_rate", "stage.optimizer.lr", "TRL"},
-    {"lr_scheduler_type", "stage.optimizer.schedule", "TRL"},
-    {"warmup_steps", "stage.optimizer.warmup", "TRL"},
-    {"weight_decay", "stage.optimizer.weight_decay", "TRL"},
-    {"adam_beta1", "stage.optimizer.beta1", "TRL"},
-    {"adam_beta2", "stage.optimizer.beta2", "TRL"},
-    {"adam_epsilon", "stage.optimizer.eps", "TRL"},
-    {"max_grad_norm", "stage.optimizer.clip", "TRL"},
-    {"num_generations", "stage.group_size", "TRL"},
-    {"per_device_train_batch_size", "stage.prompts_per_step (prompts, each sampled group_size times)", "TRL"},
-    {"gradient_accumulation_steps", "stage.micro_batches", "TRL"},
-    {"num_iterations", "stage.minibatches", "TRL"},
-    {"max_prompt_length", "no key: s2d does not truncate prompts (prompt + max_new_tokens must fit the model's "
-                          "max_position_embeddings)", "TRL"},
-    {"max_completion_length", "stage.sampling.max_new_tokens", "TRL"},
-    {"beta", "stage.grpo.kl_beta", "TRL"},
-    {"kl_coef", "stage.grpo.kl_beta", "TRL"},
-    {"epsilon", "stage.grpo.clip_low", "TRL"},
-    {"epsilon_high", "stage.grpo.clip_high", "TRL"},
-    {"loss_type", "stage.grpo.agg", "TRL"},
-    {"scale_rewards", "stage.grpo.std (unbiased|population|none)", "TRL"},
-    {"mask_truncated_completions", "stage.grpo.mask_truncated", "TRL"},
-    {"max_steps", "stage.steps", "TRL"},
-    {"num_train_epochs", "stage.steps", "TRL"},
-    {"save_steps", "stage.checkpoint.every", "TRL"},
-    {"save_total_limit", "stage.checkpoint.keep_last", "TRL"},
-    {"eval_steps", "stage.eval.every", "TRL"},
-    {"output_dir", "out", "TRL"},
-    {"model_name_or_path", "models.<name>.path", "TRL"},
-    {"lmbda", "stage.opd.lambda", "TRL"},
-    {"report_to", "logging.tensorboard (OUT/tensorboard; PNGs: s2d plot OUT)", "TRL"},
-    {"reward_funcs", "stage.reward.command (a process speaking JSON lines)", "TRL"},
-};
-
-/* The first key no getter read (same order as cfg_check_unused), with the dotted path down to its first leaf. */
-static const cfg_node *first_unused(const cfg_node *node, const char **key, const cfg_node **parent, int *slot) {
-    if (node->kind == CFG_SCALAR) return NULL;
-    for (int i = 0; i < node->n; i++) {
-        const cfg_node *c = node->items[i];
-        if (!c->used) {
-            if (node->kind != CFG_MAP) return NULL;
-            *key = node->keys[i], *parent = node, *slot = i;
-            return c;
-        }
-        const cfg_node *r = first_unused(c, key, parent, slot);
-        if (r) return r;
-    }
-    return NULL;
-}
-
-static bool ends_with_path(const char *path, const char *suffix) {
-    size_t a = strlen(path), b = strlen(suffix);
-    return a >= b && strcmp(path + a - b, suffix) == 0 && (a == b || path[a - b - 1] == '.');
-}
-
-/* cfg_check_unused, with a hint naming the s2d key when the unknown key is a verl or TRL name. */
-static bool check_unknown_keys(cfg_node *root, s2d_err *err) {
-    if (cfg_check_unused(root, err)) return true;
-    const char *key = NULL;
-    const cfg_node *parent = NULL;
-    int slot = 0;
-    const cfg_node *c = first_unused(root, &key, &parent, &slot);
-    if (!c) return false;
-    const cfg_node *leaf = c; /* a nested verl block: follow its first keys down */
-    while (leaf->kind == CFG_MAP && leaf->n > 0) leaf = leaf->items[0];
-    const char *lp = cfg_path(leaf);
-    const foreign_key *hit = NULL;
-    for (size_t i = 0; i < sizeof FOREIGN / sizeof *FOREIGN && !hit; i++)
-        if (strchr(FOREIGN[i].name, '.') && ends_with_path(lp, FOREIGN[i].name)) hit = &FOREIGN[i];
-    for (size_t i = 0; i < sizeof FOREIGN / sizeof *FOREIGN && !hit; i++)
-        if (!strchr(FOREIGN[i].name, '.') && strcmp(key, FOREIGN[i].name) == 0) hit = &FOREIGN[i];
-    if (!hit) return false;
-    /* the stage the key sits in, when it does */
-    char stage[64] = "pipeline[N]";
-    int idx;
-    if (sscanf(c->path, "pipeline[%d]", &idx) == 1) snprintf(stage, sizeof stage, "pipeline[%d]", idx);
-    char s2d[512] = "", where[600];
-    const char *t = hit->s2d;
-    while (*t) { /* "stage." -> "pipeline[i]." */
-        const char *st = strstr(t, "stage.");
-        size_t len = st ? (size_t)(st - t) : strlen(t), at = strlen(s2d);
-        snprintf(s2d + at, sizeof s2d - at, "%.*s%s%s", (int)len, t, st ? stage : "", st ? "." : "");
-        t += len + (st ? 6 : 0);
-    }
-    if (parent->key_line[slot] > 0) snprintf(where, sizeof where, "%s:%d:%d", c->origin, parent->key_line[slot],
-                                             parent->key_col[slot]);
-    else cfg_where(c, where, sizeof where);
-    if (strncmp(s2d, "no key: ", 8) == 0)
-        return err_set(err, "%s: unknown key '%s' at %s ('%s' is %s's name; s2d has no such key: %s; "
-                            "docs/coming-from-verl.md maps verl and TRL keys to s2d's)",
-                       where, key, leaf == c ? c->path : lp, hit->name, hit->from, s2d + 8);
-    return err_set(err, "%s: unknown key '%s' at %s (did you mean %s? '%s' is %s's name; docs/coming-from-verl.md "
-                        "maps verl and TRL keys to s2d's)",
-                   where, key, leaf == c ? c->path : lp, s2d, hit->name, hit->from);
-}
-
-/* ---- the resolved config: every key a run reads, with the value in effect, is written into the tree ---- */
-
-/* Shortest %g text that reads back as the same float (so defaults print as 0.2, not 0.200000003). */
-static void fmt_float(char *buf, size_t n, float v) {
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, n, "%.*g", prec, (double)v);
-        if (strtof(buf, NULL) == v) break;
-    }
-    if (!strpbrk(buf, ".eEn")) snprintf(buf + strlen(buf), n - strlen(buf), ".0"); /* stays a float: 1.0 */
-}
-static void fmt_double(char *buf, size_t n, double v) {
-    for (int prec = 6; prec <= 17; prec++) {
-        snprintf(buf, n, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v) break;
-    }
-    if (!strpbrk(buf, ".eEn")) snprintf(buf + strlen(buf), n - strlen(buf), ".0");
-}
-
-/* Sets at.key = text unless the key is there (explicit values, including null, are kept as written). */
-static bool fill(cfg_node *root, cfg_node *at_node, const char *at, const char *key, const char *text, s2d_err *err) {
-    if (at_node && cfg_find(at_node, key)) return true;
-    char full[512];
-    snprintf(full, sizeof full, "%s%s%s", at, at[0] ? "." : "", key);
-    return cfg_set(root, full, text[0] ? text : "\"\"", err);
-}
-static bool fill_int(cfg_node *root, cfg_node *m, const char *at, const char *key, long long v, s2d_err *err) {
-    char b[32];
-    snprintf(b, sizeof b, "%lld", v);
-    return fill(root, m, at, key, b, err);
-}
-static bool fill_f(cfg_node *root, cfg_node *m, const char *at, const char *key, float v, s2d_err *err) {
-    char b[64];
-    fmt_float(b, sizeof b, v);
-    return fill(root, m, at, key, b, err);
-}
-static bool fill_d(cfg_node *root, cfg_node *m, const char *at, const char *key, double v, s2d_err *err) {
-    char b[64];
-    fmt_double(b, sizeof b, v);
-    return fill(root, m, at, key, b, err);
-}
-static bool fill_b(cfg_node *root, cfg_node *m, const char *at, const char *key, bool v, s2d_err *err) {
-    return fill(root, m, at, key, v ? "true" : "false", err);
-}
-/* The map `key` under parent (NULL when absent: fill creates it). A block written as null (`grpo:`) becomes
- * an empty map (root and path: where it is) so that its defaults can go in. */
-static cfg_node *block(cfg_node *root, cfg_node *parent, const char *path, const char *key) {
-    cfg_node *n = parent ? cfg_find(parent, key) : NULL;
-    if (n && n->kind == CFG_SCALAR && cfg_is_null(n)) {
-        char full[512];
-        s2d_err ignored;
-        snprintf(full, sizeof full, "%s%s%s", path, path[0] ? "." : "", key);
-        if (cfg_set(root, full, "{}", &ignored)) n = cfg_find(parent, key);
-    }
-    return n && n->kind == CFG_MAP ? n : NULL;
-}
-#define sub(parent, key) block(R, (parent), "", (key))
-
-static bool resolve_stage(train_config *tc, cfg_node *node, int i, s2d_err *err) {
-    cfg_node *R = tc->root;
-    const tc_stage *s = &tc->stages[i];
-    char at[64], sa[96];
-    snprintf(at, sizeof at, "pipeline[%d]", i);
-#define SUB(name) (snprintf(sa, sizeof sa, "%s.%s", at, name), block(R, node, at, name))
-    TRY(fill(R, node, at, "output", s->output, err));
-    TRY(fill_int(R, node, at, "prompts_per_step", s->prompts_per_step, err));
-    TRY(fill_int(R, node, at, "group_size", s->group_size, err));
-    TRY(fill_int(R, node, at, "micro_batches", s->micro_batches, err));
-    TRY(fill_int(R, node, at, "minibatches", s->minibatches, err));
-    cfg_node *m = SUB("grpo");
-    TRY(fill_f(R, m, sa, "clip_low", s->grpo.clip_low, err));
-    m = SUB("grpo");
-    TRY(fill_f(R, m, sa, "clip_high", s->grpo.clip_high, err));
-    TRY(fill_f(R, m, sa, "dual_clip", s->grpo.dual_clip, err));
-    TRY(fill_f(R, m, sa, "kl_beta", s->grpo.kl_beta, err));
-    TRY(fill(R, m, sa, "kl_estimator", kl_names[s->grpo.kl_est], err));
-    TRY(fill(R, m, sa, "agg", agg_names[s->grpo.agg], err));
-    if (!(m && cfg_find(m, "std_normalize"))) TRY(fill(R, m, sa, "std", std_names[s->std], err)); /* one of the two */
-    m = SUB("grpo");
-    if (!(m && cfg_find(m, "filter_zero_variance"))) {
-        cfg_node *d = block(R, m, sa, "dynamic_sampling");
-        char da[128];
-        snprintf(da, sizeof da, "%s.dynamic_sampling", sa);
-        TRY(fill(R, d, da, "mode", dyn_names[s->dyn], err));
-        d = block(R, m, sa, "dynamic_sampling");
-        if (!d) d = cfg_find(m, "dynamic_sampling");
-        TRY(fill_int(R, d, da, "max_rounds", s->dyn_max_rounds, err));
-        m = SUB("grpo");
-    }
-    TRY(fill_b(R, m, sa, "mask_truncated", s->mask_truncated, err));
-    TRY(fill_f(R, m, sa, "tis_cap", s->grpo.tis_cap, err));
-    m = SUB("fkl");
-    TRY(fill(R, m, sa, "mode", fkl_names[s->fkl], err));
-    m = SUB("fkl");
-    TRY(fill_int(R, m, sa, "topk", s->topk, err));
-    m = SUB("opd");
-    TRY(fill_f(R, m, sa, "lambda", s->opd.lambda, err));
-    m = SUB("opd");
-    TRY(fill_f(R, m, sa, "gamma", s->opd.gamma, err));
-    TRY(fill_f(R, m, sa, "clip_low", s->opd.clip_low, err));
-    TRY(fill_f(R, m, sa, "clip_high", s->opd.clip_high, err));
-    TRY(fill(R, m, sa, "agg", agg_names[s->opd.agg], err));
-    m = SUB("optimizer");
-    TRY(fill_d(R, m, sa, "lr", s->sched.lr, err));
-    m = SUB("optimizer");
-    TRY(fill_f(R, m, sa, "beta1", s->adam.beta1, err));
-    TRY(fill_f(R, m, sa, "beta2", s->adam.beta2, err));
-    TRY(fill_f(R, m, sa, "eps", s->adam.eps, err));
-    TRY(fill_f(R, m, sa, "weight_decay", s->adam.weight_decay, err));
-    TRY(fill_f(R, m, sa, "clip", s->clip, err));
-    TRY(fill(R, m, sa, "schedule", sched_names[s->sched.kind], err));
-    TRY(fill_int(R, m, sa, "warmup", s->sched.warmup, err));
-    TRY(fill_d(R, m, sa, "min_lr", s->sched.min_lr, err));
-    m = SUB("sampling");
-    TRY(fill_f(R, m, sa, "temperature", s->sampling.temperature, err));
-    m = SUB("sampling");
-    TRY(fill_f(R, m, sa, "top_p", s->sampling.top_p, err));
-    TRY(fill_int(R, m, sa, "top_k", s->sampling.top_k, err));
-    TRY(fill_int(R, m, sa, "max_new_tokens", s->max_new_tokens, err));
-    if (s->eval_data[0]) {
-        m = SUB("eval");
-        TRY(fill_int(R, m, sa, "every", s->eval_every, err));
-        TRY(fill_int(R, m, sa, "problems", s->eval_problems, err));
-        TRY(fill_int(R, m, sa, "max_new_tokens", s->eval_max_new_tokens, err));
-    }
-    if (s->reward_command) {
-        m = SUB("reward");
-        TRY(fill_d(R, m, sa, "timeout_s", s->reward_timeout_s, err));
-    }
-    m = SUB("checkpoint");
-    TRY(fill_int(R, m, sa, "every", s->ckpt_every, err));
-    m = SUB("checkpoint");
-    TRY(fill_int(R, m, sa, "keep_last", s->ckpt_keep_last, err));
-#undef SUB
-    return true;
-}
-
-/* After validation: absent keys get their defaults written in, so OUT/config.yaml (and --dry-run) show every
- * value in effect. `out` and the test-only `fault` stay as written. */
-static bool resolve_defaults(train_config *tc, s2d_err *err) {
-    cfg_node *R = tc->root;
-    TRY(fill_int(R, R, "", "seed", (long long)tc->seed, err));
-    cfg_node *p = sub(R, "prompt");
-    TRY(fill(R, p, "prompt", "template", chat_template_name(tc->chat), err));
-    p = sub(R, "prompt");
-    TRY(fill(R, p, "prompt", "instruction", tc->instruction, err));
-    cfg_node *models = sub(R, "models");
-    char at[160];
-    for (int i = 0; i < tc->n_models; i++) {
-        const tc_model *m = &tc->models[i];
-        if (strpbrk(m->name, ".[")) continue; /* not addressable by a key path: left as written */
-        snprintf(at, sizeof at, "models.%s", m->name);
-        cfg_node *mn = block(R, models, "models", m->name);
-        if (m->tokenizer) TRY(fill(R, mn, at, "tokenizer", m->tokenizer, err));
-        if (m->init_preset) {
-            snprintf(at, sizeof at, "models.%s.init", m->name);
-            char mat[160];
-            snprintf(mat, sizeof mat, "models.%s", m->name);
-            cfg_node *in = block(R, mn, mat, "init");
-            const model_config *c = &m->cfg;
-            TRY(fill_int(R, in, at, "seed", (long long)m->init_seed, err));
-            TRY(fill_int(R, in, at, "hidden_size", c->hidden, err));
-            TRY(fill_int(R, in, at, "num_hidden_layers", c->n_layers, err));
-            TRY(fill_int(R, in, at, "num_attention_heads", c->n_heads, err));
-            TRY(fill_int(R, in, at, "num_key_value_heads", c->n_kv_heads, err));
-            TRY(fill_int(R, in, at, "head_dim", c->head_dim, err));
-            TRY(fill_int(R, in, at, "intermediate_size", c->intermediate, err));
-            TRY(fill_int(R, in, at, "vocab_size", c->vocab, err));
-            TRY(fill_int(R, in, at, "max_position_embeddings", c->max_pos, err));
-        }
-    }
-    cfg_node *datasets = sub(R, "datasets");
-    for (int i = 0; i < tc->n_datasets; i++) {
-        const tc_dataset *d = &tc->datasets[i];
-        if (strpbrk(d->name, ".[")) continue;
-        snprintf(at, sizeof at, "datasets.%s", d->name);
-        cfg_node *dn = block(R, datasets, "datasets", d->name);
-        if (d->arith) {
-            TRY(fill_int(R, dn, at, "seed", (long long)d->arith_p.seed, err));
-            TRY(fill_int(R, dn, at, "ops", d->arith_p.n_ops, err));
-            TRY(fill_int(R, dn, at, "max_operand", d->arith_p.max_operand, err));
-        } else {
-            TRY(fill(R, dn, at, "format", ds_format_name(d->format), err));
-            TRY(fill_int(R, dn, at, "limit", d->size, err));
-        }
-    }
-    cfg_node *pipe = cfg_find(R, "pipeline");
-    for (int i = 0; i < tc->n_stages; i++) TRY(resolve_stage(tc, cfg_at(pipe, i), i, err));
-    cfg_node *m = sub(R, "roles");
-    TRY(fill_int(R, m, "roles", "generators", tc->n_generators, err));
-    m = sub(R, "roles");
-    TRY(fill_int(R, m, "roles", "scorers", tc->n_scorers, err));
-    TRY(fill_int(R, m, "roles", "learners", tc->n_learners, err));
-    m = sub(R, "runtime");
-    TRY(fill_d(R, m, "runtime", "timeout_s", tc->timeout_s, err));
-    m = sub(R, "runtime");
-    TRY(fill_d(R, m, "runtime", "heartbeat_s", tc->heartbeat_s, err));
-    TRY(fill(R, m, "runtime", "reduce", tc->reduce == TP_REDUCE_FAST ? "fast" : "deterministic", err));
-    TRY(fill_d(R, m, "runtime", "bucket_mb", tc->bucket_mb, err));
-    TRY(fill_int(R, m, "runtime", "max_policy_lag", tc->max_policy_lag, err));
-    TRY(fill(R, R, "", "device", tc->device, err));
-    m = sub(R, "training");
-    TRY(fill(R, m, "training", "recompute", tc->n_stages && tc->stages[0].recompute == RECOMPUTE_LAYER ? "layer" : "none",
-             err));
-    m = sub(R, "logging");
-    TRY(fill_b(R, m, "logging", "rollouts", tc->log_rollouts, err));
-    m = sub(R, "logging");
-    TRY(fill_b(R, m, "logging", "metrics_h5", tc->log_metrics_h5, err));
-    m = sub(R, "logging");
-    TRY(fill_b(R, m, "logging", "tensorboard", tc->log_tensorboard, err));
-    return true;
-}
-
 bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry_run, train_config *tc,
                        s2d_err *err) {
     memset(tc, 0, sizeof *tc);
@@ -1038,10 +696,10 @@ bool train_config_load(const char *path, char *const *sets, int n_sets, bool dry
     }
     TRY(read_runtime(tc, root, err));
     TRY(read_labels_max(root, &tc->labels_max, err));
-    TRY(check_unknown_keys(root, err));
+    TRY(tc_check_unknown_keys(root, err));
     TRY(check_plan(tc, pipe, err));
     TRY(resolve_template(tc, prompt, tmpl, err));
-    return resolve_defaults(tc, err);
+    return tc_resolve_defaults(tc, err);
 }
 
 void train_config_free(train_config *tc) {
@@ -1103,13 +761,13 @@ void train_config_print_plan(const train_config *tc, FILE *out) {
     for (int i = 0; i < tc->n_stages; i++) {
         const tc_stage *s = &tc->stages[i];
         bool labelled = s->algo == ALGO_GRPO || s->algo == ALGO_SFT;
-        fprintf(out, "  stage %d %-12s %-4s policy %s -> %s", i + 1, s->name, algo_names[s->algo], s->policy,
+        fprintf(out, "  stage %d %-12s %-4s policy %s -> %s", i + 1, s->name, tc_algo_names[s->algo], s->policy,
                 s->output);
         if (s->teacher[0]) fprintf(out, ", teacher %s", s->teacher);
         if (s->reference[0]) fprintf(out, ", reference %s", s->reference);
         fprintf(out, "; data %s (%s): %d steps x %d prompts x %d samples", s->data,
                 labelled ? "labelled" : "prompts only", s->steps, s->prompts_per_step, s->group_size);
-        if (s->algo == ALGO_FKL) fprintf(out, "; fkl %s%s", fkl_names[s->fkl], s->fkl == FKL_TOPK ? "" : "");
+        if (s->algo == ALGO_FKL) fprintf(out, "; fkl %s%s", tc_fkl_names[s->fkl], s->fkl == FKL_TOPK ? "" : "");
         if (s->algo == ALGO_OPD) fprintf(out, "; lambda %g", (double)s->opd.lambda);
         if (s->algo == ALGO_GRPO && s->reward_command) fprintf(out, "; reward from \"%s\"", s->reward_command);
         else if (s->reward_command) fprintf(out, "; reward.command unused (not a grpo stage)");

@@ -1,4 +1,4 @@
-/* pipeline_ckpt.c: checkpoints, resume and the HDF5 logs of `s2d train` (DESIGN §5).
+/* ckpt.c: checkpoints, resume and the HDF5 logs of `s2d train` (DESIGN §5).
  *
  * A checkpoint is written by the scheduler (rank 0) and holds everything needed to continue exactly:
  *   models      every stage output so far (the current stage's output = the policy being trained), with the
@@ -20,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "algo/pipeline_run.h"
+#include "runtime/run.h"
 #include "io/dataset.h"
 #include "core/log.h"
 
@@ -54,7 +54,7 @@ static char *config_text(const cfg_node *root, s2d_err *err) {
     return text;
 }
 
-static void ckpt_dir(const run *r, char *out, size_t n) { path_join(out, n, r->out, "checkpoints"); }
+static void ckpt_dir(const pl_run *r, char *out, size_t n) { path_join(out, n, r->out, "checkpoints"); }
 
 typedef struct {
     ckpt_u64 *u;
@@ -87,7 +87,7 @@ static void prune_checkpoints(const char *dir, int keep) {
     ckpt_list_free(files, n);
 }
 
-bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *L,
+bool pl_checkpoint(pl_run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *learner,
                    s2d_err *err) {
     const train_config *tc = r->tc;
     const tc_stage *s = &tc->stages[si];
@@ -103,17 +103,17 @@ bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_
             adamw_init_on(&full, n, &s->adam, ops_cpu()); /* host: the writer reads it */
             pl_optim_segments(&full, &out->m, 0, (long)n);
         }
-        size_t mine = L ? L->opt.n * sizeof(float) : 0;
-        tp_gatherv_mem(tp, TP_WORLD, L ? L->opt.m : NULL, mine, TP_DEVICE, full.m, n * sizeof(float), counts,
+        size_t mine = learner ? learner->opt.n * sizeof(float) : 0;
+        tp_gatherv_mem(tp, TP_WORLD, learner ? learner->opt.m : NULL, mine, TP_DEVICE, full.m, n * sizeof(float), counts,
                     "the optimizer's first moments");
         size_t total = 0;
         for (int i = 0; is_sched && i < (tp->local ? 1 : tp->size); i++) total += counts[i];
         CHECK(!is_sched || total == n * sizeof(float), "gathered %zu bytes of AdamW moments, expected %zu", total,
               n * sizeof(float));
-        tp_gatherv_mem(tp, TP_WORLD, L ? L->opt.v : NULL, mine, TP_DEVICE, full.v, n * sizeof(float), counts,
+        tp_gatherv_mem(tp, TP_WORLD, learner ? learner->opt.v : NULL, mine, TP_DEVICE, full.v, n * sizeof(float), counts,
                     "the optimizer's second moments");
-        int64_t step = L ? L->opt.step : 0, got = 0;
-        bool first = L && L->index == 0;
+        int64_t step = learner ? learner->opt.step : 0, got = 0;
+        bool first = learner && learner->index == 0;
         tp->gatherv(tp, TP_WORLD, &step, first ? sizeof step : 0, &got, sizeof got, counts, "the optimizer's step");
         full.step = (long)got;
         free(counts);
@@ -215,7 +215,7 @@ static const ckpt_u64 *need_u64(const resume_point *rp, const char *key, size_t 
 }
 
 /* The scheduler's checks and restores (runs on rank 0 only). */
-static bool resume_sched(run *r, s2d_err *err) {
+static bool resume_sched(pl_run *r, s2d_err *err) {
     resume_point *rp = &r->resume;
     const train_config *tc = r->tc;
     char dir[4096];
@@ -261,7 +261,7 @@ static bool resume_sched(run *r, s2d_err *err) {
     return true;
 }
 
-bool pl_resume_begin(run *r, s2d_err *err) {
+bool pl_resume_begin(pl_run *r, s2d_err *err) {
     resume_point *rp = &r->resume;
     transport *tp = r->tp;
     bool ok = !tp_plays(tp, ROLE_SCHEDULER) || resume_sched(r, err);
@@ -273,14 +273,14 @@ bool pl_resume_begin(run *r, s2d_err *err) {
     return true;
 }
 
-bool pl_resume_stage_output(run *r, int si, named_model *out, s2d_err *err) {
+bool pl_resume_stage_output(pl_run *r, int si, named_model *out, s2d_err *err) {
     const tc_stage *s = &r->tc->stages[si];
     if (!model_ckpt_load(r->resume.path, s->output, &out->m, NULL, err))
         return err_prefix(err, "resuming stage %s", s->name);
     return true;
 }
 
-bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_cursor *cur, s2d_err *err) {
+bool pl_resume_stage(pl_run *r, int si, named_model *out, pl_learner *learner, stage_cursor *cur, s2d_err *err) {
     const tc_stage *s = &r->tc->stages[si];
     resume_point *rp = &r->resume;
     model saved;
@@ -291,12 +291,12 @@ bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_curs
     if (ok) model_params_copy(&out->m, &saved);
     model_free(&saved);
     if (!ok) return false;
-    if (L) { /* this learner's slice of the moments, whatever the learner count that wrote them */
+    if (learner) { /* this learner's slice of the moments, whatever the learner count that wrote them */
         long step = 0;
-        if (!ckpt_read_optim_range(rp->path, s->output, (size_t)L->shard_lo, (size_t)(L->shard_hi - L->shard_lo),
-                                   L->opt.m, L->opt.v, &step, err))
+        if (!ckpt_read_optim_range(rp->path, s->output, (size_t)learner->shard_lo, (size_t)(learner->shard_hi - learner->shard_lo),
+                                   learner->opt.m, learner->opt.v, &step, err))
             return err_prefix(err, "resuming stage %s", s->name);
-        L->opt.step = step;
+        learner->opt.step = step;
     }
     if (!tp_plays(r->tp, ROLE_SCHEDULER)) return true;
     char key[128];
@@ -327,7 +327,7 @@ bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_curs
     return true;
 }
 
-bool pl_budget_open(run *r, pl_budget *b, s2d_err *err) {
+bool pl_budget_open(pl_run *r, pl_budget *b, s2d_err *err) {
     const train_config *tc = r->tc;
     int nd = tc->n_datasets;
     char ***prompt = xmalloc((size_t)S2D_MAX(nd, 1) * sizeof(char **)), ***answer = xmalloc((size_t)S2D_MAX(nd, 1) * sizeof(char **));
@@ -441,7 +441,7 @@ static bool cut_rollouts(const char *path, long keep, s2d_err *err) {
     return ok;
 }
 
-bool pl_logs_open(run *r, s2d_err *err) {
+bool pl_logs_open(pl_run *r, s2d_err *err) {
     const train_config *tc = r->tc;
     char rpath[4096], mpath[4096];
     path_join(rpath, sizeof rpath, r->out, "rollouts.h5");
@@ -479,13 +479,13 @@ bool pl_logs_open(run *r, s2d_err *err) {
     return true;
 }
 
-bool pl_tb_sync(run *r, s2d_err *err) {
+bool pl_tb_sync(pl_run *r, s2d_err *err) {
     if (!r->tb) return true;
     if (fflush(r->metrics.fp) != 0) return err_set(err, "%s: write failed: %s", r->metrics.tmp, strerror(errno));
     return metrics_tb_sync(r->tb, err);
 }
 
-bool pl_logs_close(run *r, s2d_err *err) {
+bool pl_logs_close(pl_run *r, s2d_err *err) {
     bool ok = true;
     if (r->rollouts) ok = rollout_log_close(r->rollouts, err) && ok, r->rollouts = NULL;
     if (r->metrics_h5) ok = metrics_log_close(r->metrics_h5, err) && ok, r->metrics_h5 = NULL;

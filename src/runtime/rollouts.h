@@ -1,5 +1,5 @@
-/* pipeline_rollouts.h: the generation side of a stage's steps (scheduler and generators) and the queue of
- * rollouts sampled ahead of the learners (runtime.max_policy_lag). Private to src/algo/pipeline*.c.
+/* rollouts.h: the generation side of a stage's steps (scheduler and generators) and the queue of
+ * rollouts sampled ahead of the learners (runtime.max_policy_lag). Private to src/runtime/.
  *
  * A round for step u: the scheduler draws u's prompts (label counters), sends them with the sequence ids and
  * the policy version to the generators (start), the generators sample their share, and the completions with
@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "algo/pipeline_run.h"
+#include "runtime/run.h"
 #include "model/generate.h"
 
 /* The rollouts of one step (scheduler). */

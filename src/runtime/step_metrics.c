@@ -1,5 +1,5 @@
 /* step_metrics.c: rollout and reward-group statistics of a step (step_metrics.h). Sums in double, in order. */
-#include "algo/step_metrics.h"
+#include "runtime/step_metrics.h"
 
 #include <math.h>
 

@@ -15,8 +15,8 @@
 
 #include "algo/losses.h"
 #include "algo/optim.h"
-#include "algo/train_config.h"
-#include "algo/transport.h"
+#include "runtime/train_config.h"
+#include "runtime/transport.h"
 #include "model/model.h"
 
 /* One step's packed batch and the per-row signals the loss needs (all [T] unless said otherwise). */
@@ -60,7 +60,7 @@ typedef struct {
  *
  * Data parallel with a layout-independent result: the step's sequences are cut into `micro_batches` fixed
  * micro-batches (tp_split), learner j owns a contiguous block of them, and gradients are summed over the fixed
- * pairwise tree of micro-batches (tc_tree_mid): each learner sums its subtree, learners combine subtrees
+ * pairwise tree of micro-batches (microbatch_tree_split): each learner sums its subtree, learners combine subtrees
  * up the same tree (send/recv), so 1, 2, 4 ... learners add the same floats in the same order. The loss is
  * computed on the whole batch on every learner from all-gathered per-token log-probs. ZeRO-1: learner j
  * keeps AdamW m/v only for its contiguous shard [shard_lo, shard_hi) of the flat parameters; learner 0 clips
@@ -96,23 +96,23 @@ typedef struct {
 } pl_learner;
 
 /* One local learner, one micro-batch (tests). */
-void pl_learner_init(pl_learner *L, model *policy, int max_tokens, const tc_stage *s);
+void pl_learner_init(pl_learner *learner, model *policy, int max_tokens, const tc_stage *s);
 /* Learner `tp->index` of tp->n_learn (tp NULL or local: the only one); max_tokens: the whole step's tokens. */
-void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc_stage *s, transport *tp,
+void pl_learner_init_dist(pl_learner *learner, model *policy, int max_tokens, const tc_stage *s, transport *tp,
                           int micro_batches);
 /* View of micro-batch mb of M over b (rebased seq_start in seq_scratch [>= its seqs + 1]); *row0 = its first row. */
 void pl_micro_view(const pl_batch *b, int M, int mb, pl_batch *v, int *seq_scratch, int *row0);
-void pl_learner_free(pl_learner *L);
+void pl_learner_free(pl_learner *learner);
 /* runtime.bucket_mb: fast-mode buckets of bucket_mb MB (merged so that at most TP_MAX_BUCKETS / 2 are needed);
  * 0 = off. */
-void pl_learner_set_buckets(pl_learner *L, double bucket_mb);
+void pl_learner_set_buckets(pl_learner *learner, double bucket_mb);
 /* One optimizer step on b with the stage's objective; step is 0-based (learning-rate schedule). Collective
  * over the learners; st is complete on learner 0 (loss and token counts on all). */
-void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st);
+void pl_learn_step(pl_learner *learner, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st);
 
 /* Per-row log-probs of b's tokens under the current policy, on every learner (collective over the learners;
  * the same micro-batches and ranks as pl_learn_step): the fixed old policy of a step's minibatches. */
-void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out);
+void pl_learn_logprobs(pl_learner *learner, const pl_batch *b, float *out);
 
 /* The temperature of stage s's log-probs: its sampling temperature when it generates (0, greedy, and sft: 1). */
 float pl_stage_temperature(const tc_stage *s);

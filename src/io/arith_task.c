@@ -1,5 +1,5 @@
 /* arith_task.c: deterministic multi-step integer arithmetic problems with worked solutions. */
-#include "algo/arith_task.h"
+#include "io/arith_task.h"
 
 #include <stdio.h>
 #include <stdlib.h>

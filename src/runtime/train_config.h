@@ -24,7 +24,7 @@
  *              dynamic_sampling: {mode: filter|refill, max_rounds: 4}} # DAPO: refill generates more rounds of
  *                                                # prompts until the step holds prompts_per_step groups with
  *                                                # non-zero reward variance (at most max_rounds rounds)
- *       labels: {max: N}       # cap on the unique labelled examples this stage may consume (pipeline_budget.h)
+ *       labels: {max: N}       # cap on the unique labelled examples this stage may consume (runtime/budget.h)
  *       fkl: {mode: full|topk|sampled, topk: 16}
  *       opd: {lambda: 1, gamma: 0, clip_low, clip_high, agg}
  *       optimizer: {lr, beta1, beta2, eps, weight_decay, clip, schedule: constant|warmup|cosine, warmup, min_lr}
@@ -62,10 +62,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "algo/arith_task.h"
+#include "io/arith_task.h"
 #include "algo/losses.h"
 #include "algo/optim.h"
-#include "algo/transport.h"
+#include "runtime/transport.h"
 #include "core/config.h"
 #include "io/dataset.h"
 #include "model/model.h"
@@ -176,7 +176,7 @@ typedef struct {
 } train_config;
 
 /* The pairwise tree over micro-batches [lo, hi): children [lo, mid) and [mid, hi). */
-static inline int tc_tree_mid(int lo, int hi) { return lo + (hi - lo + 1) / 2; }
+static inline int microbatch_tree_split(int lo, int hi) { return lo + (hi - lo + 1) / 2; }
 /* True when every learner's contiguous block of micro-batches (tp_split) is a node of that tree, so each learner
  * sums a whole subtree and the cross-learner sums follow the same tree. */
 bool tc_tree_aligned(int micro_batches, int learners);

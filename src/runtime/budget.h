@@ -1,4 +1,4 @@
-/* pipeline_budget.h: the label and compute budget of a `s2d train` run (scheduler only), so that arms of a study
+/* budget.h: the label and compute budget of a `s2d train` run (scheduler only), so that arms of a study
  * can be matched on labels and on compute. Written to OUT/budget.json (schema: docs/design.md §7) and printed
  * under the end-of-run table.
  *
@@ -21,7 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "algo/train_config.h"
+#include "runtime/train_config.h"
 
 typedef struct {
     long labels_total, labels_unique;   /* labelled examples handed out (grpo / sft stages), with repeats / once */

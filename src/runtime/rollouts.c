@@ -1,5 +1,5 @@
-/* pipeline_rollouts.c: generation rounds of a stage and the queue of rollouts sampled ahead (see the header). */
-#include "algo/pipeline_rollouts.h"
+/* rollouts.c: generation rounds of a stage and the queue of rollouts sampled ahead (see the header). */
+#include "runtime/rollouts.h"
 
 #include <stdlib.h>
 #include <string.h>

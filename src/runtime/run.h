@@ -1,11 +1,11 @@
-/* pipeline_run.h: state shared by the stage runner (pipeline.c) and its checkpoints, resume and HDF5 logs
- * (pipeline_ckpt.c). Private to src/algo/pipeline*.c. */
+/* run.h: state shared by the stage runner (pipeline.c) and its checkpoints, resume and HDF5 logs
+ * (ckpt.c). Private to src/runtime/. */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "algo/pipeline.h"
-#include "algo/pipeline_budget.h"
+#include "runtime/pipeline.h"
+#include "runtime/budget.h"
 #include "io/dataset.h"
 #include "model/generate.h"
 #include "io/h5io.h"
@@ -66,10 +66,10 @@ typedef struct {
     metrics_log *metrics_h5;
     metrics_tb *tb;      /* OUT/tensorboard/: metrics.jsonl mirrored as it is written (logging.tensorboard) */
     long log_rows;
-    pl_budget *budget;   /* scheduler: labels and compute (pipeline_budget.h); NULL on other ranks */
+    pl_budget *budget;   /* scheduler: labels and compute (budget.h); NULL on other ranks */
     reward_cmd *reward; /* scheduler: the running reward command (stage reward.command), NULL when none */
     double reward_timeout_s;
-} run;
+} pl_run;
 
 /* The scheduler's data state of a stage: the shuffling cursor and the label accounting. */
 typedef struct {
@@ -88,7 +88,7 @@ typedef struct {
         "response_length_max", "truncation_rate", "reward_std", "advantage_std", "zero_variance_fraction"
 #define PL_N_METRIC_FIELDS 26
 
-/* ---- DAPO dynamic sampling with refill (pipeline_refill.c; grpo.dynamic_sampling.mode: refill) ----
+/* ---- DAPO dynamic sampling with refill (refill.c; grpo.dynamic_sampling.mode: refill) ----
  * After a step's first generation round, the scheduler keeps the groups whose rewards differ and, while fewer
  * than prompts_per_step are kept and fewer than max_rounds rounds ran, draws prompts_per_step more prompts
  * (counted as labels consumed: their answers are checked), has the generators sample them (sequence ids
@@ -127,32 +127,32 @@ bool pl_gen_round(pl_refill *f, int step, int round, int64_t version, const int 
 /* After the first round (in *all, prompts idx): the refill rounds. Scheduler: *all and idx become the step's P
  * groups; *gen_tokens adds the extra rounds' generated tokens; the cursor, label counts and budget count the
  * extra prompts. Generators follow the scheduler's rounds. */
-bool pl_refill_step(pl_refill *f, run *r, int si, int step, int64_t version, stage_cursor *cur, const tokenizer *tok,
+bool pl_refill_step(pl_refill *f, pl_run *r, int si, int step, int64_t version, stage_cursor *cur, const tokenizer *tok,
                     const text_set *ts, int *idx, gen_result *all, long *gen_tokens, s2d_err *err);
 
 /* Scheduler: the run's budget from its datasets (checked against the caps before training) and, on --resume,
  * its state from the checkpoint. */
-bool pl_budget_open(run *r, pl_budget *b, s2d_err *err);
+bool pl_budget_open(pl_run *r, pl_budget *b, s2d_err *err);
 
-named_model *pl_find_named(run *r, const char *name);
+named_model *pl_find_named(pl_run *r, const char *name);
 bool pl_mkdir_p(const char *path, s2d_err *err);
 
-/* Collective over every rank: gathers the policy's AdamW shards on the scheduler (L: this rank's learner,
+/* Collective over every rank: gathers the policy's AdamW shards on the scheduler (learner: this rank's learner,
  * NULL at a stage end or on ranks that are not learners) and the scheduler writes
  * OUT/checkpoints/ckpt-<si>-<steps_done>.h5 with every stage output so far, the optimizer (mid-stage), the
  * data cursor and label counters (cur, scheduler), summaries, counters and metrics.jsonl so far. */
-bool pl_checkpoint(run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *L,
+bool pl_checkpoint(pl_run *r, int si, long steps_done, bool mid_stage, const stage_cursor *cur, pl_learner *learner,
                    s2d_err *err);
 /* pipeline_run's start on --resume: the scheduler finds the newest complete checkpoint in OUT/checkpoints,
  * loads it and checks the config; every rank gets the resume point. */
-bool pl_resume_begin(run *r, s2d_err *err);
+bool pl_resume_begin(pl_run *r, s2d_err *err);
 /* Every rank: the output of stage si (done before the resume point) from the checkpoint. */
-bool pl_resume_stage_output(run *r, int si, named_model *out, s2d_err *err);
+bool pl_resume_stage_output(pl_run *r, int si, named_model *out, s2d_err *err);
 /* Mid-stage resume of stage si: the policy's weights (every rank), the optimizer shard (learners), the cursor,
  * counters and this stage's summary so far (scheduler). */
-bool pl_resume_stage(run *r, int si, named_model *out, pl_learner *L, stage_cursor *cur, s2d_err *err);
+bool pl_resume_stage(pl_run *r, int si, named_model *out, pl_learner *learner, stage_cursor *cur, s2d_err *err);
 /* Scheduler: opens the HDF5 logs (fresh, or on resume cut back to the checkpoint's rows and appended to). */
-bool pl_logs_open(run *r, s2d_err *err);
-bool pl_logs_close(run *r, s2d_err *err);
+bool pl_logs_open(pl_run *r, s2d_err *err);
+bool pl_logs_close(pl_run *r, s2d_err *err);
 /* Scheduler: flushes metrics.jsonl and mirrors its new lines into OUT/tensorboard/ (no-op when switched off). */
-bool pl_tb_sync(run *r, s2d_err *err);
+bool pl_tb_sync(pl_run *r, s2d_err *err);

@@ -1,9 +1,9 @@
-/* pipeline_refill.c: DAPO dynamic sampling with refill (grpo.dynamic_sampling.mode: refill; pipeline_run.h). */
+/* refill.c: DAPO dynamic sampling with refill (grpo.dynamic_sampling.mode: refill; run.h). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "algo/pipeline_rollouts.h"
-#include "algo/pipeline_run.h"
+#include "runtime/rollouts.h"
+#include "runtime/run.h"
 #include "core/common.h"
 #include "text/verify.h"
 
@@ -74,7 +74,7 @@ bool pl_gen_round(pl_refill *f, int step, int round, int64_t version, const int 
 }
 
 /* Sparse rewards of a round's results (the pipeline's verifier): rewards[B]. */
-static void score(run *r, const pl_refill *f, const tokenizer *tok, const text_set *ts, const int *idx,
+static void score(pl_run *r, const pl_refill *f, const tokenizer *tok, const text_set *ts, const int *idx,
                   const gen_result *g, float *rewards) {
     for (int i = 0; i < f->B; i++) {
         int a = g->start[i];
@@ -108,7 +108,7 @@ static void keep(pl_refill *f, int *kept, const gen_result *src, int g, int roun
 }
 
 /* Stage cursor and budget: n more prompts idx[] handed out. */
-static bool hand_out(run *r, int si, stage_cursor *cur, const int *idx, int n, s2d_err *err) {
+static bool hand_out(pl_run *r, int si, stage_cursor *cur, const int *idx, int n, s2d_err *err) {
     for (int p = 0; p < n; p++) {
         cur->total++;
         if (!cur->seen[idx[p]]) cur->seen[idx[p]] = 1, cur->unique++;
@@ -119,7 +119,7 @@ static bool hand_out(run *r, int si, stage_cursor *cur, const int *idx, int n, s
                              cur->total, err);
 }
 
-bool pl_refill_step(pl_refill *f, run *r, int si, int step, int64_t version, stage_cursor *cur, const tokenizer *tok,
+bool pl_refill_step(pl_refill *f, pl_run *r, int si, int step, int64_t version, stage_cursor *cur, const tokenizer *tok,
                     const text_set *ts, int *idx, gen_result *all, long *gen_tokens, s2d_err *err) {
     const tc_stage *s = &r->tc->stages[si];
     transport *tp = f->tp;

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "algo/transport.h"
+#include "runtime/transport.h"
 #include "core/common.h"
 
 const char *tp_role_name(tp_role r) {

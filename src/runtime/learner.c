@@ -1,12 +1,12 @@
-/* pipeline_learn.c: the learner (loss → backward → clip → AdamW) and the scorers of the pipeline. */
+/* learner.c: the learner (loss → backward → clip → AdamW) and the scorers of the pipeline. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "algo/pipeline.h"
+#include "runtime/pipeline.h"
 
-void pl_learner_init(pl_learner *L, model *policy, int max_tokens, const tc_stage *s) {
-    pl_learner_init_dist(L, policy, max_tokens, s, NULL, 1);
+void pl_learner_init(pl_learner *learner, model *policy, int max_tokens, const tc_stage *s) {
+    pl_learner_init_dist(learner, policy, max_tokens, s, NULL, 1);
 }
 
 /* Decay segments of the model's tensor table (no decay on norms and embeddings, as the single-process learner
@@ -35,61 +35,61 @@ void pl_optim_segments(adamw *opt, const model *m, long lo, long hi) {
     free(segs), free(out);
 }
 
-void pl_learner_init_dist(pl_learner *L, model *policy, int max_tokens, const tc_stage *s, transport *tp,
+void pl_learner_init_dist(pl_learner *learner, model *policy, int max_tokens, const tc_stage *s, transport *tp,
                           int micro_batches) {
-    memset(L, 0, sizeof *L);
-    L->policy = policy;
-    L->max_tokens = max_tokens;
-    L->tp = tp;
-    L->micro_batches = micro_batches;
-    L->n_learners = tp && !tp->local ? tp->n_learn : 1;
-    L->index = tp && !tp->local ? tp->index : 0;
-    CHECK(tc_tree_aligned(micro_batches, L->n_learners), "learners %d do not align with %d micro-batches",
-          L->n_learners, micro_batches);
+    memset(learner, 0, sizeof *learner);
+    learner->policy = policy;
+    learner->max_tokens = max_tokens;
+    learner->tp = tp;
+    learner->micro_batches = micro_batches;
+    learner->n_learners = tp && !tp->local ? tp->n_learn : 1;
+    learner->index = tp && !tp->local ? tp->index : 0;
+    CHECK(tc_tree_aligned(micro_batches, learner->n_learners), "learners %d do not align with %d micro-batches",
+          learner->n_learners, micro_batches);
     if (!policy->grads) model_alloc_grads(policy);
-    L->ws = model_ws_new_recompute(policy, max_tokens, true, s->recompute);
+    learner->ws = model_ws_new_recompute(policy, max_tokens, true, s->recompute);
     long n = (long)policy->n_params;
-    tp_split(n, L->n_learners, L->index, &L->shard_lo, &L->shard_hi);
-    CHECK(L->shard_hi > L->shard_lo, "more learners (%d) than parameters (%ld)", L->n_learners, n);
-    adamw_init(&L->opt, (size_t)(L->shard_hi - L->shard_lo), &s->adam);
-    pl_optim_segments(&L->opt, policy, L->shard_lo, L->shard_hi);
+    tp_split(n, learner->n_learners, learner->index, &learner->shard_lo, &learner->shard_hi);
+    CHECK(learner->shard_hi > learner->shard_lo, "more learners (%d) than parameters (%ld)", learner->n_learners, n);
+    adamw_init(&learner->opt, (size_t)(learner->shard_hi - learner->shard_lo), &s->adam);
+    pl_optim_segments(&learner->opt, policy, learner->shard_lo, learner->shard_hi);
     ops_queue *q = policy->q;
-    L->norm.n = (size_t)n; /* only the norm and clipping of the full gradient (learner 0) */
-    L->norm.q = q;
+    learner->norm.n = (size_t)n; /* only the norm and clipping of the full gradient (learner 0) */
+    learner->norm.q = q;
     ops_reserve(q, 0, 0, 0, (size_t)n);
-    for (int span = 1; span < micro_batches; span *= 2) L->tree_depth++;
-    L->tree_depth += 1;
-    L->tree_bufs = micro_batches > 1 ? ops_alloc(q, OPS_F32, (size_t)L->tree_depth * (size_t)n).p : NULL;
-    L->recv = L->n_learners > 1 ? ops_alloc(q, OPS_F32, (size_t)n).p : NULL;
-    L->row_kl = xmalloc((size_t)(max_tokens + 1) * sizeof(double));
-    if (!q->host_memory) L->row_kl_dev = ops_alloc(q, OPS_F64, (size_t)max_tokens + 1).p;
-    L->mseq = xmalloc((size_t)(max_tokens + 2) * sizeof(int));
-    L->kl_part = xcalloc((size_t)micro_batches, sizeof(double));
-    L->logp = xmalloc((size_t)max_tokens * sizeof(float));
-    L->logp_old = xmalloc((size_t)max_tokens * sizeof(float));
-    L->dlogp = xmalloc((size_t)max_tokens * sizeof(float));
-    L->spine = xcalloc((size_t)L->tree_depth, sizeof(float *));
+    for (int span = 1; span < micro_batches; span *= 2) learner->tree_depth++;
+    learner->tree_depth += 1;
+    learner->tree_bufs = micro_batches > 1 ? ops_alloc(q, OPS_F32, (size_t)learner->tree_depth * (size_t)n).p : NULL;
+    learner->recv = learner->n_learners > 1 ? ops_alloc(q, OPS_F32, (size_t)n).p : NULL;
+    learner->row_kl = xmalloc((size_t)(max_tokens + 1) * sizeof(double));
+    if (!q->host_memory) learner->row_kl_dev = ops_alloc(q, OPS_F64, (size_t)max_tokens + 1).p;
+    learner->mseq = xmalloc((size_t)(max_tokens + 2) * sizeof(int));
+    learner->kl_part = xcalloc((size_t)micro_batches, sizeof(double));
+    learner->logp = xmalloc((size_t)max_tokens * sizeof(float));
+    learner->logp_old = xmalloc((size_t)max_tokens * sizeof(float));
+    learner->dlogp = xmalloc((size_t)max_tokens * sizeof(float));
+    learner->spine = xcalloc((size_t)learner->tree_depth, sizeof(float *));
 }
 
-void pl_learner_set_buckets(pl_learner *L, double bucket_mb) {
-    size_t n = L->policy->n_params;
+void pl_learner_set_buckets(pl_learner *learner, double bucket_mb) {
+    size_t n = learner->policy->n_params;
     if (bucket_mb <= 0) {
-        L->bucket_floats = 0;
+        learner->bucket_floats = 0;
         return;
     }
     size_t want = (size_t)(bucket_mb * 1048576.0 / sizeof(float)), least = n / (TP_MAX_BUCKETS / 2) + 1;
-    L->bucket_floats = S2D_MAX(S2D_MAX(want, least), (size_t)1);
+    learner->bucket_floats = S2D_MAX(S2D_MAX(want, least), (size_t)1);
 }
 
-void pl_learner_free(pl_learner *L) {
-    ops_queue *q = L->policy->q;
-    model_ws_free(L->ws);
-    adamw_free(&L->opt);
-    ops_free(q, ot_f32(L->tree_bufs)), ops_free(q, ot_f32(L->recv)), ops_free(q, ot_f64(L->row_kl_dev));
-    free(L->row_kl);
-    free(L->mseq), free(L->kl_part);
-    free(L->logp), free(L->logp_old), free(L->dlogp), free(L->spine);
-    memset(L, 0, sizeof *L);
+void pl_learner_free(pl_learner *learner) {
+    ops_queue *q = learner->policy->q;
+    model_ws_free(learner->ws);
+    adamw_free(&learner->opt);
+    ops_free(q, ot_f32(learner->tree_bufs)), ops_free(q, ot_f32(learner->recv)), ops_free(q, ot_f64(learner->row_kl_dev));
+    free(learner->row_kl);
+    free(learner->mseq), free(learner->kl_part);
+    free(learner->logp), free(learner->logp_old), free(learner->dlogp), free(learner->spine);
+    memset(learner, 0, sizeof *learner);
 }
 
 void pl_micro_view(const pl_batch *b, int M, int mb, pl_batch *v, int *seq_scratch, int *row0) {
@@ -115,83 +115,83 @@ static token_layout layout_of(const pl_batch *b) {
 }
 
 /* Row range of learner j's block of micro-batches. */
-static void learner_rows(const pl_learner *L, const pl_batch *b, int j, int *r0, int *r1) {
+static void learner_rows(const pl_learner *learner, const pl_batch *b, int j, int *r0, int *r1) {
     long m0, m1, s0, s1, unused;
-    tp_split(L->micro_batches, L->n_learners, j, &m0, &m1);
-    tp_split(b->n_seqs, L->micro_batches, (int)m0, &s0, &unused);
-    tp_split(b->n_seqs, L->micro_batches, (int)m1 - 1, &unused, &s1);
+    tp_split(learner->micro_batches, learner->n_learners, j, &m0, &m1);
+    tp_split(b->n_seqs, learner->micro_batches, (int)m0, &s0, &unused);
+    tp_split(b->n_seqs, learner->micro_batches, (int)m1 - 1, &unused, &s1);
     *r0 = b->seq_start[s0], *r1 = b->seq_start[s1];
 }
 
-static void forward_micro(pl_learner *L, const pl_batch *b, int mb, pl_batch *v, int *r0) {
-    pl_micro_view(b, L->micro_batches, mb, v, L->mseq, r0);
-    if (L->ws_holds == mb) return;
+static void forward_micro(pl_learner *learner, const pl_batch *b, int mb, pl_batch *v, int *r0) {
+    pl_micro_view(b, learner->micro_batches, mb, v, learner->mseq, r0);
+    if (learner->ws_holds == mb) return;
     model_batch mbat = {.n_seqs = v->n_seqs, .seq_start = v->seq_start, .tokens = v->tokens};
     s2d_err err;
-    CHECK_OK(model_forward(L->policy, L->ws, &mbat, &err), &err);
-    L->ws_holds = mb;
+    CHECK_OK(model_forward(learner->policy, learner->ws, &mbat, &err), &err);
+    learner->ws_holds = mb;
 }
 
 /* Gradient of micro-batch mb into policy->grads. */
-static void leaf_grad(pl_learner *L, const tc_stage *s, const pl_batch *b, int mb) {
+static void leaf_grad(pl_learner *learner, const tc_stage *s, const pl_batch *b, int mb) {
     pl_batch v;
     int r0;
-    forward_micro(L, b, mb, &v, &r0);
-    model_zero_grads(L->policy);
+    forward_micro(learner, b, mb, &v, &r0);
+    model_zero_grads(learner->policy);
     if (s->algo == ALGO_FKL && s->fkl != FKL_SAMPLED) {
         int T = v.seq_start[v.n_seqs];
         ops_vocab_op op;
-        pl_fkl_op(L->policy->q, s, &v, T, L->fkl_scale, true, &op);
-        op.row_kl = L->row_kl_dev ? ot_f64(L->row_kl_dev) : ot_f64(L->row_kl);
-        model_vocab_backward(L->policy, L->ws, &op);
-        if (L->row_kl_dev) ops_download(L->policy->q, L->row_kl, op.row_kl, (size_t)T);
+        pl_fkl_op(learner->policy->q, s, &v, T, learner->fkl_scale, true, &op);
+        op.row_kl = learner->row_kl_dev ? ot_f64(learner->row_kl_dev) : ot_f64(learner->row_kl);
+        model_vocab_backward(learner->policy, learner->ws, &op);
+        if (learner->row_kl_dev) ops_download(learner->policy->q, learner->row_kl, op.row_kl, (size_t)T);
         double sum = 0; /* taught rows in order */
         for (int t = 0; t < T; t++)
-            if (v.row_slot[t] >= 0) sum += L->row_kl[t];
-        L->kl_part[mb] = sum;
+            if (v.row_slot[t] >= 0) sum += learner->row_kl[t];
+        learner->kl_part[mb] = sum;
     } else {
-        model_backward_logprobs_temp(L->policy, L->ws, b->temperature, L->dlogp + r0);
+        model_backward_logprobs_temp(learner->policy, learner->ws, b->temperature, learner->dlogp + r0);
     }
 }
 
 /* Sum of the gradients of micro-batches [lo, hi) over the fixed tree; returns the buffer holding it. */
-static float *tree_sum(pl_learner *L, const tc_stage *s, const pl_batch *b, int lo, int hi, int level) {
+static float *tree_sum(pl_learner *learner, const tc_stage *s, const pl_batch *b, int lo, int hi, int level) {
     if (hi - lo == 1) {
-        leaf_grad(L, s, b, lo);
-        return L->policy->grads;
+        leaf_grad(learner, s, b, lo);
+        return learner->policy->grads;
     }
-    size_t n = L->policy->n_params;
-    CHECK(level < L->tree_depth, "gradient tree deeper than %d", L->tree_depth);
-    ops_queue *q = L->policy->q;
-    float *buf = L->tree_bufs + (size_t)level * n;
-    int mid = tc_tree_mid(lo, hi);
-    float *left = tree_sum(L, s, b, lo, mid, level + 1);
+    size_t n = learner->policy->n_params;
+    CHECK(level < learner->tree_depth, "gradient tree deeper than %d", learner->tree_depth);
+    ops_queue *q = learner->policy->q;
+    float *buf = learner->tree_bufs + (size_t)level * n;
+    int mid = microbatch_tree_split(lo, hi);
+    float *left = tree_sum(learner, s, b, lo, mid, level + 1);
     ops_copy(q, ot_f32(buf), ot_f32(left), n);
-    const float *right = tree_sum(L, s, b, mid, hi, level + 1);
+    const float *right = tree_sum(learner, s, b, mid, hi, level + 1);
     op_add(q, ot_f32(buf), ot_f32(right), n);
     return buf;
 }
 
 /* Node [lo, hi) of the tree above the learner blocks: returns the learner that holds its sum (in *mine when
  * that is this learner). Right-hand owners send, left-hand owners add: the same additions as tree_sum. */
-static int tree_combine(pl_learner *L, const tc_stage *s, const pl_batch *b, int lo, int hi, int level,
+static int tree_combine(pl_learner *learner, const tc_stage *s, const pl_batch *b, int lo, int hi, int level,
                         float **mine) {
-    for (int j = 0; j < L->n_learners; j++) {
+    for (int j = 0; j < learner->n_learners; j++) {
         long a, z;
-        tp_split(L->micro_batches, L->n_learners, j, &a, &z);
+        tp_split(learner->micro_batches, learner->n_learners, j, &a, &z);
         if (a == lo && z == hi) {
-            if (j == L->index) *mine = tree_sum(L, s, b, lo, hi, level);
+            if (j == learner->index) *mine = tree_sum(learner, s, b, lo, hi, level);
             return j;
         }
     }
-    int mid = tc_tree_mid(lo, hi);
-    int jl = tree_combine(L, s, b, lo, mid, level + 1, mine);
-    int jr = tree_combine(L, s, b, mid, hi, level + 1, mine);
-    size_t n = L->policy->n_params;
-    if (L->index == jr) tp_send_mem(L->tp, TP_LEARN, jl, *mine, n * sizeof(float), TP_DEVICE, "a gradient partial sum");
-    if (L->index == jl) {
-        tp_recv_mem(L->tp, TP_LEARN, jr, L->recv, n * sizeof(float), TP_DEVICE, "a gradient partial sum");
-        op_add(L->policy->q, ot_f32(*mine), ot_f32(L->recv), n);
+    int mid = microbatch_tree_split(lo, hi);
+    int jl = tree_combine(learner, s, b, lo, mid, level + 1, mine);
+    int jr = tree_combine(learner, s, b, mid, hi, level + 1, mine);
+    size_t n = learner->policy->n_params;
+    if (learner->index == jr) tp_send_mem(learner->tp, TP_LEARN, jl, *mine, n * sizeof(float), TP_DEVICE, "a gradient partial sum");
+    if (learner->index == jl) {
+        tp_recv_mem(learner->tp, TP_LEARN, jr, learner->recv, n * sizeof(float), TP_DEVICE, "a gradient partial sum");
+        op_add(learner->policy->q, ot_f32(*mine), ot_f32(learner->recv), n);
     }
     return jl;
 }
@@ -199,199 +199,199 @@ static int tree_combine(pl_learner *L, const tc_stage *s, const pl_batch *b, int
 /* Deterministic reduction: the fixed tree over micro-batches (this learner's subtree first, then up the tree
  * across learners); learner 0 clips the total and sends each learner its shard. Bitwise the same for any
  * number of learners. */
-static void reduce_deterministic(pl_learner *L, const tc_stage *s, const pl_batch *b, float **shard, double *norm) {
-    bool multi = L->n_learners > 1;
-    size_t n = L->policy->n_params;
+static void reduce_deterministic(pl_learner *learner, const tc_stage *s, const pl_batch *b, float **shard, double *norm) {
+    bool multi = learner->n_learners > 1;
+    size_t n = learner->policy->n_params;
     float *total = NULL;
-    if (multi) tree_combine(L, s, b, 0, L->micro_batches, 0, &total);
-    else total = tree_sum(L, s, b, 0, L->micro_batches, 0);
+    if (multi) tree_combine(learner, s, b, 0, learner->micro_batches, 0, &total);
+    else total = tree_sum(learner, s, b, 0, learner->micro_batches, 0);
     double norm_bits[1] = {0};
-    if (L->index == 0) norm_bits[0] = adamw_clip_grad_norm(&L->norm, total, s->clip);
+    if (learner->index == 0) norm_bits[0] = adamw_clip_grad_norm(&learner->norm, total, s->clip);
     if (!multi) {
         *shard = total, *norm = norm_bits[0];
         return;
     }
-    if (L->index == 0) {
-        for (int j = 1; j < L->n_learners; j++) {
+    if (learner->index == 0) {
+        for (int j = 1; j < learner->n_learners; j++) {
             long a, z;
-            tp_split((long)n, L->n_learners, j, &a, &z);
-            tp_send_mem(L->tp, TP_LEARN, j, total + a, (size_t)(z - a) * sizeof(float), TP_DEVICE, "a gradient shard");
+            tp_split((long)n, learner->n_learners, j, &a, &z);
+            tp_send_mem(learner->tp, TP_LEARN, j, total + a, (size_t)(z - a) * sizeof(float), TP_DEVICE, "a gradient shard");
         }
-        *shard = total + L->shard_lo;
+        *shard = total + learner->shard_lo;
     } else {
-        *shard = L->recv; /* free again after the combine */
-        tp_recv_mem(L->tp, TP_LEARN, 0, *shard, (size_t)(L->shard_hi - L->shard_lo) * sizeof(float), TP_DEVICE,
+        *shard = learner->recv; /* free again after the combine */
+        tp_recv_mem(learner->tp, TP_LEARN, 0, *shard, (size_t)(learner->shard_hi - learner->shard_lo) * sizeof(float), TP_DEVICE,
                     "a gradient shard");
     }
-    L->tp->bcast(L->tp, TP_LEARN, 0, norm_bits, sizeof norm_bits, "the gradient norm");
+    learner->tp->bcast(learner->tp, TP_LEARN, 0, norm_bits, sizeof norm_bits, "the gradient norm");
     *norm = norm_bits[0];
 }
 
 /* Bucketed fast reduction: the reduce-scatter of gradient floats [a, b) of `sum` (the learner's total) starts
  * now; member j gets its ZeRO-1 shard's part of the bucket. */
-static void start_bucket(pl_learner *L, const float *sum, size_t a, size_t b) {
-    size_t cnt[4096], n = L->policy->n_params;
-    for (int j = 0; j < L->n_learners; j++) {
+static void start_bucket(pl_learner *learner, const float *sum, size_t a, size_t b) {
+    size_t cnt[4096], n = learner->policy->n_params;
+    for (int j = 0; j < learner->n_learners; j++) {
         long lo, hi;
-        tp_split((long)n, L->n_learners, j, &lo, &hi);
+        tp_split((long)n, learner->n_learners, j, &lo, &hi);
         long x = S2D_MAX((long)a, lo), y = S2D_MIN((long)b, hi);
         cnt[j] = y > x ? (size_t)(y - x) : 0;
     }
-    long x = S2D_MAX((long)a, L->shard_lo);
-    float *dst = L->recv + (cnt[L->index] ? x - L->shard_lo : 0);
-    tp_ireduce_scatter_mem(L->tp, TP_LEARN, sum + a, a, n, cnt, dst, "gradients (bucketed reduce-scatter)");
-    L->n_buckets++;
+    long x = S2D_MAX((long)a, learner->shard_lo);
+    float *dst = learner->recv + (cnt[learner->index] ? x - learner->shard_lo : 0);
+    tp_ireduce_scatter_mem(learner->tp, TP_LEARN, sum + a, a, n, cnt, dst, "gradients (bucketed reduce-scatter)");
+    learner->n_buckets++;
 }
 
 /* model_grad_ready_fn of the learner's last leaf: floats [lo, hi) of the leaf's gradient are final, so the
  * tree adds along the spine finish for them (the same adds as tree_sum, range by range), and a bucket starts
  * once enough final floats have gathered. */
 static void bucket_ready(void *user, size_t lo, size_t hi) {
-    pl_learner *L = user;
-    ops_queue *q = L->policy->q;
-    const float *acc = L->policy->grads;
-    for (int k = L->n_spine - 1; k >= 0; k--) { /* deepest first, as the recursion returns */
-        op_add(q, ot_f32(L->spine[k] + lo), ot_f32(acc + lo), hi - lo);
-        acc = L->spine[k];
+    pl_learner *learner = user;
+    ops_queue *q = learner->policy->q;
+    const float *acc = learner->policy->grads;
+    for (int k = learner->n_spine - 1; k >= 0; k--) { /* deepest first, as the recursion returns */
+        op_add(q, ot_f32(learner->spine[k] + lo), ot_f32(acc + lo), hi - lo);
+        acc = learner->spine[k];
     }
-    if (hi != L->pend_lo && L->pend_hi > L->pend_lo) start_bucket(L, acc, L->pend_lo, L->pend_hi), L->pend_hi = hi;
-    if (L->pend_hi <= L->pend_lo) L->pend_hi = hi;
-    L->pend_lo = lo;
-    if (L->pend_hi - L->pend_lo >= L->bucket_floats) start_bucket(L, acc, L->pend_lo, L->pend_hi), L->pend_hi = lo;
+    if (hi != learner->pend_lo && learner->pend_hi > learner->pend_lo) start_bucket(learner, acc, learner->pend_lo, learner->pend_hi), learner->pend_hi = hi;
+    if (learner->pend_hi <= learner->pend_lo) learner->pend_hi = hi;
+    learner->pend_lo = lo;
+    if (learner->pend_hi - learner->pend_lo >= learner->bucket_floats) start_bucket(learner, acc, learner->pend_lo, learner->pend_hi), learner->pend_hi = lo;
 }
 
 /* This learner's micro-batches [m0, m1) summed over the fixed tree as tree_sum does, with the rightmost leaf's
  * backward reducing buckets across learners as its layers finish (last layer first); waits for every bucket.
  * Returns the buffer holding this learner's sum (the same bits as tree_sum's). */
-static float *tree_sum_bucketed(pl_learner *L, const tc_stage *s, const pl_batch *b, int lo, int hi) {
-    size_t n = L->policy->n_params;
-    ops_queue *q = L->policy->q;
+static float *tree_sum_bucketed(pl_learner *learner, const tc_stage *s, const pl_batch *b, int lo, int hi) {
+    size_t n = learner->policy->n_params;
+    ops_queue *q = learner->policy->q;
     int level = 0;
-    L->n_spine = 0, L->n_buckets = 0;
+    learner->n_spine = 0, learner->n_buckets = 0;
     while (hi - lo > 1) { /* down the right spine: each left subtree summed whole, kept in its level's buffer */
-        CHECK(level < L->tree_depth, "gradient tree deeper than %d", L->tree_depth);
-        float *buf = L->tree_bufs + (size_t)level * n;
-        int mid = tc_tree_mid(lo, hi);
-        const float *left = tree_sum(L, s, b, lo, mid, level + 1);
+        CHECK(level < learner->tree_depth, "gradient tree deeper than %d", learner->tree_depth);
+        float *buf = learner->tree_bufs + (size_t)level * n;
+        int mid = microbatch_tree_split(lo, hi);
+        const float *left = tree_sum(learner, s, b, lo, mid, level + 1);
         ops_copy(q, ot_f32(buf), ot_f32(left), n);
-        L->spine[L->n_spine++] = buf;
+        learner->spine[learner->n_spine++] = buf;
         lo = mid, level++;
     }
-    L->pend_lo = L->pend_hi = n;
-    model_ws_set_grad_hook(L->ws, bucket_ready, L);
-    leaf_grad(L, s, b, lo);
-    model_ws_set_grad_hook(L->ws, NULL, NULL);
-    float *sum = L->n_spine ? L->spine[0] : L->policy->grads;
-    if (L->pend_hi > L->pend_lo) start_bucket(L, sum, L->pend_lo, L->pend_hi);
-    tp_wait_reduce_mem(L->tp, TP_LEARN, "gradients (bucketed reduce-scatter)");
+    learner->pend_lo = learner->pend_hi = n;
+    model_ws_set_grad_hook(learner->ws, bucket_ready, learner);
+    leaf_grad(learner, s, b, lo);
+    model_ws_set_grad_hook(learner->ws, NULL, NULL);
+    float *sum = learner->n_spine ? learner->spine[0] : learner->policy->grads;
+    if (learner->pend_hi > learner->pend_lo) start_bucket(learner, sum, learner->pend_lo, learner->pend_hi);
+    tp_wait_reduce_mem(learner->tp, TP_LEARN, "gradients (bucketed reduce-scatter)");
     return sum;
 }
 
 /* Fast reduction (runtime.reduce: fast): each learner sums its own micro-batches, the transport's
  * reduce-scatter sums them across learners straight into the ZeRO-1 shards, and the global norm is the square
  * root of the all-reduced shard sums of squares; each learner clips its shard (torch's coefficient). */
-static void reduce_fast(pl_learner *L, const tc_stage *s, const pl_batch *b, float **shard, double *norm) {
-    size_t n = L->policy->n_params;
+static void reduce_fast(pl_learner *learner, const tc_stage *s, const pl_batch *b, float **shard, double *norm) {
+    size_t n = learner->policy->n_params;
     long m0, m1;
-    tp_split(L->micro_batches, L->n_learners, L->index, &m0, &m1);
-    if (L->bucket_floats > 0) {
-        tree_sum_bucketed(L, s, b, (int)m0, (int)m1); /* reduced bucket by bucket during the backward */
+    tp_split(learner->micro_batches, learner->n_learners, learner->index, &m0, &m1);
+    if (learner->bucket_floats > 0) {
+        tree_sum_bucketed(learner, s, b, (int)m0, (int)m1); /* reduced bucket by bucket during the backward */
     } else {
-        float *mine = tree_sum(L, s, b, (int)m0, (int)m1, 0);
+        float *mine = tree_sum(learner, s, b, (int)m0, (int)m1, 0);
         size_t cnt[4096], dsp[4096];
-        for (int j = 0; j < L->n_learners; j++) {
+        for (int j = 0; j < learner->n_learners; j++) {
             long a, z;
-            tp_split((long)n, L->n_learners, j, &a, &z);
+            tp_split((long)n, learner->n_learners, j, &a, &z);
             dsp[j] = (size_t)a, cnt[j] = (size_t)(z - a);
         }
-        tp_reduce_scatter_mem(L->tp, TP_LEARN, mine, cnt, dsp, L->recv, "gradients (reduce-scatter)");
+        tp_reduce_scatter_mem(learner->tp, TP_LEARN, mine, cnt, dsp, learner->recv, "gradients (reduce-scatter)");
     }
-    *shard = L->recv;
-    size_t len = (size_t)(L->shard_hi - L->shard_lo);
-    double sq[1] = {op_sumsq(L->policy->q, ot_f32(*shard), len)};
-    L->tp->allreduce_f64(L->tp, TP_LEARN, sq, 1, "the gradient's sum of squares");
+    *shard = learner->recv;
+    size_t len = (size_t)(learner->shard_hi - learner->shard_lo);
+    double sq[1] = {op_sumsq(learner->policy->q, ot_f32(*shard), len)};
+    learner->tp->allreduce_f64(learner->tp, TP_LEARN, sq, 1, "the gradient's sum of squares");
     *norm = sqrt(sq[0]);
     if (s->clip > 0 && isfinite(*norm)) {
         float coef = s->clip / ((float)*norm + 1e-6f); /* as torch.nn.utils.clip_grad_norm_ */
-        if (coef < 1.0f) op_scale(L->policy->q, ot_f32(*shard), coef, len);
+        if (coef < 1.0f) op_scale(learner->policy->q, ot_f32(*shard), coef, len);
     }
 }
 
-void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st) {
+void pl_learn_step(pl_learner *learner, const tc_stage *s, const pl_batch *b, long step, pl_learn_stats *st) {
     memset(st, 0, sizeof *st);
     st->pg_loss = st->kl_loss = NAN; /* sft and fkl have neither */
-    model *m = L->policy;
+    model *m = learner->policy;
     int T = b->seq_start[b->n_seqs];
-    CHECK(T <= L->max_tokens, "pl_learn_step: %d tokens > workspace %d", T, L->max_tokens);
-    CHECK(L->micro_batches <= b->n_seqs, "pl_learn_step: %d micro-batches > %d sequences", L->micro_batches,
+    CHECK(T <= learner->max_tokens, "pl_learn_step: %d tokens > workspace %d", T, learner->max_tokens);
+    CHECK(learner->micro_batches <= b->n_seqs, "pl_learn_step: %d micro-batches > %d sequences", learner->micro_batches,
           b->n_seqs);
-    bool multi = L->n_learners > 1;
-    L->ws_holds = -1;
+    bool multi = learner->n_learners > 1;
+    learner->ws_holds = -1;
     long m0, m1;
-    tp_split(L->micro_batches, L->n_learners, L->index, &m0, &m1);
+    tp_split(learner->micro_batches, learner->n_learners, learner->index, &m0, &m1);
     for (int t = 0; t < T; t++) st->tokens += b->mask[t] != 0;
     token_layout lay = layout_of(b);
     bool logits_loss = s->algo == ALGO_FKL && s->fkl != FKL_SAMPLED;
     /* counts/displacements of the learners' row blocks (bytes), for the all-gathers */
     size_t cnt[4096], dsp[4096];
-    CHECK(L->n_learners <= 4096, "at most 4096 learners");
+    CHECK(learner->n_learners <= 4096, "at most 4096 learners");
     if (logits_loss) {
-        L->fkl_scale = b->n_rows > 0 ? 1.0f / (float)b->n_rows : 0.0f; /* token mean over taught rows */
+        learner->fkl_scale = b->n_rows > 0 ? 1.0f / (float)b->n_rows : 0.0f; /* token mean over taught rows */
     } else {
         /* pass 1: this learner's rows of log-probs, then everyone's */
         for (long mb = m0; mb < m1; mb++) {
             pl_batch v;
             int r0;
-            forward_micro(L, b, (int)mb, &v, &r0);
-            model_token_logprobs_temp(m, L->ws, b->temperature, L->logp + r0);
+            forward_micro(learner, b, (int)mb, &v, &r0);
+            model_token_logprobs_temp(m, learner->ws, b->temperature, learner->logp + r0);
         }
         if (multi) {
-            for (int j = 0; j < L->n_learners; j++) {
+            for (int j = 0; j < learner->n_learners; j++) {
                 int r0, r1;
-                learner_rows(L, b, j, &r0, &r1);
+                learner_rows(learner, b, j, &r0, &r1);
                 dsp[j] = (size_t)r0 * sizeof(float), cnt[j] = (size_t)(r1 - r0) * sizeof(float);
             }
-            L->tp->allgatherv(L->tp, TP_LEARN, L->logp, cnt, dsp, "per-token log-probs of the other learners");
+            learner->tp->allgatherv(learner->tp, TP_LEARN, learner->logp, cnt, dsp, "per-token log-probs of the other learners");
         }
         /* The "old" policy: fixed before the first of several minibatch updates (ρ ≠ 1 after the first, so
          * PPO clipping and the truncated IS weight act), else the current one (ρ = 1; clipping inactive). */
-        memcpy(L->logp_old, L->fixed_old ? L->fixed_old : L->logp, (size_t)T * sizeof(float));
+        memcpy(learner->logp_old, learner->fixed_old ? learner->fixed_old : learner->logp, (size_t)T * sizeof(float));
         if (s->algo == ALGO_SFT || s->algo == ALGO_FKL) {
-            st->loss = sft_loss(&lay, AGG_TOKEN_MEAN, 0, L->logp, L->dlogp);
+            st->loss = sft_loss(&lay, AGG_TOKEN_MEAN, 0, learner->logp, learner->dlogp);
         } else if (s->algo == ALGO_GRPO) {
             grpo_stats gs;
-            st->loss = grpo_loss(&s->grpo, &lay, L->logp, L->logp_old, s->grpo.tis_cap > 0 ? b->logp_behaviour : NULL,
-                                 s->grpo.kl_beta > 0 ? b->logp_ref : NULL, b->adv, L->dlogp, &gs);
+            st->loss = grpo_loss(&s->grpo, &lay, learner->logp, learner->logp_old, s->grpo.tis_cap > 0 ? b->logp_behaviour : NULL,
+                                 s->grpo.kl_beta > 0 ? b->logp_ref : NULL, b->adv, learner->dlogp, &gs);
             st->kl = gs.kl;
             st->pg_loss = gs.pg_loss, st->kl_loss = s->grpo.kl_beta * gs.kl;
             st->clip_fraction = gs.clip_fraction;
         } else { /* opd */
-            st->loss = opd_loss(&s->opd, &lay, L->logp, L->logp_old, b->logp_teacher,
-                                b->logp_ref ? b->logp_ref : L->logp_old, L->dlogp, NULL);
+            st->loss = opd_loss(&s->opd, &lay, learner->logp, learner->logp_old, b->logp_teacher,
+                                b->logp_ref ? b->logp_ref : learner->logp_old, learner->dlogp, NULL);
             st->pg_loss = st->loss;
             double kl = 0; /* reverse KL estimate E_student[ℓθ − ℓT] over counted tokens */
             long n = 0;
             for (int t = 0; t < T; t++)
-                if (b->mask[t] != 0) kl += L->logp[t] - b->logp_teacher[t], n++;
+                if (b->mask[t] != 0) kl += learner->logp[t] - b->logp_teacher[t], n++;
             st->kl = n ? kl / n : 0;
         }
     }
     /* gradients over the micro-batches, reduced across learners into each learner's shard */
     float *shard = NULL;
     double norm;
-    if (multi && L->reduce == TP_REDUCE_FAST) reduce_fast(L, s, b, &shard, &norm);
-    else reduce_deterministic(L, s, b, &shard, &norm);
+    if (multi && learner->reduce == TP_REDUCE_FAST) reduce_fast(learner, s, b, &shard, &norm);
+    else reduce_deterministic(learner, s, b, &shard, &norm);
     if (logits_loss) {
         if (multi) {
-            for (int j = 0; j < L->n_learners; j++) {
+            for (int j = 0; j < learner->n_learners; j++) {
                 long a, z;
-                tp_split(L->micro_batches, L->n_learners, j, &a, &z);
+                tp_split(learner->micro_batches, learner->n_learners, j, &a, &z);
                 dsp[j] = (size_t)a * sizeof(double), cnt[j] = (size_t)(z - a) * sizeof(double);
             }
-            L->tp->allgatherv(L->tp, TP_LEARN, L->kl_part, cnt, dsp, "forward-KL sums of the other learners");
+            learner->tp->allgatherv(learner->tp, TP_LEARN, learner->kl_part, cnt, dsp, "forward-KL sums of the other learners");
         }
         double sum = 0;
-        for (int mb = 0; mb < L->micro_batches; mb++) sum += L->kl_part[mb];
+        for (int mb = 0; mb < learner->micro_batches; mb++) sum += learner->kl_part[mb];
         st->loss = b->n_rows > 0 ? sum / b->n_rows : 0;
         st->kl = st->loss;
     }
@@ -399,39 +399,39 @@ void pl_learn_step(pl_learner *L, const tc_stage *s, const pl_batch *b, long ste
     size_t n = m->n_params;
     st->grad_norm = norm;
     st->lr = lr_at(&s->sched, step);
-    if (isfinite(st->grad_norm)) adamw_step(&L->opt, m->params + L->shard_lo, shard, (float)st->lr);
+    if (isfinite(st->grad_norm)) adamw_step(&learner->opt, m->params + learner->shard_lo, shard, (float)st->lr);
     if (multi) {
-        for (int j = 0; j < L->n_learners; j++) {
+        for (int j = 0; j < learner->n_learners; j++) {
             long a, z;
-            tp_split((long)n, L->n_learners, j, &a, &z);
+            tp_split((long)n, learner->n_learners, j, &a, &z);
             dsp[j] = (size_t)a * sizeof(float), cnt[j] = (size_t)(z - a) * sizeof(float);
         }
-        tp_allgatherv_mem(L->tp, TP_LEARN, m->params, cnt, dsp, n * sizeof(float), TP_DEVICE, "updated parameter shards");
+        tp_allgatherv_mem(learner->tp, TP_LEARN, m->params, cnt, dsp, n * sizeof(float), TP_DEVICE, "updated parameter shards");
     }
 }
 
-void pl_learn_logprobs(pl_learner *L, const pl_batch *b, float *out) {
+void pl_learn_logprobs(pl_learner *learner, const pl_batch *b, float *out) {
     int T = b->seq_start[b->n_seqs];
-    CHECK(T <= L->max_tokens, "pl_learn_logprobs: %d tokens > workspace %d", T, L->max_tokens);
-    L->ws_holds = -1;
+    CHECK(T <= learner->max_tokens, "pl_learn_logprobs: %d tokens > workspace %d", T, learner->max_tokens);
+    learner->ws_holds = -1;
     long m0, m1;
-    tp_split(L->micro_batches, L->n_learners, L->index, &m0, &m1);
+    tp_split(learner->micro_batches, learner->n_learners, learner->index, &m0, &m1);
     for (long mb = m0; mb < m1; mb++) {
         pl_batch v;
         int r0;
-        forward_micro(L, b, (int)mb, &v, &r0);
-        model_token_logprobs_temp(L->policy, L->ws, b->temperature, out + r0);
+        forward_micro(learner, b, (int)mb, &v, &r0);
+        model_token_logprobs_temp(learner->policy, learner->ws, b->temperature, out + r0);
     }
-    if (L->n_learners > 1) {
+    if (learner->n_learners > 1) {
         size_t cnt[4096], dsp[4096];
-        for (int j = 0; j < L->n_learners; j++) {
+        for (int j = 0; j < learner->n_learners; j++) {
             int r0, r1;
-            learner_rows(L, b, j, &r0, &r1);
+            learner_rows(learner, b, j, &r0, &r1);
             dsp[j] = (size_t)r0 * sizeof(float), cnt[j] = (size_t)(r1 - r0) * sizeof(float);
         }
-        L->tp->allgatherv(L->tp, TP_LEARN, out, cnt, dsp, "per-token log-probs of the other learners");
+        learner->tp->allgatherv(learner->tp, TP_LEARN, out, cnt, dsp, "per-token log-probs of the other learners");
     }
-    L->ws_holds = -1;
+    learner->ws_holds = -1;
 }
 
 bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err) {

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# No leaks on error paths: a four-stage pipeline (grpo with a reference and minibatches, fkl top-k, opd with
+# λ = 1.25, sft; eval, checkpoints, HDF5 and TensorBoard logs at every step) is run once per fault point of the
+# sanitizer build (src/core/fault_point.h: S2D_FAULT_AT=N fails the Nth allocation or I/O step a run reaches).
+# Every injected failure must end in the error naming that point, exit 1, and no LeakSanitizer or sanitizer
+# report (die() runs the leak check in that build).
+. "$(dirname "$0")/lib.sh"
+cd "$WORK" || exit 1
+export S2D_LOG=warn OMP_NUM_THREADS=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+cat > cfg.yaml <<YAML
+seed: 3
+prompt: {template: qwen3, instruction: ""}
+logging: {rollouts: true, metrics_h5: true, tensorboard: true}
+models:
+  teacher: {path: $S2D_ROOT/tests/fixtures/models/tiny-teacher}
+  student: {path: $S2D_ROOT/tests/fixtures/models/tiny-student}
+datasets:
+  train: {task: arith, split: train, size: 40, seed: 1, ops: 2, max_operand: 5}
+  test: {task: arith, split: test, size: 8, seed: 1, ops: 2, max_operand: 5}
+defaults: &stage
+  steps: 1
+  prompts_per_step: 2
+  group_size: 2
+  sampling: {temperature: 1.0, max_new_tokens: 8}
+  optimizer: {lr: 1.0e-3, clip: 1.0}
+  eval: {data: test, problems: 2, max_new_tokens: 8, every: 1}
+  checkpoint: {every: 1}
+pipeline:
+  - {<<: *stage, steps: 2, name: a_grpo, algo: grpo, policy: teacher, data: train, minibatches: 2, grpo: {kl_beta: 0.01}}
+  - {<<: *stage, name: b_fkl, algo: fkl, policy: student, teacher: a_grpo, data: train, group_size: 1, fkl: {mode: topk, topk: 4}}
+  - {<<: *stage, name: c_opd, algo: opd, policy: b_fkl, teacher: a_grpo, data: train, opd: {lambda: 1.25}}
+  - {<<: *stage, name: d_sft, algo: sft, policy: c_opd, data: train}
+YAML
+S2D_FAULT_AT=count "$S2D" train cfg.yaml --out full > full.log 2>&1
+rc=$?
+n=$(sed -n 's/^s2d: fault points reached: \([0-9]*\)$/\1/p' full.log)
+check "the run without a failure succeeds (rc $rc)" test "$rc" -eq 0
+if [ -z "$n" ]; then
+  fail "no fault point count: \$S2D ($S2D) is not the sanitizer build (make build/s2d-san)"
+  summary; exit
+fi
+check "the pipeline reaches many fault points ($n)" test "$n" -ge 60
+# each point in its own run, two at a time
+one() {
+  local k=$1
+  S2D_FAULT_AT=$k "$S2D" train cfg.yaml --out "o$k" > "log$k" 2>&1
+  echo $? > "rc$k"
+}
+export -f one
+export S2D
+seq 1 "$n" | xargs -P 2 -I{} bash -c 'one {}'
+bad=0
+for k in $(seq 1 "$n"); do
+  why=""
+  [ "$(cat "rc$k")" = 1 ] || why="exit $(cat "rc$k"), expected 1"
+  grep -q "injected failure at fault point $k (" "log$k" || why="$why; no error naming point $k"
+  grep -qE "LeakSanitizer|ERROR: AddressSanitizer|runtime error:" "log$k" && why="$why; sanitizer report"
+  if [ -n "$why" ]; then
+    bad=1
+    fail "fault point $k ($(grep -o 'fault point [0-9]* ([^)]*)' "log$k" | head -1)): $why"
+    sed 's/^/    | /' "log$k" | grep -vE '^\s*\|\s*$' | head -20 >&2
+  fi
+done
+[ $bad = 0 ] && ok
+# the points cover the stage's resources and its I/O
+for site in "the step buffers" "the learner" "the generator" "the teacher workspace" "the reference workspace" \
+            "encode the stage data" "the eval generator" "scoring" "the HDF5 logs" "save the model" "the checkpoint" \
+            "TensorBoard" "load a tokenizer" "commit metrics.jsonl"; do
+  check "a point stands before: $site" grep -qh "($site)" log*
+done
+summary
