@@ -241,266 +241,298 @@ static void parse_args(int argc, char **argv, eval_args *e) {
     }
 }
 
+/* What every dataset of a run shares. */
+typedef struct {
+    model m;
+    tokenizer *tok;
+    chat_template tmpl;
+    gen_params gp;
+    int K;
+    long max_new, batch;
+    const char *instruction;
+    reward_cmd *rc;        /* --reward-command, or NULL */
+    const char *out_path;  /* --out, or NULL */
+    atomic_file af;
+} eval_ctx;
+
+/* Stops: the template's end tokens as this tokenizer spells them, plus the model's eos ids. */
+static void set_stops(eval_ctx *c) {
+    c->gp.n_stop = 0;
+    for (const char *const *s = chat_stop_tokens(c->tmpl); *s; s++) {
+        int32_t id = tok_token_id(c->tok, *s);
+        if (id >= 0 && id < c->m.cfg.vocab && c->gp.n_stop < GEN_MAX_STOP) c->gp.stop_ids[c->gp.n_stop++] = id;
+    }
+    for (int i = 0; i < c->m.cfg.n_eos; i++) {
+        bool dup = false;
+        for (int j = 0; j < c->gp.n_stop; j++) dup |= c->gp.stop_ids[j] == c->m.cfg.eos_ids[i];
+        if (!dup && c->m.cfg.eos_ids[i] < c->m.cfg.vocab && c->gp.n_stop < GEN_MAX_STOP)
+            c->gp.stop_ids[c->gp.n_stop++] = c->m.cfg.eos_ids[i];
+    }
+}
+
+/* Every problem rendered and tokenized, K copies of each, sampled (es->res); returns the seconds it took. */
+static double generate_set(eval_ctx *c, eval_set *es) {
+    s2d_err err;
+    const int K = c->K, n = es->ds.n, total = n * K;
+    /* prompts: K copies of each problem's tokens */
+    tok_ids one = {0};
+    int *prob_start = xmalloc((size_t)(n + 1) * sizeof *prob_start);
+    uint64_t *prob_hash = xmalloc((size_t)n * sizeof *prob_hash);
+    prob_start[0] = 0;
+    for (int p = 0; p < n; p++) {
+        const ds_record *r = &es->ds.rec[p];
+        char *text = chat_render_problem(c->tmpl, r->prompt, c->instruction);
+        size_t before = one.n;
+        if (tok_encode(c->tok, text, strlen(text), &one, &err) < 0) die("%s:%d: %s", es->path, r->line, err.msg);
+        free(text);
+        for (size_t i = before; i < one.n; i++)
+            if (one.ids[i] >= c->m.cfg.vocab)
+                die("%s:%d: prompt token %d is outside the model's vocabulary [0, %d): the tokenizer does not "
+                    "match the model", es->path, r->line, one.ids[i], c->m.cfg.vocab);
+        if (one.n - before > (size_t)c->m.cfg.max_pos) /* named by its line, before any generation */
+            die("%s:%d: the prompt has %zu tokens (chat template included), more than the model's "
+                "max_position_embeddings %d", es->path, r->line, one.n - before, c->m.cfg.max_pos);
+        prob_start[p + 1] = (int)one.n;
+        prob_hash[p] = ds_prompt_hash(r->prompt, 0);
+    }
+    int *start = xmalloc((size_t)(total + 1) * sizeof *start);
+    int32_t *ids = xmalloc((size_t)S2D_MAX((size_t)prob_start[n] * (size_t)K, 1) * sizeof *ids);
+    uint64_t *seq_ids = xmalloc((size_t)total * sizeof *seq_ids);
+    int longest = 0;
+    start[0] = 0;
+    for (int p = 0; p < n; p++) {
+        int len = prob_start[p + 1] - prob_start[p];
+        longest = S2D_MAX(longest, len);
+        for (int s = 0; s < K; s++) {
+            int q = p * K + s;
+            memcpy(ids + start[q], one.ids + prob_start[p], (size_t)len * sizeof *ids);
+            start[q + 1] = start[q] + len;
+            seq_ids[q] = prob_hash[p] + (uint64_t)s * 0x9E3779B97F4A7C15ull;
+        }
+    }
+    int max_len = (int)S2D_MIN((long)c->m.cfg.max_pos, (long)longest + c->max_new);
+    if (longest > max_len)
+        die("%s: a prompt has %d tokens, more than the model's max_position_embeddings %d", es->path, longest,
+            c->m.cfg.max_pos);
+    generator *g;
+    CHECK_OK(generator_new(&c->m, (int)S2D_MIN(c->batch, (long)total), S2D_MAX(max_len, 2), &g, &err), &err);
+    double t0 = time_now();
+    if (!generator_run(g, &c->gp, total, start, ids, seq_ids, &es->res, &err)) die("eval: %s: %s", es->path, err.msg);
+    double dt = time_now() - t0;
+    generator_free(g);
+    tok_ids_free(&one);
+    free(prob_start);
+    free(prob_hash);
+    free(start);
+    free(ids);
+    free(seq_ids);
+    return dt;
+}
+
+/* Each completion decoded (its stop token removed) and verified against the reference answer. */
+static void decode_and_verify(eval_ctx *c, eval_set *es) {
+    s2d_err err;
+    const int K = c->K, total = es->ds.n * K;
+    es->text = xmalloc((size_t)total * sizeof *es->text);
+    es->vr = xmalloc((size_t)total * sizeof *es->vr);
+    tok_bytes tb = {0};
+    long n_untokened = 0;
+    int32_t *decode_buf = xmalloc((size_t)S2D_MAX(c->max_new, 1) * sizeof *decode_buf);
+    for (int q = 0; q < total; q++) {
+        int a = es->res.start[q], len = es->res.start[q + 1] - a;
+        if (es->res.finish[q] == GEN_FINISH_STOP && len > 0) len--; /* the stop token is not text */
+        /* Model vocabularies are padded past the tokenizer's (Qwen3: 151936 rows, 151669 tokens): ids
+         * without a token carry no text; they are counted and reported. */
+        int kept = 0;
+        for (int i = 0; i < len; i++) {
+            size_t tl;
+            int32_t id = es->res.tokens[a + i];
+            if (tok_token_bytes(c->tok, id, &tl)) decode_buf[kept++] = id;
+            else n_untokened++;
+        }
+        CHECK_OK(tok_decode(c->tok, decode_buf, (size_t)kept, &tb, &err), &err);
+        es->text[q] = xstrdup(tb.bytes ? tb.bytes : "");
+        verify_answer(es->mode, es->text[q], es->ds.rec[q / K].answer, &es->vr[q]);
+    }
+    tok_bytes_free(&tb);
+    free(decode_buf);
+    if (n_untokened)
+        log_warn("eval %s: %ld sampled ids have no token in the tokenizer (padding rows of the model's "
+                 "vocabulary); they were left out of the completion text", es->path, n_untokened);
+}
+
+/* --reward-command: every sample through the command too (correctness stays the verifier's). */
+static void score_rewards(eval_ctx *c, eval_set *es) {
+    s2d_err err;
+    const int K = c->K, total = es->ds.n * K;
+    es->reward = xmalloc((size_t)total * sizeof *es->reward);
+    reward_cmd_step_reset(c->rc);
+    for (int q = 0; q < total; q++) {
+        const ds_record *r = &es->ds.rec[q / K];
+        char what[4200];
+        snprintf(what, sizeof what, "%s:%d sample %d", es->path, r->line, q % K);
+        if (!reward_cmd_score(c->rc, r->id, what, r->prompt, es->text[q], r->answer, &es->reward[q], &err)) {
+            if (c->out_path) atomic_abort(&c->af);
+            reward_cmd_close(c->rc);
+            die("eval: %s", err.msg);
+        }
+    }
+}
+
+/* The dataset's metrics: its stdout line. */
+static void report_set(eval_ctx *c, eval_set *es, double dt) {
+    const int K = c->K, n = es->ds.n, total = n * K;
+    double avg = 0, avg_sq = 0, pass1 = 0, passk = 0, maj = 0;
+    double *frac = xmalloc((size_t)n * sizeof *frac); /* c/K per problem */
+    long no_answer = 0, truncated = 0;
+    int *group_rep = xmalloc((size_t)K * sizeof *group_rep), *group_count = xmalloc((size_t)K * sizeof(int));
+    for (int p = 0; p < n; p++) {
+        int n_correct = 0, n_groups = 0;
+        for (int s = 0; s < K; s++) {
+            int q = p * K + s;
+            const verify_result *v = &es->vr[q];
+            n_correct += v->correct;
+            truncated += es->res.finish[q] == GEN_FINISH_LENGTH;
+            if (!v->has_extracted) {
+                no_answer++;
+                continue;
+            }
+            int g_found = -1;
+            for (int gi = 0; gi < n_groups && g_found < 0; gi++)
+                if (answers_equivalent(es->mode, v->extracted, es->vr[group_rep[gi]].extracted)) g_found = gi;
+            if (g_found < 0) {
+                group_rep[n_groups] = q;
+                group_count[n_groups++] = 1;
+            } else {
+                group_count[g_found]++;
+            }
+        }
+        int best = -1;
+        for (int gi = 0; gi < n_groups; gi++)
+            if (best < 0 || group_count[gi] > group_count[best]) best = gi;
+        avg += (double)n_correct / K, avg_sq += (double)n_correct / K * n_correct / K;
+        frac[p] = (double)n_correct / K;
+        pass1 += pass_at_k(K, n_correct, 1);
+        passk += pass_at_k(K, n_correct, K);
+        maj += best >= 0 && es->vr[group_rep[best]].correct;
+    }
+    free(group_rep);
+    free(group_count);
+    double avg_se = std_error(n, avg, avg_sq);
+    avg /= n, pass1 /= n, passk /= n, maj /= n;
+    log_info("eval %s: %d problems x %d samples: avg@%d %.4f pass@1 %.4f pass@%d %.4f maj@%d %.4f "
+             "(%ld new tokens in %.1f s, %.1f tok/s)",
+             es->path, n, K, K, avg, pass1, K, passk, K, maj, es->res.n_generated, dt,
+             es->res.n_generated / (dt > 0 ? dt : 1e-9));
+    printf("{\"data\": ");
+    print_json_string(stdout, es->path, strlen(es->path));
+    printf(", \"format\": \"%s\", \"template\": \"%s\", \"verify\": \"%s\", \"problems\": %d, \"samples\": %d, "
+           "\"avg@%d\": %.6f, \"avg@%d_stderr\": ",
+           ds_format_name(es->ds.format), chat_template_name(c->tmpl),
+           es->mode == VERIFY_MODE_GSM8K ? "gsm8k" : "math", n, K, K, avg, K);
+    print_num_or_null(avg_se);
+    printf(", \"pass@1\": %.6f, ", pass1);
+    if (K != 1) printf("\"pass@%d\": %.6f, ", K, passk); /* K = 1: pass@K is pass@1 (a JSON key once) */
+    printf("\"maj@%d\": %.6f, \"no_answer\": %.6f, \"truncated\": %.6f, \"mean_new_tokens\": %.2f", K, maj,
+           (double)no_answer / total, (double)truncated / total, (double)es->res.n_generated / total);
+    print_breakdown("subject", es, frac, K, false);
+    print_breakdown("level", es, frac, K, true);
+    free(frac);
+    if (c->rc) {
+        double rsum = 0;
+        for (int q = 0; q < total; q++) rsum += es->reward[q];
+        printf(", \"reward_mean\": %.6f", rsum / total);
+        fflush(stdout);
+        reward_cmd_write_metrics(c->rc, stdout);
+    }
+    printf("}\n");
+    if (fflush(stdout) != 0 || ferror(stdout)) die("eval: writing stdout failed");
+}
+
+/* --out: one line per sample. */
+static void write_samples(eval_ctx *c, const eval_set *es) {
+    const int total = es->ds.n * c->K, K = c->K;
+    for (int q = 0; q < total; q++) {
+        const verify_result *v = &es->vr[q];
+        FILE *f = c->af.fp;
+        fputs("{\"dataset\": ", f);
+        print_json_string(f, es->path, strlen(es->path));
+        fputs(", \"id\": ", f);
+        print_json_string(f, es->ds.rec[q / K].id, strlen(es->ds.rec[q / K].id));
+        fprintf(f, ", \"sample\": %d, \"correct\": %s, ", q % K, v->correct ? "true" : "false");
+        if (es->reward) fprintf(f, "\"reward\": %.6g, ", es->reward[q]);
+        fputs("\"extracted\": ", f);
+        if (v->has_extracted)
+            print_json_string(f, v->extracted, strlen(v->extracted));
+        else
+            fputs("null", f);
+        fprintf(f, ", \"finish\": \"%s\", \"n_tokens\": %d, \"completion\": ", gen_finish_name(es->res.finish[q]),
+                es->res.start[q + 1] - es->res.start[q]);
+        print_json_string(f, es->text[q], strlen(es->text[q]));
+        fputs("}\n", f);
+    }
+}
+
 int cmd_eval(int argc, char **argv) {
     eval_args args;
     parse_args(argc, argv, &args);
-    const char *model_dir = args.model_dir, *tok_dir = args.tok_dir, *out_path = args.out_path;
-    const char *template_name = args.template_name, *verify_name = args.verify_name;
-    const char *reward_command = args.reward_command, *instruction = args.instruction;
-    double reward_timeout = args.reward_timeout;
-    const char *const *data = args.data;
-    int n_data = args.n_data;
-    ds_load_opts lo = args.lo;
-    long samples = args.samples, max_new = args.max_new, limit = args.limit, batch = args.batch;
-    gen_params gp = args.gp;
+    const char *model_dir = args.model_dir, *tok_dir = args.tok_dir, *template_name = args.template_name;
+    const char *verify_name = args.verify_name;
     s2d_err err;
     if (!model_dir) die_hint("s2d eval --help", "eval: --model DIR is required");
     if (!tok_dir) tok_dir = model_dir; /* HF model directories carry their tokenizer */
-    if (n_data == 0) die_hint("s2d eval --help", "eval: --data FILE is required");
-    if (lo.format == DS_GENERIC && (!lo.prompt_field || !lo.answer_field))
+    if (args.n_data == 0) die_hint("s2d eval --help", "eval: --data FILE is required");
+    if (args.lo.format == DS_GENERIC && (!args.lo.prompt_field || !args.lo.answer_field))
         die("eval: --format generic needs --prompt-field and --answer-field");
     verify_mode forced_mode = VERIFY_MODE_MATH;
     if (verify_name && !verify_mode_parse(verify_name, &forced_mode))
         die("eval: --verify must be math or gsm8k, got '%s'", verify_name);
-    int K = (int)samples;
-    gp.max_new_tokens = (int)max_new;
+    eval_ctx c = {.gp = args.gp, .K = (int)args.samples, .max_new = args.max_new, .batch = args.batch,
+                  .instruction = args.instruction, .out_path = args.out_path};
+    c.gp.max_new_tokens = (int)args.max_new;
 
     /* Everything that can fail on bad input is checked before the (long) generation. */
+    const int n_data = args.n_data;
     eval_set *sets = xcalloc((size_t)n_data, sizeof *sets);
     for (int d = 0; d < n_data; d++) {
-        sets[d].path = data[d];
-        CHECK_OK(dataset_load(&sets[d].ds, data[d], &lo, &err), &err);
-        if (limit > 0 && sets[d].ds.n > limit) sets[d].ds.n = (int)limit;
+        sets[d].path = args.data[d];
+        CHECK_OK(dataset_load(&sets[d].ds, args.data[d], &args.lo, &err), &err);
+        if (args.limit > 0 && sets[d].ds.n > args.limit) sets[d].ds.n = (int)args.limit;
         sets[d].mode = verify_name ? forced_mode : sets[d].ds.format == DS_GSM8K ? VERIFY_MODE_GSM8K : VERIFY_MODE_MATH;
     }
-    tokenizer *tok;
-    if (!tok_load(tok_dir, &tok, &err)) {
+    if (!tok_load(tok_dir, &c.tok, &err)) {
         if (tok_dir == model_dir) die_hint("give --tokenizer DIR", "eval: no --tokenizer, and the model's: %s", err.msg);
         die("%s", err.msg);
     }
-    model m;
-    CHECK_OK(model_load(&m, model_dir, &err), &err);
-    chat_template tmpl; /* --template, else the tokenizer's chat_template, else the architecture's default */
-    const char *tmpl_from;
-    CHECK_OK(chat_template_choose(template_name, "--template", &tok_dir, 1, model_arch_of(m.cfg.arch)->chat_template,
-                                  "the architecture's default", &tmpl, &tmpl_from, &err),
+    CHECK_OK(model_load(&c.m, model_dir, &err), &err);
+    const char *tmpl_from; /* --template, else the tokenizer's chat_template, else the architecture's default */
+    CHECK_OK(chat_template_choose(template_name, "--template", &tok_dir, 1, model_arch_of(c.m.cfg.arch)->chat_template,
+                                  "the architecture's default", &c.tmpl, &tmpl_from, &err),
              &err);
-    log_info("eval: chat template %s (from %s)", chat_template_name(tmpl), tmpl_from);
-    chat_template_warn_fit("eval", tmpl, tmpl_from, model_arch_of(m.cfg.arch)->model_type, model_dir);
-    if (samples > 1 && gp.sampling.temperature == 0)
+    log_info("eval: chat template %s (from %s)", chat_template_name(c.tmpl), tmpl_from);
+    chat_template_warn_fit("eval", c.tmpl, tmpl_from, model_arch_of(c.m.cfg.arch)->model_type, model_dir);
+    if (args.samples > 1 && c.gp.sampling.temperature == 0)
         log_warn("eval: --samples %ld at --temperature 0: greedy decoding gives %ld identical samples per problem "
-                 "(pass@K = maj@K = avg@K); use --samples 1 or a temperature > 0", samples, samples);
-    /* Stops: the template's end tokens as this tokenizer spells them, plus the model's eos ids. */
-    gp.n_stop = 0;
-    for (const char *const *s = chat_stop_tokens(tmpl); *s; s++) {
-        int32_t id = tok_token_id(tok, *s);
-        if (id >= 0 && id < m.cfg.vocab && gp.n_stop < GEN_MAX_STOP) gp.stop_ids[gp.n_stop++] = id;
-    }
-    for (int i = 0; i < m.cfg.n_eos; i++) {
-        bool dup = false;
-        for (int j = 0; j < gp.n_stop; j++) dup |= gp.stop_ids[j] == m.cfg.eos_ids[i];
-        if (!dup && m.cfg.eos_ids[i] < m.cfg.vocab && gp.n_stop < GEN_MAX_STOP) gp.stop_ids[gp.n_stop++] = m.cfg.eos_ids[i];
-    }
-    CHECK_OK(sampler_params_check(&gp.sampling, &err), &err);
-
-    atomic_file af;
-    if (out_path) CHECK_OK(atomic_open(&af, out_path, &err), &err);
-    reward_cmd *rc = NULL;
-    if (reward_command) CHECK_OK(reward_cmd_start(reward_command, reward_timeout, &rc, &err), &err);
+                 "(pass@K = maj@K = avg@K); use --samples 1 or a temperature > 0", args.samples, args.samples);
+    set_stops(&c);
+    CHECK_OK(sampler_params_check(&c.gp.sampling, &err), &err);
+    if (c.out_path) CHECK_OK(atomic_open(&c.af, c.out_path, &err), &err);
+    if (args.reward_command) CHECK_OK(reward_cmd_start(args.reward_command, args.reward_timeout, &c.rc, &err), &err);
 
     for (int d = 0; d < n_data; d++) {
         eval_set *es = &sets[d];
-        int n = es->ds.n, total = n * K;
-        /* prompts: K copies of each problem's tokens */
-        tok_ids one = {0};
-        int *prob_start = xmalloc((size_t)(n + 1) * sizeof *prob_start);
-        uint64_t *prob_hash = xmalloc((size_t)n * sizeof *prob_hash);
-        prob_start[0] = 0;
-        for (int p = 0; p < n; p++) {
-            const ds_record *r = &es->ds.rec[p];
-            char *text = chat_render_problem(tmpl, r->prompt, instruction);
-            size_t before = one.n;
-            if (tok_encode(tok, text, strlen(text), &one, &err) < 0) die("%s:%d: %s", es->path, r->line, err.msg);
-            free(text);
-            for (size_t i = before; i < one.n; i++)
-                if (one.ids[i] >= m.cfg.vocab)
-                    die("%s:%d: prompt token %d is outside the model's vocabulary [0, %d): the tokenizer does not "
-                        "match the model", es->path, r->line, one.ids[i], m.cfg.vocab);
-            if (one.n - before > (size_t)m.cfg.max_pos) /* named by its line, before any generation */
-                die("%s:%d: the prompt has %zu tokens (chat template included), more than the model's "
-                    "max_position_embeddings %d", es->path, r->line, one.n - before, m.cfg.max_pos);
-            prob_start[p + 1] = (int)one.n;
-            prob_hash[p] = ds_prompt_hash(r->prompt, 0);
-        }
-        int *start = xmalloc((size_t)(total + 1) * sizeof *start);
-        int32_t *ids = xmalloc((size_t)S2D_MAX((size_t)prob_start[n] * (size_t)K, 1) * sizeof *ids);
-        uint64_t *seq_ids = xmalloc((size_t)total * sizeof *seq_ids);
-        int longest = 0;
-        start[0] = 0;
-        for (int p = 0; p < n; p++) {
-            int len = prob_start[p + 1] - prob_start[p];
-            longest = S2D_MAX(longest, len);
-            for (int s = 0; s < K; s++) {
-                int q = p * K + s;
-                memcpy(ids + start[q], one.ids + prob_start[p], (size_t)len * sizeof *ids);
-                start[q + 1] = start[q] + len;
-                seq_ids[q] = prob_hash[p] + (uint64_t)s * 0x9E3779B97F4A7C15ull;
-            }
-        }
-        int max_len = (int)S2D_MIN((long)m.cfg.max_pos, (long)longest + max_new);
-        if (longest > max_len)
-            die("%s: a prompt has %d tokens, more than the model's max_position_embeddings %d", es->path, longest,
-                m.cfg.max_pos);
-        generator *g;
-        CHECK_OK(generator_new(&m, (int)S2D_MIN(batch, (long)total), S2D_MAX(max_len, 2), &g, &err), &err);
-        double t0 = time_now();
-        if (!generator_run(g, &gp, total, start, ids, seq_ids, &es->res, &err)) die("eval: %s: %s", es->path, err.msg);
-        double dt = time_now() - t0;
-        generator_free(g);
-        tok_ids_free(&one);
-        free(prob_start);
-        free(prob_hash);
-        free(start);
-        free(ids);
-        free(seq_ids);
-
-        /* decode and verify */
-        es->text = xmalloc((size_t)total * sizeof *es->text);
-        es->vr = xmalloc((size_t)total * sizeof *es->vr);
-        tok_bytes tb = {0};
-        long n_untokened = 0;
-        int32_t *decode_buf = xmalloc((size_t)S2D_MAX(max_new, 1) * sizeof *decode_buf);
-        for (int q = 0; q < total; q++) {
-            int a = es->res.start[q], len = es->res.start[q + 1] - a;
-            if (es->res.finish[q] == GEN_FINISH_STOP && len > 0) len--; /* the stop token is not text */
-            /* Model vocabularies are padded past the tokenizer's (Qwen3: 151936 rows, 151669 tokens): ids
-             * without a token carry no text; they are counted and reported. */
-            int kept = 0;
-            for (int i = 0; i < len; i++) {
-                size_t tl;
-                int32_t id = es->res.tokens[a + i];
-                if (tok_token_bytes(tok, id, &tl)) decode_buf[kept++] = id;
-                else n_untokened++;
-            }
-            CHECK_OK(tok_decode(tok, decode_buf, (size_t)kept, &tb, &err), &err);
-            es->text[q] = xstrdup(tb.bytes ? tb.bytes : "");
-            verify_answer(es->mode, es->text[q], es->ds.rec[q / K].answer, &es->vr[q]);
-        }
-        if (rc) { /* every sample through the reward command too */
-            es->reward = xmalloc((size_t)total * sizeof *es->reward);
-            reward_cmd_step_reset(rc);
-            for (int q = 0; q < total; q++) {
-                const ds_record *r = &es->ds.rec[q / K];
-                char what[4200];
-                snprintf(what, sizeof what, "%s:%d sample %d", es->path, r->line, q % K);
-                if (!reward_cmd_score(rc, r->id, what, r->prompt, es->text[q], r->answer, &es->reward[q], &err)) {
-                    if (out_path) atomic_abort(&af);
-                    reward_cmd_close(rc);
-                    die("eval: %s", err.msg);
-                }
-            }
-        }
-        tok_bytes_free(&tb);
-        free(decode_buf);
-        if (n_untokened)
-            log_warn("eval %s: %ld sampled ids have no token in the tokenizer (padding rows of the model's "
-                     "vocabulary); they were left out of the completion text", es->path, n_untokened);
-
-        /* metrics */
-        double avg = 0, avg_sq = 0, pass1 = 0, passk = 0, maj = 0;
-        double *frac = xmalloc((size_t)n * sizeof *frac); /* c/K per problem */
-        long no_answer = 0, truncated = 0;
-        int *group_rep = xmalloc((size_t)K * sizeof *group_rep), *group_count = xmalloc((size_t)K * sizeof(int));
-        for (int p = 0; p < n; p++) {
-            int c = 0, n_groups = 0;
-            for (int s = 0; s < K; s++) {
-                int q = p * K + s;
-                const verify_result *v = &es->vr[q];
-                c += v->correct;
-                truncated += es->res.finish[q] == GEN_FINISH_LENGTH;
-                if (!v->has_extracted) {
-                    no_answer++;
-                    continue;
-                }
-                int g_found = -1;
-                for (int gi = 0; gi < n_groups && g_found < 0; gi++)
-                    if (answers_equivalent(es->mode, v->extracted, es->vr[group_rep[gi]].extracted)) g_found = gi;
-                if (g_found < 0) {
-                    group_rep[n_groups] = q;
-                    group_count[n_groups++] = 1;
-                } else {
-                    group_count[g_found]++;
-                }
-            }
-            int best = -1;
-            for (int gi = 0; gi < n_groups; gi++)
-                if (best < 0 || group_count[gi] > group_count[best]) best = gi;
-            avg += (double)c / K, avg_sq += (double)c / K * c / K;
-            frac[p] = (double)c / K;
-            pass1 += pass_at_k(K, c, 1);
-            passk += pass_at_k(K, c, K);
-            maj += best >= 0 && es->vr[group_rep[best]].correct;
-        }
-        free(group_rep);
-        free(group_count);
-        double avg_se = std_error(n, avg, avg_sq);
-        avg /= n, pass1 /= n, passk /= n, maj /= n;
-        log_info("eval %s: %d problems x %d samples: avg@%d %.4f pass@1 %.4f pass@%d %.4f maj@%d %.4f "
-                 "(%ld new tokens in %.1f s, %.1f tok/s)",
-                 es->path, n, K, K, avg, pass1, K, passk, K, maj, es->res.n_generated, dt,
-                 es->res.n_generated / (dt > 0 ? dt : 1e-9));
-        printf("{\"data\": ");
-        print_json_string(stdout, es->path, strlen(es->path));
-        printf(", \"format\": \"%s\", \"template\": \"%s\", \"verify\": \"%s\", \"problems\": %d, \"samples\": %d, "
-               "\"avg@%d\": %.6f, \"avg@%d_stderr\": ",
-               ds_format_name(es->ds.format), chat_template_name(tmpl),
-               es->mode == VERIFY_MODE_GSM8K ? "gsm8k" : "math", n, K, K, avg, K);
-        print_num_or_null(avg_se);
-        printf(", \"pass@1\": %.6f, ", pass1);
-        if (K != 1) printf("\"pass@%d\": %.6f, ", K, passk); /* K = 1: pass@K is pass@1 (a JSON key once) */
-        printf("\"maj@%d\": %.6f, \"no_answer\": %.6f, \"truncated\": %.6f, \"mean_new_tokens\": %.2f", K, maj,
-               (double)no_answer / total, (double)truncated / total, (double)es->res.n_generated / total);
-        print_breakdown("subject", es, frac, K, false);
-        print_breakdown("level", es, frac, K, true);
-        free(frac);
-        if (rc) {
-            double rsum = 0;
-            for (int q = 0; q < total; q++) rsum += es->reward[q];
-            printf(", \"reward_mean\": %.6f", rsum / total);
-            fflush(stdout);
-            reward_cmd_write_metrics(rc, stdout);
-        }
-        printf("}\n");
-        if (fflush(stdout) != 0 || ferror(stdout)) die("eval: writing stdout failed");
-
-        if (out_path) {
-            for (int q = 0; q < total; q++) {
-                const verify_result *v = &es->vr[q];
-                FILE *f = af.fp;
-                fputs("{\"dataset\": ", f);
-                print_json_string(f, es->path, strlen(es->path));
-                fputs(", \"id\": ", f);
-                print_json_string(f, es->ds.rec[q / K].id, strlen(es->ds.rec[q / K].id));
-                fprintf(f, ", \"sample\": %d, \"correct\": %s, ", q % K, v->correct ? "true" : "false");
-                if (es->reward) fprintf(f, "\"reward\": %.6g, ", es->reward[q]);
-                fputs("\"extracted\": ", f);
-                if (v->has_extracted)
-                    print_json_string(f, v->extracted, strlen(v->extracted));
-                else
-                    fputs("null", f);
-                fprintf(f, ", \"finish\": \"%s\", \"n_tokens\": %d, \"completion\": ", gen_finish_name(es->res.finish[q]),
-                        es->res.start[q + 1] - es->res.start[q]);
-                print_json_string(f, es->text[q], strlen(es->text[q]));
-                fputs("}\n", f);
-            }
-        }
+        double dt = generate_set(&c, es);
+        decode_and_verify(&c, es);
+        if (c.rc) score_rewards(&c, es);
+        report_set(&c, es, dt);
+        if (c.out_path) write_samples(&c, es);
     }
-    if (out_path) CHECK_OK(atomic_commit(&af, &err), &err);
-    reward_cmd_close(rc);
+    if (c.out_path) CHECK_OK(atomic_commit(&c.af, &err), &err);
+    reward_cmd_close(c.rc);
 
     for (int d = 0; d < n_data; d++) {
         eval_set *es = &sets[d];
-        int total = es->ds.n * K;
+        int total = es->ds.n * c.K;
         for (int q = 0; q < total; q++) free(es->text[q]);
         free(es->text);
         free(es->vr);
@@ -509,7 +541,7 @@ int cmd_eval(int argc, char **argv) {
         dataset_free(&es->ds);
     }
     free(sets);
-    model_free(&m);
-    tok_free(tok);
+    model_free(&c.m);
+    tok_free(c.tok);
     return 0;
 }
