@@ -3,7 +3,8 @@
 # λ = 1.25, sft; eval, checkpoints, HDF5 and TensorBoard logs at every step) is run once per fault point of the
 # sanitizer build (src/core/fault_point.h: S2D_FAULT_AT=N fails the Nth allocation or I/O step a run reaches).
 # Every injected failure must end in the error naming that point, exit 1, and no LeakSanitizer or sanitizer
-# report (die() runs the leak check in that build).
+# report (die() runs the leak check in that build). The same for every point of a --resume that restores two
+# stage outputs from the checkpoint and continues a third mid-stage.
 . "$(dirname "$0")/lib.sh"
 cd "$WORK" || exit 1
 export S2D_LOG=warn OMP_NUM_THREADS=1
@@ -29,7 +30,7 @@ defaults: &stage
 pipeline:
   - {<<: *stage, steps: 2, name: a_grpo, algo: grpo, policy: teacher, data: train, minibatches: 2, grpo: {kl_beta: 0.01}}
   - {<<: *stage, name: b_fkl, algo: fkl, policy: student, teacher: a_grpo, data: train, group_size: 1, fkl: {mode: topk, topk: 4}}
-  - {<<: *stage, name: c_opd, algo: opd, policy: b_fkl, teacher: a_grpo, data: train, opd: {lambda: 1.25}}
+  - {<<: *stage, steps: 2, name: c_opd, algo: opd, policy: b_fkl, teacher: a_grpo, data: train, opd: {lambda: 1.25}}
   - {<<: *stage, name: d_sft, algo: sft, policy: c_opd, data: train}
 YAML
 S2D_FAULT_AT=count "$S2D" train cfg.yaml --out full > full.log 2>&1
@@ -63,6 +64,40 @@ for k in $(seq 1 "$n"); do
   fi
 done
 [ $bad = 0 ] && ok
+# --resume: a run stopped inside c_opd (global step 4) continues with a and b restored from the checkpoint and
+# c resumed mid-stage; every point of the resumed run fails in turn, on a copy of the stopped OUT
+"$S2D" train cfg.yaml --out stopped --set fault.stop_after_step=4 > stopped.log 2>&1
+check "the run stops inside c_opd" bash -c "ls stopped/checkpoints | grep -q '^ckpt-02-000000001' && ! test -e stopped/models/d_sft"
+cp -r stopped rcount
+S2D_FAULT_AT=count "$S2D" train cfg.yaml --out rcount --resume > rcount.log 2>&1
+rc=$?
+nr=$(sed -n 's/^s2d: fault points reached: \([0-9]*\)$/\1/p' rcount.log)
+check "the resumed run without a failure succeeds (rc $rc)" test "$rc" -eq 0
+check "the resumed run reaches fault points (${nr:-none})" test "${nr:-0}" -ge 20
+resume_one() {
+  local k=$1
+  cp -r stopped "r$k"
+  S2D_FAULT_AT=$k "$S2D" train cfg.yaml --out "r$k" --resume > "rlog$k" 2>&1
+  echo $? > "rrc$k"
+}
+export -f resume_one
+seq 1 "${nr:-0}" | xargs -P 2 -I{} bash -c 'resume_one {}'
+bad=0
+for k in $(seq 1 "${nr:-0}"); do
+  why=""
+  [ "$(cat "rrc$k")" = 1 ] || why="exit $(cat "rrc$k"), expected 1"
+  grep -q "injected failure at fault point $k (" "rlog$k" || why="$why; no error naming point $k"
+  grep -qE "LeakSanitizer|ERROR: AddressSanitizer|runtime error:" "rlog$k" && why="$why; sanitizer report"
+  if [ -n "$why" ]; then
+    bad=1
+    fail "resume, fault point $k ($(grep -o 'fault point [0-9]* ([^)]*)' "rlog$k" | head -1)): $why"
+    sed 's/^/    | /' "rlog$k" | grep -vE '^\s*\|\s*$' | head -20 >&2
+  fi
+done
+[ $bad = 0 ] && ok
+for site in "restore a stage output" "resume mid-stage"; do
+  check "a point stands before: $site" grep -qh "($site)" rlog*
+done
 # the points cover the stage's resources and its I/O
 for site in "the step buffers" "the learner" "the generator" "the teacher workspace" "the reference workspace" \
             "encode the stage data" "the eval generator" "scoring" "the HDF5 logs" "save the model" "the checkpoint" \
