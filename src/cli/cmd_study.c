@@ -233,18 +233,18 @@ static const char *scalar_of(cfg_node *map, const char *key, const char *def) {
     return n && n->kind == CFG_SCALAR && n->value ? n->value : def;
 }
 
-static int node_get(node_list *L, int parent, int seed, bool shared, cfg_node *stage, const char *stage_name) {
+static int node_get(node_list *tree, int parent, int seed, bool shared, cfg_node *stage, const char *stage_name) {
     char *yaml = node_to_yaml(stage);
-    for (int i = 0; i < L->n; i++)
-        if (L->v[i].parent == parent && L->v[i].seed == seed && strcmp(L->v[i].stage_yaml, yaml) == 0) {
+    for (int i = 0; i < tree->n; i++)
+        if (tree->v[i].parent == parent && tree->v[i].seed == seed && strcmp(tree->v[i].stage_yaml, yaml) == 0) {
             free(yaml);
             return i;
         }
-    if (L->n == L->cap) L->cap = L->cap ? 2 * L->cap : 64, L->v = xrealloc(L->v, (size_t)L->cap * sizeof *L->v);
-    st_node *nd = &L->v[L->n];
+    if (tree->n == tree->cap) tree->cap = tree->cap ? 2 * tree->cap : 64, tree->v = xrealloc(tree->v, (size_t)tree->cap * sizeof *tree->v);
+    st_node *nd = &tree->v[tree->n];
     memset(nd, 0, sizeof *nd);
     nd->parent = parent, nd->seed = seed, nd->shared = shared;
-    nd->depth = parent < 0 ? 0 : L->v[parent].depth + 1;
+    nd->depth = parent < 0 ? 0 : tree->v[parent].depth + 1;
     snprintf(nd->stage, sizeof nd->stage, "%s", stage_name);
     snprintf(nd->output, sizeof nd->output, "%s", scalar_of(stage, "output", stage_name));
     snprintf(nd->refs[0], 64, "%s", scalar_of(stage, "policy", ""));
@@ -259,31 +259,31 @@ static int node_get(node_list *L, int parent, int seed, bool shared, cfg_node *s
     nd->stage_yaml = yaml;
     nd->greedy = nd->sampled = NAN;
     nd->flops = NAN;
-    return L->n++;
+    return tree->n++;
 }
 
 /* The single-stage train config of node ni: the base (global overrides applied), seed = 1000 * seed + depth
  * (each stage its own sampling and data streams), the outputs of the ancestors it reads as model paths, no
  * HDF5 logs. */
-static bool node_config(const study_def *st, node_list *L, int ni, s2d_err *err) {
-    st_node *nd = &L->v[ni];
+static bool node_config(const study_def *st, node_list *tree, int ni, s2d_err *err) {
+    st_node *nd = &tree->v[ni];
     cfg_node *root;
     TRY(load_base(st, &root, err));
     char v[PATH_MAX + 64];
     snprintf(v, sizeof v, "%lld", 1000LL * nd->seed + nd->depth);
     bool ok = cfg_set(root, "seed", v, err) && cfg_set(root, "logging", "{rollouts: false, metrics_h5: false}", err);
-    for (int a = nd->parent; ok && a >= 0; a = L->v[a].parent) {
+    for (int a = nd->parent; ok && a >= 0; a = tree->v[a].parent) {
         bool read = false; /* only the outputs it reads: the others may not exist yet (they run in parallel) */
-        for (int r = 0; r < 3; r++) read |= strcmp(nd->refs[r], L->v[a].output) == 0;
+        for (int r = 0; r < 3; r++) read |= strcmp(nd->refs[r], tree->v[a].output) == 0;
         if (!read) continue;
         char key[128], abs[PATH_MAX], mdir[PATH_MAX + 80];
-        snprintf(mdir, sizeof mdir, "%s/out/models/%s", L->v[a].dir, L->v[a].output);
-        if (!realpath(L->v[a].dir, abs)) snprintf(abs, sizeof abs, "%s", L->v[a].dir);
-        snprintf(mdir, sizeof mdir, "%s/out/models/%s", abs, L->v[a].output);
-        snprintf(key, sizeof key, "models.%s", L->v[a].output);
+        snprintf(mdir, sizeof mdir, "%s/out/models/%s", tree->v[a].dir, tree->v[a].output);
+        if (!realpath(tree->v[a].dir, abs)) snprintf(abs, sizeof abs, "%s", tree->v[a].dir);
+        snprintf(mdir, sizeof mdir, "%s/out/models/%s", abs, tree->v[a].output);
+        snprintf(key, sizeof key, "models.%s", tree->v[a].output);
         snprintf(v, sizeof v, "{path: \"%s\"}", mdir);
-        if (cfg_find(cfg_find(root, "models"), L->v[a].output)) {
-            ok = err_set(err, "%s: stage output '%s' has the name of a model in models:", st->base, L->v[a].output);
+        if (cfg_find(cfg_find(root, "models"), tree->v[a].output)) {
+            ok = err_set(err, "%s: stage output '%s' has the name of a model in models:", st->base, tree->v[a].output);
             break;
         }
         ok = cfg_set(root, key, v, err);
@@ -343,6 +343,106 @@ static void eval_data_file(const study_def *st, const train_config *tc, const ch
     *format = "math";
 }
 
+/* start, the claims' operands and the reference name what the study has. */
+static void check_names(const study_def *st) {
+    if (st->start[0]) {
+        bool found = false;
+        for (int i = 0; i < st->n_shared; i++) found |= strcmp(st->shared[i], st->start) == 0;
+        for (int i = 0; i < st->n_prefix; i++) found |= strcmp(st->prefix[i], st->start) == 0;
+        if (!found) die("%s: start: '%s' is not a shared or prefix stage", st->path, st->start);
+    }
+    for (int c = 0; c < st->n_claims; c++)
+        for (int k = 0; k < 2; k++) {
+            const char *nm = k ? st->claims[c].worse : st->claims[c].better;
+            bool found = false;
+            for (int a = 0; a < st->n_arms; a++) found |= strcmp(st->arms[a].name, nm) == 0;
+            for (int i = 0; i < st->n_shared; i++) found |= strcmp(st->shared[i], nm) == 0;
+            for (int i = 0; i < st->n_prefix; i++) found |= strcmp(st->prefix[i], nm) == 0;
+            if (!found)
+                die("%s: claims[%d].%s: '%s' is not an arm nor a shared or prefix stage", st->path, c,
+                    k ? "worse" : "better", nm);
+        }
+    bool ref_ok = false;
+    for (int a = 0; a < st->n_arms; a++) ref_ok |= strcmp(st->arms[a].name, st->reference) == 0;
+    if (!ref_ok) die("%s: reference: no arm named '%s'", st->path, st->reference);
+}
+
+/* Every arm of every seed as a path of nodes of the run tree (shared stages once, prefix stages once per seed). */
+static void build_tree(const study_def *st, const int *seed_of, int n_seeds, node_list *tree,
+                       arm_path (*paths)[ST_MAX_SEEDS]) {
+    s2d_err err;
+    for (int a = 0; a < st->n_arms; a++) {
+        const arm_def *ad = &st->arms[a];
+        cfg_node *root;
+        if (!load_base(st, &root, &err)) die("%s", err.msg);
+        for (int i = 0; i < ad->n_sets; i++) {
+            /* "stage.key=value" → "pipeline[i].key=value", only for the arm's own stages */
+            const char *s = ad->sets[i];
+            size_t dot = strcspn(s, ".=");
+            char stage[64];
+            snprintf(stage, sizeof stage, "%.*s", (int)S2D_MIN(dot, 63), s);
+            bool own = false;
+            for (int k = 0; k < ad->n_stages; k++) own |= strcmp(ad->stages[k], stage) == 0;
+            if (!own || s[dot] != '.')
+                die("%s: arms[%d] (%s): set[%d] '%s' must start with one of the arm's stages (%s...)", st->path, a,
+                    ad->name, i, s, ad->n_stages ? ad->stages[0] : "none");
+            char path[600];
+            snprintf(path, sizeof path, "pipeline[%d].%s", base_stage_index(root, stage), s + dot + 1);
+            if (!cfg_set_arg(root, path, &err)) die("%s: arms[%d] (%s): set[%d]: %s", st->path, a, ad->name, i, err.msg);
+        }
+        cfg_node *pl = cfg_find(root, "pipeline");
+        for (int s = 0; s < n_seeds; s++) {
+            arm_path *p = &paths[a][s];
+            int parent = -1;
+            p->n_nodes = 0;
+            for (int k = 0; k < st->n_shared + st->n_prefix + ad->n_stages; k++) {
+                bool shared = k < st->n_shared;
+                const char *name = shared                      ? st->shared[k]
+                                   : k < st->n_shared + st->n_prefix ? st->prefix[k - st->n_shared]
+                                                                    : ad->stages[k - st->n_shared - st->n_prefix];
+                int bi = base_stage_index(root, name);
+                if (bi < 0) die("%s: arm %s: stage '%s' is not in the pipeline of %s", st->path, ad->name, name, st->base);
+                if (k == st->n_shared + st->n_prefix) p->first_arm = p->n_nodes;
+                parent = node_get(tree, parent, shared ? st->seed_base : seed_of[s], shared, pl->items[bi], name);
+                p->nodes[p->n_nodes++] = parent;
+            }
+            if (ad->n_stages == 0) p->first_arm = p->n_nodes;
+        }
+        cfg_free(root);
+    }
+}
+
+/* Each node's directory and stage.yaml (reused when unchanged and trained), validated now (dry run) so that a
+ * bad arm fails before anything runs. */
+static void prepare_nodes(const study_def *st, node_list *tree, const char *dir) {
+    s2d_err err;
+    study_mkdir_p(dir);
+    for (int i = 0; i < tree->n; i++) {
+        st_node *nd = &tree->v[i];
+        char group[32];
+        if (nd->shared) snprintf(group, sizeof group, "shared");
+        else snprintf(group, sizeof group, "seed%d", nd->seed);
+        snprintf(nd->dir, sizeof nd->dir, "%s/runs/%s/%02d-%s", dir, group, i, nd->stage);
+        study_mkdir_p(nd->dir);
+        if (!node_config(st, tree, i, &err)) die("%s", err.msg);
+        char cfgp[PATH_MAX + 32];
+        snprintf(cfgp, sizeof cfgp, "%s/stage.yaml", nd->dir);
+        char *old = study_read_text(cfgp);
+        char mark[PATH_MAX + 32];
+        snprintf(mark, sizeof mark, "%s/trained", nd->dir);
+        nd->reused = old && strcmp(old, nd->config_text) == 0 && access(mark, F_OK) == 0 &&
+                     (nd->parent < 0 || tree->v[nd->parent].reused);
+        free(old);
+        if (!nd->reused) {
+            unlink(mark);
+            if (!study_write_text(cfgp, nd->config_text, &err)) die("%s", err.msg);
+        }
+        train_config ntc;
+        if (!train_config_load(cfgp, NULL, 0, true, &ntc, &err)) die("study: %s", err.msg);
+        train_config_free(&ntc);
+    }
+}
+
 int cmd_study(int argc, char **argv) {
     const char *config = NULL, *out = NULL;
     int seeds = 0, jobs = 0, seed_base = -1;
@@ -387,98 +487,15 @@ int cmd_study(int argc, char **argv) {
     /* the base, validated as a whole (dry run: no weights are read) for its datasets and prompt */
     train_config tc;
     if (!train_config_load(st->base, st->sets, st->n_sets, true, &tc, &err)) die("%s", err.msg);
-    if (st->start[0]) {
-        bool found = false;
-        for (int i = 0; i < st->n_shared; i++) found |= strcmp(st->shared[i], st->start) == 0;
-        for (int i = 0; i < st->n_prefix; i++) found |= strcmp(st->prefix[i], st->start) == 0;
-        if (!found) die("%s: start: '%s' is not a shared or prefix stage", st->path, st->start);
-    }
-    for (int c = 0; c < st->n_claims; c++)
-        for (int k = 0; k < 2; k++) {
-            const char *nm = k ? st->claims[c].worse : st->claims[c].better;
-            bool found = false;
-            for (int a = 0; a < st->n_arms; a++) found |= strcmp(st->arms[a].name, nm) == 0;
-            for (int i = 0; i < st->n_shared; i++) found |= strcmp(st->shared[i], nm) == 0;
-            for (int i = 0; i < st->n_prefix; i++) found |= strcmp(st->prefix[i], nm) == 0;
-            if (!found)
-                die("%s: claims[%d].%s: '%s' is not an arm nor a shared or prefix stage", st->path, c,
-                    k ? "worse" : "better", nm);
-        }
-    bool ref_ok = false;
-    for (int a = 0; a < st->n_arms; a++) ref_ok |= strcmp(st->arms[a].name, st->reference) == 0;
-    if (!ref_ok) die("%s: reference: no arm named '%s'", st->path, st->reference);
-
+    check_names(st);
     /* the tree: every arm of every seed as a path of nodes */
     int n_seeds = st->seeds;
     int seed_of[ST_MAX_SEEDS];
     for (int s = 0; s < n_seeds; s++) seed_of[s] = st->seed_base + s;
-    node_list L = {0};
+    node_list tree = {0};
     arm_path (*paths)[ST_MAX_SEEDS] = xcalloc((size_t)st->n_arms, sizeof *paths);
-    for (int a = 0; a < st->n_arms; a++) {
-        const arm_def *ad = &st->arms[a];
-        cfg_node *root;
-        if (!load_base(st, &root, &err)) die("%s", err.msg);
-        for (int i = 0; i < ad->n_sets; i++) {
-            /* "stage.key=value" → "pipeline[i].key=value", only for the arm's own stages */
-            const char *s = ad->sets[i];
-            size_t dot = strcspn(s, ".=");
-            char stage[64];
-            snprintf(stage, sizeof stage, "%.*s", (int)S2D_MIN(dot, 63), s);
-            bool own = false;
-            for (int k = 0; k < ad->n_stages; k++) own |= strcmp(ad->stages[k], stage) == 0;
-            if (!own || s[dot] != '.')
-                die("%s: arms[%d] (%s): set[%d] '%s' must start with one of the arm's stages (%s...)", st->path, a,
-                    ad->name, i, s, ad->n_stages ? ad->stages[0] : "none");
-            char path[600];
-            snprintf(path, sizeof path, "pipeline[%d].%s", base_stage_index(root, stage), s + dot + 1);
-            if (!cfg_set_arg(root, path, &err)) die("%s: arms[%d] (%s): set[%d]: %s", st->path, a, ad->name, i, err.msg);
-        }
-        cfg_node *pl = cfg_find(root, "pipeline");
-        for (int s = 0; s < n_seeds; s++) {
-            arm_path *p = &paths[a][s];
-            int parent = -1;
-            p->n_nodes = 0;
-            for (int k = 0; k < st->n_shared + st->n_prefix + ad->n_stages; k++) {
-                bool shared = k < st->n_shared;
-                const char *name = shared                      ? st->shared[k]
-                                   : k < st->n_shared + st->n_prefix ? st->prefix[k - st->n_shared]
-                                                                    : ad->stages[k - st->n_shared - st->n_prefix];
-                int bi = base_stage_index(root, name);
-                if (bi < 0) die("%s: arm %s: stage '%s' is not in the pipeline of %s", st->path, ad->name, name, st->base);
-                if (k == st->n_shared + st->n_prefix) p->first_arm = p->n_nodes;
-                parent = node_get(&L, parent, shared ? st->seed_base : seed_of[s], shared, pl->items[bi], name);
-                p->nodes[p->n_nodes++] = parent;
-            }
-            if (ad->n_stages == 0) p->first_arm = p->n_nodes;
-        }
-        cfg_free(root);
-    }
-    /* directories and configs, each validated now (dry run) so a bad arm fails before anything runs */
-    study_mkdir_p(dir);
-    for (int i = 0; i < L.n; i++) {
-        st_node *nd = &L.v[i];
-        char group[32];
-        if (nd->shared) snprintf(group, sizeof group, "shared");
-        else snprintf(group, sizeof group, "seed%d", nd->seed);
-        snprintf(nd->dir, sizeof nd->dir, "%s/runs/%s/%02d-%s", dir, group, i, nd->stage);
-        study_mkdir_p(nd->dir);
-        if (!node_config(st, &L, i, &err)) die("%s", err.msg);
-        char cfgp[PATH_MAX + 32];
-        snprintf(cfgp, sizeof cfgp, "%s/stage.yaml", nd->dir);
-        char *old = study_read_text(cfgp);
-        char mark[PATH_MAX + 32];
-        snprintf(mark, sizeof mark, "%s/trained", nd->dir);
-        nd->reused = old && strcmp(old, nd->config_text) == 0 && access(mark, F_OK) == 0 &&
-                     (nd->parent < 0 || L.v[nd->parent].reused);
-        free(old);
-        if (!nd->reused) {
-            unlink(mark);
-            if (!study_write_text(cfgp, nd->config_text, &err)) die("%s", err.msg);
-        }
-        train_config ntc;
-        if (!train_config_load(cfgp, NULL, 0, true, &ntc, &err)) die("study: %s", err.msg);
-        train_config_free(&ntc);
-    }
+    build_tree(st, seed_of, n_seeds, &tree, paths);
+    prepare_nodes(st, &tree, dir);
     char eval_file[PATH_MAX + 32];
     const char *eval_format;
     eval_data_file(st, &tc, dir, eval_file, sizeof eval_file, &eval_format);
@@ -486,11 +503,11 @@ int cmd_study(int argc, char **argv) {
     study_eval_args ea = {.file = eval_file, .format = eval_format, .template_name = chat_template_name(tc.chat),
                           .instruction = tc.instruction};
     double t0 = study_now_s();
-    double cpu = study_run(st, &L, &ea, config, dir, n_seeds, ncpu);
-    study_report(st, &L, paths, seed_of, n_seeds, dir, study_now_s() - t0, cpu);
+    double cpu = study_run(st, &tree, &ea, config, dir, n_seeds, ncpu);
+    study_report(st, &tree, paths, seed_of, n_seeds, dir, study_now_s() - t0, cpu);
     fprintf(stderr, "[study] wrote %s/study.md, %s/study.json, %s/study.png\n", dir, dir, dir);
-    for (int i = 0; i < L.n; i++) free(L.v[i].stage_yaml), free(L.v[i].config_text);
-    free(L.v), free(paths);
+    for (int i = 0; i < tree.n; i++) free(tree.v[i].stage_yaml), free(tree.v[i].config_text);
+    free(tree.v), free(paths);
     for (int a = 0; a < st->n_arms; a++)
         for (int i = 0; i < st->arms[a].n_sets; i++) free(st->arms[a].sets[i]);
     for (int i = 0; i < st->n_sets; i++) free(st->sets[i]);

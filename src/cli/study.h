@@ -89,12 +89,12 @@ char *study_read_text(const char *path);                               /* NULL w
 bool study_write_text(const char *path, const char *text, s2d_err *err); /* atomic */
 void study_mkdir_p(const char *path);
 double study_now_s(void);
-/* Runs every train and eval of L not already done (reused nodes, eval results present), up to st->jobs at
+/* Runs every train and eval of tree not already done (reused nodes, eval results present), up to st->jobs at
  * once; a failure stops the others and dies naming the log. Then reads every node's accuracies, labels and
  * compute. Returns the CPU seconds its children used. */
-double study_run(const study_def *st, node_list *L, const study_eval_args *ea, const char *config, const char *dir,
+double study_run(const study_def *st, node_list *tree, const study_eval_args *ea, const char *config, const char *dir,
                  int n_seeds, int ncpu);
 
 /* study_report.c: prints study.md and writes it, study.json and study.png into dir. */
-void study_report(const study_def *st, node_list *L, arm_path (*paths)[ST_MAX_SEEDS], const int *seeds, int n_seeds,
+void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX_SEEDS], const int *seeds, int n_seeds,
                   const char *dir, double wall, double cpu);

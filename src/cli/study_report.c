@@ -12,20 +12,20 @@
 static double acc_of(const st_node *nd, bool greedy) { return greedy ? nd->greedy : nd->sampled; }
 
 /* The node whose output is `name` on this path (arm or prefix stage), or -1. */
-static int path_find(const node_list *L, const arm_path *p, const char *name) {
+static int path_find(const node_list *tree, const arm_path *p, const char *name) {
     for (int i = p->n_nodes - 1; i >= 0; i--)
-        if (strcmp(L->v[p->nodes[i]].output, name) == 0) return p->nodes[i];
+        if (strcmp(tree->v[p->nodes[i]].output, name) == 0) return p->nodes[i];
     return -1;
 }
 
 /* used[k]: the arm's final model depends on node k of its path (its output is read, directly or through
  * later stages, as a policy, teacher or reference), so its labels and compute count for the arm. */
-static void path_lineage(const node_list *L, const arm_path *p, bool *used) {
+static void path_lineage(const node_list *tree, const arm_path *p, bool *used) {
     char need[2 * ST_MAX_STAGES * 3 + 8][64];
     int n_need = 0;
-    snprintf(need[n_need++], 64, "%s", L->v[p->nodes[p->n_nodes - 1]].output);
+    snprintf(need[n_need++], 64, "%s", tree->v[p->nodes[p->n_nodes - 1]].output);
     for (int k = p->n_nodes - 1; k >= 0; k--) {
-        const st_node *nd = &L->v[p->nodes[k]];
+        const st_node *nd = &tree->v[p->nodes[k]];
         used[k] = false;
         for (int i = 0; i < n_need && !used[k]; i++) used[k] = strcmp(need[i], nd->output) == 0;
         if (!used[k]) continue;
@@ -59,13 +59,13 @@ static cJSON *json_array(const double *x, int n, double scale) {
 }
 
 /* Per-seed value of a claim operand: an arm (its final accuracy) or a shared/prefix stage output. */
-static bool operand_values(const study_def *st, const node_list *L, arm_path (*paths)[ST_MAX_SEEDS], int n_seeds,
+static bool operand_values(const study_def *st, const node_list *tree, arm_path (*paths)[ST_MAX_SEEDS], int n_seeds,
                            const char *name, bool greedy, double *out) {
     for (int a = 0; a < st->n_arms; a++)
         if (strcmp(st->arms[a].name, name) == 0) {
             for (int s = 0; s < n_seeds; s++) {
                 const arm_path *p = &paths[a][s];
-                out[s] = acc_of(&L->v[p->nodes[p->n_nodes - 1]], greedy);
+                out[s] = acc_of(&tree->v[p->nodes[p->n_nodes - 1]], greedy);
             }
             return true;
         }
@@ -73,9 +73,9 @@ static bool operand_values(const study_def *st, const node_list *L, arm_path (*p
         const arm_path *p = &paths[0][s];
         int found = -1;
         for (int i = 0; i < p->first_arm; i++)
-            if (strcmp(L->v[p->nodes[i]].output, name) == 0) found = p->nodes[i];
+            if (strcmp(tree->v[p->nodes[i]].output, name) == 0) found = p->nodes[i];
         if (found < 0) return false;
-        out[s] = acc_of(&L->v[found], greedy);
+        out[s] = acc_of(&tree->v[found], greedy);
     }
     return true;
 }
@@ -86,7 +86,7 @@ static int max_stages(const study_def *st) {
     return n;
 }
 
-static void write_plot(const study_def *st, const node_list *L, arm_path (*paths)[ST_MAX_SEEDS], int n_seeds,
+static void write_plot(const study_def *st, const node_list *tree, arm_path (*paths)[ST_MAX_SEEDS], int n_seeds,
                        const char *dir) {
     char dat[PATH_MAX + 32], png[PATH_MAX + 32], gp[PATH_MAX + 32];
     snprintf(dat, sizeof dat, "%s/study_curves.dat", dir);
@@ -104,9 +104,9 @@ static void write_plot(const study_def *st, const node_list *L, arm_path (*paths
         if (st->start[0]) {
             bool have = true;
             for (int s = 0; s < n_seeds; s++) {
-                int ni = path_find(L, &paths[a][s], st->start);
+                int ni = path_find(tree, &paths[a][s], st->start);
                 if (ni < 0) have = false;
-                else v[s] = acc_of(&L->v[ni], greedy);
+                else v[s] = acc_of(&tree->v[ni], greedy);
             }
             if (have) {
                 double sd = stats_sd(v, n_seeds);
@@ -115,10 +115,10 @@ static void write_plot(const study_def *st, const node_list *L, arm_path (*paths
         }
         const arm_path *p0 = &paths[a][0];
         for (int k = p0->first_arm; k < p0->n_nodes; k++) {
-            for (int s = 0; s < n_seeds; s++) v[s] = acc_of(&L->v[paths[a][s].nodes[k]], greedy);
+            for (int s = 0; s < n_seeds; s++) v[s] = acc_of(&tree->v[paths[a][s].nodes[k]], greedy);
             double sd = stats_sd(v, n_seeds);
             fprintf(f, "%d %.4f %.4f %s\n", k - p0->first_arm + 1, 100 * stats_mean(v, n_seeds),
-                    isfinite(sd) ? 100 * sd : 0, L->v[p0->nodes[k]].stage);
+                    isfinite(sd) ? 100 * sd : 0, tree->v[p0->nodes[k]].stage);
         }
         fprintf(f, "\n\n");
     }
@@ -144,7 +144,134 @@ static void write_plot(const study_def *st, const node_list *L, arm_path (*paths
                 png);
 }
 
-void study_report(const study_def *st, node_list *L, arm_path (*paths)[ST_MAX_SEEDS], const int *seeds, int n_seeds,
+/* What the parts of the report share: the study, its run tree and paths, and the two outputs being built. */
+typedef struct {
+    const study_def *st;
+    const node_list *tree;
+    arm_path (*paths)[ST_MAX_SEEDS];
+    int n_seeds;
+    bool greedy;               /* the metric of differences and verdicts */
+    FILE *md;                  /* study.md */
+    cJSON *json, *jarms;       /* study.json and its "arms" */
+    int ref;                   /* the reference arm */
+    double ref_g[ST_MAX_SEEDS], ref_s[ST_MAX_SEEDS]; /* its final accuracies per seed */
+} report_ctx;
+
+/* The shared and prefix stages' accuracies. */
+static void report_shared(const report_ctx *R) {
+    fprintf(R->md, "## Shared stages (every arm of a seed starts from these)\n\n| stage | greedy | sampled |\n|---|---|---|\n");
+    const arm_path *p0 = &R->paths[0][0];
+    for (int k = 0; k < p0->first_arm; k++) {
+        double g[ST_MAX_SEEDS], sm[ST_MAX_SEEDS];
+        for (int s = 0; s < R->n_seeds; s++) {
+            const st_node *nd = &R->tree->v[R->paths[0][s].nodes[k]];
+            g[s] = nd->greedy, sm[s] = nd->sampled;
+        }
+        char b1[64], b2[64];
+        fmt_ms(b1, sizeof b1, g, R->n_seeds), fmt_ms(b2, sizeof b2, sm, R->n_seeds);
+        const st_node *nd = &R->tree->v[p0->nodes[k]];
+        fprintf(R->md, "| %s%s | %s | %s |\n", nd->stage, nd->shared ? " (once, all seeds)" : "", b1, b2);
+    }
+}
+
+/* Arm a: its row of study.md (accuracies, Δ against the reference, labels, compute) and its study.json entry. */
+static void report_arm(report_ctx *R, int a) {
+    double g[ST_MAX_SEEDS], sm[ST_MAX_SEEDS], sft[ST_MAX_SEEDS], rl[ST_MAX_SEEDS], rlu[ST_MAX_SEEDS],
+        pr[ST_MAX_SEEDS], rt[ST_MAX_SEEDS], tt[ST_MAX_SEEDS], fl[ST_MAX_SEEDS];
+    for (int s = 0; s < R->n_seeds; s++) {
+        const arm_path *p = &R->paths[a][s];
+        const st_node *last = &R->tree->v[p->nodes[p->n_nodes - 1]];
+        g[s] = last->greedy, sm[s] = last->sampled;
+        sft[s] = rl[s] = rlu[s] = pr[s] = rt[s] = tt[s] = fl[s] = 0;
+        bool used[2 * ST_MAX_STAGES + 8];
+        path_lineage(R->tree, p, used);
+        for (int k = 0; k < p->n_nodes; k++) {
+            if (!used[k]) continue;
+            const st_node *nd = &R->tree->v[p->nodes[k]];
+            if (nd->alg == ALG_SFT) sft[s] += nd->lab_total;
+            else if (nd->alg == ALG_GRPO) rl[s] += nd->lab_total, rlu[s] += nd->lab_unique;
+            pr[s] += nd->prompts, rt[s] += nd->rollout_tokens, tt[s] += nd->trained_tokens, fl[s] += nd->flops;
+        }
+    }
+    stats_paired d = stats_paired_diff(R->greedy ? g : sm, R->greedy ? R->ref_g : R->ref_s, R->n_seeds);
+    char bg[64], bs[64], bd[64], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32];
+    fmt_ms(bg, sizeof bg, g, R->n_seeds), fmt_ms(bs, sizeof bs, sm, R->n_seeds);
+    if (a == R->ref) snprintf(bd, sizeof bd, "—");
+    else if (isfinite(d.se)) snprintf(bd, sizeof bd, "%+.1f ± %.1f", pp(d.mean), 100 * d.se);
+    else snprintf(bd, sizeof bd, "%+.1f", pp(d.mean));
+    fmt_big(b1, sizeof b1, stats_mean(sft, R->n_seeds)), fmt_big(b2, sizeof b2, stats_mean(rl, R->n_seeds));
+    fmt_big(b3, sizeof b3, stats_mean(rlu, R->n_seeds)), fmt_big(b4, sizeof b4, stats_mean(pr, R->n_seeds));
+    fmt_big(b5, sizeof b5, stats_mean(rt, R->n_seeds)), fmt_big(b6, sizeof b6, stats_mean(tt, R->n_seeds));
+    fmt_big(b7, sizeof b7, stats_mean(fl, R->n_seeds));
+    fprintf(R->md, "| %s | ", R->st->arms[a].name);
+    for (int k = 0; k < R->st->arms[a].n_stages; k++) fprintf(R->md, "%s%s", k ? " → " : "", R->st->arms[a].stages[k]);
+    fprintf(R->md, " | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s |\n", bg, bs, bd, b1, b2, b3, b4, b5, b6, b7);
+    cJSON *ja = cJSON_AddObjectToObject(R->jarms, R->st->arms[a].name);
+    cJSON *jst = cJSON_AddArrayToObject(ja, "stages");
+    for (int k = 0; k < R->st->arms[a].n_stages; k++) cJSON_AddItemToArray(jst, cJSON_CreateString(R->st->arms[a].stages[k]));
+    cJSON_AddItemToObject(ja, "greedy", json_array(g, R->n_seeds, 100));
+    cJSON_AddItemToObject(ja, "sampled", json_array(sm, R->n_seeds, 100));
+    /* accuracy after every stage of the arm, per seed */
+    cJSON *jc = cJSON_AddArrayToObject(ja, "after_stage");
+    const arm_path *pa = &R->paths[a][0];
+    for (int k = pa->first_arm; k < pa->n_nodes; k++) {
+        double cg[ST_MAX_SEEDS], cs[ST_MAX_SEEDS];
+        for (int s = 0; s < R->n_seeds; s++) {
+            const st_node *nd = &R->tree->v[R->paths[a][s].nodes[k]];
+            cg[s] = nd->greedy, cs[s] = nd->sampled;
+        }
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "stage", R->tree->v[pa->nodes[k]].stage);
+        cJSON_AddItemToObject(e, "greedy", json_array(cg, R->n_seeds, 100));
+        cJSON_AddItemToObject(e, "sampled", json_array(cs, R->n_seeds, 100));
+        cJSON_AddItemToArray(jc, e);
+    }
+    cJSON *jd = cJSON_AddObjectToObject(ja, "vs_reference");
+    cJSON_AddNumberToObject(jd, "difference", 100 * d.mean);
+    if (isfinite(d.se)) cJSON_AddNumberToObject(jd, "se", 100 * d.se);
+    else cJSON_AddNullToObject(jd, "se");
+    cJSON *jl = cJSON_AddObjectToObject(ja, "labels");
+    cJSON_AddItemToObject(jl, "sft", json_array(sft, R->n_seeds, 1));
+    cJSON_AddItemToObject(jl, "rl_total", json_array(rl, R->n_seeds, 1));
+    cJSON_AddItemToObject(jl, "rl_unique", json_array(rlu, R->n_seeds, 1));
+    cJSON_AddItemToObject(jl, "unlabelled_prompts", json_array(pr, R->n_seeds, 1));
+    cJSON *jco = cJSON_AddObjectToObject(ja, "compute");
+    cJSON_AddItemToObject(jco, "rollout_tokens", json_array(rt, R->n_seeds, 1));
+    cJSON_AddItemToObject(jco, "trained_tokens", json_array(tt, R->n_seeds, 1));
+    cJSON_AddItemToObject(jco, "flops", json_array(fl, R->n_seeds, 1));
+}
+
+/* Claim c: its row and its study.json entry; returns its verdict. */
+static stats_verdict report_claim(report_ctx *R, cJSON *jcl, int c) {
+    const claim_def *cd = &R->st->claims[c];
+    double b[ST_MAX_SEEDS], w[ST_MAX_SEEDS];
+    operand_values(R->st, R->tree, R->paths, R->n_seeds, cd->better, R->greedy, b);
+    operand_values(R->st, R->tree, R->paths, R->n_seeds, cd->worse, R->greedy, w);
+    stats_paired d = stats_paired_diff(b, w, R->n_seeds);
+    stats_verdict v = stats_verdict_of(d.mean, d.se);
+    char se[32];
+    if (isfinite(d.se)) snprintf(se, sizeof se, "%.1f", 100 * d.se);
+    else snprintf(se, sizeof se, "-");
+    fprintf(R->md, "| %s: %s (%s vs %s) | %s | %+.1f | %s | %s |\n", cd->id, cd->text, cd->better, cd->worse, cd->paper,
+            pp(d.mean), se, stats_verdict_name(v));
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "id", cd->id);
+    cJSON_AddStringToObject(e, "text", cd->text);
+    cJSON_AddStringToObject(e, "paper", cd->paper);
+    cJSON_AddStringToObject(e, "better", cd->better);
+    cJSON_AddStringToObject(e, "worse", cd->worse);
+    cJSON_AddNumberToObject(e, "difference", 100 * d.mean);
+    if (isfinite(d.se)) cJSON_AddNumberToObject(e, "se", 100 * d.se);
+    else cJSON_AddNullToObject(e, "se");
+    double dd[ST_MAX_SEEDS];
+    for (int s = 0; s < R->n_seeds; s++) dd[s] = b[s] - w[s];
+    cJSON_AddItemToObject(e, "per_seed", json_array(dd, R->n_seeds, 100));
+    cJSON_AddStringToObject(e, "verdict", stats_verdict_name(v));
+    cJSON_AddItemToArray(jcl, e);
+    return v;
+}
+
+void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX_SEEDS], const int *seeds, int n_seeds,
                   const char *dir, double wall, double cpu) {
     char *md = NULL;
     size_t md_len = 0;
@@ -162,113 +289,36 @@ void study_report(const study_def *st, node_list *L, arm_path (*paths)[ST_MAX_SE
                "the data order) has mean D and standard error SE = sd(d)/sqrt(seeds); it **holds** when D > 2 SE, is "
                "**reversed** when D < -2 SE, and is **within noise** otherwise (undetermined with one seed). Claims "
                "compare the %s.\n\n", metric);
-    /* shared and prefix stages */
-    fprintf(m, "## Shared stages (every arm of a seed starts from these)\n\n| stage | greedy | sampled |\n|---|---|---|\n");
-    const arm_path *p0 = &paths[0][0];
-    for (int k = 0; k < p0->first_arm; k++) {
-        double g[ST_MAX_SEEDS], sm[ST_MAX_SEEDS];
-        for (int s = 0; s < n_seeds; s++) {
-            const st_node *nd = &L->v[paths[0][s].nodes[k]];
-            g[s] = nd->greedy, sm[s] = nd->sampled;
-        }
-        char b1[64], b2[64];
-        fmt_ms(b1, sizeof b1, g, n_seeds), fmt_ms(b2, sizeof b2, sm, n_seeds);
-        const st_node *nd = &L->v[p0->nodes[k]];
-        fprintf(m, "| %s%s | %s | %s |\n", nd->stage, nd->shared ? " (once, all seeds)" : "", b1, b2);
-    }
-    /* arms */
-    int ref = 0;
+    report_ctx R = {.st = st, .tree = tree, .paths = paths, .n_seeds = n_seeds, .greedy = greedy, .md = m};
+    report_shared(&R);
     for (int a = 0; a < st->n_arms; a++)
-        if (strcmp(st->arms[a].name, st->reference) == 0) ref = a;
+        if (strcmp(st->arms[a].name, st->reference) == 0) R.ref = a;
+    const char *ref_name = st->arms[R.ref].name;
     fprintf(m, "\n## Arms (final accuracy, mean ± sd over seeds; Δ = arm − %s, paired, ± SE, on the %s)\n\n",
-            st->arms[ref].name, metric);
+            ref_name, metric);
     fprintf(m, "| arm | stages | greedy | sampled | Δ vs %s | SFT labels | RL labels (unique) | bridge prompts | "
                "rollout tokens | trained tokens | FLOPs |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
-            st->arms[ref].name);
+            ref_name);
     cJSON *J = cJSON_CreateObject();
+    R.json = J;
     cJSON_AddStringToObject(J, "study", st->path);
     cJSON_AddStringToObject(J, "base", st->base);
     cJSON *js = cJSON_AddArrayToObject(J, "seeds");
     for (int s = 0; s < n_seeds; s++) cJSON_AddItemToArray(js, cJSON_CreateNumber(seeds[s]));
     cJSON_AddStringToObject(J, "metric", greedy ? "greedy" : "sampled");
     cJSON_AddNumberToObject(J, "eval_samples", st->eval_samples);
-    cJSON_AddStringToObject(J, "reference", st->arms[ref].name);
+    cJSON_AddStringToObject(J, "reference", ref_name);
     cJSON_AddStringToObject(J, "rule", "holds: difference > 2 SE; reversed: difference < -2 SE; otherwise within "
                                        "noise; SE = sd of the per-seed paired differences / sqrt(seeds)");
     cJSON_AddStringToObject(J, "units", "accuracies and differences in percentage points");
     cJSON_AddNumberToObject(J, "wall_s", wall);
     cJSON_AddNumberToObject(J, "cpu_s", cpu);
-    cJSON *jarms = cJSON_AddObjectToObject(J, "arms");
-    double ref_g[ST_MAX_SEEDS], ref_s[ST_MAX_SEEDS];
+    R.jarms = cJSON_AddObjectToObject(J, "arms");
     for (int s = 0; s < n_seeds; s++) {
-        const arm_path *p = &paths[ref][s];
-        ref_g[s] = L->v[p->nodes[p->n_nodes - 1]].greedy, ref_s[s] = L->v[p->nodes[p->n_nodes - 1]].sampled;
+        const arm_path *p = &paths[R.ref][s];
+        R.ref_g[s] = tree->v[p->nodes[p->n_nodes - 1]].greedy, R.ref_s[s] = tree->v[p->nodes[p->n_nodes - 1]].sampled;
     }
-    for (int a = 0; a < st->n_arms; a++) {
-        double g[ST_MAX_SEEDS], sm[ST_MAX_SEEDS], sft[ST_MAX_SEEDS], rl[ST_MAX_SEEDS], rlu[ST_MAX_SEEDS],
-            pr[ST_MAX_SEEDS], rt[ST_MAX_SEEDS], tt[ST_MAX_SEEDS], fl[ST_MAX_SEEDS];
-        for (int s = 0; s < n_seeds; s++) {
-            const arm_path *p = &paths[a][s];
-            const st_node *last = &L->v[p->nodes[p->n_nodes - 1]];
-            g[s] = last->greedy, sm[s] = last->sampled;
-            sft[s] = rl[s] = rlu[s] = pr[s] = rt[s] = tt[s] = fl[s] = 0;
-            bool used[2 * ST_MAX_STAGES + 8];
-            path_lineage(L, p, used);
-            for (int k = 0; k < p->n_nodes; k++) {
-                if (!used[k]) continue;
-                const st_node *nd = &L->v[p->nodes[k]];
-                if (nd->alg == ALG_SFT) sft[s] += nd->lab_total;
-                else if (nd->alg == ALG_GRPO) rl[s] += nd->lab_total, rlu[s] += nd->lab_unique;
-                pr[s] += nd->prompts, rt[s] += nd->rollout_tokens, tt[s] += nd->trained_tokens, fl[s] += nd->flops;
-            }
-        }
-        stats_paired d = stats_paired_diff(greedy ? g : sm, greedy ? ref_g : ref_s, n_seeds);
-        char bg[64], bs[64], bd[64], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32];
-        fmt_ms(bg, sizeof bg, g, n_seeds), fmt_ms(bs, sizeof bs, sm, n_seeds);
-        if (a == ref) snprintf(bd, sizeof bd, "—");
-        else if (isfinite(d.se)) snprintf(bd, sizeof bd, "%+.1f ± %.1f", pp(d.mean), 100 * d.se);
-        else snprintf(bd, sizeof bd, "%+.1f", pp(d.mean));
-        fmt_big(b1, sizeof b1, stats_mean(sft, n_seeds)), fmt_big(b2, sizeof b2, stats_mean(rl, n_seeds));
-        fmt_big(b3, sizeof b3, stats_mean(rlu, n_seeds)), fmt_big(b4, sizeof b4, stats_mean(pr, n_seeds));
-        fmt_big(b5, sizeof b5, stats_mean(rt, n_seeds)), fmt_big(b6, sizeof b6, stats_mean(tt, n_seeds));
-        fmt_big(b7, sizeof b7, stats_mean(fl, n_seeds));
-        fprintf(m, "| %s | ", st->arms[a].name);
-        for (int k = 0; k < st->arms[a].n_stages; k++) fprintf(m, "%s%s", k ? " → " : "", st->arms[a].stages[k]);
-        fprintf(m, " | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s |\n", bg, bs, bd, b1, b2, b3, b4, b5, b6, b7);
-        cJSON *ja = cJSON_AddObjectToObject(jarms, st->arms[a].name);
-        cJSON *jst = cJSON_AddArrayToObject(ja, "stages");
-        for (int k = 0; k < st->arms[a].n_stages; k++) cJSON_AddItemToArray(jst, cJSON_CreateString(st->arms[a].stages[k]));
-        cJSON_AddItemToObject(ja, "greedy", json_array(g, n_seeds, 100));
-        cJSON_AddItemToObject(ja, "sampled", json_array(sm, n_seeds, 100));
-        /* accuracy after every stage of the arm, per seed */
-        cJSON *jc = cJSON_AddArrayToObject(ja, "after_stage");
-        const arm_path *pa = &paths[a][0];
-        for (int k = pa->first_arm; k < pa->n_nodes; k++) {
-            double cg[ST_MAX_SEEDS], cs[ST_MAX_SEEDS];
-            for (int s = 0; s < n_seeds; s++) {
-                const st_node *nd = &L->v[paths[a][s].nodes[k]];
-                cg[s] = nd->greedy, cs[s] = nd->sampled;
-            }
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "stage", L->v[pa->nodes[k]].stage);
-            cJSON_AddItemToObject(e, "greedy", json_array(cg, n_seeds, 100));
-            cJSON_AddItemToObject(e, "sampled", json_array(cs, n_seeds, 100));
-            cJSON_AddItemToArray(jc, e);
-        }
-        cJSON *jd = cJSON_AddObjectToObject(ja, "vs_reference");
-        cJSON_AddNumberToObject(jd, "difference", 100 * d.mean);
-        if (isfinite(d.se)) cJSON_AddNumberToObject(jd, "se", 100 * d.se);
-        else cJSON_AddNullToObject(jd, "se");
-        cJSON *jl = cJSON_AddObjectToObject(ja, "labels");
-        cJSON_AddItemToObject(jl, "sft", json_array(sft, n_seeds, 1));
-        cJSON_AddItemToObject(jl, "rl_total", json_array(rl, n_seeds, 1));
-        cJSON_AddItemToObject(jl, "rl_unique", json_array(rlu, n_seeds, 1));
-        cJSON_AddItemToObject(jl, "unlabelled_prompts", json_array(pr, n_seeds, 1));
-        cJSON *jco = cJSON_AddObjectToObject(ja, "compute");
-        cJSON_AddItemToObject(jco, "rollout_tokens", json_array(rt, n_seeds, 1));
-        cJSON_AddItemToObject(jco, "trained_tokens", json_array(tt, n_seeds, 1));
-        cJSON_AddItemToObject(jco, "flops", json_array(fl, n_seeds, 1));
-    }
+    for (int a = 0; a < st->n_arms; a++) report_arm(&R, a);
     fprintf(m, "\nLabels and compute count every stage the arm's final model depends on (as policy, teacher or "
                "reference, through earlier stages too: shared SFT and teacher_rl included where used); RL "
                "labels are the labelled examples GRPO stages drew (unique: per stage, summed); FLOPs come from "
@@ -279,32 +329,8 @@ void study_report(const study_def *st, node_list *L, arm_path (*paths)[ST_MAX_SE
     cJSON *jcl = cJSON_AddArrayToObject(J, "claims");
     int n_hold = 0, n_rev = 0, n_noise = 0;
     for (int c = 0; c < st->n_claims; c++) {
-        const claim_def *cd = &st->claims[c];
-        double b[ST_MAX_SEEDS], w[ST_MAX_SEEDS];
-        operand_values(st, L, paths, n_seeds, cd->better, greedy, b);
-        operand_values(st, L, paths, n_seeds, cd->worse, greedy, w);
-        stats_paired d = stats_paired_diff(b, w, n_seeds);
-        stats_verdict v = stats_verdict_of(d.mean, d.se);
+        stats_verdict v = report_claim(&R, jcl, c);
         n_hold += v == VERDICT_HOLDS, n_rev += v == VERDICT_REVERSED, n_noise += v == VERDICT_NOISE;
-        char se[32];
-        if (isfinite(d.se)) snprintf(se, sizeof se, "%.1f", 100 * d.se);
-        else snprintf(se, sizeof se, "-");
-        fprintf(m, "| %s: %s (%s vs %s) | %s | %+.1f | %s | %s |\n", cd->id, cd->text, cd->better, cd->worse, cd->paper,
-                pp(d.mean), se, stats_verdict_name(v));
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "id", cd->id);
-        cJSON_AddStringToObject(e, "text", cd->text);
-        cJSON_AddStringToObject(e, "paper", cd->paper);
-        cJSON_AddStringToObject(e, "better", cd->better);
-        cJSON_AddStringToObject(e, "worse", cd->worse);
-        cJSON_AddNumberToObject(e, "difference", 100 * d.mean);
-        if (isfinite(d.se)) cJSON_AddNumberToObject(e, "se", 100 * d.se);
-        else cJSON_AddNullToObject(e, "se");
-        double dd[ST_MAX_SEEDS];
-        for (int s = 0; s < n_seeds; s++) dd[s] = b[s] - w[s];
-        cJSON_AddItemToObject(e, "per_seed", json_array(dd, n_seeds, 100));
-        cJSON_AddStringToObject(e, "verdict", stats_verdict_name(v));
-        cJSON_AddItemToArray(jcl, e);
     }
     fprintf(m, "\n%d of %d claims hold, %d reversed, %d within noise at this scale (%d seeds).\n", n_hold, st->n_claims,
             n_rev, n_noise, n_seeds);
@@ -324,6 +350,6 @@ void study_report(const study_def *st, node_list *L, arm_path (*paths)[ST_MAX_SE
     if (!study_write_text(path, js_text, &err)) die("%s", err.msg);
     free(js_text);
     cJSON_Delete(J);
-    write_plot(st, L, paths, n_seeds, dir);
+    write_plot(st, tree, paths, n_seeds, dir);
 }
 

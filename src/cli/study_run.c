@@ -161,7 +161,7 @@ static void read_node_budget(st_node *nd) {
 
 typedef struct {
     const study_def *st;
-    node_list *L;
+    node_list *tree;
     st_job *jobs;
     int n_jobs;
     const char *exe;
@@ -193,7 +193,7 @@ static void tail_log(const char *path, int lines) {
 }
 
 static void start_job(runner *R, st_job *jb) {
-    st_node *nd = &R->L->v[jb->node];
+    st_node *nd = &R->tree->v[jb->node];
     char *argv[40];
     int a = 0;
     char a_cfg[PATH_MAX + 32], a_out[PATH_MAX + 32], a_model[PATH_MAX + 96], a_k[16], a_t[32], a_p[32], a_n[16],
@@ -255,12 +255,12 @@ static void stamp_path(const char *json, char *buf, size_t n) {
 
 static bool job_ready(runner *R, const st_job *jb) {
     if (jb->state != JS_WAIT) return false;
-    const st_node *nd = &R->L->v[jb->node];
+    const st_node *nd = &R->tree->v[jb->node];
     if (jb->kind == JOB_TRAIN) {
         /* waits only for the ancestors whose outputs it reads (policy, teacher, reference), so independent
          * stages of one path (the two SFTs) run side by side */
-        for (int a = nd->parent; a >= 0; a = R->L->v[a].parent) {
-            const st_node *an = &R->L->v[a];
+        for (int a = nd->parent; a >= 0; a = R->tree->v[a].parent) {
+            const st_node *an = &R->tree->v[a];
             bool read = false;
             for (int r = 0; r < 3; r++) read |= strcmp(nd->refs[r], an->output) == 0;
             if (!read) continue;
@@ -319,7 +319,7 @@ static void run_all(runner *R, int jobs) {
         if (!jb) continue;
         jb->state = JS_DONE;
         running--, done++;
-        st_node *nd = &R->L->v[jb->node];
+        st_node *nd = &R->tree->v[jb->node];
         char lab[160];
         node_label(nd, lab, sizeof lab);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -357,28 +357,28 @@ static void run_all(runner *R, int jobs) {
     }
 }
 
-double study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, const char *config, const char *dir,
+double study_run(const study_def *st, node_list *tree_in, const study_eval_args *ea, const char *config, const char *dir,
                  int n_seeds, int ncpu) {
-    node_list L = *Lp; /* a copy of the list header: the nodes (L.v) are shared */
-    st_job *jobsv = xcalloc((size_t)L.n * 3, sizeof *jobsv);
+    node_list tree = *tree_in; /* a copy of the list header: the nodes (tree.v) are shared */
+    st_job *jobsv = xcalloc((size_t)tree.n * 3, sizeof *jobsv);
     /* the children exec this very binary through /proc/PID/exe: it stays valid (the same inode) when the file is
      * rebuilt or replaced while the study runs, where its path would give a half-written or another binary */
     char exe[64];
     snprintf(exe, sizeof exe, "/proc/%ld/exe", (long)getpid());
     CHECK_SYS(access(exe, X_OK));
-    runner R = {.st = st, .L = &L, .jobs = jobsv, .n_jobs = 3 * L.n, .exe = exe, .eval_format = ea->format,
+    runner R = {.st = st, .tree = &tree, .jobs = jobsv, .n_jobs = 3 * tree.n, .exe = exe, .eval_format = ea->format,
                 .template_name = ea->template_name, .instruction = ea->instruction, .t0 = study_now_s()};
     snprintf(R.eval_file, sizeof R.eval_file, "%s", ea->file);
     /* jobs: train (unless reused), then greedy and sampled evals (unless their results are there, made with
      * the same eval settings) */
     int n_jobs = 0, n_reused = 0;
-    for (int i = 0; i < L.n; i++)
+    for (int i = 0; i < tree.n; i++)
         for (int k = 0; k < 3; k++) {
             st_job *jb = &jobsv[n_jobs++];
             jb->node = i, jb->kind = (job_kind)k;
-            bool have = L.v[i].reused;
+            bool have = tree.v[i].reused;
             if (k != JOB_TRAIN) {
-                snprintf(jb->out, sizeof jb->out, "%s/eval_%s.json", L.v[i].dir, k == JOB_GREEDY ? "greedy" : "sampled");
+                snprintf(jb->out, sizeof jb->out, "%s/eval_%s.json", tree.v[i].dir, k == JOB_GREEDY ? "greedy" : "sampled");
                 char want[PATH_MAX + 512], sp[PATH_MAX + 64];
                 eval_stamp(&R, (job_kind)k, want, sizeof want);
                 stamp_path(jb->out, sp, sizeof sp);
@@ -394,7 +394,7 @@ double study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, 
     fprintf(stderr,
             "[study] %s: %d arms x %d seeds -> %d distinct stage runs, %d evals; %d of %d jobs reused from %s; "
             "%d at once\n",
-            config, st->n_arms, n_seeds, L.n, 2 * L.n, n_reused, n_jobs, dir, st->jobs);
+            config, st->n_arms, n_seeds, tree.n, 2 * tree.n, n_reused, n_jobs, dir, st->jobs);
     install_signals();
     run_all(&R, st->jobs);
     /* CPU seconds (user + sys) of every child of this invocation: what the study costs on an idle machine */
@@ -402,14 +402,14 @@ double study_run(const study_def *st, node_list *Lp, const study_eval_args *ea, 
     CHECK_SYS(getrusage(RUSAGE_CHILDREN, &ru));
     double cpu = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
                  1e-6 * (double)ru.ru_stime.tv_usec;
-    for (int i = 0; i < L.n; i++) {
+    for (int i = 0; i < tree.n; i++) {
         char p[PATH_MAX + 32];
-        snprintf(p, sizeof p, "%s/eval_greedy.json", L.v[i].dir);
-        L.v[i].greedy = read_eval(p);
-        snprintf(p, sizeof p, "%s/eval_sampled.json", L.v[i].dir);
-        L.v[i].sampled = read_eval(p);
-        if (!isfinite(L.v[i].greedy) || !isfinite(L.v[i].sampled)) die("study: %s: unreadable eval results", L.v[i].dir);
-        read_node_budget(&L.v[i]);
+        snprintf(p, sizeof p, "%s/eval_greedy.json", tree.v[i].dir);
+        tree.v[i].greedy = read_eval(p);
+        snprintf(p, sizeof p, "%s/eval_sampled.json", tree.v[i].dir);
+        tree.v[i].sampled = read_eval(p);
+        if (!isfinite(tree.v[i].greedy) || !isfinite(tree.v[i].sampled)) die("study: %s: unreadable eval results", tree.v[i].dir);
+        read_node_budget(&tree.v[i]);
     }
     free(jobsv);
     return cpu;
