@@ -42,6 +42,23 @@ if [ -z "$n" ]; then
   summary; exit
 fi
 check "the pipeline reaches many fault points ($n)" test "$n" -ge 60
+# judge LABEL LOG RC N: runs 1..N (their logs LOGk, exit codes in RCk) each ended in the error naming its
+# point, exit 1, no sanitizer report
+judge() {
+  local label=$1 log=$2 rcf=$3 n=$4 bad=0 why k
+  for k in $(seq 1 "$n"); do
+    why=""
+    [ "$(cat "$rcf$k")" = 1 ] || why="exit $(cat "$rcf$k"), expected 1"
+    grep -q "injected failure at fault point $k (" "$log$k" || why="$why; no error naming point $k"
+    grep -qE "LeakSanitizer|ERROR: AddressSanitizer|runtime error:" "$log$k" && why="$why; sanitizer report"
+    if [ -n "$why" ]; then
+      bad=1
+      fail "${label}fault point $k ($(grep -o 'fault point [0-9]* ([^)]*)' "$log$k" | head -1)): $why"
+      sed 's/^/    | /' "$log$k" | grep -vE '^\s*\|\s*$' | head -20 >&2
+    fi
+  done
+  [ $bad = 0 ] && ok
+}
 # each point in its own run, two at a time
 one() {
   local k=$1
@@ -51,19 +68,7 @@ one() {
 export -f one
 export S2D
 seq 1 "$n" | xargs -P 2 -I{} bash -c 'one {}'
-bad=0
-for k in $(seq 1 "$n"); do
-  why=""
-  [ "$(cat "rc$k")" = 1 ] || why="exit $(cat "rc$k"), expected 1"
-  grep -q "injected failure at fault point $k (" "log$k" || why="$why; no error naming point $k"
-  grep -qE "LeakSanitizer|ERROR: AddressSanitizer|runtime error:" "log$k" && why="$why; sanitizer report"
-  if [ -n "$why" ]; then
-    bad=1
-    fail "fault point $k ($(grep -o 'fault point [0-9]* ([^)]*)' "log$k" | head -1)): $why"
-    sed 's/^/    | /' "log$k" | grep -vE '^\s*\|\s*$' | head -20 >&2
-  fi
-done
-[ $bad = 0 ] && ok
+judge "" log rc "$n"
 # --resume: a run stopped inside c_opd (global step 4) continues with a and b restored from the checkpoint and
 # c resumed mid-stage; every point of the resumed run fails in turn, on a copy of the stopped OUT
 "$S2D" train cfg.yaml --out stopped --set fault.stop_after_step=4 > stopped.log 2>&1
@@ -82,19 +87,7 @@ resume_one() {
 }
 export -f resume_one
 seq 1 "${nr:-0}" | xargs -P 2 -I{} bash -c 'resume_one {}'
-bad=0
-for k in $(seq 1 "${nr:-0}"); do
-  why=""
-  [ "$(cat "rrc$k")" = 1 ] || why="exit $(cat "rrc$k"), expected 1"
-  grep -q "injected failure at fault point $k (" "rlog$k" || why="$why; no error naming point $k"
-  grep -qE "LeakSanitizer|ERROR: AddressSanitizer|runtime error:" "rlog$k" && why="$why; sanitizer report"
-  if [ -n "$why" ]; then
-    bad=1
-    fail "resume, fault point $k ($(grep -o 'fault point [0-9]* ([^)]*)' "rlog$k" | head -1)): $why"
-    sed 's/^/    | /' "rlog$k" | grep -vE '^\s*\|\s*$' | head -20 >&2
-  fi
-done
-[ $bad = 0 ] && ok
+judge "resume, " rlog rrc "${nr:-0}"
 for site in "restore a stage output" "resume mid-stage"; do
   check "a point stands before: $site" grep -qh "($site)" rlog*
 done
