@@ -540,7 +540,7 @@ static const tc_model *stage_model(const train_config *tc, int before_stage, con
     return NULL;
 }
 
-/* A lower bound on the bytes one prompt of stage si costs in the step's buffers (run_stage sizes them once):
+/* A lower bound on the bytes one prompt of stage si costs in the step's buffers (stage_open sizes them once):
  * group_size sequences of at least 1 + max_new_tokens tokens, each token with its six per-token arrays (ids,
  * mask, behaviour / teacher log-probs, advantage, row slot), the generated tokens and log-probs as they travel
  * (packed, then unpacked), and the teacher's top-k or full log-probs of fkl. V: the policy's vocabulary. */
