@@ -12,7 +12,7 @@
 #include "text/verify.h"
 
 /* ---- evaluation: greedy accuracy of the policy on the first `n` records of the eval set ---- */
-bool stage_eval(stage_ctx *c, int step, const char *when, double *acc, s2d_err *err) {
+bool stage_eval(stage_ctx *c, int step, stage_eval_when when, double *acc, s2d_err *err) {
     evaluator *ev = &c->ev;
     gen_result res = {0};
     if (!fault_point("evaluation", err) ||
@@ -35,9 +35,9 @@ bool stage_eval(stage_ctx *c, int step, const char *when, double *acc, s2d_err *
             "{\"stage\": \"%s\", \"step\": %d, \"global_step\": %ld, \"event\": \"eval\", \"accuracy\": %.6g, "
             "\"problems\": %d}\n",
             c->s->name, step, c->r->global_step, *acc, ev->n);
-    if (strcmp(when, "before") == 0)
+    if (when == EVAL_BEFORE)
         log_info("[%s] eval before: accuracy %.3f on %d %s problems", c->s->name, *acc, ev->n, c->s->eval_data);
-    else if (strcmp(when, "after") == 0) log_info("[%s] eval after: accuracy %.3f", c->s->name, *acc);
+    else if (when == EVAL_AFTER) log_info("[%s] eval after: accuracy %.3f", c->s->name, *acc);
     else log_info("[%s] eval at step %d: accuracy %.3f", c->s->name, step, *acc);
     return true;
 }

@@ -121,7 +121,8 @@ typedef struct {
 bool stage_open(stage_ctx *c, pl_run *r, int si, stage_summary *sum, s2d_err *err);
 void stage_close(stage_ctx *c);
 /* Scheduler: greedy accuracy of the policy on the eval set, and its metrics.jsonl line at `step`. */
-bool stage_eval(stage_ctx *c, int step, const char *when, double *acc, s2d_err *err);
+typedef enum { EVAL_BEFORE, EVAL_DURING, EVAL_AFTER } stage_eval_when; /* names the log line */
+bool stage_eval(stage_ctx *c, int step, stage_eval_when when, double *acc, s2d_err *err);
 /* Scheduler: sequence i's reward from the stage's reward command (its problem is record p). */
 bool stage_command_reward(stage_ctx *c, int p, int sample, int step, float *reward, s2d_err *err);
 

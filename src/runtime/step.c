@@ -38,7 +38,6 @@ static void inject_fault(const train_config *tc, const transport *tp, long globa
 
 /* 1-2. prompts out, completions back (TP_GEN) */
 bool step_rollouts(stage_ctx *c, step_state *x, s2d_err *err) {
-    const tc_stage *s = c->s;
     pl_run *r = c->r;
     if (!fault_point("the step's rollouts", err)) return false;
     if (!pl_rollouts_advance(&c->rq, x->step, c->version, &x->me.gen, err)) return false;
@@ -59,7 +58,6 @@ bool step_rollouts(stage_ctx *c, step_state *x, s2d_err *err) {
     }
     x->rx = rx;
     if (rx) x->idx = rx->idx, x->res = rx->res, x->gen_tokens = rx->gen_tokens;
-    (void)s;
     return true;
 }
 
@@ -407,7 +405,7 @@ bool step_log(stage_ctx *c, step_state *x, s2d_err *err) {
     write_metrics_line(c, x, &ph, &ro, &gs);
     if (c->has_eval && s->eval_every > 0 && (x->step + 1) % s->eval_every == 0 && x->step + 1 < s->steps) {
         double acc;
-        if (!stage_eval(c, x->step + 1, "during", &acc, err)) return false;
+        if (!stage_eval(c, x->step + 1, EVAL_DURING, &acc, err)) return false;
     }
     if ((r->rollouts || r->metrics_h5) && !append_logs(c, x, &ro, &gs, err)) return false;
     if (s->ckpt_every > 0 && (x->step + 1) % s->ckpt_every == 0 && x->step + 1 < s->steps &&
@@ -445,7 +443,7 @@ static bool stage_end(stage_ctx *c, s2d_err *err) {
     tp_bcast_mem(tp, TP_WORLD, tp_world_rank(tp, ROLE_LEARNER, 0), c->policy->params,
                  c->policy->n_params * sizeof(float), TP_DEVICE, "the stage's final weights");
     sum->seconds = c->seconds_before + time_now() - c->t_stage;
-    if (c->has_eval && !stage_eval(c, s->steps, "after", &sum->acc_after, err)) return false;
+    if (c->has_eval && !stage_eval(c, s->steps, EVAL_AFTER, &sum->acc_after, err)) return false;
     sum->labelled_unique = c->labelled ? c->cur.unique : 0, sum->labelled_total = c->labelled ? c->cur.total : 0;
     sum->unlabelled_unique = c->labelled ? 0 : c->cur.unique, sum->unlabelled_total = c->labelled ? 0 : c->cur.total;
     if (c->is_sched) {
@@ -468,7 +466,7 @@ static bool stage_end(stage_ctx *c, s2d_err *err) {
 bool stage_steps(stage_ctx *c, s2d_err *err) {
     const tc_stage *s = c->s;
     pl_run *r = c->r;
-    if (c->has_eval && c->step0 == 0 && !stage_eval(c, 0, "before", &c->sum->acc_before, err)) return false;
+    if (c->has_eval && c->step0 == 0 && !stage_eval(c, 0, EVAL_BEFORE, &c->sum->acc_before, err)) return false;
     c->sum->has_eval = c->has_eval;
     c->t_stage = time_now(), c->seconds_before = c->sum->seconds;
     for (int step = c->step0; step < s->steps; step++) {
