@@ -13,7 +13,8 @@
  * cpu_linear_rows_bf16: the same with bf16 weights widened in registers (bitwise the same results, half the bytes).
  *
  * The AVX-512 code is chosen at run time (ops_avx512_active: the CPU, S2D_NO_AVX512); the portable fallback computes the same
- * formulas with plain loops (its bits differ from the AVX-512 path's, but are just as row-exact). */
+ * formulas with plain loops (its bits differ from the AVX-512 path's, but are just as row-exact). On CPUs with AVX2
+ * the fallback of cpu_linear_rows runs as AVX2 code with the plain loop's exact bits (cpu_rows_force_plain). */
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -155,9 +156,104 @@ static void rows_chunk_plain(float *y, const float *x, weights W, int T, int in,
         }
 }
 
+/* ---- AVX2: the portable fallback's exact bits, 8 lanes at a time ----
+ * Lanes 0-7 and 8-15 of the 16 partial sums are two registers; a multiply then an add (no FMA: the plain loop,
+ * compiled as ISO C, contracts nothing), the tail k and the lane reduction in the plain loop's order. So the
+ * results equal rows_chunk_plain's bit for bit, and the plain loop stays the reference on CPUs without AVX2. */
+
+#define AVX2 __attribute__((target("avx2")))
+
+INLINE AVX2 __m256 load8_w(weights W, size_t i) {
+    if (W.w16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(W.w16 + i))), 16));
+    return _mm256_loadu_ps(W.w32 + i);
+}
+
+/* XR (1-2) rows of x times WB (1-2) weight rows from element w0 (row stride in). */
+INLINE AVX2 void rows_block_avx2(float *y, int ldy, const float *x, weights W, size_t w0, int in, int XR, int WB,
+                                 bool accumulate) {
+    __m256 lo[2][2], hi[2][2];
+#pragma GCC unroll 2
+    for (int r = 0; r < XR; r++)
+#pragma GCC unroll 2
+        for (int j = 0; j < WB; j++) lo[r][j] = hi[r][j] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= in; k += 16) {
+        __m256 xlo[2], xhi[2];
+#pragma GCC unroll 2
+        for (int r = 0; r < XR; r++) {
+            xlo[r] = _mm256_loadu_ps(x + (size_t)r * in + k);
+            xhi[r] = _mm256_loadu_ps(x + (size_t)r * in + k + 8);
+        }
+#pragma GCC unroll 2
+        for (int j = 0; j < WB; j++) {
+            __m256 wlo = load8_w(W, w0 + (size_t)j * in + k), whi = load8_w(W, w0 + (size_t)j * in + k + 8);
+#pragma GCC unroll 2
+            for (int r = 0; r < XR; r++) {
+                lo[r][j] = _mm256_add_ps(lo[r][j], _mm256_mul_ps(xlo[r], wlo));
+                hi[r][j] = _mm256_add_ps(hi[r][j], _mm256_mul_ps(xhi[r], whi));
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < XR; r++)
+#pragma GCC unroll 2
+        for (int j = 0; j < WB; j++) {
+            float part[16];
+            _mm256_storeu_ps(part, lo[r][j]);
+            _mm256_storeu_ps(part + 8, hi[r][j]);
+            const float *xt = x + (size_t)r * in;
+            const size_t wr = w0 + (size_t)j * in;
+            for (int kk = k; kk < in; kk++)
+                part[kk & 15] += xt[kk] * (W.w16 ? widen_bf16(W.w16[wr + kk]) : W.w32[wr + kk]);
+            float d = 0;
+            for (int l = 0; l < 16; l++) d += part[l];
+            float *dst = y + (size_t)r * ldy + j;
+            *dst = accumulate ? *dst + d : d;
+        }
+}
+
+AVX2 static void rows_chunk_avx2(float *y, const float *x, weights W, int T, int in, int out, int o0, int o1,
+                                 bool accumulate) {
+    int t = 0;
+    for (; t + 2 <= T; t += 2) {
+        const float *xt = x + (size_t)t * in;
+        float *yt = y + (size_t)t * out;
+        int o = o0;
+        for (; o + 2 <= o1; o += 2) rows_block_avx2(yt + o, out, xt, W, (size_t)o * in, in, 2, 2, accumulate);
+        for (; o < o1; o++) rows_block_avx2(yt + o, out, xt, W, (size_t)o * in, in, 2, 1, accumulate);
+    }
+    for (; t < T; t++) {
+        const float *xt = x + (size_t)t * in;
+        float *yt = y + (size_t)t * out;
+        int o = o0;
+        for (; o + 2 <= o1; o += 2) rows_block_avx2(yt + o, out, xt, W, (size_t)o * in, in, 1, 2, accumulate);
+        for (; o < o1; o++) rows_block_avx2(yt + o, out, xt, W, (size_t)o * in, in, 1, 1, accumulate);
+    }
+}
+
+/* -1: not decided yet; 0: the plain loop; 1: AVX2 (same bits). */
+static int g_rows_avx2 = -1;
+
+static bool have_avx2(void) {
+    int got = __atomic_load_n(&g_rows_avx2, __ATOMIC_ACQUIRE);
+    if (got < 0) {
+        __builtin_cpu_init();
+        got = __builtin_cpu_supports("avx2") ? 1 : 0;
+        __atomic_store_n(&g_rows_avx2, got, __ATOMIC_RELEASE);
+    }
+    return got == 1;
+}
+
+void cpu_rows_force_plain(bool plain) {
+    __builtin_cpu_init();
+    __atomic_store_n(&g_rows_avx2, !plain && __builtin_cpu_supports("avx2") ? 1 : 0, __ATOMIC_RELEASE);
+}
+
 static void linear_rows(float *y, const float *x, weights W, int T, int in, int out, bool accumulate) {
     if (T <= 0 || out <= 0) return;
-    const bool avx = have_avx512(), bf16 = W.w16 != NULL;
+    const bool avx = have_avx512(), avx2 = !avx && have_avx2(), bf16 = W.w16 != NULL;
     const int n_chunks = (out + ROWS_WCHUNK - 1) / ROWS_WCHUNK;
     /* Tiny products (qwen3-small, one row) do not pay for a parallel region. */
     const bool parallel = (double)T * in * out >= 65536.0;
@@ -168,6 +264,8 @@ static void linear_rows(float *y, const float *x, weights W, int T, int in, int 
             rows_chunk_avx512_bf16(y, x, W, T, in, out, o0, o1, accumulate);
         else if (avx)
             rows_chunk_avx512_f32(y, x, W, T, in, out, o0, o1, accumulate);
+        else if (avx2)
+            rows_chunk_avx2(y, x, W, T, in, out, o0, o1, accumulate);
         else
             rows_chunk_plain(y, x, W, T, in, out, o0, o1, accumulate);
     }

@@ -148,6 +148,36 @@ static void test_linear_rows(void) {
     }
 }
 
+/* Without AVX-512 the row kernel runs as AVX2 code that must give the plain loop's bits exactly (fp32 and bf16
+ * weights, overwrite and accumulate, k tails, odd T and out). With AVX-512 both calls take the AVX-512 path. */
+static void test_linear_rows_avx2_is_plain(void) {
+    const int shapes[][3] = {{9, 37, 11}, {5, 1030, 37}, {1, 16, 4}, {16, 96, 256}, {3, 256, 96}, {2, 7, 3}};
+    for (int sh = 0; sh < 6; sh++) {
+        int T = shapes[sh][0], in = shapes[sh][1], out = shapes[sh][2];
+        size_t nw = (size_t)out * in, ny = (size_t)T * out;
+        float *x = rand_floats((size_t)T * in, 1), *W = rand_floats(nw, 0.5), *y0 = rand_floats(ny, 1);
+        uint16_t *W16 = malloc(sizeof(uint16_t) * nw);
+        f32_to_bf16_array(W, W16, nw);
+        float *a = malloc(sizeof(float) * ny), *b = malloc(sizeof(float) * ny);
+        for (int variant = 0; variant < 4; variant++) {
+            bool acc = variant & 1, bf16 = variant & 2;
+            float *ys[2] = {a, b};
+            for (int plain = 0; plain < 2; plain++) {
+                cpu_rows_force_plain(plain == 1);
+                memcpy(ys[plain], y0, sizeof(float) * ny);
+                if (bf16)
+                    cpu_linear_rows_bf16(ys[plain], x, W16, T, in, out, acc);
+                else
+                    cpu_linear_rows(ys[plain], x, W, T, in, out, acc);
+            }
+            cpu_rows_force_plain(false);
+            EXPECT(memcmp(a, b, sizeof(float) * ny) == 0, "linear_rows %dx%dx%d %s%s: AVX2 == plain loop bitwise",
+                   T, in, out, bf16 ? "bf16" : "fp32", acc ? " accumulate" : "");
+        }
+        free(x), free(W), free(y0), free(W16), free(a), free(b);
+    }
+}
+
 /* cpu_linear_rows_bf16: weights rounded to bf16 (as in HF bf16 checkpoints) give BITWISE cpu_linear_rows's result
  * from their bf16 bits (overwrite and accumulate, k tails, edge blocks), each row alone the same bits, and the
  * double reference within the usual tolerance. */
@@ -522,6 +552,7 @@ int main(void) {
         fprintf(stderr, "%s code paths:\n", ops_avx512_active() ? "AVX-512" : "portable");
         RUN_TEST(test_linear_rows);
         RUN_TEST(test_linear_rows_bf16);
+        RUN_TEST(test_linear_rows_avx2_is_plain);
         RUN_TEST(test_attention);
         RUN_TEST(test_attention_decode_wide);
         RUN_TEST(test_swiglu);
