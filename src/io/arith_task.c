@@ -10,6 +10,7 @@
 #define ARITH_STREAM 0xA7170000ull
 #define ARITH_SPLIT_KEY 0x5EEDA7117ull /* fixed: the split of a problem never depends on a config's seed */
 #define ARITH_MAX_OPS 8
+#define ARITH_MISCONCEPTION_KEY 0x1EF7707219ull /* which worked solutions carry the misconception */
 
 const char *const arith_split_names[ARITH_N_SPLITS] = {"train", "heldout", "test", "sft",
                                                        "teacher_rl", "bridge", "student_rl", "val"};
@@ -73,16 +74,14 @@ static int expr_print(const expr *e, char *buf, size_t cap) {
     return at;
 }
 
-/* Applies one operation: the first '*' if any, else the first + or -. */
-static void expr_reduce_once(expr *e) {
+/* Applies one operation: the first '*' if any, else the first + or - (left_to_right: always the first). */
+static void expr_reduce_once(expr *e, bool left_to_right) {
     int k = 0;
-    for (int i = 0; i < e->n_ops; i++)
+    for (int i = 0; i < e->n_ops && !left_to_right; i++)
         if (e->op[i] == '*') {
             k = i;
-            goto found;
+            break;
         }
-    k = 0;
-found:;
     long long a = e->val[k], b = e->val[k + 1];
     long long r = e->op[k] == '*' ? a * b : e->op[k] == '+' ? a + b : a - b;
     e->val[k] = r;
@@ -109,12 +108,30 @@ static bool expr_parse(const char *s, expr *e) {
     }
 }
 
-bool arith_eval(const char *problem, long long *value) {
+static bool eval_with(const char *problem, bool left_to_right, long long *value) {
     expr e;
     if (!expr_parse(problem, &e)) return false;
-    while (e.n_ops > 0) expr_reduce_once(&e);
+    while (e.n_ops > 0) expr_reduce_once(&e, left_to_right);
     *value = e.val[0];
     return true;
+}
+
+bool arith_eval(const char *problem, long long *value) { return eval_with(problem, false, value); }
+bool arith_eval_left_to_right(const char *problem, long long *value) { return eval_with(problem, true, value); }
+
+/* Does the worked solution of this problem carry the misconception? Only where left to right gives another
+ * value; then a keyed hash of the text and the seed, uniform in [0, 1), against the share. */
+static bool solution_left_to_right(const arith_params *p, const char *text, const expr *e) {
+    if (p->left_to_right <= 0) return false;
+    expr a = *e, b = *e;
+    while (a.n_ops > 0) expr_reduce_once(&a, false);
+    while (b.n_ops > 0) expr_reduce_once(&b, true);
+    if (a.val[0] == b.val[0]) return false;
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *c = text; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    uint32_t w[4];
+    philox4x32(ARITH_MISCONCEPTION_KEY ^ p->seed, h, 0, w);
+    return (double)w[0] / 4294967296.0 < p->left_to_right;
 }
 
 bool arith_make(const arith_params *p, arith_split split, int count, arith_set *out, s2d_err *err) {
@@ -124,6 +141,8 @@ bool arith_make(const arith_params *p, arith_split split, int count, arith_set *
     if (p->max_operand < 1 || p->max_operand > 999)
         return err_set(err, "arithmetic task: max_operand = %d, expected 1..999", p->max_operand);
     if (count < 1) return err_set(err, "arithmetic task: size = %d, expected >= 1", count);
+    if (!(p->left_to_right >= 0 && p->left_to_right <= 1))
+        return err_set(err, "arithmetic task: left_to_right = %g, expected 0..1", p->left_to_right);
     out->problem = xcalloc((size_t)count, sizeof(char *));
     out->answer = xcalloc((size_t)count, sizeof(char *));
     out->solution = xcalloc((size_t)count, sizeof(char *));
@@ -154,17 +173,21 @@ bool arith_make(const arith_params *p, arith_split split, int count, arith_set *
             slot = (slot + 1) & (cap - 1);
         }
         if (dup) continue;
+        long long truth;
+        if (!arith_eval(text, &truth)) continue; /* cannot happen: the text was printed from e */
+        const bool ltr = solution_left_to_right(p, text, &e);
         int at = 0;
         while (e.n_ops > 0) {
-            expr_reduce_once(&e);
+            expr_reduce_once(&e, ltr);
             if (e.n_ops > 0) {
                 at += expr_print(&e, sol + at, sizeof sol - (size_t)at);
                 at += snprintf(sol + at, sizeof sol - (size_t)at, "=");
             }
         }
-        char ans[32];
-        snprintf(ans, sizeof ans, "%lld", e.val[0]);
-        snprintf(sol + at, sizeof sol - (size_t)at, "%s \\boxed{%s}", ans, ans);
+        char ans[32], worked[32];
+        snprintf(ans, sizeof ans, "%lld", truth);
+        snprintf(worked, sizeof worked, "%lld", e.val[0]);
+        snprintf(sol + at, sizeof sol - (size_t)at, "%s \\boxed{%s}", worked, worked);
         int i = out->n++;
         out->problem[i] = xstrdup(text);
         out->answer[i] = xstrdup(ans);

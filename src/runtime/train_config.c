@@ -128,6 +128,7 @@ static bool read_dataset(cfg_node *node, const char *name, tc_dataset *d, s2d_er
         d->arith_p.seed = (uint64_t)seed;
         TRY(cfg_get_int_or(node, "ops", 2, 1, 8, &d->arith_p.n_ops, err));
         TRY(cfg_get_int_or(node, "max_operand", 9, 1, 999, &d->arith_p.max_operand, err));
+        TRY(cfg_get_double_or(node, "left_to_right", 0.0, 0.0, 1.0, &d->arith_p.left_to_right, err));
     } else {
         d->file = xstrdup(file);
         static const char *const formats[5] = {"auto", "math", "gsm8k", "aime", "generic"};
@@ -753,8 +754,9 @@ void train_config_print_plan(const train_config *tc, FILE *out) {
     for (int i = 0; i < tc->n_datasets; i++) {
         const tc_dataset *d = &tc->datasets[i];
         if (d->arith)
-            fprintf(out, "  data  %-14s arith %s, %d problems, %d ops, operands 0..%d\n", d->name,
-                    arith_split_name(d->split), d->size, d->arith_p.n_ops, d->arith_p.max_operand);
+            fprintf(out, "  data  %-14s arith %s, %d problems, %d ops, operands 0..%d%s\n", d->name,
+                    arith_split_name(d->split), d->size, d->arith_p.n_ops, d->arith_p.max_operand,
+                    d->arith_p.left_to_right > 0 ? ", some solutions left to right" : "");
         else
             fprintf(out, "  data  %-14s %s (%s)\n", d->name, d->file, ds_format_name(d->format));
     }
