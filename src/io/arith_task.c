@@ -74,10 +74,12 @@ static int expr_print(const expr *e, char *buf, size_t cap) {
     return at;
 }
 
-/* Applies one operation: the first '*' if any, else the first + or - (left_to_right: always the first). */
-static void expr_reduce_once(expr *e, bool left_to_right) {
-    int k = 0;
-    for (int i = 0; i < e->n_ops && !left_to_right; i++)
+/* Applies one operation in the given order: ARITH_ORDER_TRUE the first '*' if any, else the first + or -;
+ * ARITH_ORDER_LEFT_TO_RIGHT always the first; ARITH_ORDER_SUMS_RIGHT_TO_LEFT the first '*' if any, else the last
+ * + or -. */
+static void expr_reduce_once(expr *e, arith_order order) {
+    int k = order == ARITH_ORDER_SUMS_RIGHT_TO_LEFT ? e->n_ops - 1 : 0;
+    for (int i = 0; i < e->n_ops && order != ARITH_ORDER_LEFT_TO_RIGHT; i++)
         if (e->op[i] == '*') {
             k = i;
             break;
@@ -108,30 +110,32 @@ static bool expr_parse(const char *s, expr *e) {
     }
 }
 
-static bool eval_with(const char *problem, bool left_to_right, long long *value) {
+bool arith_eval_order(const char *problem, arith_order order, long long *value) {
     expr e;
     if (!expr_parse(problem, &e)) return false;
-    while (e.n_ops > 0) expr_reduce_once(&e, left_to_right);
+    while (e.n_ops > 0) expr_reduce_once(&e, order);
     *value = e.val[0];
     return true;
 }
 
-bool arith_eval(const char *problem, long long *value) { return eval_with(problem, false, value); }
-bool arith_eval_left_to_right(const char *problem, long long *value) { return eval_with(problem, true, value); }
+bool arith_eval(const char *problem, long long *value) { return arith_eval_order(problem, ARITH_ORDER_TRUE, value); }
 
-/* Does the worked solution of this problem carry the misconception? Only where left to right gives another
- * value; then a keyed hash of the text and the seed, uniform in [0, 1), against the share. */
-static bool solution_left_to_right(const arith_params *p, const char *text, const expr *e) {
-    if (p->left_to_right <= 0) return false;
+/* The order the worked solution of this problem follows: the misconception's (left_to_right or right_to_left,
+ * at most one is set) where it gives another value and a keyed hash of the text and the seed, uniform in
+ * [0, 1), falls under its share; else the true order. */
+static arith_order solution_order(const arith_params *p, const char *text, const expr *e) {
+    const arith_order wrong = p->left_to_right > 0 ? ARITH_ORDER_LEFT_TO_RIGHT : ARITH_ORDER_SUMS_RIGHT_TO_LEFT;
+    const double share = p->left_to_right > 0 ? p->left_to_right : p->right_to_left;
+    if (share <= 0) return ARITH_ORDER_TRUE;
     expr a = *e, b = *e;
-    while (a.n_ops > 0) expr_reduce_once(&a, false);
-    while (b.n_ops > 0) expr_reduce_once(&b, true);
-    if (a.val[0] == b.val[0]) return false;
+    while (a.n_ops > 0) expr_reduce_once(&a, ARITH_ORDER_TRUE);
+    while (b.n_ops > 0) expr_reduce_once(&b, wrong);
+    if (a.val[0] == b.val[0]) return ARITH_ORDER_TRUE;
     uint64_t h = 1469598103934665603ULL;
     for (const char *c = text; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
     uint32_t w[4];
     philox4x32(ARITH_MISCONCEPTION_KEY ^ p->seed, h, 0, w);
-    return (double)w[0] / 4294967296.0 < p->left_to_right;
+    return (double)w[0] / 4294967296.0 < share ? wrong : ARITH_ORDER_TRUE;
 }
 
 bool arith_make(const arith_params *p, arith_split split, int count, arith_set *out, s2d_err *err) {
@@ -143,6 +147,10 @@ bool arith_make(const arith_params *p, arith_split split, int count, arith_set *
     if (count < 1) return err_set(err, "arithmetic task: size = %d, expected >= 1", count);
     if (!(p->left_to_right >= 0 && p->left_to_right <= 1))
         return err_set(err, "arithmetic task: left_to_right = %g, expected 0..1", p->left_to_right);
+    if (!(p->right_to_left >= 0 && p->right_to_left <= 1))
+        return err_set(err, "arithmetic task: right_to_left = %g, expected 0..1", p->right_to_left);
+    if (p->left_to_right > 0 && p->right_to_left > 0)
+        return err_set(err, "arithmetic task: left_to_right and right_to_left are both set; give at most one");
     out->problem = xcalloc((size_t)count, sizeof(char *));
     out->answer = xcalloc((size_t)count, sizeof(char *));
     out->solution = xcalloc((size_t)count, sizeof(char *));
@@ -175,10 +183,10 @@ bool arith_make(const arith_params *p, arith_split split, int count, arith_set *
         if (dup) continue;
         long long truth;
         if (!arith_eval(text, &truth)) continue; /* cannot happen: the text was printed from e */
-        const bool ltr = solution_left_to_right(p, text, &e);
+        const arith_order order = solution_order(p, text, &e);
         int at = 0;
         while (e.n_ops > 0) {
-            expr_reduce_once(&e, ltr);
+            expr_reduce_once(&e, order);
             if (e.n_ops > 0) {
                 at += expr_print(&e, sol + at, sizeof sol - (size_t)at);
                 at += snprintf(sol + at, sizeof sol - (size_t)at, "=");

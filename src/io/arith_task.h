@@ -5,7 +5,7 @@
  * its value. The worked solution reduces one operation at a time, multiplications first:
  *     "3+4*2"  →  "3+8=11 \boxed{11}"
  * (for one operation just "7 \boxed{7}"), so the verifier (text/verify.h, math mode) can check \boxed{N}.
- * arith_params.left_to_right makes a share of the worked solutions systematically wrong (a misconception that
+ * arith_params.left_to_right / right_to_left make a share of the worked solutions systematically wrong (a misconception that
  * SFT learns and a verifiable reward can correct).
  *
  * Determinism and splits: problems are drawn from the Philox stream (seed, ARITH_STREAM). Each problem
@@ -41,12 +41,14 @@ typedef struct {
     int n_ops;       /* operations per problem, 1..8 */
     int max_operand; /* operands in [0, max_operand], 1..999 */
     uint64_t seed;   /* generation stream */
-    /* The misconception of the SFT ("pretraining") data: the share, 0..1, of the problems whose strict
-     * left-to-right value differs from the true one (e.g. "3+4*2": 14, not 11) whose worked solution evaluates
-     * left to right, ignoring precedence: "3+4*2" -> "7*2=14 \boxed{14}". Which problems is decided by a keyed
-     * hash of the text and the seed (the same problem always gets the same solution). The answer stays the true
-     * value, so a verifier rewards the right working only. 0 (the default): every solution is right. */
-    double left_to_right;
+    /* A misconception of the SFT ("pretraining") data, at most one of the two: the share, 0..1, of the problems
+     * whose value in the wrong order differs from the true one whose worked solution follows the wrong order.
+     * left_to_right ignores precedence: "3+4*2" -> "7*2=14 \boxed{14}" (true: 11). right_to_left applies each
+     * run of + and - right to left, multiplications still first (the "addition before subtraction" error):
+     * "7-2+3" -> "7-5=2 \boxed{2}" (true: 8). Which problems is decided by a keyed hash of the text and the seed
+     * (the same problem always gets the same solution). The answer stays the true value, so a verifier rewards
+     * the right working only. 0 (the default): every solution is right. */
+    double left_to_right, right_to_left;
 } arith_params;
 
 typedef struct {
@@ -68,8 +70,9 @@ arith_split arith_study_split_of(const char *problem);
 bool arith_in_split(const char *problem, arith_split s);
 /* Evaluates "a op b op c ..." (non-negative integer operands, + - *, precedence); false on bad syntax. */
 bool arith_eval(const char *problem, long long *value);
-/* Evaluates strictly left to right, ignoring precedence ("3+4*2" -> 14); false on bad syntax. */
-bool arith_eval_left_to_right(const char *problem, long long *value);
+typedef enum { ARITH_ORDER_TRUE, ARITH_ORDER_LEFT_TO_RIGHT, ARITH_ORDER_SUMS_RIGHT_TO_LEFT } arith_order;
+/* Evaluates in the given order (the misconceptions above); false on bad syntax. */
+bool arith_eval_order(const char *problem, arith_order order, long long *value);
 /* `count` distinct problems of the split. False + err when the problem space of this split is too small. */
 bool arith_make(const arith_params *p, arith_split split, int count, arith_set *out, s2d_err *err);
 void arith_free(arith_set *s);

@@ -129,6 +129,10 @@ static bool read_dataset(cfg_node *node, const char *name, tc_dataset *d, s2d_er
         TRY(cfg_get_int_or(node, "ops", 2, 1, 8, &d->arith_p.n_ops, err));
         TRY(cfg_get_int_or(node, "max_operand", 9, 1, 999, &d->arith_p.max_operand, err));
         TRY(cfg_get_double_or(node, "left_to_right", 0.0, 0.0, 1.0, &d->arith_p.left_to_right, err));
+        TRY(cfg_get_double_or(node, "right_to_left", 0.0, 0.0, 1.0, &d->arith_p.right_to_left, err));
+        if (d->arith_p.left_to_right > 0 && d->arith_p.right_to_left > 0)
+            return err_set(err, "%s: datasets.%s: left_to_right and right_to_left are both set; give at most one",
+                           d->where, name);
     } else {
         d->file = xstrdup(file);
         static const char *const formats[5] = {"auto", "math", "gsm8k", "aime", "generic"};
@@ -756,7 +760,9 @@ void train_config_print_plan(const train_config *tc, FILE *out) {
         if (d->arith)
             fprintf(out, "  data  %-14s arith %s, %d problems, %d ops, operands 0..%d%s\n", d->name,
                     arith_split_name(d->split), d->size, d->arith_p.n_ops, d->arith_p.max_operand,
-                    d->arith_p.left_to_right > 0 ? ", some solutions left to right" : "");
+                    d->arith_p.left_to_right > 0   ? ", some solutions left to right"
+                    : d->arith_p.right_to_left > 0 ? ", some solutions with sums right to left"
+                                                   : "");
         else
             fprintf(out, "  data  %-14s %s (%s)\n", d->name, d->file, ds_format_name(d->format));
     }

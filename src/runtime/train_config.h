@@ -8,8 +8,8 @@
  *     student: {init: {preset: qwen3-tiny, seed: 2, hidden_size: 48}, tokenizer: configs/demo/tokenizer}
  *   datasets:
  *     train: {task: arith, split: train, size: 2000, seed: 1, ops: 2, max_operand: 9}
- *            (left_to_right: P, 0..1: that share of the worked solutions whose left-to-right value differs
- *            ignores precedence, the SFT data's misconception; io/arith_task.h)
+ *            (left_to_right or right_to_left: P, 0..1: that share of the worked solutions whose value in that
+ *            order differs follows it, a misconception of the SFT data; io/arith_task.h)
  *     math:  {file: data/math.jsonl, format: math}  # dataset.h formats; optional limit: N (first N records)
  *   pipeline:
  *     - name: teacher_rl       # unique; output model name defaults to the stage name (output: other)

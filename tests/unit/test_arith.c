@@ -136,7 +136,8 @@ static void test_study_splits(void) {
     EXPECT(!arith_split_parse("valid", &sp, &err) && strstr(err.msg, "student_rl"), "%s", err.msg);
 }
 
-/* Independent reference for the misconception: strictly left to right. */
+/* Independent references for the misconceptions: strictly left to right; products first, then the sum
+ * of the terms applied right to left (a-b+c = a-(b+c)). */
 static long long ref_eval_left_to_right(const char *s) {
     long long acc = strtoll(s, (char **)&s, 10);
     while (*s) {
@@ -147,73 +148,106 @@ static long long ref_eval_left_to_right(const char *s) {
     return acc;
 }
 
-/* left_to_right: the same problems and answers as without it; exactly the worked solutions of a share of the
- * problems whose left-to-right value differs are the left-to-right working (each link of the chain that value,
- * the first link the first operation applied), the share close to the one asked, the same problems chosen at
- * every size and call; 0 changes nothing, 1 takes every such problem, other values are refused. */
-static void test_left_to_right(void) {
+static long long ref_eval_sums_right_to_left(const char *s) {
+    long long term[16];
+    char op[16];
+    int n = 0;
+    term[0] = strtoll(s, (char **)&s, 10);
+    while (*s) {
+        char o = *s++;
+        long long v = strtoll(s, (char **)&s, 10);
+        if (o == '*') term[n] *= v;
+        else op[n++] = o, term[n] = v;
+    }
+    long long acc = term[n];
+    for (int i = n - 1; i >= 0; i--) acc = op[i] == '+' ? term[i] + acc : term[i] - acc;
+    return acc;
+}
+
+/* The first link of the wrong working of a two-operation problem: "a+b*c" -> "(a+b)*c" left to right;
+ * "a-b+c" -> "a-(b+c)" right to left (only problems without a product differ there). */
+static void wrong_first_link(const char *prob, bool ltr, char *out, size_t cap) {
+    const char *s = prob;
+    long long a = strtoll(s, (char **)&s, 10);
+    char o1 = *s++;
+    long long b = strtoll(s, (char **)&s, 10);
+    char o2 = *s++;
+    long long c = strtoll(s, NULL, 10);
+    if (ltr) snprintf(out, cap, "%lld%c%lld", o1 == '*' ? a * b : o1 == '+' ? a + b : a - b, o2, c);
+    else snprintf(out, cap, "%lld%c%lld", a, o1, o2 == '+' ? b + c : b - c);
+}
+
+/* left_to_right / right_to_left: the same problems and answers as without them; exactly the worked solutions
+ * of a share of the problems whose value in the wrong order differs follow that order (the boxed value, and
+ * the first link the wrong operation applied), the share close to the one asked, the same problems chosen at
+ * every size; 0 changes nothing, 1 takes every such problem, bad values and both at once are refused. */
+static void test_misconceptions(void) {
     s2d_err err;
-    const double shares[3] = {0.0, 0.6, 1.0};
-    arith_set sets[3];
-    for (int k = 0; k < 3; k++) {
-        arith_params p = {.n_ops = 2, .max_operand = 9, .seed = 1, .left_to_right = shares[k]};
-        EXPECT(arith_make(&p, ARITH_SFT, 2000, &sets[k], &err), "%s", err.msg);
-    }
-    int differing = 0, taken = 0, bad = 0, unchanged = 0;
-    for (int i = 0; i < sets[0].n; i++) {
-        const char *prob = sets[0].problem[i];
-        bool same_problem = strcmp(prob, sets[1].problem[i]) == 0 && strcmp(prob, sets[2].problem[i]) == 0 &&
-                            strcmp(sets[0].answer[i], sets[1].answer[i]) == 0 &&
-                            strcmp(sets[0].answer[i], sets[2].answer[i]) == 0;
-        if (!same_problem) {
-            bad++;
-            continue;
+    for (int kind = 0; kind < 2; kind++) {
+        const bool ltr = kind == 0;
+        const char *what = ltr ? "left_to_right" : "right_to_left";
+        const double shares[3] = {0.0, 0.6, 1.0};
+        arith_set sets[3];
+        for (int k = 0; k < 3; k++) {
+            arith_params p = {.n_ops = 2, .max_operand = 9, .seed = 1};
+            *(ltr ? &p.left_to_right : &p.right_to_left) = shares[k];
+            EXPECT(arith_make(&p, ARITH_SFT, 2000, &sets[k], &err), "%s", err.msg);
         }
-        long long truth = ref_eval(prob), ltr = ref_eval_left_to_right(prob);
-        long long lv;
-        if (!arith_eval_left_to_right(prob, &lv) || lv != ltr) bad++;
-        char want_true[64], want_ltr[64];
-        snprintf(want_true, sizeof want_true, "\\boxed{%lld}", truth);
-        snprintf(want_ltr, sizeof want_ltr, "\\boxed{%lld}", ltr);
-        if (!strstr(sets[0].solution[i], want_true)) bad++;
-        if (truth == ltr) {
-            unchanged += strcmp(sets[0].solution[i], sets[1].solution[i]) == 0 &&
-                         strcmp(sets[0].solution[i], sets[2].solution[i]) == 0;
-            continue;
+        int differing = 0, taken = 0, bad = 0, unchanged = 0;
+        for (int i = 0; i < sets[0].n; i++) {
+            const char *prob = sets[0].problem[i];
+            if (strcmp(prob, sets[1].problem[i]) || strcmp(prob, sets[2].problem[i]) ||
+                strcmp(sets[0].answer[i], sets[1].answer[i]) || strcmp(sets[0].answer[i], sets[2].answer[i])) {
+                bad++;
+                continue;
+            }
+            long long truth = ref_eval(prob), wrong = ltr ? ref_eval_left_to_right(prob) : ref_eval_sums_right_to_left(prob);
+            long long v;
+            if (!arith_eval_order(prob, ltr ? ARITH_ORDER_LEFT_TO_RIGHT : ARITH_ORDER_SUMS_RIGHT_TO_LEFT, &v) || v != wrong)
+                bad++;
+            char want_true[64], want_wrong[64], first[64];
+            snprintf(want_true, sizeof want_true, "\\boxed{%lld}", truth);
+            snprintf(want_wrong, sizeof want_wrong, "\\boxed{%lld}", wrong);
+            if (!strstr(sets[0].solution[i], want_true)) bad++;
+            if (truth == wrong) {
+                unchanged += !strcmp(sets[0].solution[i], sets[1].solution[i]) &&
+                             !strcmp(sets[0].solution[i], sets[2].solution[i]);
+                continue;
+            }
+            differing++;
+            if (!strstr(sets[2].solution[i], want_wrong)) bad++;
+            bool took = strstr(sets[1].solution[i], want_wrong) != NULL;
+            if (!took && strcmp(sets[1].solution[i], sets[0].solution[i]) != 0) bad++;
+            taken += took;
+            wrong_first_link(prob, ltr, first, sizeof first);
+            if (strncmp(sets[2].solution[i], first, strlen(first)) != 0) bad++;
         }
-        differing++;
-        if (!strstr(sets[2].solution[i], want_ltr)) bad++;
-        bool wrong = strstr(sets[1].solution[i], want_ltr) != NULL;
-        if (!wrong && strcmp(sets[1].solution[i], sets[0].solution[i]) != 0) bad++;
-        taken += wrong;
-        /* the working of "a+b*c": "(a+b)*c=..." with a+b applied first */
-        char first[64];
-        long long a = strtoll(prob, NULL, 10);
-        const char *rest = prob + strspn(prob, "0123456789");
-        long long b = strtoll(rest + 1, NULL, 10);
-        long long ab = rest[0] == '*' ? a * b : rest[0] == '+' ? a + b : a - b;
-        snprintf(first, sizeof first, "%lld%s", ab, rest + 1 + strspn(rest + 1, "0123456789"));
-        if (strncmp(sets[2].solution[i], first, strlen(first)) != 0) bad++;
+        int same_total = sets[0].n - differing;
+        EXPECT(bad == 0, "%s: %d problems, answers or solutions not as specified", what, bad);
+        EXPECT(unchanged == same_total, "%s: problems with one value keep their solution (%d of %d)", what, unchanged,
+               same_total);
+        EXPECT(differing > 200, "%s: the misconception has problems to act on (%d of %d)", what, differing, sets[0].n);
+        double share = (double)taken / differing, se = sqrt(0.6 * 0.4 / differing);
+        EXPECT(fabs(share - 0.6) < 4 * se, "%s 0.6: share %.3f of %d problems (4 SE = %.3f)", what, share, differing,
+               4 * se);
+        arith_params p = {.n_ops = 2, .max_operand = 9, .seed = 1};
+        *(ltr ? &p.left_to_right : &p.right_to_left) = 0.6;
+        arith_set small;
+        EXPECT(arith_make(&p, ARITH_SFT, 300, &small, &err), "%s", err.msg);
+        int same_solutions = 0;
+        for (int i = 0; i < small.n; i++) same_solutions += strcmp(small.solution[i], sets[1].solution[i]) == 0;
+        EXPECT(same_solutions == small.n, "%s: a smaller set has the same solutions (%d of %d)", what, same_solutions,
+               small.n);
+        arith_free(&small);
+        *(ltr ? &p.left_to_right : &p.right_to_left) = 1.5;
+        EXPECT(!arith_make(&p, ARITH_SFT, 10, &small, &err) && strstr(err.msg, what), "%s 1.5 is refused: %s", what,
+               err.msg);
+        for (int k = 0; k < 3; k++) arith_free(&sets[k]);
     }
-    int same_total = sets[0].n - differing;
-    EXPECT(bad == 0, "left_to_right: %d problems, answers or solutions not as specified", bad);
-    EXPECT(unchanged == same_total, "problems with one value keep their solution (%d of %d)", unchanged, same_total);
-    EXPECT(differing > 200, "the misconception has problems to act on (%d of %d)", differing, sets[0].n);
-    double share = (double)taken / differing, se = sqrt(0.6 * 0.4 / differing);
-    EXPECT(fabs(share - 0.6) < 4 * se, "left_to_right 0.6: share %.3f of %d problems (4 SE = %.3f)", share,
-           differing, 4 * se);
-    /* the same problems carry it in a smaller set of the same seed */
-    arith_params p = {.n_ops = 2, .max_operand = 9, .seed = 1, .left_to_right = 0.6};
-    arith_set small;
-    EXPECT(arith_make(&p, ARITH_SFT, 300, &small, &err), "%s", err.msg);
-    int same_solutions = 0;
-    for (int i = 0; i < small.n; i++) same_solutions += strcmp(small.solution[i], sets[1].solution[i]) == 0;
-    EXPECT(same_solutions == small.n, "a smaller set has the same solutions (%d of %d)", same_solutions, small.n);
-    arith_free(&small);
-    p.left_to_right = 1.5;
-    EXPECT(!arith_make(&p, ARITH_SFT, 10, &small, &err) && strstr(err.msg, "left_to_right"), "1.5 is refused: %s",
+    arith_params both = {.n_ops = 2, .max_operand = 9, .seed = 1, .left_to_right = 0.5, .right_to_left = 0.5};
+    arith_set none;
+    EXPECT(!arith_make(&both, ARITH_SFT, 10, &none, &err) && strstr(err.msg, "at most one"), "both refused: %s",
            err.msg);
-    for (int k = 0; k < 3; k++) arith_free(&sets[k]);
 }
 
 static void test_demo_tokenizer(void) {
@@ -242,7 +276,7 @@ int main(void) {
     RUN_TEST(test_hand_cases);
     RUN_TEST(test_sets);
     RUN_TEST(test_study_splits);
-    RUN_TEST(test_left_to_right);
+    RUN_TEST(test_misconceptions);
     RUN_TEST(test_demo_tokenizer);
     return TEST_SUMMARY();
 }
