@@ -149,6 +149,13 @@ bool arith_make(const arith_params *p, arith_split split, int count, arith_set *
         return err_set(err, "arithmetic task: left_to_right = %g, expected 0..1", p->left_to_right);
     if (!(p->right_to_left >= 0 && p->right_to_left <= 1))
         return err_set(err, "arithmetic task: right_to_left = %g, expected 0..1", p->right_to_left);
+    /* the operators drawn from, in the order "+-*" (the default draws exactly as before the key existed) */
+    char ops[4];
+    int n_ops_kinds = 0;
+    for (const char *c = "+-*"; *c; c++)
+        if (!p->operators[0] || strchr(p->operators, *c)) ops[n_ops_kinds++] = *c;
+    if (p->operators[0] && (strspn(p->operators, "+-*") != strlen(p->operators) || n_ops_kinds == 0))
+        return err_set(err, "arithmetic task: operators = '%s', expected some of + - *", p->operators);
     if (p->left_to_right > 0 && p->right_to_left > 0)
         return err_set(err, "arithmetic task: left_to_right and right_to_left are both set; give at most one");
     out->problem = xcalloc((size_t)count, sizeof(char *));
@@ -164,9 +171,8 @@ bool arith_make(const arith_params *p, arith_split split, int count, arith_set *
     char text[256], sol[1024];
     while (out->n < count && attempts++ < max_attempts) {
         expr e = {.n_ops = p->n_ops};
-        static const char ops[3] = {'+', '-', '*'};
         for (int i = 0; i <= p->n_ops; i++) e.val[i] = (long long)rng_next_below(&r, (uint64_t)p->max_operand + 1);
-        for (int i = 0; i < p->n_ops; i++) e.op[i] = ops[rng_next_below(&r, 3)];
+        for (int i = 0; i < p->n_ops; i++) e.op[i] = ops[rng_next_below(&r, (uint64_t)n_ops_kinds)];
         expr_print(&e, text, sizeof text);
         if (!arith_in_split(text, split)) continue;
         uint64_t h = 1469598103934665603ULL;

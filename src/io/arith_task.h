@@ -49,6 +49,7 @@ typedef struct {
      * (the same problem always gets the same solution). The answer stays the true value, so a verifier rewards
      * the right working only. 0 (the default): every solution is right. */
     double left_to_right, right_to_left;
+    char operators[4]; /* the operators problems use: some of "+-*" ("" = all three) */
 } arith_params;
 
 typedef struct {

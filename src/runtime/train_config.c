@@ -130,6 +130,12 @@ static bool read_dataset(cfg_node *node, const char *name, tc_dataset *d, s2d_er
         TRY(cfg_get_int_or(node, "max_operand", 9, 1, 999, &d->arith_p.max_operand, err));
         TRY(cfg_get_double_or(node, "left_to_right", 0.0, 0.0, 1.0, &d->arith_p.left_to_right, err));
         TRY(cfg_get_double_or(node, "right_to_left", 0.0, 0.0, 1.0, &d->arith_p.right_to_left, err));
+        const char *operators;
+        TRY(cfg_get_str_or(node, "operators", "+-*", &operators, err));
+        if (!operators[0] || strlen(operators) > 3 || strspn(operators, "+-*") != strlen(operators))
+            return err_set(err, "%s: datasets.%s.operators: '%s', expected some of + - * (e.g. \"+-\")", d->where,
+                           name, operators);
+        snprintf(d->arith_p.operators, sizeof d->arith_p.operators, "%s", operators);
         if (d->arith_p.left_to_right > 0 && d->arith_p.right_to_left > 0)
             return err_set(err, "%s: datasets.%s: left_to_right and right_to_left are both set; give at most one",
                            d->where, name);
@@ -758,8 +764,8 @@ void train_config_print_plan(const train_config *tc, FILE *out) {
     for (int i = 0; i < tc->n_datasets; i++) {
         const tc_dataset *d = &tc->datasets[i];
         if (d->arith)
-            fprintf(out, "  data  %-14s arith %s, %d problems, %d ops, operands 0..%d%s\n", d->name,
-                    arith_split_name(d->split), d->size, d->arith_p.n_ops, d->arith_p.max_operand,
+            fprintf(out, "  data  %-14s arith %s, %d problems, %d ops (%s), operands 0..%d%s\n", d->name,
+                    arith_split_name(d->split), d->size, d->arith_p.n_ops, d->arith_p.operators, d->arith_p.max_operand,
                     d->arith_p.left_to_right > 0   ? ", some solutions left to right"
                     : d->arith_p.right_to_left > 0 ? ", some solutions with sums right to left"
                                                    : "");

@@ -189,6 +189,7 @@ bool tc_resolve_defaults(train_config *tc, s2d_err *err) {
             TRY(fill_int(R, dn, at, "max_operand", d->arith_p.max_operand, err));
             TRY(fill_d(R, dn, at, "left_to_right", d->arith_p.left_to_right, err));
             TRY(fill_d(R, dn, at, "right_to_left", d->arith_p.right_to_left, err));
+            TRY(fill(R, dn, at, "operators", d->arith_p.operators, err));
         } else {
             TRY(fill(R, dn, at, "format", ds_format_name(d->format), err));
             TRY(fill_int(R, dn, at, "limit", d->size, err));

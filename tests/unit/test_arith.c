@@ -250,6 +250,32 @@ static void test_misconceptions(void) {
            err.msg);
 }
 
+/* operators: only the ones asked for appear, all three appear by default, and "+-*" draws exactly the default
+ * set; others are refused. */
+static void test_operators(void) {
+    s2d_err err;
+    arith_params dflt = {.n_ops = 3, .max_operand = 9, .seed = 4}, all = dflt, sums = dflt, bad = dflt;
+    snprintf(all.operators, sizeof all.operators, "+-*");
+    snprintf(sums.operators, sizeof sums.operators, "+-");
+    snprintf(bad.operators, sizeof bad.operators, "+/");
+    arith_set a, b, c, none;
+    EXPECT(arith_make(&dflt, ARITH_TEST, 500, &a, &err) && arith_make(&all, ARITH_TEST, 500, &b, &err) &&
+               arith_make(&sums, ARITH_TEST, 500, &c, &err),
+           "%s", err.msg);
+    int same = 0, with_mul = 0, sums_mul = 0, wrong = 0;
+    for (int i = 0; i < 500; i++) {
+        same += !strcmp(a.problem[i], b.problem[i]) && !strcmp(a.solution[i], b.solution[i]);
+        with_mul += strchr(a.problem[i], '*') != NULL;
+        sums_mul += strchr(c.problem[i], '*') != NULL;
+        wrong += atoll(c.answer[i]) != ref_eval(c.problem[i]);
+    }
+    EXPECT(same == 500, "\"+-*\" draws the default set (%d of 500 equal)", same);
+    EXPECT(with_mul > 200 && sums_mul == 0, "products: %d by default, %d with \"+-\"", with_mul, sums_mul);
+    EXPECT(wrong == 0, "\"+-\" answers (%d wrong)", wrong);
+    EXPECT(!arith_make(&bad, ARITH_TEST, 10, &none, &err) && strstr(err.msg, "operators"), "'+/' refused: %s", err.msg);
+    arith_free(&a), arith_free(&b), arith_free(&c);
+}
+
 static void test_demo_tokenizer(void) {
     s2d_err err;
     tokenizer *tok;
@@ -277,6 +303,7 @@ int main(void) {
     RUN_TEST(test_sets);
     RUN_TEST(test_study_splits);
     RUN_TEST(test_misconceptions);
+    RUN_TEST(test_operators);
     RUN_TEST(test_demo_tokenizer);
     return TEST_SUMMARY();
 }
