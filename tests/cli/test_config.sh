@@ -25,6 +25,22 @@ check "the plan of the resolved config is the same" bash -c \
 "$S2D" train configs/demo/demo.yaml --dry-run --out "$WORK/d3" >"$WORK/demo.txt" 2>&1 || fail "demo dry run"
 check "init preset architecture resolved" grep -q "^      num_key_value_heads: [0-9]" "$WORK/demo.txt"
 
+# the study's toy world: the arithmetic task's optional keys (operators, a misconception) resolve and reload
+"$S2D" train configs/study/base.yaml --dry-run --out "$WORK/st" --set datasets.sft.right_to_left=0.6 \
+  --set datasets.sft.operators=+- >"$WORK/st.txt" 2>&1 || fail "study base dry run: $(tail -2 "$WORK/st.txt")"
+check "dry run names the operators and the misconception" \
+  grep -q "data  sft .*2 ops (+-), operands 0..9, some solutions with sums right to left" "$WORK/st.txt"
+check "other datasets keep all three operators" grep -q "data  test .*2 ops (+-\*)" "$WORK/st.txt"
+sed -n '/^resolved config/,$p' "$WORK/st.txt" | tail -n +2 >"$WORK/st.yaml"
+check "resolved: right_to_left and left_to_right of every arithmetic set" \
+  test "$(grep -c '^    right_to_left: ' "$WORK/st.yaml")" = 6 -a "$(grep -c '^    left_to_right: 0.0$' "$WORK/st.yaml")" = 6
+check "the study base's resolved config reloads" bash -c "'$S2D' train '$WORK/st.yaml' --dry-run --out '$WORK/st' >/dev/null"
+expect_error "both misconceptions at once are refused" "left_to_right and right_to_left are both set" \
+  "$S2D" train configs/study/base.yaml --dry-run --out "$WORK/st2" --set datasets.sft.right_to_left=0.6 \
+  --set datasets.sft.left_to_right=0.2
+expect_error "an unknown operator is refused" "datasets.sft.operators: '\+/', expected some of" \
+  "$S2D" train configs/study/base.yaml --dry-run --out "$WORK/st3" --set datasets.sft.operators=+/
+
 # a model name with '.' (not addressable by a key path) is left as written, and the config still reloads
 sed 's/  teacher: {path/  teach.er: {path/; s/policy: teacher$/policy: teach.er/' $cfg >"$WORK/dot.yaml"
 "$S2D" train "$WORK/dot.yaml" --dry-run --out "$WORK/dot" >"$WORK/dot.txt" 2>&1 || fail "dotted model name: $(tail -2 "$WORK/dot.txt")"
