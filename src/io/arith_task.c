@@ -27,12 +27,17 @@ bool arith_split_parse(const char *name, arith_split *out, s2d_err *err) {
 
 const char *arith_split_name(arith_split s) { return split_names[s]; }
 
+/* FNV-1a of a problem's text: the key of its split, its misconception draw and the dedup set. */
+static uint64_t text_hash(const char *text) {
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *c = text; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    return h;
+}
+
 /* FNV-1a of the text, then one Philox block keyed by the fixed split key: w[0] picks train/heldout/test,
  * w[1] the study part of a train problem (independent of w[0]). */
 static void split_words(const char *problem, uint32_t w[4]) {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *c = problem; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-    philox4x32(ARITH_SPLIT_KEY, h, 0, w);
+    philox4x32(ARITH_SPLIT_KEY, text_hash(problem), 0, w);
 }
 
 arith_split arith_split_of(const char *problem) {
@@ -131,10 +136,8 @@ static arith_order solution_order(const arith_params *p, const char *text, const
     while (a.n_ops > 0) expr_reduce_once(&a, ARITH_ORDER_TRUE);
     while (b.n_ops > 0) expr_reduce_once(&b, wrong);
     if (a.val[0] == b.val[0]) return ARITH_ORDER_TRUE;
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *c = text; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
     uint32_t w[4];
-    philox4x32(ARITH_MISCONCEPTION_KEY ^ p->seed, h, 0, w);
+    philox4x32(ARITH_MISCONCEPTION_KEY ^ p->seed, text_hash(text), 0, w);
     return (double)w[0] / 4294967296.0 < share ? wrong : ARITH_ORDER_TRUE;
 }
 
@@ -175,9 +178,7 @@ bool arith_make(const arith_params *p, arith_split split, int count, arith_set *
         for (int i = 0; i < p->n_ops; i++) e.op[i] = ops[rng_next_below(&r, (uint64_t)n_ops_kinds)];
         expr_print(&e, text, sizeof text);
         if (!arith_in_split(text, split)) continue;
-        uint64_t h = 1469598103934665603ULL;
-        for (const char *c = text; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-        size_t slot = h & (cap - 1);
+        size_t slot = text_hash(text) & (cap - 1);
         bool dup = false;
         while (seen[slot]) {
             if (strcmp(seen[slot], text) == 0) {
