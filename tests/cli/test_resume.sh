@@ -130,8 +130,9 @@ sigterm_run() {
   "$S2D" train $cfg "${SETS[@]}" --out "$WORK/k" --set 'pipeline[0].steps=400' --set 'pipeline[0].checkpoint.every=5' \
     >/dev/null 2>"$WORK/k.err" &
   local pid=$! i
-  for i in $(seq 1 300); do # until it has written a mid-stage checkpoint (and so holds metrics.jsonl.tmp.<pid>)
-    ls "$WORK/k/checkpoints" 2>/dev/null | grep -q 'ckpt-00-' && ls "$WORK/k" | grep -q 'metrics.jsonl.tmp' && break
+  for i in $(seq 1 300); do # until it has written a mid-stage checkpoint (and so holds metrics.jsonl.tmp.<pid>);
+    # a complete one: the checkpoint being written is ckpt-...h5.tmp.<pid>, which SIGTERM removes
+    ls "$WORK/k/checkpoints" 2>/dev/null | grep -q 'ckpt-00-.*\.h5$' && ls "$WORK/k" | grep -q 'metrics.jsonl.tmp' && break
     sleep 0.1
   done
   ls "$WORK/k" | grep -q 'metrics.jsonl.tmp' || { kill $pid; echo "no temp file seen" >&2; return 1; }
