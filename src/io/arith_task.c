@@ -141,26 +141,31 @@ static arith_order solution_order(const arith_params *p, const char *text, const
     return (double)w[0] / 4294967296.0 < share ? wrong : ARITH_ORDER_TRUE;
 }
 
-bool arith_make(const arith_params *p, arith_split split, int count, arith_set *out, s2d_err *err) {
-    memset(out, 0, sizeof *out);
+bool arith_params_check(const arith_params *p, s2d_err *err) {
     if (p->n_ops < 1 || p->n_ops > ARITH_MAX_OPS)
         return err_set(err, "arithmetic task: ops = %d, expected 1..%d", p->n_ops, ARITH_MAX_OPS);
     if (p->max_operand < 1 || p->max_operand > 999)
         return err_set(err, "arithmetic task: max_operand = %d, expected 1..999", p->max_operand);
-    if (count < 1) return err_set(err, "arithmetic task: size = %d, expected >= 1", count);
     if (!(p->left_to_right >= 0 && p->left_to_right <= 1))
         return err_set(err, "arithmetic task: left_to_right = %g, expected 0..1", p->left_to_right);
     if (!(p->right_to_left >= 0 && p->right_to_left <= 1))
         return err_set(err, "arithmetic task: right_to_left = %g, expected 0..1", p->right_to_left);
+    if (p->operators[0] && strspn(p->operators, "+-*") != strlen(p->operators))
+        return err_set(err, "arithmetic task: operators = '%s', expected some of + - *", p->operators);
+    if (p->left_to_right > 0 && p->right_to_left > 0)
+        return err_set(err, "arithmetic task: left_to_right and right_to_left are both set; give at most one");
+    return true;
+}
+
+bool arith_make(const arith_params *p, arith_split split, int count, arith_set *out, s2d_err *err) {
+    memset(out, 0, sizeof *out);
+    if (!arith_params_check(p, err)) return false;
+    if (count < 1) return err_set(err, "arithmetic task: size = %d, expected >= 1", count);
     /* the operators drawn from, in the order "+-*" (the default draws exactly as before the key existed) */
     char ops[4];
     int n_ops_kinds = 0;
     for (const char *c = "+-*"; *c; c++)
         if (!p->operators[0] || strchr(p->operators, *c)) ops[n_ops_kinds++] = *c;
-    if (p->operators[0] && (strspn(p->operators, "+-*") != strlen(p->operators) || n_ops_kinds == 0))
-        return err_set(err, "arithmetic task: operators = '%s', expected some of + - *", p->operators);
-    if (p->left_to_right > 0 && p->right_to_left > 0)
-        return err_set(err, "arithmetic task: left_to_right and right_to_left are both set; give at most one");
     out->problem = xcalloc((size_t)count, sizeof(char *));
     out->answer = xcalloc((size_t)count, sizeof(char *));
     out->solution = xcalloc((size_t)count, sizeof(char *));

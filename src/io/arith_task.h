@@ -74,6 +74,8 @@ bool arith_eval(const char *problem, long long *value);
 typedef enum { ARITH_ORDER_TRUE, ARITH_ORDER_LEFT_TO_RIGHT, ARITH_ORDER_SUMS_RIGHT_TO_LEFT } arith_order;
 /* Evaluates in the given order (the misconceptions above); false on bad syntax. */
 bool arith_eval_order(const char *problem, arith_order order, long long *value);
+/* The parameters' ranges, the operators, at most one misconception; false + err naming the key otherwise. */
+bool arith_params_check(const arith_params *p, s2d_err *err);
 /* `count` distinct problems of the split. False + err when the problem space of this split is too small. */
 bool arith_make(const arith_params *p, arith_split split, int count, arith_set *out, s2d_err *err);
 void arith_free(arith_set *s);

@@ -132,13 +132,11 @@ static bool read_dataset(cfg_node *node, const char *name, tc_dataset *d, s2d_er
         TRY(cfg_get_double_or(node, "right_to_left", 0.0, 0.0, 1.0, &d->arith_p.right_to_left, err));
         const char *operators;
         TRY(cfg_get_str_or(node, "operators", "+-*", &operators, err));
-        if (!operators[0] || strlen(operators) > 3 || strspn(operators, "+-*") != strlen(operators))
+        if (!operators[0] || strlen(operators) >= sizeof d->arith_p.operators)
             return err_set(err, "%s: datasets.%s.operators: '%s', expected some of + - * (e.g. \"+-\")", d->where,
                            name, operators);
         snprintf(d->arith_p.operators, sizeof d->arith_p.operators, "%s", operators);
-        if (d->arith_p.left_to_right > 0 && d->arith_p.right_to_left > 0)
-            return err_set(err, "%s: datasets.%s: left_to_right and right_to_left are both set; give at most one",
-                           d->where, name);
+        if (!arith_params_check(&d->arith_p, err)) return err_prefix(err, "%s: datasets.%s", d->where, name);
     } else {
         d->file = xstrdup(file);
         static const char *const formats[5] = {"auto", "math", "gsm8k", "aime", "generic"};

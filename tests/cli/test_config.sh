@@ -38,7 +38,7 @@ check "the study base's resolved config reloads" bash -c "'$S2D' train '$WORK/st
 expect_error "both misconceptions at once are refused" "left_to_right and right_to_left are both set" \
   "$S2D" train configs/study/base.yaml --dry-run --out "$WORK/st2" --set datasets.sft.right_to_left=0.6 \
   --set datasets.sft.left_to_right=0.2
-expect_error "an unknown operator is refused" "datasets.sft.operators: '\+/', expected some of" \
+expect_error "an unknown operator is refused" "datasets.sft: arithmetic task: operators = '\+/', expected some of" \
   "$S2D" train configs/study/base.yaml --dry-run --out "$WORK/st3" --set datasets.sft.operators=+/
 
 # a model name with '.' (not addressable by a key path) is left as written, and the config still reloads
