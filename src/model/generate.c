@@ -21,7 +21,18 @@ struct generator {
     int *fill_start;       /* [n_slots + 1] token offsets of the prompts of one batched prefill */
     int32_t *row_token;    /* [n_slots] sampled per decode row */
     float *row_logprob;    /* [n_slots] */
+    /* Shared prompts (the samples of one problem, a GRPO group): a prompt whose tokens some slot's cache already
+     * starts with is not prefilled again; its cache rows and first-token logits are copied (the same bits). */
+    bool share_prompts;    /* on unless generator_share_prompts(g, false) */
+    int *slot_cached;      /* [n_slots] prompt of this run whose cache rows the slot starts with, -1 none */
+    float *prompt_logits;  /* device [n_slots, V] the last-position logits of the slot's cached prompt */
+    int32_t *pack_tokens;  /* [n_slots * max_len] tokens of the prompts prefilled in one round */
+    int *round_slot;       /* [n_slots] slot of each prompt of a round, in prompt order */
+    int *round_row;        /* [n_slots] its logits row */
+    int *round_src;        /* [n_slots] the slot it copies from, -1: prefilled */
 };
+
+void generator_share_prompts(generator *g, bool on) { g->share_prompts = on; }
 
 const char *gen_finish_name(gen_finish f) { return f == GEN_FINISH_STOP ? "stop" : "length"; }
 
@@ -62,6 +73,13 @@ bool generator_new(const model *m, int n_slots, int max_len, generator **out, s2
     g->fill_start = xmalloc((S + 1) * sizeof(int));
     g->row_token = xmalloc(S * sizeof(int32_t));
     g->row_logprob = xmalloc(S * sizeof(float));
+    g->share_prompts = true;
+    g->slot_cached = xmalloc(S * sizeof(int));
+    g->prompt_logits = ops_alloc(m->q, OPS_F32, S * V).p;
+    g->pack_tokens = xmalloc(S * (size_t)max_len * sizeof(int32_t));
+    g->round_slot = xmalloc(S * sizeof(int));
+    g->round_row = xmalloc(S * sizeof(int));
+    g->round_src = xmalloc(S * sizeof(int));
     *out = g;
     return true;
 }
@@ -81,6 +99,12 @@ void generator_free(generator *g) {
     free(g->fill_start);
     free(g->row_token);
     free(g->row_logprob);
+    free(g->slot_cached);
+    ops_free(g->m->q, ot_f32(g->prompt_logits));
+    free(g->pack_tokens);
+    free(g->round_slot);
+    free(g->round_row);
+    free(g->round_src);
     free(g);
 }
 
@@ -127,44 +151,95 @@ static bool record_token(run_state *st, int slot, int32_t id, float logprob) {
 
 static uint64_t seq_id_of(const run_state *st, int p) { return st->seq_ids ? st->seq_ids[p] : (uint64_t)p; }
 
-/* Puts waiting prompts into the n_free slots listed in g->free_slots: one batched prefill for all of them (a
- * pass over the weights serves every prompt; each row is computed as if alone, model.h), then each samples
- * its first token; slots whose prompt is finished at once take the next waiting prompts, until every listed
- * slot runs or no prompt waits. Prompts go to slots in order, so their tokens are contiguous. */
+static bool same_prompt(const run_state *st, int p, int q) {
+    const int lp = st->prompt_start[p + 1] - st->prompt_start[p], lq = st->prompt_start[q + 1] - st->prompt_start[q];
+    return lp == lq && memcmp(st->prompt_tokens + st->prompt_start[p], st->prompt_tokens + st->prompt_start[q],
+                              sizeof(int32_t) * (size_t)lp) == 0;
+}
+
+/* Puts waiting prompts into the n_free slots listed in g->free_slots, a round of up to n_free prompts at a time.
+ * A prompt that some slot's cache already starts with (an earlier sample of the same prompt, still cached), or
+ * that an earlier prompt of the round has, copies that slot's cache rows and first-token logits; the others get
+ * one batched prefill (a pass over the weights serves every prompt; each row is computed as if alone, model.h).
+ * Then each samples its first token; slots whose prompt is finished at once take the next waiting prompts, until
+ * every listed slot runs or no prompt waits. Prompts go to slots in order. */
 static bool fill_slots(run_state *st, int n_free, s2d_err *err) {
     generator *g = st->g;
+    const size_t V = (size_t)g->vocab;
     for (int i = 0; i < n_free; i++) g->slot_prompt[g->free_slots[i]] = -1;
     while (n_free > 0 && st->next < st->n) {
         const int k = S2D_MIN(n_free, st->n - st->next), p0 = st->next;
         st->next += k;
-        const int base = st->prompt_start[p0];
-        for (int i = 0; i <= k; i++) g->fill_start[i] = st->prompt_start[p0 + i] - base;
-        for (int i = 0; i < k; i++) model_kv_reset(&g->kv, g->free_slots[i]);
+        /* the round's slots are refilled now: none is a source for another prompt, but a slot that cached this
+         * very prompt keeps its rows (the K samples of a prompt passing through one slot) */
+        for (int i = 0; i < k; i++) {
+            const int slot = g->free_slots[i], old = g->slot_cached[slot];
+            g->round_slot[i] = slot;
+            g->round_src[i] = g->share_prompts && old >= 0 && same_prompt(st, p0 + i, old) ? slot : -1;
+            g->slot_cached[slot] = -1;
+        }
+        int n_fill = 0;
+        g->fill_start[0] = 0;
+        for (int i = 0; i < k; i++) {
+            const int p = p0 + i;
+            for (int s = 0; g->share_prompts && s < g->n_slots && g->round_src[i] < 0; s++)
+                if (g->slot_cached[s] >= 0 && same_prompt(st, p, g->slot_cached[s])) g->round_src[i] = s;
+            for (int j = 0; g->share_prompts && j < i && g->round_src[i] < 0; j++)
+                if (g->round_src[j] == -1 && same_prompt(st, p, p0 + j)) g->round_src[i] = -2 - j; /* after its prefill */
+            if (g->round_src[i] != -1) continue;
+            model_kv_reset(&g->kv, g->round_slot[i]);
+            const int len = st->prompt_start[p + 1] - st->prompt_start[p];
+            memcpy(g->pack_tokens + g->fill_start[n_fill], st->prompt_tokens + st->prompt_start[p],
+                   sizeof(int32_t) * (size_t)len);
+            g->fill_start[n_fill + 1] = g->fill_start[n_fill] + len;
+            g->free_slots[n_fill] = g->round_slot[i]; /* the prefill's slot list (round_slot keeps the round's) */
+            g->round_row[i] = n_fill++;
+        }
         double t0 = time_now();
-        if (!model_prefill_batch(g->m, &g->kv, k, g->free_slots, g->fill_start, st->prompt_tokens + base, g->logits,
-                                 err))
+        if (n_fill > 0 &&
+            !model_prefill_batch(g->m, &g->kv, n_fill, g->free_slots, g->fill_start, g->pack_tokens, g->logits, err))
             return err_prefix(err, "prompts %d..%d", p0, p0 + k - 1);
+        /* prefilled prompts cache their logits; copies take cache rows and logits (rows after the prefilled) */
+        int row = n_fill;
+        for (int i = 0; i < k; i++) {
+            const int slot = g->round_slot[i], p = p0 + i;
+            if (g->round_src[i] == -1) {
+                ops_copy(g->m->q, ot_f32(g->prompt_logits + (size_t)slot * V),
+                         ot_f32(g->logits + (size_t)g->round_row[i] * V), V);
+            } else {
+                const int src = g->round_src[i] >= 0 ? g->round_src[i] : g->round_slot[-2 - g->round_src[i]];
+                model_kv_copy_prefix(g->m, &g->kv, slot, src, st->prompt_start[p + 1] - st->prompt_start[p]);
+                if (src != slot)
+                    ops_copy(g->m->q, ot_f32(g->prompt_logits + (size_t)slot * V),
+                             ot_f32(g->prompt_logits + (size_t)src * V), V);
+                ops_copy(g->m->q, ot_f32(g->logits + (size_t)row * V), ot_f32(g->prompt_logits + (size_t)src * V), V);
+                g->round_row[i] = row++;
+                st->out->n_shared_prompts++;
+            }
+            g->slot_cached[slot] = p;
+        }
         double t1 = time_now();
         st->out->prefill_seconds += t1 - t0;
-        int still_free = 0;
         for (int i = 0; i < k; i++) {
-            g->row_seq[i] = seq_id_of(st, p0 + i);
-            g->row_pos[i] = (uint64_t)g->fill_start[i + 1] - g->fill_start[i];
+            const int r = g->round_row[i], p = p0 + i;
+            g->row_seq[r] = seq_id_of(st, p);
+            g->row_pos[r] = (uint64_t)(st->prompt_start[p + 1] - st->prompt_start[p]);
         }
         op_sample(g->m->q, ot_f32(g->logits), k, g->vocab, &st->params->sampling, g->row_seq, g->row_pos, g->row_token,
                   g->row_logprob);
+        int still_free = 0;
         for (int i = 0; i < k; i++) {
-            const int slot = g->free_slots[i], p = p0 + i;
+            const int slot = g->round_slot[i], p = p0 + i, r = g->round_row[i];
             g->slot_prompt[slot] = p;
             g->slot_count[slot] = 0;
-            if (record_token(st, slot, g->row_token[i], g->row_logprob[i])) {
+            if (record_token(st, slot, g->row_token[r], g->row_logprob[r])) {
                 g->slot_prompt[slot] = -1;
-                g->free_slots[still_free++] = slot; /* still_free <= i: never overwrites a slot not yet read */
+                g->free_slots[still_free++] = slot;
             }
         }
-        st->out->sample_seconds += time_now() - t1;
-        /* slots beyond the k filled this round stay free for the next round */
+        /* slots beyond the k filled this round stay free for the next round (still_free <= i: in place is safe) */
         for (int i = k; i < n_free; i++) g->free_slots[still_free++] = g->free_slots[i];
+        st->out->sample_seconds += time_now() - t1;
         n_free = still_free;
     }
     return true;
@@ -215,7 +290,7 @@ bool generator_run(generator *g, const gen_params *params, int n, const int *pro
     double tw = time_now();
     model_kv_refresh_weights(&g->kv, g->m);
     out->weights_seconds = time_now() - tw;
-    for (int s = 0; s < g->n_slots; s++) g->free_slots[s] = s;
+    for (int s = 0; s < g->n_slots; s++) g->free_slots[s] = s, g->slot_cached[s] = -1; /* new prompts, maybe new weights */
     ok = fill_slots(&st, g->n_slots, err);
     while (ok) {
         int n_active = 0;

@@ -15,6 +15,8 @@
  * behaviour log-prob per token (sampler.h: after temperature and top-k/top-p filtering; for greedy, the model's
  * log-softmax). A stop token, when hit, is the last token of its completion.
  *
+ * Repeated prompts are prefilled once per run and then copied from the cache (generator_share_prompts).
+ *
  * Weights: each generator_run starts with model_kv_refresh_weights, so a model whose weights are all
  * bf16-exact runs prefill/decode from a bf16 copy (bitwise the same results, half the bytes per step), and a
  * model changed in place between runs (the pipeline's policy) is re-checked and re-copied: never stale. */
@@ -47,6 +49,7 @@ typedef struct {
     long n_generated;      /* = start[n] */
     long n_decode_steps;   /* model_decode_step calls */
     long n_decode_rows;    /* rows summed over decode steps */
+    long n_shared_prompts; /* prompts copied from a cached equal prompt instead of prefilled */
     double prefill_seconds, decode_seconds, sample_seconds;
     double weights_seconds; /* model_kv_refresh_weights at the start of the run (bf16 check / copy) */
 } gen_result;
@@ -58,6 +61,10 @@ typedef struct generator generator;
 /* n_slots concurrent sequences of at most max_len positions each (prompt + generated, <= the model's
  * max_position_embeddings). Allocates the KV cache and all loop buffers. False + err on bad sizes. */
 bool generator_new(const model *m, int n_slots, int max_len, generator **out, s2d_err *err);
+/* Shared prompts (on by default): within a run, a prompt equal to one a slot's cache already starts with (the
+ * K samples of an eval problem, a GRPO group) copies that slot's cache rows and first-token logits instead of
+ * being prefilled again: the same bits, no model cost. Off: every prompt is prefilled (tests compare the two). */
+void generator_share_prompts(generator *g, bool on);
 void generator_free(generator *g);
 
 /* Generates a completion for each of n prompts (prompt i = prompt_tokens[prompt_start[i] .. prompt_start[i+1])).

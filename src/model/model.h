@@ -271,6 +271,10 @@ void model_kv_free(model_kv_cache *kv);
  * words that changed are rewritten; it stops at the first non-bf16 word), parallel. */
 bool model_kv_refresh_weights(model_kv_cache *kv, const model *m);
 void model_kv_reset(model_kv_cache *kv, int slot); /* empties the slot (len = 0) */
+/* Copies the first n positions of slot src (n <= its len) into slot dst, which then holds exactly those: the
+ * cache rows a prefill of the same n tokens would write, bit for bit, at no model cost (shared prompts).
+ * dst == src keeps the slot's first n positions. */
+void model_kv_copy_prefix(const model *m, model_kv_cache *kv, int dst, int src, int n);
 /* Appends n tokens to the slot (positions len..len+n-1, attending to what the slot already holds) and
  * writes the logits of the last appended position to logits [V] (device memory of m->q, as every logits
  * argument below). Error if len+n > max_len or a token is out

@@ -108,6 +108,25 @@ void model_kv_reset(model_kv_cache *kv, int slot) {
     kv->len[slot] = 0;
 }
 
+void model_kv_copy_prefix(const model *m, model_kv_cache *kv, int dst, int src, int n) {
+    CHECK(dst >= 0 && dst < kv->n_slots && src >= 0 && src < kv->n_slots,
+          "model_kv_copy_prefix: slots %d <- %d (of %d)", dst, src, kv->n_slots);
+    CHECK(n >= 0 && n <= kv->len[src], "model_kv_copy_prefix: %d positions, slot %d holds %d", n, src, kv->len[src]);
+    if (dst == src) { /* the slot keeps its first n positions */
+        kv->len[dst] = n;
+        return;
+    }
+    const model_config *c = &m->cfg;
+    const size_t row = (size_t)c->n_kv_heads * c->head_dim, slot_floats = (size_t)kv->max_len * row;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int kvi = 0; kvi < 2; kvi++) { /* K then V: [n_layers][2][n_slots][max_len][n_kv_heads][head_dim] */
+            float *part = kv->buf + ((size_t)l * 2 + kvi) * kv->n_slots * slot_floats;
+            ops_copy(kv->q, ot_f32(part + (size_t)dst * slot_floats), ot_f32(part + (size_t)src * slot_floats),
+                     (size_t)n * row);
+        }
+    kv->len[dst] = n;
+}
+
 /* ---- bf16 copy of the weights ---- */
 
 static void log_weight_path(model_kv_scratch *s, int path, size_t n, double seconds) {

@@ -1,6 +1,7 @@
 /* test_generate: KV-cache generation with continuous batching on the PyTorch/HF fixture models:
  * greedy output identical to HF model.generate, behaviour log-probs equal to the packed forward's log-probs of
- * the same sequence, outputs independent of batch composition, stop tokens, cache-full and bad input. */
+ * the same sequence, outputs independent of batch composition, shared prompts bitwise the same as prefilled
+ * ones, stop tokens, cache-full and bad input. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,60 @@ static void test_logprobs_match_packed_forward_and_batch_independence(void) {
     model_free(&m);
 }
 
+/* Shared prompts: repeated prompts (consecutive like an eval's K samples or a GRPO group, repeated later after
+ * their slots turned over, and a prompt that only starts like another) copy cache rows and first-token logits
+ * from a slot instead of being prefilled; tokens, behaviour log-probs and finish reasons must be bitwise those
+ * of prefilling every prompt, for several slot counts, and the copies must really happen. */
+static void test_shared_prompts_same_bits(void) {
+    char dir[1024];
+    fixture_dir(dir, sizeof dir, "qwen3_tied");
+    s2d_err err;
+    model m;
+    CHECK_OK(model_load(&m, dir, &err), &err);
+    enum { NB = 5, NP = 26, MAX_NEW = 8 };
+    int bstart[NB + 1];
+    int32_t btok[NB * 9];
+    make_prompts(NB, m.cfg.vocab, bstart, btok);
+    /* base prompt of each request: 4 x 4 consecutive, then repeats after other prompts; -1: base 2 plus a token */
+    const int order[NP] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 0, 0, 4, 4, 4, -1, 1, 2, 1, 3};
+    int start[NP + 1];
+    int32_t tokens[NP * 10];
+    uint64_t ids[NP];
+    start[0] = 0;
+    for (int p = 0; p < NP; p++) {
+        int b = order[p] < 0 ? 2 : order[p], len = bstart[b + 1] - bstart[b];
+        memcpy(tokens + start[p], btok + bstart[b], sizeof(int32_t) * (size_t)len);
+        if (order[p] < 0) tokens[start[p] + len++] = 5;
+        start[p + 1] = start[p] + len;
+        ids[p] = 300 + (uint64_t)p;
+    }
+    gen_params gp = {.sampling = {.temperature = 0.9f, .top_k = 0, .top_p = 0.95f, .seed = 11},
+                     .max_new_tokens = MAX_NEW};
+    const int slot_counts[] = {1, 3, 7, 32};
+    for (int c = 0; c < 4; c++) {
+        generator *g;
+        CHECK_OK(generator_new(&m, slot_counts[c], 32, &g, &err), &err);
+        gen_result res[2];
+        for (int share = 0; share < 2; share++) {
+            generator_share_prompts(g, share == 1);
+            CHECK_OK(generator_run(g, &gp, NP, start, tokens, ids, &res[share], &err), &err);
+        }
+        const int n = res[0].start[NP];
+        EXPECT(res[1].start[NP] == n && memcmp(res[0].start, res[1].start, sizeof(int) * (NP + 1)) == 0 &&
+                   memcmp(res[0].tokens, res[1].tokens, sizeof(int32_t) * (size_t)n) == 0 &&
+                   memcmp(res[0].logprobs, res[1].logprobs, sizeof(float) * (size_t)n) == 0 &&
+                   memcmp(res[0].finish, res[1].finish, sizeof(gen_finish) * NP) == 0,
+               "%d slots: shared prompts give bitwise the tokens, log-probs and finish reasons of prefilling all",
+               slot_counts[c]);
+        EXPECT(res[0].n_shared_prompts == 0 && res[1].n_shared_prompts >= 8,
+               "%d slots: %ld prompts copied with sharing, %ld without", slot_counts[c], res[1].n_shared_prompts,
+               res[0].n_shared_prompts);
+        gen_result_free(&res[0]), gen_result_free(&res[1]);
+        generator_free(g);
+    }
+    model_free(&m);
+}
+
 static void test_stop_tokens_cache_full_and_errors(void) {
     char dir[1024];
     fixture_dir(dir, sizeof dir, "qwen3_untied");
@@ -312,6 +367,7 @@ static void test_bf16_weights_same_outputs_and_refresh(void) {
 int main(void) {
     RUN_TEST(test_greedy_matches_hf);
     RUN_TEST(test_logprobs_match_packed_forward_and_batch_independence);
+    RUN_TEST(test_shared_prompts_same_bits);
     RUN_TEST(test_stop_tokens_cache_full_and_errors);
     RUN_TEST(test_bf16_weights_same_outputs_and_refresh);
     return TEST_SUMMARY();
