@@ -49,7 +49,15 @@ if "$S2D" study study.yaml --out st >stdout 2>stderr; then
   ok
   check "study.md written and printed" cmp -s stdout st/study.md
   check "study.md states the rule" grep -q "holds\*\* when D > 2 SE" st/study.md
-  check "claims table row" grep -qE "^\| bridge_vs_direct: .* \| \+3.4 \| [-+][0-9.]+ \| [0-9.]+ \| (holds|reversed|within noise) \|" st/study.md
+  check "claims table row" grep -qE "^\| bridge_vs_direct: .* \| \+3.4 \| [-+][0-9.]+ \| [0-9.]+ \| [-+][0-9.]+ [-+][0-9.]+ \| (holds|reversed|within noise) \|" st/study.md
+  check "claims table: the per-seed differences are study.json's" python3 - <<'EOF'
+import json
+j = json.load(open('st/study.json'))
+rows = {l.split(':')[0][2:]: [c.strip() for c in l.split('|')] for l in open('st/study.md') if l.startswith('| ') and ':' in l}
+for c in j['claims']:
+    cells = rows[c['id']]
+    assert cells[5].split() == ['%+.1f' % (x + 0.0) for x in c['per_seed']], (cells, c['per_seed'])
+EOF
   check "arms table rows" grep -qE "^\| direct \| direct → student_rl \| [0-9.]+ ± [0-9.]+ \|" st/study.md
   check "progress lines name the logs" grep -qE "start train .*seed 2 bridge_fkl .*log st/runs/seed2/.*/train.log" stderr
   check "study.png is a PNG" python3 -c "import sys; sys.exit(open('st/study.png','rb').read(8) != b'\x89PNG\r\n\x1a\n')"
