@@ -295,6 +295,10 @@ void cu_vocab_rows(ops_queue *q, const ops_vocab_op *op, ops_tensor logits, int 
                                                                    i32p(op->topk_ids), f32p(op->topk_logp), V, op->k,
                                                                    r0);
         break;
+    case VOCAB_RKL_FULL:
+    case VOCAB_RKL_TOPK:
+        die("vocab_rows: opd.mode full / topk (the exact per-position reverse KL) has no CUDA kernel yet; use "
+            "opd.mode: sampled on cuda, or run this stage on the CPU");
     default: die("vocab_rows: unknown kind %d", (int)op->kind);
     }
     if (tempered && op->want_grad) vocab_divide(st, f32p(logits), n_logits, temp); /* d/dx f(x / t) = f'(x / t) / t */

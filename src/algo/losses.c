@@ -159,7 +159,10 @@ double opd_loss(const opd_opts *o, const token_layout *lay, const float *logp, c
         for (int t = lay->seq_start[s + 1] - 1; t >= lay->seq_start[s]; t--) {
             double agg_w = dlogp[t];
             double w = 0;
-            if (mask_at(lay, t) != 0) {
+            if (mask_at(lay, t) != 0 && o->teacher_analytic) {
+                /* w = (λℓT − ℓold) + (1 − λ)ℓref: the first part is exact in the vocabulary op (VOCAB_RKL_*) */
+                w = o->lambda == 1.0f ? 0.0 : (1.0 - o->lambda) * (double)logp_ref[t];
+            } else if (mask_at(lay, t) != 0) {
                 /* λ = 1 cancels the reference exactly; computing it that way keeps λ = 1 reference-free. */
                 w = o->lambda == 1.0f ? (double)logp_teacher[t] - logp_old[t]
                                       : o->lambda * ((double)logp_teacher[t] - logp_ref[t]) -

@@ -78,6 +78,8 @@ typedef struct {
     float clip_high;
     loss_agg agg;
     int norm_len;
+    bool teacher_analytic; /* opd.mode full / topk: the λℓT − ℓθ part is the vocabulary op's exact per-position
+                              gradient (VOCAB_RKL_*), so opd_loss keeps only the reference's (1 − λ)·ℓref */
 } opd_opts;
 
 /* w_t = λ(ℓ_T − ℓ_ref) − (ℓold − ℓ_ref) (detached, discounted by γ), loss = agg(max(−w ρ, −w clip(ρ))).

@@ -213,6 +213,9 @@ void model_vocab_forward(const model *m, model_ws *ws, ops_vocab_op *op);
 /* After model_forward on a training ws: op with want_grad (its gradient replaces each chunk's logits), then the
  * backward through the LM head and every layer, ACCUMULATING into m->grads. */
 void model_vocab_backward(model *m, model_ws *ws, ops_vocab_op *op);
+/* The same with a per-token term added to the rows' gradient (VOCAB_RKL_*: opd's sampled reference part):
+ * op->target = the batch's next tokens, op->dlogp = dlogp (host [T], staged to the device). */
+void model_vocab_backward_dlogp(model *m, model_ws *ws, ops_vocab_op *op, const float *dlogp);
 
 /* LM-head callback (tests and diagnostics), called for consecutive row ranges [r0, r1) of the last forward's
  * batch, in order, with HOST logits [r1-r0, V] (downloaded first on device backends). With want_grad (inside

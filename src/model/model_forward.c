@@ -480,6 +480,12 @@ void model_vocab_backward(model *m, model_ws *ws, ops_vocab_op *op) {
     backward_layers(m, ws);
 }
 
+void model_vocab_backward_dlogp(model *m, model_ws *ws, ops_vocab_op *op, const float *dlogp) {
+    op->target = ot_i32(ws->target);
+    op->dlogp = ops_stage(m->q, ot_f32(ws->dlogp_dev), dlogp, (size_t)ws->T);
+    model_vocab_backward(m, ws, op);
+}
+
 void model_backward_logits(model *m, model_ws *ws, model_logits_fn fn, void *user) {
     backward_checks(m, ws, "model_backward_logits");
     int T = ws->T, H = m->cfg.hidden, V = m->cfg.vocab;

@@ -134,6 +134,9 @@ typedef enum {
     VOCAB_FKL_TOPK,     /* teacher top-k + one tail bucket (DESIGN §3); grad on K and off K */
     VOCAB_TEACHER_FULL, /* teacher side: full_logp[slot] = log_softmax(row) */
     VOCAB_TEACHER_TOPK, /* teacher side: its k most likely ids (descending, ties by lower id) and log-probs */
+    VOCAB_RKL_FULL,     /* opd.mode full: per-position Σ_v pθ(v)(log pθ(v) − λ log p_T(v)) against full teacher
+                           log-probs (its value at λ = 1, the reverse KL, goes to row_kl); grad scale·pθ(a − Σ pθ a) */
+    VOCAB_RKL_TOPK,     /* opd.mode topk: the same over the teacher's top-k ids and one tail bucket */
 } ops_vocab_kind;
 
 typedef struct {
@@ -142,14 +145,16 @@ typedef struct {
                              without it the chunk is scratch for the fkl kinds (its contents afterwards undefined)
                              and untouched for VOCAB_LOGP and the teacher kinds (divided by a temperature ≠ 1) */
     int V, k;             /* vocabulary; top-k size */
-    float scale;          /* fkl: gradient scale (1 / taught rows for a token mean) */
+    float scale;          /* fkl, rkl: gradient scale (1 / taught rows for a token mean) */
+    float lambda;         /* rkl: G-OPD's reward scale λ on the teacher's log-probs */
     float temperature;    /* every kind: the chunk's logits are divided by it first (in place), so log-probs, KL
                              and top-k are those of the tempered distribution the generator sampled from, and a
                              gradient is d(loss)/d(raw logits) (chain rule: divided by it once more). 0 or 1 =
                              logits as they are, bitwise the untempered op */
     ops_tensor target;    /* i32 [T] VOCAB_LOGP: next token of the row's sequence, −1 at its last row */
     ops_tensor logp;      /* f32 [T] VOCAB_LOGP forward output, with or without want_grad (absent: chunk_logp only) */
-    ops_tensor dlogp;     /* f32 [T] VOCAB_LOGP with want_grad: d(loss)/d(logp) */
+    ops_tensor dlogp;     /* f32 [T] VOCAB_LOGP with want_grad: d(loss)/d(logp); rkl: optional (NULL = none), a
+                             sampled-token term dlogp[t]·(onehot(target) − pθ) added to the row's gradient */
     ops_tensor chunk_logp, chunk_lse; /* f32 [rows] scratch */
     ops_tensor row_slot;  /* i32 [T] fkl / teacher: index of the row's teacher data, −1 = row not taught */
     ops_tensor full_logp; /* f32 [n_rows, V] */

@@ -117,6 +117,19 @@ double cpu_fkl_full_row(const float *teacher_logp /* [V] */, const float *logits
  * scale·pθ(v)(1 − m_T/mθ) off K. Duplicate ids in K are an error (checked). */
 double cpu_fkl_topk_row(const int32_t *topk_ids /* [k] */, const float *topk_logp /* [k] */, int k,
                         const float *logits /* [V] */, int V, float scale, float *dlogits /* [V] */);
+/* opd.mode full / topk (G-OPD's per-position objective, exact instead of the sampled token's weight): over the
+ * teacher's categories c (full: each id; topk: each id of K and one tail bucket), with Pθ(c) and P_T(c) their
+ * masses, a_c = log Pθ(c) − λ log P_T(c):
+ *   loss = Σ_c Pθ(c) a_c,  dlogits[v] = scale·pθ(v)(a_c(v) − loss) + dl·(onehot(target) − pθ)(v)
+ * (the +1 of d(P log P) sums to zero over the categories). The dl term is an optional sampled-token gradient
+ * (0 = none; target < 0 = none). Returns the reverse KL Σ_c Pθ(c) log(Pθ(c)/P_T(c)) (λ = 1's loss). topk: the
+ * teacher's tail mass is floored at 1e-6 (below it, its float sum's rounding) unless k = V (no tail). logits
+ * and dlogits may be the same array. */
+double cpu_rkl_full_row(const float *teacher_logp /* [V] */, const float *logits /* [V] */, int V, float lambda,
+                        float scale, float dl, int32_t target, float *dlogits /* [V] */);
+double cpu_rkl_topk_row(const int32_t *topk_ids /* [k] */, const float *topk_logp /* [k] */, int k,
+                        const float *logits /* [V] */, int V, float lambda, float scale, float dl, int32_t target,
+                        float *dlogits /* [V] */);
 /* Teacher side of fkl topk: the k largest entries of log_softmax(logits) (descending, ties by lower id);
  * O(V log k). */
 void cpu_topk_logprobs_row(const float *logits /* [V] */, int V, int k, int32_t *ids /* [k] */,

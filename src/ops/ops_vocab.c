@@ -1,5 +1,5 @@
-/* ops_vocab.c: the CPU backend's vocabulary-wide row functions (forward KL full / top-k + tail, the teacher's
- * top-k and full log-softmax) and op_vocab_rows, which applies one of them (or the log-softmax gather of the
+/* ops_vocab.c: the CPU backend's vocabulary-wide row functions (forward KL full / top-k + tail, opd's exact
+ * per-position reverse KL full / top-k + tail, the teacher's top-k and full log-softmax) and op_vocab_rows, which applies one of them (or the log-softmax gather of the
  * sampled token) to each row of a chunk of LM-head logits. Sums run in double in a fixed order. */
 #include <math.h>
 #include <stdlib.h>
@@ -88,6 +88,84 @@ double cpu_fkl_topk_row(const int32_t *topk_ids, const float *topk_logp, int k, 
     return kl;
 }
 
+double cpu_rkl_full_row(const float *teacher_logp, const float *logits, int V, float lambda, float scale, float dl,
+                        int32_t target, float *dlogits) {
+    double lse = logsumexp_row(logits, V), loss = 0, kl = 0;
+    for (int v = 0; v < V; v++) {
+        double lp = logits[v] - lse, p = exp(lp);
+        loss += p * (lp - (double)lambda * teacher_logp[v]);
+        kl += p * (lp - teacher_logp[v]);
+    }
+    for (int v = 0; v < V; v++) { /* reads logits[v] before writing dlogits[v]: in place is fine */
+        double lp = logits[v] - lse, p = exp(lp);
+        double g = scale * p * (lp - (double)lambda * teacher_logp[v] - loss) - (double)dl * p;
+        dlogits[v] = (float)(g + (v == target ? dl : 0.0));
+    }
+    return kl;
+}
+
+typedef struct {
+    int32_t id;
+    float logp;
+} id_logp;
+
+static int cmp_id_logp(const void *a, const void *b) {
+    int32_t x = ((const id_logp *)a)->id, y = ((const id_logp *)b)->id;
+    return (x > y) - (x < y);
+}
+
+double cpu_rkl_topk_row(const int32_t *topk_ids, const float *topk_logp, int k, const float *logits, int V,
+                        float lambda, float scale, float dl, int32_t target, float *dlogits) {
+    CHECK(k >= 1 && k <= FKL_MAX_TOPK && k <= V, "cpu_rkl_topk_row: k = %d outside [1, min(%d, V=%d)]", k,
+          FKL_MAX_TOPK, V);
+    id_logp sorted[FKL_MAX_TOPK];
+    for (int i = 0; i < k; i++) sorted[i] = (id_logp){topk_ids[i], topk_logp[i]};
+    qsort(sorted, (size_t)k, sizeof *sorted, cmp_id_logp);
+    for (int i = 0; i < k; i++) {
+        CHECK(sorted[i].id >= 0 && sorted[i].id < V, "cpu_rkl_topk_row: teacher id %d outside the vocabulary (%d)",
+              sorted[i].id, V);
+        CHECK(i == 0 || sorted[i].id != sorted[i - 1].id, "cpu_rkl_topk_row: teacher id %d appears twice in the top-k",
+              sorted[i].id);
+    }
+    double lse = logsumexp_row(logits, V);
+    /* the student's tail mass as a log-sum-exp over the tail itself (no 1 − Σ cancellation) */
+    float mx = -INFINITY;
+    for (int v = 0, j = 0; v < V; v++) {
+        if (j < k && sorted[j].id == v) { j++; continue; }
+        mx = logits[v] > mx ? logits[v] : mx;
+    }
+    double tail_sum = 0;
+    for (int v = 0, j = 0; v < V; v++) {
+        if (j < k && sorted[j].id == v) { j++; continue; }
+        tail_sum += exp((double)logits[v] - mx);
+    }
+    bool has_tail = k < V;
+    double log_tail = has_tail ? mx + log(tail_sum) - lse : -INFINITY; /* log mθ */
+    double teacher_in_k = 0;
+    for (int i = 0; i < k; i++) teacher_in_k += exp((double)sorted[i].logp);
+    double log_tail_teacher = has_tail ? log(fmax(1 - teacher_in_k, 1e-6)) : 0; /* log m_T */
+    double loss = 0, kl = 0;
+    for (int i = 0; i < k; i++) {
+        double lp = logits[sorted[i].id] - lse, p = exp(lp);
+        loss += p * (lp - (double)lambda * sorted[i].logp);
+        kl += p * (lp - sorted[i].logp);
+    }
+    double a_tail = has_tail ? log_tail - (double)lambda * log_tail_teacher : 0;
+    if (has_tail) {
+        double m = exp(log_tail);
+        loss += m * a_tail;
+        kl += m * (log_tail - log_tail_teacher);
+    }
+    for (int v = 0, j = 0; v < V; v++) { /* each v reads only its own logit: in place is fine */
+        double lp = logits[v] - lse, p = exp(lp), a;
+        if (j < k && sorted[j].id == v) a = lp - (double)lambda * sorted[j++].logp;
+        else a = a_tail;
+        double g = scale * p * (a - loss) - (double)dl * p;
+        dlogits[v] = (float)(g + (v == target ? dl : 0.0));
+    }
+    return kl;
+}
+
 /* Min-heap of (value, id) where "smaller" = worse: lower value, or equal value and higher id. */
 static inline bool worse(float va, int32_t ia, float vb, int32_t ib) { return va < vb || (va == vb && ia > ib); }
 
@@ -160,6 +238,21 @@ static void vocab_teacher_rows(const ops_vocab_op *op, float *logits, int r0, in
                                   (const float *)op->topk_logp.p + (size_t)slot * k, k, row, V,
                                   op->want_grad ? op->scale : 0.0f, row);
             break;
+        case VOCAB_RKL_FULL:
+        case VOCAB_RKL_TOPK: {
+            /* the optional sampled-token term of this row (opd's reference part at λ ≠ 1) */
+            float dl = op->want_grad && op->dlogp.p ? ((const float *)op->dlogp.p)[t] : 0.0f;
+            int32_t target = dl != 0.0f ? ((const int32_t *)op->target.p)[t] : -1;
+            float scale = op->want_grad ? op->scale : 0.0f;
+            if (op->kind == VOCAB_RKL_FULL)
+                kl = cpu_rkl_full_row((const float *)op->full_logp.p + (size_t)slot * V, row, V, op->lambda, scale, dl,
+                                      target, row);
+            else
+                kl = cpu_rkl_topk_row((const int32_t *)op->topk_ids.p + (size_t)slot * k,
+                                      (const float *)op->topk_logp.p + (size_t)slot * k, k, row, V, op->lambda,
+                                      scale, dl, target, row);
+            break;
+        }
         case VOCAB_TEACHER_FULL: cpu_log_softmax_row(row, V, (float *)op->full_logp.p + (size_t)slot * V); break;
         case VOCAB_TEACHER_TOPK:
             cpu_topk_logprobs_row(row, V, k, (int32_t *)op->topk_ids.p + (size_t)slot * k,

@@ -543,13 +543,13 @@ static const tc_model *stage_model(const train_config *tc, int before_stage, con
 /* A lower bound on the bytes one prompt of stage si costs in the step's buffers (stage_open sizes them once):
  * group_size sequences of at least 1 + max_new_tokens tokens, each token with its six per-token arrays (ids,
  * mask, behaviour / teacher log-probs, advantage, row slot), the generated tokens and log-probs as they travel
- * (packed, then unpacked), and the teacher's top-k or full log-probs of fkl. V: the policy's vocabulary. */
+ * (packed, then unpacked), and the teacher's top-k or full log-probs of fkl / opd (full, topk). V: the policy's vocabulary. */
 static double prompt_bytes(const tc_stage *s, int V) {
     const bool generate = s->algo != ALGO_SFT;
     const double seq = 1.0 + (generate ? s->max_new_tokens : 1);
     double per_token = 6 * 4.0;
-    if (s->algo == ALGO_FKL && s->fkl == FKL_TOPK) per_token += 8.0 * s->topk;
-    if (s->algo == ALGO_FKL && s->fkl == FKL_FULL) per_token += 4.0 * V;
+    if (s->teacher_dist == DIST_TOPK) per_token += 8.0 * s->teacher_topk;
+    if (s->teacher_dist == DIST_FULL) per_token += 4.0 * V;
     return (double)s->group_size * (seq * per_token + (generate ? 16.0 * s->max_new_tokens : 0));
 }
 
@@ -569,7 +569,8 @@ static bool check_stage_memory(const train_config *tc, bool warn_only, s2d_err *
                 "need at least %.1f GB for the step's buffers, more than the %.1f GB available (%s): at most %.0f "
                 "prompts a step fit", s->where, si, s->prompts_per_step, s->group_size,
                 s->algo == ALGO_SFT ? 1 : s->max_new_tokens,
-                s->algo == ALGO_FKL && s->fkl == FKL_FULL ? " x the full vocabulary (fkl.mode: full)" : "",
+                s->teacher_dist != DIST_FULL ? "" : s->algo == ALGO_OPD ? " x the full vocabulary (opd.mode: full)"
+                                                                       : " x the full vocabulary (fkl.mode: full)",
                 need / 1e9, avail / 1e9, bound, floor(avail / per_prompt));
         if (!warn_only) return err_set(err, "%s", e.msg);
         log_warn("%s", e.msg);
@@ -594,9 +595,10 @@ bool pl_check_inputs(const train_config *tc, bool warn_only, s2d_err *err) {
                                pm->cfg.max_pos);
         }
         const tc_model *tm = s->teacher[0] ? stage_model(tc, si, s->teacher) : NULL;
-        if (s->algo == ALGO_FKL && s->fkl == FKL_TOPK && tm && tm->cfg_known && s->topk > tm->cfg.vocab)
-            return err_set(err, "%s: pipeline[%d].fkl.topk: %d is more than the teacher '%s' vocabulary of %d tokens",
-                           s->where, si, s->topk, tm->name, tm->cfg.vocab);
+        if (s->teacher_dist == DIST_TOPK && tm && tm->cfg_known && s->teacher_topk > tm->cfg.vocab)
+            return err_set(err, "%s: pipeline[%d].%s.topk: %d is more than the teacher '%s' vocabulary of %d tokens",
+                           s->where, si, s->algo == ALGO_OPD ? "opd" : "fkl", s->teacher_topk, tm->name,
+                           tm->cfg.vocab);
     }
     for (int i = 0; i < tc->n_models && ok; i++) {
         const tc_model *m = &tc->models[i];

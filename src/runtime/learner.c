@@ -138,12 +138,15 @@ static void leaf_grad(pl_learner *learner, const tc_stage *s, const pl_batch *b,
     int r0;
     forward_micro(learner, b, mb, &v, &r0);
     model_zero_grads(learner->policy);
-    if (s->algo == ALGO_FKL && s->fkl != FKL_SAMPLED) {
+    if (s->teacher_dist != DIST_NONE) { /* fkl full / topk; opd full / topk */
         int T = v.seq_start[v.n_seqs];
         ops_vocab_op op;
         pl_fkl_op(learner->policy->q, s, &v, T, learner->fkl_scale, true, &op);
         op.row_kl = learner->row_kl_dev ? ot_f64(learner->row_kl_dev) : ot_f64(learner->row_kl);
-        model_vocab_backward(learner->policy, learner->ws, &op);
+        if (s->algo == ALGO_OPD && s->opd.lambda != 1.0f) /* and the reference's sampled (1 − λ)ℓref term */
+            model_vocab_backward_dlogp(learner->policy, learner->ws, &op, learner->dlogp + r0);
+        else
+            model_vocab_backward(learner->policy, learner->ws, &op);
         if (learner->row_kl_dev) ops_download(learner->policy->q, learner->row_kl, op.row_kl, (size_t)T);
         double sum = 0; /* taught rows in order */
         for (int t = 0; t < T; t++)
@@ -331,13 +334,13 @@ void pl_learn_step(pl_learner *learner, const tc_stage *s, const pl_batch *b, lo
     tp_split(learner->micro_batches, learner->n_learners, learner->index, &m0, &m1);
     for (int t = 0; t < T; t++) st->tokens += b->mask[t] != 0;
     token_layout lay = layout_of(b);
-    bool logits_loss = s->algo == ALGO_FKL && s->fkl != FKL_SAMPLED;
+    bool logits_loss = s->teacher_dist != DIST_NONE; /* the loss reads the teacher's distribution per row */
+    bool token_loss = !logits_loss || (s->algo == ALGO_OPD && s->opd.lambda != 1.0f); /* and per-token terms */
     /* counts/displacements of the learners' row blocks (bytes), for the all-gathers */
     size_t cnt[4096], dsp[4096];
     CHECK(learner->n_learners <= 4096, "at most 4096 learners");
-    if (logits_loss) {
-        learner->fkl_scale = b->n_rows > 0 ? 1.0f / (float)b->n_rows : 0.0f; /* token mean over taught rows */
-    } else {
+    if (logits_loss) learner->fkl_scale = b->n_rows > 0 ? 1.0f / (float)b->n_rows : 0.0f; /* token mean over taught rows */
+    if (token_loss) {
         /* pass 1: this learner's rows of log-probs, then everyone's */
         for (long mb = m0; mb < m1; mb++) {
             pl_batch v;
@@ -388,7 +391,7 @@ void pl_learn_step(pl_learner *learner, const tc_stage *s, const pl_batch *b, lo
                 tp_split(learner->micro_batches, learner->n_learners, j, &a, &z);
                 dsp[j] = (size_t)a * sizeof(double), cnt[j] = (size_t)(z - a) * sizeof(double);
             }
-            learner->tp->allgatherv(learner->tp, TP_LEARN, learner->kl_part, cnt, dsp, "forward-KL sums of the other learners");
+            learner->tp->allgatherv(learner->tp, TP_LEARN, learner->kl_part, cnt, dsp, "the KL sums of the other learners");
         }
         double sum = 0;
         for (int mb = 0; mb < learner->micro_batches; mb++) sum += learner->kl_part[mb];
@@ -473,7 +476,10 @@ void pl_fkl_buffers_free(pl_fkl_buffers *d) {
 /* The vocabulary op of stage s's forward KL over rows [0, T) of batch b: its teacher data as tensors of q (the
  * host arrays on host-memory backends; b->fkl_dev's device copies otherwise, uploaded when upload is set). */
 void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, bool upload, ops_vocab_op *op) {
-    *op = (ops_vocab_op){.kind = s->fkl == FKL_FULL ? VOCAB_FKL_FULL : VOCAB_FKL_TOPK, .k = s->topk, .scale = scale,
+    bool full = s->teacher_dist == DIST_FULL;
+    ops_vocab_kind kind = s->algo == ALGO_OPD ? (full ? VOCAB_RKL_FULL : VOCAB_RKL_TOPK)
+                                              : (full ? VOCAB_FKL_FULL : VOCAB_FKL_TOPK);
+    *op = (ops_vocab_op){.kind = kind, .k = s->teacher_topk, .scale = scale, .lambda = s->opd.lambda,
                          .temperature = b->temperature,
                          .row_slot = ot_i32(b->row_slot), .full_logp = ot_f32(b->full_logp),
                          .topk_ids = ot_i32(b->topk_ids), .topk_logp = ot_f32(b->topk_logp)};
@@ -499,20 +505,27 @@ bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batc
     if (!model_forward(teacher, ws, &mb, err)) return false;
     ops_vocab_op op;
     pl_fkl_op(teacher->q, s, b, mb.seq_start[mb.n_seqs], 0.0f, false, &op);
-    op.kind = s->fkl == FKL_FULL ? VOCAB_TEACHER_FULL : VOCAB_TEACHER_TOPK;
+    op.kind = s->teacher_dist == DIST_FULL ? VOCAB_TEACHER_FULL : VOCAB_TEACHER_TOPK;
     model_vocab_forward(teacher, ws, &op);
     if (!teacher->q->host_memory) { /* the teacher data travels to the learners from host arrays */
         int T = mb.seq_start[mb.n_seqs], lo = -1, hi = -1; /* this view's slots: consecutive, in row order */
         for (int t = 0; t < T; t++)
             if (b->row_slot[t] >= 0) hi = b->row_slot[t] + 1, lo = lo < 0 ? b->row_slot[t] : lo;
         if (lo < 0) return true;
-        size_t w = s->fkl == FKL_FULL ? (size_t)op.V : (size_t)op.k, n = (size_t)(hi - lo) * w, at = (size_t)lo * w;
-        if (s->fkl == FKL_FULL) ops_download(teacher->q, b->full_logp + at, ot_at(op.full_logp, at), n);
+        size_t w = s->teacher_dist == DIST_FULL ? (size_t)op.V : (size_t)op.k, n = (size_t)(hi - lo) * w, at = (size_t)lo * w;
+        if (s->teacher_dist == DIST_FULL) ops_download(teacher->q, b->full_logp + at, ot_at(op.full_logp, at), n);
         else {
             ops_download(teacher->q, b->topk_ids + at, ot_at(op.topk_ids, at), n);
             ops_download(teacher->q, b->topk_logp + at, ot_at(op.topk_logp, at), n);
         }
     }
+    return true;
+}
+
+bool pl_score_teacher_dist(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, float *logp,
+                           s2d_err *err) {
+    if (!pl_score_fkl(teacher, ws, s, b, err)) return false;
+    model_token_logprobs_temp(teacher, ws, b->temperature, logp); /* the same forward's hidden states */
     return true;
 }
 

@@ -122,6 +122,10 @@ float pl_stage_temperature(const tc_stage *s);
 bool pl_score_logprobs(const model *m, model_ws *ws, const pl_batch *b, float *logp, s2d_err *err);
 /* fkl teacher side: fills b->topk_* (mode topk, k ids per masked row) or b->full_logp (mode full). */
 bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, s2d_err *err);
+/* opd.mode full / topk: pl_score_fkl and, from the same forward, the teacher's log-probs of the batch's tokens
+ * (logp [T], for the metrics and the rollout log). */
+bool pl_score_teacher_dist(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, float *logp,
+                           s2d_err *err);
 /* The vocabulary op (ops.h) of stage s's forward KL on rows [0, T) of b, whose teacher data it points at (the
  * host arrays, or b->fkl_dev's device copies, uploaded here when upload is set). */
 void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, bool upload, ops_vocab_op *op);

@@ -134,9 +134,9 @@ static void place_step_buffers(stage_ctx *c, arena *a) {
     b->logp_ref = c->need_ref ? arena_floats(a, T) : NULL;
     b->row_slot = arena_alloc(a, T * sizeof(int), 64);
     b->topk_ids = NULL, b->topk_logp = NULL, b->full_logp = NULL;
-    if (c->fkl_logits && s->fkl == FKL_TOPK) {
-        b->topk_ids = arena_alloc(a, T * (size_t)s->topk * sizeof(int32_t), 64);
-        b->topk_logp = arena_floats(a, T * (size_t)s->topk);
+    if (c->fkl_logits && s->teacher_dist == DIST_TOPK) {
+        b->topk_ids = arena_alloc(a, T * (size_t)s->teacher_topk * sizeof(int32_t), 64);
+        b->topk_logp = arena_floats(a, T * (size_t)s->teacher_topk);
     } else if (c->fkl_logits) {
         b->full_logp = arena_floats(a, T * (size_t)c->V);
     }
@@ -263,9 +263,14 @@ bool stage_open(stage_ctx *c, pl_run *r, int si, stage_summary *sum, s2d_err *er
                        s->where, s->name, c->enc.max_prompt, s->max_new_tokens, gen_cfg->max_pos);
     c->maxT = c->B * c->max_seq, c->V = c->policy->cfg.vocab;
     c->b.temperature = pl_stage_temperature(s); /* log-probs at the sampling temperature */
-    c->fkl_logits = s->algo == ALGO_FKL && s->fkl != FKL_SAMPLED;
-    if (c->fkl_logits && s->fkl == FKL_TOPK && s->topk > c->V)
-        return err_set(err, "%s: stage %s: fkl.topk %d > vocabulary %d", s->where, s->name, s->topk, c->V);
+    c->fkl_logits = s->teacher_dist != DIST_NONE; /* fkl full / topk, opd full / topk */
+    const char *dist_key = s->algo == ALGO_OPD ? "opd" : "fkl";
+    if (c->fkl_logits && s->teacher_dist == DIST_TOPK && s->teacher_topk > c->V)
+        return err_set(err, "%s: stage %s: %s.topk %d > vocabulary %d", s->where, s->name, dist_key, s->teacher_topk,
+                       c->V);
+    if (s->algo == ALGO_OPD && c->fkl_logits && !ops_default()->host_memory)
+        return err_set(err, "%s: stage %s: opd.mode %s runs on the CPU backend only (no CUDA kernel yet): use opd.mode: "
+                            "sampled on this device", s->where, s->name, s->teacher_dist == DIST_FULL ? "full" : "topk");
 
     /* the step buffers: measured, then placed in one zero-filled arena */
     if (!fault_point("the step buffers", err)) return false;
@@ -275,7 +280,7 @@ bool stage_open(stage_ctx *c, pl_run *r, int si, stage_summary *sum, s2d_err *er
     arena_init(&c->mem, measure.used);
     place_step_buffers(c, &c->mem);
     if (c->fkl_logits) /* device backends: the teacher data's device side (NULL on the CPU) */
-        c->b.fkl_dev = pl_fkl_buffers_new(ops_default(), c->maxT, s->topk, c->V, s->fkl == FKL_FULL);
+        c->b.fkl_dev = pl_fkl_buffers_new(ops_default(), c->maxT, s->teacher_topk, c->V, s->teacher_dist == DIST_FULL);
 
     if (!open_generation(c, err)) return false;
     if (c->is_learner) {

@@ -167,8 +167,8 @@ static void send_scores(stage_ctx *c, int k) {
         tp->bcast(tp, TP_PAYLOAD, k, b->logp_teacher + r0, (size_t)(r1 - r0) * sizeof(float), "teacher log-probs");
     if (c->need_ref)
         tp->bcast(tp, TP_PAYLOAD, k, b->logp_ref + r0, (size_t)(r1 - r0) * sizeof(float), "reference log-probs");
-    if (c->fkl_logits && s->fkl == FKL_TOPK) {
-        size_t kk = (size_t)s->topk;
+    if (c->fkl_logits && s->teacher_dist == DIST_TOPK) {
+        size_t kk = (size_t)s->teacher_topk;
         tp->bcast(tp, TP_PAYLOAD, k, b->topk_ids + sl0 * kk, (sl1 - sl0) * kk * sizeof(int32_t), "teacher top-k ids");
         tp->bcast(tp, TP_PAYLOAD, k, b->topk_logp + sl0 * kk, (sl1 - sl0) * kk * sizeof(float),
                   "teacher top-k log-probs");
@@ -194,10 +194,15 @@ bool step_score(stage_ctx *c, step_state *x, s2d_err *err) {
             pl_batch v;
             int r0;
             pl_micro_view(&c->b, c->M, (int)mb, &v, c->mseq, &r0);
-            if (s->algo == ALGO_OPD && !pl_score_logprobs(&c->teacher->m, c->teacher_ws, &v, c->b.logp_teacher + r0, err))
+            if (s->algo == ALGO_OPD && c->fkl_logits) { /* opd full / topk: one teacher forward for both */
+                if (!pl_score_teacher_dist(&c->teacher->m, c->teacher_ws, s, &v, c->b.logp_teacher + r0, err)) return false;
+            } else if (s->algo == ALGO_OPD &&
+                       !pl_score_logprobs(&c->teacher->m, c->teacher_ws, &v, c->b.logp_teacher + r0, err)) {
                 return false;
+            }
             if (c->ref && !pl_score_logprobs(c->ref, c->ref_ws, &v, c->b.logp_ref + r0, err)) return false;
-            if (c->fkl_logits && !pl_score_fkl(&c->teacher->m, c->teacher_ws, s, &v, err)) return false;
+            if (c->fkl_logits && s->algo == ALGO_FKL && !pl_score_fkl(&c->teacher->m, c->teacher_ws, s, &v, err))
+                return false;
         }
         x->me.score = time_now() - t_score;
     }

@@ -309,6 +309,13 @@ static bool read_stage_objectives(cfg_node *node, tc_stage *s, cfg_node *empty_m
     TRY(cfg_get_float_or(om, "clip_high", 0.28f, 0, 10, &s->opd.clip_high, err));
     TRY(cfg_get_enum_or(om, "agg", tc_agg_names, 3, AGG_TOKEN_MEAN, &e, err));
     s->opd.agg = (loss_agg)e;
+    TRY(cfg_get_enum_or(om, "mode", tc_fkl_names, 3, FKL_SAMPLED, &e, err));
+    s->opd_mode = (fkl_mode)e;
+    TRY(cfg_get_int_or(om, "topk", 16, 1, 1 << 20, &s->opd_topk, err));
+    s->opd.teacher_analytic = s->algo == ALGO_OPD && s->opd_mode != FKL_SAMPLED;
+    fkl_mode dist = s->algo == ALGO_FKL ? s->fkl : s->algo == ALGO_OPD ? s->opd_mode : FKL_SAMPLED;
+    s->teacher_dist = dist == FKL_FULL ? DIST_FULL : dist == FKL_TOPK ? DIST_TOPK : DIST_NONE;
+    s->teacher_topk = s->algo == ALGO_OPD ? s->opd_topk : s->topk;
     return true;
 }
 
@@ -433,6 +440,13 @@ static bool check_stage(cfg_node *node, const tc_stage *s, s2d_err *err) {
     /* per-algorithm requirements */
     if ((s->algo == ALGO_FKL || s->algo == ALGO_OPD) && !s->teacher[0])
         return err_set(err, "%s: %s: algo %s needs a 'teacher'", s->where, cfg_path(node), tc_algo_names[s->algo]);
+    if (s->algo == ALGO_OPD && s->opd_mode != FKL_SAMPLED && s->opd.gamma != 0)
+        return err_set(err, "%s: %s.opd: mode %s takes the per-position reverse KL (γ = 0) and cannot discount future "
+                            "tokens: set opd.gamma: 0 or opd.mode: sampled", s->where, cfg_path(node),
+                       tc_fkl_names[s->opd_mode]);
+    if (s->algo == ALGO_OPD && s->opd_mode != FKL_SAMPLED && s->opd.agg != AGG_TOKEN_MEAN)
+        return err_set(err, "%s: %s.opd: mode %s averages over trained tokens and needs opd.agg: token-mean (got %s)",
+                       s->where, cfg_path(node), tc_fkl_names[s->opd_mode], tc_agg_names[s->opd.agg]);
     if (s->algo == ALGO_GRPO && s->group_size < 2)
         return err_set(err, "%s: %s.group_size: grpo needs at least 2 samples per prompt (got %d)", s->where,
                        cfg_path(node), s->group_size);

@@ -28,7 +28,7 @@
  *                                                # non-zero reward variance (at most max_rounds rounds)
  *       labels: {max: N}       # cap on the unique labelled examples this stage may consume (runtime/budget.h)
  *       fkl: {mode: full|topk|sampled, topk: 16}
- *       opd: {lambda: 1, gamma: 0, clip_low, clip_high, agg}
+ *       opd: {lambda: 1, gamma: 0, clip_low, clip_high, agg, mode: sampled|full|topk, topk: 16}
  *       optimizer: {lr, beta1, beta2, eps, weight_decay, clip, schedule: constant|warmup|cosine, warmup, min_lr}
  *       sampling: {temperature, top_p, top_k, max_new_tokens}
  *       eval: {data, every, problems, max_new_tokens}    # greedy accuracy on the first `problems` records;
@@ -76,6 +76,9 @@
 
 typedef enum { ALGO_SFT = 0, ALGO_GRPO = 1, ALGO_FKL = 2, ALGO_OPD = 3 } train_algo;
 typedef enum { FKL_FULL = 0, FKL_TOPK = 1, FKL_SAMPLED = 2 } fkl_mode;
+/* The teacher distribution a stage's loss reads per trained row: none (per-token log-probs at most; 0, so a
+ * zeroed stage has none), the full vocabulary, or the top-k ids and a tail bucket. */
+typedef enum { DIST_NONE = 0, DIST_FULL = 1, DIST_TOPK = 2 } teacher_dist_kind;
 /* grpo.dynamic_sampling.mode: off (keep every group), filter (mask zero-variance groups), refill (DAPO) */
 typedef enum { DYN_OFF = 0, DYN_FILTER = 1, DYN_REFILL = 2 } dyn_mode;
 const char *train_algo_name(train_algo a);
@@ -129,6 +132,13 @@ typedef struct {
     int topk;
     /* opd */
     opd_opts opd;
+    fkl_mode opd_mode;     /* opd.mode: sampled (the sampled token's weight), full or topk (the per-position
+                              reverse KL against the teacher's distribution, docs/design.md) */
+    int opd_topk;          /* opd.topk */
+    /* the teacher distribution the loss reads at every trained row (fkl.mode of fkl, opd.mode of opd; none
+       otherwise and for mode sampled); teacher_topk its top-k size */
+    teacher_dist_kind teacher_dist;
+    int teacher_topk;
     /* optimizer */
     adamw_hparams adam;
     lr_schedule sched;

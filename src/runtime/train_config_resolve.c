@@ -108,6 +108,8 @@ static bool resolve_stage(train_config *tc, cfg_node *node, int i, s2d_err *err)
     TRY(fill_f(R, m, sa, "clip_low", s->opd.clip_low, err));
     TRY(fill_f(R, m, sa, "clip_high", s->opd.clip_high, err));
     TRY(fill(R, m, sa, "agg", tc_agg_names[s->opd.agg], err));
+    TRY(fill(R, m, sa, "mode", tc_fkl_names[s->opd_mode], err));
+    TRY(fill_int(R, m, sa, "topk", s->opd_topk, err));
     m = SUB("optimizer");
     TRY(fill_d(R, m, sa, "lr", s->sched.lr, err));
     m = SUB("optimizer");

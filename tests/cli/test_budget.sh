@@ -131,6 +131,14 @@ expect_error "refill with a policy lag" "grpo\.dynamic_sampling\.mode: refill ca
 cfg=$root/configs/tests/tiny-pipeline.yaml
 expect_error "reference with lambda = 1 cannot act" "pipeline\[2\]\.reference: with opd\.lambda = 1 the reference cancels" \
   "$S2D" train $cfg --dry-run --out e1 --set pipeline[2].reference=teacher --set pipeline[2].opd.lambda=1
+# opd.mode full / topk: the per-position objective (γ = 0) over a token mean
+expect_error "opd.mode full with a discount" "pipeline\[2\]\.opd: mode full takes the per-position reverse KL \(γ = 0\)" \
+  "$S2D" train $cfg --dry-run --out e3 --set pipeline[2].opd.mode=full --set pipeline[2].opd.gamma=0.5
+expect_error "opd.mode topk with another aggregation" "pipeline\[2\]\.opd: mode topk averages over trained tokens and needs opd\.agg: token-mean" \
+  "$S2D" train $cfg --dry-run --out e4 --set pipeline[2].opd.mode=topk --set pipeline[2].opd.agg=seq-mean-token-mean
+expect_error "opd.mode unknown" "opd\.mode.*(full|topk|sampled)" \
+  "$S2D" train $cfg --dry-run --out e5 --set pipeline[2].opd.mode=exact
+check "dry run shows opd.mode and opd.topk" bash -c "'$S2D' train $cfg --dry-run --out e6 --set pipeline[2].opd.mode=topk 2>&1 | grep -A12 'name: bridge_opd' | grep -qE 'mode: topk'"
 expect_error "grpo reference without kl_beta" "pipeline\[0\]\.reference: grpo uses a reference only for the KL penalty" \
   "$S2D" train $cfg --dry-run --out e2 --set pipeline[0].reference=teacher --set pipeline[0].grpo.kl_beta=0
 check "reference with lambda != 1 is fine" "$S2D" train $cfg --dry-run --out e3 --set pipeline[2].reference=teacher

@@ -70,6 +70,14 @@ assert all(r["grad_norm"] > 0 for r in b)
 PY
 }
 check "fast reduction trains as the deterministic one (to rounding)" close_metrics "$WORK/s1/metrics.jsonl" "$WORK/sf/metrics.jsonl"
+# opd.mode full at λ = 1.25: the teacher's distributions (TP_PAYLOAD) and the reference's log-probs reach the
+# learner; 4 ranks train the same bits as one process, and not the bits of the sampled-token mode
+OPDF=("${SHORT[@]}" --set 'pipeline[2].opd.mode=full' --set 'pipeline[2].opd.lambda=1.25')
+check "opd.mode full: single process" "$S2D" train $cfg --out "$WORK/of1" "${OPDF[@]}"
+check "opd.mode full: mpirun -np 4" timeout 300 "${MPI[@]}" -np 4 "$S2D" train $cfg --out "$WORK/of4" "${OPDF[@]}"
+check "opd.mode full: 4 ranks, same bridge_opd weights" cmp -s "$WORK/of1/models/bridge_opd/model.safetensors" "$WORK/of4/models/bridge_opd/model.safetensors"
+check "opd.mode full: 4 ranks, same metrics" same_metrics "$WORK/of1/metrics.jsonl" "$WORK/of4/metrics.jsonl"
+check "opd.mode full trains other weights than sampled" bash -c "! cmp -s '$WORK/s1/models/bridge_opd/model.safetensors' '$WORK/of1/models/bridge_opd/model.safetensors'"
 if [ -s "$WORK/r1/metrics.jsonl" ] && [ -s "$WORK/r4/metrics.jsonl" ] && [ -s "$WORK/r6/metrics.jsonl" ]; then
   check "4 ranks: same metrics as one process" same_metrics "$WORK/r1/metrics.jsonl" "$WORK/r4/metrics.jsonl"
   check "6 ranks: same metrics as one process" same_metrics "$WORK/r1/metrics.jsonl" "$WORK/r6/metrics.jsonl"

@@ -200,7 +200,7 @@ static void test_opd(void) {
     fill_random(ref, T, -3, -0.2, 7);
     fill_random(ref2, T, -5, -0.1, 8);
     token_layout lay = {3, SEQ_START, MASK};
-    opd_opts plain = {1.0f, 0, 0.2f, 0.2f, AGG_TOKEN_MEAN, 0};
+    opd_opts plain = {1.0f, 0, 0.2f, 0.2f, AGG_TOKEN_MEAN, 0, false};
     double l1 = opd_loss(&plain, &lay, old, old, teacher, ref, d1, w);
     double l2 = opd_loss(&plain, &lay, old, old, teacher, ref2, d2, NULL);
     EXPECT(l1 == l2 && memcmp(d1, d2, sizeof d1) == 0, "λ = 1: the reference cancels exactly");
@@ -208,7 +208,7 @@ static void test_opd(void) {
     EXPECT_CLOSE(d1[0], -((double)teacher[0] - old[0]) / 7.0, 1e-6, 0, "on-policy gradient −w/N");
 
     /* A teacher equal to the policy, with the reference at the policy (step 0): zero gradient for any λ. */
-    opd_opts ex = {2.5f, 0, 0.2f, 0.2f, AGG_TOKEN_MEAN, 0};
+    opd_opts ex = {2.5f, 0, 0.2f, 0.2f, AGG_TOKEN_MEAN, 0, false};
     opd_loss(&ex, &lay, old, old, old, old, d1, NULL);
     int zeros = 0;
     for (int t = 0; t < T; t++) zeros += d1[t] == 0;
@@ -218,11 +218,23 @@ static void test_opd(void) {
     for (int t = 0; t < T; t++) zeros += d1[t] == 0;
     EXPECT(zeros == T, "λ = 1, teacher = policy gives zero gradient whatever the reference");
 
+    /* opd.mode full / topk: only the reference's (1 − λ)ℓref stays a per-token weight (none at λ = 1); the
+     * teacher's log-probs are not read. */
+    opd_opts an = {1.25f, 0, 0.2f, 0.2f, AGG_TOKEN_MEAN, 0, true};
+    opd_loss(&an, &lay, old, old, NULL, ref, d1, w);
+    EXPECT_CLOSE(w[0], (1 - 1.25) * (double)ref[0], 1e-6, 0, "analytic teacher: weight (1 − λ)ℓref");
+    EXPECT_CLOSE(d1[0], -(1 - 1.25) * (double)ref[0] / 7.0, 1e-6, 0, "analytic teacher: gradient −w/N");
+    an.lambda = 1.0f;
+    opd_loss(&an, &lay, old, old, NULL, NULL, d1, NULL);
+    zeros = 0;
+    for (int t = 0; t < T; t++) zeros += d1[t] == 0;
+    EXPECT(zeros == T, "analytic teacher at λ = 1: no per-token gradient (%d of %d zero)", zeros, T);
+
     /* ExOPD weight closed form and γ discount within a sequence. */
     opd_loss(&ex, &lay, old, old, teacher, ref, d1, w);
     double w2 = 2.5 * ((double)teacher[2] - ref[2]) - ((double)old[2] - ref[2]);
     EXPECT_CLOSE(w[2], w2, 1e-5, 0, "ExOPD weight λ(ℓT−ℓref) − (ℓold−ℓref)");
-    opd_opts disc = {2.5f, 0.5f, 0.2f, 0.2f, AGG_TOKEN_MEAN, 0};
+    opd_opts disc = {2.5f, 0.5f, 0.2f, 0.2f, AGG_TOKEN_MEAN, 0, false};
     float wd[T];
     opd_loss(&disc, &lay, old, old, teacher, ref, d1, wd);
     double w1 = 2.5 * ((double)teacher[1] - ref[1]) - ((double)old[1] - ref[1]);
@@ -233,7 +245,7 @@ static void test_opd(void) {
     float logp[T];
     float delta[T] = {0.05f, -0.08f, 0.1f, 0.02f, -0.03f, 0.3f, -0.1f, 0.15f};
     for (int t = 0; t < T; t++) logp[t] = old[t] + delta[t];
-    opd_ctx c = {{2.0f, 0.3f, 0.2f, 0.28f, AGG_SEQ_MEAN_TOKEN_MEAN, 0}, old, teacher, ref};
+    opd_ctx c = {{2.0f, 0.3f, 0.2f, 0.28f, AGG_SEQ_MEAN_TOKEN_MEAN, 0, false}, old, teacher, ref};
     check_fd(opd_f, &c, logp, "opd off-policy");
 }
 
@@ -302,6 +314,94 @@ static void test_fkl(void) {
     }
 }
 
+/* opd.mode full / topk: Σ_c Pθ(c)(log Pθ(c) − λ log P_T(c)) over the teacher's categories, in double here. */
+static double rkl_closed_form(const int32_t *ids, const float *tl, int k, bool full, const float *z, int V,
+                              double lambda, double *kl) {
+    double mx = -1e300, s = 0;
+    for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+    for (int v = 0; v < V; v++) s += exp(z[v] - mx);
+    double loss = 0, pt_in = 0, ps_in = 0;
+    *kl = 0;
+    for (int i = 0; i < (full ? V : k); i++) {
+        int v = full ? i : ids[i];
+        double lq = full ? tl[v] : tl[i], lp = z[v] - mx - log(s), p = exp(lp);
+        loss += p * (lp - lambda * lq), *kl += p * (lp - lq);
+        pt_in += exp(lq), ps_in += p;
+    }
+    if (!full && k < V) {
+        double mt = fmax(1 - pt_in, 1e-6), ms = 1 - ps_in;
+        loss += ms * (log(ms) - lambda * log(mt)), *kl += ms * (log(ms) - log(mt));
+    }
+    return loss;
+}
+
+static void test_rkl(void) {
+    enum { V = 37 };
+    float zt[V], tl[V], z[V], d[V], d2[V], tk[V];
+    int32_t ids[V];
+    fill_random(zt, V, -4, 4, 19);
+    fill_random(z, V, -4, 4, 20);
+    cpu_log_softmax_row(zt, V, tl);
+    for (int mode = 0; mode < 2; mode++) { /* 0: full, 1: top-5 + tail */
+        const int k = 5;
+        if (mode) cpu_topk_logprobs_row(zt, V, k, ids, tk);
+        const float *tq = mode ? tk : tl;
+        for (int li = 0; li < 2; li++) {
+            float lambda = li ? 1.25f : 1.0f;
+#define RKL(zz, scale, dl, tgt, out)                                                                                   \
+    (mode ? cpu_rkl_topk_row(ids, tk, k, zz, V, lambda, scale, dl, tgt, out)                                          \
+          : cpu_rkl_full_row(tl, zz, V, lambda, scale, dl, tgt, out))
+            double kl_want, kl = RKL(z, 1.0f, 0.0f, -1, d);
+            rkl_closed_form(ids, tq, k, !mode, z, V, lambda, &kl_want);
+            EXPECT(fabs(kl - kl_want) <= 1e-6 + 1e-5 * fabs(kl_want), "reverse KL value (mode %d, λ %g): %.9g, want %.9g",
+                   mode, (double)lambda, kl, kl_want);
+            EXPECT(kl > 0, "reverse KL of different distributions is positive (%g)", kl);
+            for (int v = 0; v < V; v++) { /* finite differences of the λ-weighted loss over the logits */
+                float x = z[v];
+                double t;
+                z[v] = x + 1e-3f;
+                double up = rkl_closed_form(ids, tq, k, !mode, z, V, lambda, &t);
+                z[v] = x - 1e-3f;
+                double dn = rkl_closed_form(ids, tq, k, !mode, z, V, lambda, &t);
+                z[v] = x;
+                double fd = (up - dn) / 2e-3;
+                EXPECT(fabs(d[v] - fd) <= 2e-5 + 2e-3 * fabs(fd), "reverse KL d/dlogit (mode %d, λ %g, id %d): %.9g, want %.9g",
+                       mode, (double)lambda, v, (double)d[v], fd);
+            }
+            /* the sampled-token term adds dl·(onehot(target) − pθ); scale multiplies the rest */
+            RKL(z, 0.5f, 0.3f, 7, d2);
+            double mx = -1e300, s = 0;
+            for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+            for (int v = 0; v < V; v++) s += exp(z[v] - mx);
+            float worst = 0;
+            for (int v = 0; v < V; v++) {
+                double want = 0.5 * d[v] + 0.3 * ((v == 7) - exp(z[v] - mx) / s);
+                worst = fmaxf(worst, fabsf(d2[v] - (float)want));
+            }
+            EXPECT(worst < 1e-6, "scale and the sampled term (mode %d, max diff %g)", mode, worst);
+            /* in place (logits and gradient one array, as op_vocab_rows calls it) */
+            float zi[V];
+            memcpy(zi, z, sizeof z);
+            RKL(zi, 1.0f, 0.0f, -1, zi);
+            EXPECT(memcmp(zi, d, sizeof d) == 0, "in place gives the same gradient (mode %d)", mode);
+#undef RKL
+        }
+    }
+    /* the teacher itself: zero KL and, at λ = 1, zero gradient */
+    double self = cpu_rkl_full_row(tl, zt, V, 1.0f, 1.0f, 0.0f, -1, d);
+    float gmax = 0;
+    for (int v = 0; v < V; v++) gmax = fmaxf(gmax, fabsf(d[v]));
+    EXPECT(fabs(self) < 1e-6 && gmax < 1e-6, "KL(p‖p) = 0 (%g), gradient 0 (max %g)", self, gmax);
+    /* top-k with k = V (no tail) equals the full mode */
+    cpu_topk_logprobs_row(zt, V, V, ids, tk);
+    double full = cpu_rkl_full_row(tl, z, V, 1.25f, 1.0f, 0.0f, -1, d);
+    double all = cpu_rkl_topk_row(ids, tk, V, z, V, 1.25f, 1.0f, 0.0f, -1, d2);
+    float maxdiff = 0;
+    for (int v = 0; v < V; v++) maxdiff = fmaxf(maxdiff, fabsf(d2[v] - d[v]));
+    EXPECT(fabs(all - full) < 1e-6 && maxdiff < 1e-6, "top-k (k = V) equals full (KL %g vs %g, grad diff %g)", all,
+           full, maxdiff);
+}
+
 static void test_topk_selection(void) {
     enum { V = 200 };
     float z[V];
@@ -334,6 +434,7 @@ int main(void) {
     RUN_TEST(test_grpo_gradients);
     RUN_TEST(test_opd);
     RUN_TEST(test_fkl);
+    RUN_TEST(test_rkl);
     RUN_TEST(test_topk_selection);
     return TEST_SUMMARY();
 }

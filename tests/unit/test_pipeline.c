@@ -2,7 +2,9 @@
  *   grpo  raises the log-prob of the rewarded completion and lowers the unrewarded one;
  *   sft   lowers the NLL of the target;
  *   fkl   lowers KL(teacher ‖ policy) on the taught rows (top-k + tail and full vocabulary);
- *   opd   with teacher = policy has zero per-token weights, so the policy does not move;
+ *   opd   with teacher = policy has zero per-token weights, so the policy does not move; opd.mode full / topk
+ *         (the exact per-position reverse KL) lowers KL(policy ‖ teacher) on the batch, has no gradient for a
+ *         policy that is its own teacher, and at λ ≠ 1 adds the reference's (1 − λ)ℓref term;
  * and at a sampling temperature T ≠ 1 the learner's log-probs are the generator's behaviour log-probs (ρ = 1
  * on-policy), as they are at T = 1. */
 #include <math.h>
@@ -66,6 +68,7 @@ static tc_stage stage_of(train_algo algo) {
     s.clip = 1.0f;
     s.topk = 8;
     s.fkl = FKL_TOPK;
+    s.teacher_dist = algo == ALGO_FKL ? DIST_TOPK : DIST_NONE, s.teacher_topk = 8; /* as the config reader sets them */
     return s;
 }
 
@@ -128,6 +131,7 @@ static void fkl_case(fkl_mode mode) {
     model_ws *tws = model_ws_new(&teacher, T, false), *ws = model_ws_new(&m, T, false);
     tc_stage s = stage_of(ALGO_FKL);
     s.fkl = mode;
+    s.teacher_dist = mode == FKL_FULL ? DIST_FULL : DIST_TOPK;
     s2d_err err;
     CHECK_OK(pl_score_fkl(&teacher, tws, &s, &f.b, &err), &err);
     double kl0 = pl_fkl_value(&m, ws, &s, &f.b);
@@ -177,6 +181,71 @@ static void test_opd_self_teacher_is_still(void) {
     pl_learn_step(&L, &s, &f.b, 1, &st);
     EXPECT(st.grad_norm > 1e-4, "opd with another teacher: gradient norm %g", st.grad_norm);
     pl_learner_free(&L), model_ws_free(ws), model_ws_free(tws), model_free(&m), model_free(&t2), free(f.full), free(before);
+}
+
+/* opd.mode full / topk: one step lowers the exact reverse KL of the batch's rows (pl_fkl_value of an opd stage);
+ * the step's loss and kl are that KL before it. */
+static void opd_dist_case(fkl_mode mode, float lambda) {
+    model m, teacher;
+    tiny_model(&m, 11);
+    tiny_model(&teacher, 12);
+    fixture f;
+    make_batch(&f, m.cfg.vocab);
+    model_ws *tws = model_ws_new(&teacher, T, false), *ws = model_ws_new(&m, T, false);
+    tc_stage s = stage_of(ALGO_OPD);
+    s.opd_mode = mode, s.teacher_dist = mode == FKL_FULL ? DIST_FULL : DIST_TOPK, s.teacher_topk = 8;
+    s.opd.teacher_analytic = true, s.opd.lambda = lambda;
+    s2d_err err;
+    CHECK_OK(pl_score_teacher_dist(&teacher, tws, &s, &f.b, f.lt, &err), &err);
+    float lt_alone[T];
+    CHECK_OK(pl_score_logprobs(&teacher, tws, &f.b, lt_alone, &err), &err);
+    EXPECT(memcmp(lt_alone, f.lt, sizeof lt_alone) == 0, "the teacher's log-probs from the shared forward");
+    if (lambda != 1.0f) CHECK_OK(pl_score_logprobs(&m, ws, &f.b, f.lr, &err), &err); /* reference = the start */
+    else f.b.logp_ref = NULL;
+    double kl0 = pl_fkl_value(&m, ws, &s, &f.b);
+    float *start = malloc(m.n_params * sizeof(float));
+    memcpy(start, m.params, m.n_params * sizeof(float));
+    pl_learner L;
+    pl_learner_init(&L, &m, T, &s);
+    pl_learn_stats st;
+    pl_learn_step(&L, &s, &f.b, 0, &st);
+    double kl1 = pl_fkl_value(&m, ws, &s, &f.b);
+    const char *name = mode == FKL_FULL ? "full" : "topk";
+    EXPECT_CLOSE(st.loss, kl0, 1e-5, 1e-4, "the step's loss is the reverse KL before the step");
+    EXPECT_CLOSE(st.kl, kl0, 1e-5, 1e-4, "the step's kl is the reverse KL before the step");
+    pl_learner_free(&L);
+    if (lambda == 1.0f) {
+        EXPECT(kl0 > 0 && kl1 < kl0 - 1e-4, "opd %s: reverse KL %.6f -> %.6f should fall", name, kl0, kl1);
+        /* the teacher as its own student: KL 0 and no gradient (up to rounding, which Adam's first step would
+         * still turn into a move of about lr) */
+        pl_learner_init(&L, &teacher, T, &s);
+        pl_learn_step(&L, &s, &f.b, 0, &st);
+        EXPECT(st.grad_norm < 1e-5 && fabs(st.kl) < 1e-6, "opd %s, teacher = policy: grad norm %g, KL %g should be 0",
+               name, st.grad_norm, st.kl);
+        pl_learner_free(&L);
+    } else {
+        /* λ ≠ 1 (the KL may rise: ExOPD extrapolates past the teacher): the reference's (1 − λ)ℓref term acts,
+         * so the same step with ℓref = 0 lands elsewhere */
+        float *after = malloc(m.n_params * sizeof(float));
+        memcpy(after, m.params, m.n_params * sizeof(float));
+        memcpy(m.params, start, m.n_params * sizeof(float));
+        memset(f.lr, 0, sizeof f.lr);
+        pl_learner_init(&L, &m, T, &s);
+        pl_learn_step(&L, &s, &f.b, 0, &st);
+        double diff = 0;
+        for (size_t i = 0; i < m.n_params; i++) diff = fmax(diff, fabs((double)m.params[i] - after[i]));
+        EXPECT(diff > 1e-5 && isfinite(st.grad_norm), "opd %s λ %g: the reference term moved the step by %g", name,
+               (double)lambda, diff);
+        pl_learner_free(&L), free(after);
+    }
+    free(start);
+    model_ws_free(ws), model_ws_free(tws), model_free(&m), model_free(&teacher), free(f.full);
+}
+
+static void test_opd_teacher_dist_lowers_reverse_kl(void) {
+    opd_dist_case(FKL_FULL, 1.0f);
+    opd_dist_case(FKL_TOPK, 1.0f);
+    opd_dist_case(FKL_FULL, 1.25f);
 }
 
 /* Micro-batches: the tree sum of the two micro-batch gradients is the whole-batch gradient (up to rounding), so
@@ -457,6 +526,7 @@ int main(void) {
     RUN_TEST(test_sft_lowers_nll);
     RUN_TEST(test_fkl_lowers_kl);
     RUN_TEST(test_opd_self_teacher_is_still);
+    RUN_TEST(test_opd_teacher_dist_lowers_reverse_kl);
     RUN_TEST(test_tempered_logprobs_on_policy);
     return TEST_SUMMARY();
 }
