@@ -1193,6 +1193,8 @@ static void ref_vocab(const vcase *c, ops_vocab_kind kind, const double *zall, d
                 for (int i = 0; i < k; i++) ids[(size_t)slot * k + i] = ord[i], tlogp[(size_t)slot * k + i] = z[ord[i]] - lse;
             }
             break;
+        case VOCAB_RKL_FULL: /* CPU only, no backend to compare: tests/unit/test_losses.c (test_rkl) checks them */
+        case VOCAB_RKL_TOPK: break;
         }
     }
     free(ord);
