@@ -1,6 +1,6 @@
 /* s2d study: the papers' comparisons (arms) of a base pipeline over several seeds, with paired statistics.
  *
- *   s2d study CONFIG.yaml [--seeds N] [--seed-base S] [--out DIR] [--jobs J]
+ *   s2d study CONFIG.yaml [--seeds N] [--seed-base S] [--out DIR] [--jobs J] [--kernels portable|native]
  *
  * A study config (docs/study.md) names a base train config (a library of stages), the stages shared by all
  * seeds (pretraining / SFT), the per-seed prefix every arm shares (teacher_rl), and the arms: stage lists of
@@ -32,7 +32,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: s2d study CONFIG.yaml [--seeds N] [--seed-base S] [--out DIR] [--jobs J]\n"
+            "usage: s2d study CONFIG.yaml [--seeds N] [--seed-base S] [--out DIR] [--jobs J] [--kernels K]\n"
             "  runs every arm of the study over N seeds (shared stages once, each seed's prefix once per seed),\n"
             "  evaluates every stage output on the test set (greedy accuracy and sampled avg@k) and writes\n"
             "  DIR/study.md (printed too), DIR/study.json and DIR/study.png; runs already complete in DIR with the\n"
@@ -41,9 +41,13 @@ static void usage(FILE *out) {
             "  --seed-base S  first seed (default: the config's seed_base:, else 1); seeds are S .. S+N-1\n"
             "  --out DIR      output directory (default: the config's out:, else runs/<config name>)\n"
             "  --jobs J       child runs at once (default: the config's jobs:, else the number of cores)\n"
-            "config keys: base, seeds, seed_base, jobs, out, set, shared, prefix, start, eval {data, samples,\n"
-            "  temperature, top_p, max_new_tokens, limit, seed}, metric (sampled|greedy), reference, arms [{name,\n"
-            "  stages, set, text}], claims [{id, text, paper, better, worse}]; see docs/study.md\n");
+            "  --kernels K    portable (default: the config's kernels:, else portable): every child runs s2d's\n"
+            "                 portable code paths (S2D_NO_AVX512=1), OpenBLAS's Haswell kernels and one thread, so\n"
+            "                 every x86-64 CPU with AVX2 and FMA gives the same numbers; native: this CPU's fastest\n"
+            "                 kernels and ncpu/J threads per child (faster; the numbers depend on the machine)\n"
+            "config keys: base, seeds, seed_base, jobs, kernels, out, set, shared, prefix, start, eval {data,\n"
+            "  samples, temperature, top_p, max_new_tokens, limit, seed}, metric (sampled|greedy), reference, arms\n"
+            "  [{name, stages, set, text}], claims [{id, text, paper, better, worse}]; see docs/study.md\n");
 }
 
 static bool read_name_list(cfg_node *root, const char *key, char (*out)[64], int *n, s2d_err *err) {
@@ -127,6 +131,9 @@ static bool study_load(const char *path, study_def *st, s2d_err *err) {
     int m;
     if (!cfg_get_enum_or(root, "metric", metrics, 2, 0, &m, err)) goto done;
     st->metric_greedy = m == 1;
+    static const char *const kernels[2] = {"portable", "native"};
+    if (!cfg_get_enum_or(root, "kernels", kernels, 2, 0, &m, err)) goto done;
+    st->kernels_native = m == 1;
     cfg_node *arms, *claims;
     if (!cfg_get_seq(root, "arms", &arms, err)) goto done;
     if (cfg_len(arms) < 1 || cfg_len(arms) > ST_MAX_ARMS) {
@@ -428,11 +435,13 @@ static void prepare_nodes(const study_def *st, node_list *tree, const char *dir)
         char cfgp[PATH_MAX + 32];
         snprintf(cfgp, sizeof cfgp, "%s/stage.yaml", nd->dir);
         char *old = study_read_text(cfgp);
-        char mark[PATH_MAX + 32];
+        char mark[PATH_MAX + 32], want[64];
         snprintf(mark, sizeof mark, "%s/trained", nd->dir);
-        nd->reused = old && strcmp(old, nd->config_text) == 0 && access(mark, F_OK) == 0 &&
+        study_trained_mark(st, want, sizeof want);
+        char *got = study_read_text(mark);
+        nd->reused = old && strcmp(old, nd->config_text) == 0 && got && strcmp(got, want) == 0 &&
                      (nd->parent < 0 || tree->v[nd->parent].reused);
-        free(old);
+        free(old), free(got);
         if (!nd->reused) {
             unlink(mark);
             if (!study_write_text(cfgp, nd->config_text, &err)) die("%s", err.msg);
@@ -445,12 +454,12 @@ static void prepare_nodes(const study_def *st, node_list *tree, const char *dir)
 
 int cmd_study(int argc, char **argv) {
     const char *config = NULL, *out = NULL;
-    int seeds = 0, jobs = 0, seed_base = -1;
-    enum { O_SEEDS = 256, O_SEED_BASE, O_JOBS, O_OUT };
+    int seeds = 0, jobs = 0, seed_base = -1, kernels = -1;
+    enum { O_SEEDS = 256, O_SEED_BASE, O_JOBS, O_OUT, O_KERNELS };
     static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {"seeds", required_argument, 0, O_SEEDS},
                                          {"seed-base", required_argument, 0, O_SEED_BASE},
                                          {"jobs", required_argument, 0, O_JOBS}, {"out", required_argument, 0, O_OUT},
-                                         {0, 0, 0, 0}};
+                                         {"kernels", required_argument, 0, O_KERNELS}, {0, 0, 0, 0}};
     cli_options_reset();
     const char *val, *opt;
     for (int o; (o = cli_option("study", argc, argv, opts, usage, &val, &opt)) != -1;) {
@@ -460,6 +469,11 @@ int cmd_study(int argc, char **argv) {
         case O_SEED_BASE: seed_base = (int)flag_long(opt, val, 0, 1000000); break;
         case O_JOBS: jobs = (int)flag_long(opt, val, 1, 256); break;
         case O_OUT: out = val; break;
+        case O_KERNELS:
+            if (strcmp(val, "portable") == 0) kernels = 0;
+            else if (strcmp(val, "native") == 0) kernels = 1;
+            else die_hint("s2d study --help", "study: %s: '%s': expected portable or native", opt, val);
+            break;
         }
     }
     for (int i = optind; i < argc; i++) {
@@ -472,6 +486,7 @@ int cmd_study(int argc, char **argv) {
     if (!study_load(config, st, &err)) die("%s", err.msg);
     if (seeds) st->seeds = seeds;
     if (seed_base >= 0) st->seed_base = seed_base;
+    if (kernels >= 0) st->kernels_native = kernels == 1;
     int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1) ncpu = 1;
     if (jobs) st->jobs = jobs;

@@ -111,8 +111,10 @@ int cmd_train(int argc, char **argv) {
         if (tp->local) snprintf(layout, sizeof layout, "single");
         else tp_layout(tp, layout, sizeof layout);
         path_join(cfg_path, sizeof cfg_path, out, "config.yaml");
-        log_info("backend %s (%s), %s; layout %s (%d rank%s%s); resolved config %s", ops_backend_name(ops_default()->be),
-                 ops_default()->name, th, layout, tp->size,
+        char dev[512];
+        ops_backend_describe(ops_default()->be, ops_default()->device, dev, sizeof dev);
+        log_info("backend %s (%s: %s), %s; layout %s (%d rank%s%s); resolved config %s",
+                 ops_backend_name(ops_default()->be), ops_default()->name, dev, th, layout, tp->size,
                  tp->size == 1 ? "" : "s", tp->local ? ", every role in this process" : "", cfg_path);
     }
     s2d_signals_install();

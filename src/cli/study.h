@@ -40,6 +40,7 @@ typedef struct {
     double eval_temperature, eval_top_p;
     int64_t eval_seed;
     bool metric_greedy;
+    bool kernels_native;  /* false (portable): children pinned to CPU-independent kernels at one thread */
     char reference[64];
     int n_arms;
     arm_def arms[ST_MAX_ARMS];
@@ -85,6 +86,12 @@ typedef struct {
 } study_eval_args;
 
 /* study_run.c */
+/* "portable" or "native" (study_def.kernels_native) */
+const char *study_kernels_name(const study_def *st);
+/* The content of a node's `trained` mark: a node is reused only when it was trained under the same kernels. */
+void study_trained_mark(const study_def *st, char *buf, size_t n);
+/* A line saying how the kernels of the children were chosen (study.md, the start line) */
+const char *study_kernels_text(const study_def *st);
 char *study_read_text(const char *path);                               /* NULL when unreadable */
 bool study_write_text(const char *path, const char *text, s2d_err *err); /* atomic */
 void study_mkdir_p(const char *path);

@@ -287,7 +287,8 @@ void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX
     for (int s = 1; s < n_seeds; s++) fprintf(m, ", %d", seeds[s]);
     fprintf(m, "); test set `%s`, greedy accuracy and sampled avg@%d (temperature %g, top-p %g). Accuracies in %%. "
                "Wall time %.0f s; the child runs of this invocation used %.0f CPU seconds (runs reused from an earlier "
-               "invocation not counted).\n\n", st->eval_data, st->eval_samples, st->eval_temperature, st->eval_top_p, wall, cpu);
+               "invocation not counted). Kernels: %s.\n\n", st->eval_data, st->eval_samples, st->eval_temperature, st->eval_top_p, wall,
+            cpu, study_kernels_text(st));
     fprintf(m, "Verdict rule: a claim's difference d (per seed, paired: the same seed's runs share the teacher and "
                "the data order) has mean D and standard error SE = sd(d)/sqrt(seeds); it **holds** when D > 2 SE, is "
                "**reversed** when D < -2 SE, and is **within noise** otherwise (undetermined with one seed). Claims "
@@ -309,6 +310,7 @@ void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX
     cJSON *js = cJSON_AddArrayToObject(J, "seeds");
     for (int s = 0; s < n_seeds; s++) cJSON_AddItemToArray(js, cJSON_CreateNumber(seeds[s]));
     cJSON_AddStringToObject(J, "metric", greedy ? "greedy" : "sampled");
+    cJSON_AddStringToObject(J, "kernels", study_kernels_name(st));
     cJSON_AddNumberToObject(J, "eval_samples", st->eval_samples);
     cJSON_AddStringToObject(J, "reference", ref_name);
     cJSON_AddStringToObject(J, "rule", "holds: difference > 2 SE; reversed: difference < -2 SE; otherwise within "

@@ -63,7 +63,38 @@ double study_now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static pid_t spawn(const char *exe, char *const argv[], const char *stdout_path, const char *log_path, int threads) {
+/* Portable kernels: the bits of a run depend on the CPU's kernels (s2d's AVX-512 paths, OpenBLAS's choice of
+ * sgemm kernel for the CPU) and on the thread count, so by default every child runs s2d's portable paths,
+ * OpenBLAS's Haswell kernels (any x86-64 CPU with AVX2 and FMA has them) and one thread: the same study gives
+ * the same numbers on every such machine. */
+static bool cpu_runs_haswell_kernels(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+const char *study_kernels_name(const study_def *st) { return st->kernels_native ? "native" : "portable"; }
+
+void study_trained_mark(const study_def *st, char *buf, size_t n) {
+    snprintf(buf, n, "complete kernels=%s\n", study_kernels_name(st));
+}
+
+const char *study_kernels_text(const study_def *st) {
+    if (st->kernels_native)
+        return "native (each child uses this CPU's fastest kernels and its share of the cores: the numbers depend on "
+               "the CPU and the thread count)";
+    if (cpu_runs_haswell_kernels())
+        return "portable (S2D_NO_AVX512=1, OPENBLAS_CORETYPE=Haswell, one thread per child: every x86-64 CPU with "
+               "AVX2 and FMA gives these numbers)";
+    return "portable (S2D_NO_AVX512=1, one thread per child; this CPU has no AVX2 and FMA, so OpenBLAS chooses its "
+           "own kernels and the numbers may differ from an x86-64 machine's)";
+}
+
+static pid_t spawn(const char *exe, char *const argv[], const char *stdout_path, const char *log_path, int threads,
+                   bool portable) {
     pid_t pid = fork();
     CHECK_SYS(pid);
     if (pid == 0) {
@@ -78,7 +109,12 @@ static pid_t spawn(const char *exe, char *const argv[], const char *stdout_path,
         } else {
             dup2(fd, 1);
         }
-        if (threads > 0) {
+        if (portable) {
+            setenv("S2D_NO_AVX512", "1", 1);
+            if (cpu_runs_haswell_kernels()) setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+            unsetenv("OPENBLAS_NUM_THREADS"), unsetenv("GOTO_NUM_THREADS");
+            setenv("OMP_NUM_THREADS", "1", 1);
+        } else if (threads > 0) {
             char t[16];
             snprintf(t, sizeof t, "%d", threads);
             setenv("OMP_NUM_THREADS", t, 1);
@@ -206,7 +242,7 @@ static void start_job(runner *R, st_job *jb) {
         argv[a++] = (char *)"train", argv[a++] = a_cfg, argv[a++] = (char *)"--out", argv[a++] = a_out;
         argv[a++] = (char *)"--overwrite";
         argv[a] = NULL;
-        jb->pid = spawn(R->exe, argv, NULL, jb->log, R->threads);
+        jb->pid = spawn(R->exe, argv, NULL, jb->log, R->threads, !R->st->kernels_native);
     } else {
         bool greedy = jb->kind == JOB_GREEDY;
         snprintf(a_model, sizeof a_model, "%s/out/models/%s", nd->dir, nd->output);
@@ -231,7 +267,7 @@ static void start_job(runner *R, st_job *jb) {
             argv[a++] = (char *)"--limit", argv[a++] = a_lim;
         }
         argv[a] = NULL;
-        jb->pid = spawn(R->exe, argv, tmp, jb->log, R->threads);
+        jb->pid = spawn(R->exe, argv, tmp, jb->log, R->threads, !R->st->kernels_native);
     }
     jb->state = JS_RUN;
     jb->t0 = study_now_s();
@@ -244,9 +280,9 @@ static void start_job(runner *R, st_job *jb) {
 static void eval_stamp(const runner *R, job_kind kind, char *buf, size_t n) {
     bool greedy = kind == JOB_GREEDY;
     snprintf(buf, n, "data=%s format=%s template=%s instruction=\"%s\" samples=%d temperature=%.17g top_p=%.17g "
-             "max_new_tokens=%d seed=%lld limit=%d\n", R->eval_file, R->eval_format, R->template_name, R->instruction,
+             "max_new_tokens=%d seed=%lld limit=%d kernels=%s\n", R->eval_file, R->eval_format, R->template_name, R->instruction,
              greedy ? 1 : R->st->eval_samples, greedy ? 0.0 : R->st->eval_temperature, greedy ? 1.0 : R->st->eval_top_p,
-             R->st->eval_max_new, (long long)R->st->eval_seed, R->st->eval_limit);
+             R->st->eval_max_new, (long long)R->st->eval_seed, R->st->eval_limit, study_kernels_name(R->st));
 }
 
 static void stamp_path(const char *json, char *buf, size_t n) {
@@ -336,7 +372,9 @@ static void run_all(runner *R, int jobs) {
             char mark[PATH_MAX + 32];
             snprintf(mark, sizeof mark, "%s/trained", nd->dir);
             s2d_err err;
-            if (!study_write_text(mark, "complete\n", &err)) die("%s", err.msg);
+            char text[64];
+            study_trained_mark(R->st, text, sizeof text);
+            if (!study_write_text(mark, text, &err)) die("%s", err.msg);
         } else {
             char tmp[PATH_MAX + 64];
             snprintf(tmp, sizeof tmp, "%s.tmp", jb->out);
@@ -390,11 +428,12 @@ double study_run(const study_def *st, node_list *tree_in, const study_eval_args 
             n_reused += have;
         }
     /* cores split between the children unless the user fixed OMP_NUM_THREADS */
-    R.threads = getenv("OMP_NUM_THREADS") ? 0 : S2D_MAX(1, ncpu / st->jobs);
+    R.threads = getenv("OMP_NUM_THREADS") ? 0 : S2D_MAX(1, ncpu / st->jobs); /* native kernels only */
     fprintf(stderr,
             "[study] %s: %d arms x %d seeds -> %d distinct stage runs, %d evals; %d of %d jobs reused from %s; "
             "%d at once\n",
             config, st->n_arms, n_seeds, tree.n, 2 * tree.n, n_reused, n_jobs, dir, st->jobs);
+    fprintf(stderr, "[study] kernels: %s\n", study_kernels_text(st));
     install_signals();
     run_all(&R, st->jobs);
     /* CPU seconds (user + sys) of every child of this invocation: what the study costs on an idle machine */

@@ -16,6 +16,9 @@
  * order, so the result does not depend on the number of OpenMP threads. */
 #define NORM_BLOCK 16384
 
+/* OpenBLAS's name for the kernels it chose (cblas.h declares it, but its complex.h clashes with this file's I) */
+char *openblas_get_corename(void);
+
 typedef struct {
     float *attn;          /* attention scratch (per-thread blocks) */
     size_t attn_floats;
@@ -44,8 +47,10 @@ static void cpu_describe(int device, char *out, size_t cap) {
             }
         fclose(f);
     }
-    snprintf(out, cap, "%s, %ld cores online, %d OpenMP threads, fp32 (OpenBLAS), AVX-512 %s", model,
-             sysconf(_SC_NPROCESSORS_ONLN), omp_get_max_threads(), ops_avx512_active() ? "on" : "off");
+    /* the kernels decide the bits (s2d study --kernels): OpenBLAS's core (OPENBLAS_CORETYPE) and AVX-512 */
+    snprintf(out, cap, "%s, %ld cores online, %d OpenMP threads, fp32 (OpenBLAS %s kernels), AVX-512 %s", model,
+             sysconf(_SC_NPROCESSORS_ONLN), omp_get_max_threads(), openblas_get_corename(),
+             ops_avx512_active() ? "on" : "off");
 }
 
 static bool cpu_queue_init(ops_queue *q, int device, s2d_err *err) {

@@ -92,6 +92,7 @@ assert all(isinstance(x, (int, float)) and x > 0 for x in a['compute']['flops'] 
 EOF
   # a rerun reuses every finished run and gives the same report
   cp st/study.json first.json
+  cp st/study.md first.md
   "$S2D" study study.yaml --out st >stdout2 2>stderr2
   check "rerun reuses every run" grep -q "30 of 30 jobs reused" stderr2
   check "rerun gives the same numbers" python3 -c "
@@ -102,6 +103,22 @@ assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
   "$S2D" study study3.yaml --out st >stdout3 2>stderr3
   check "eval settings changed: 10 sampled evals rerun" test "$(grep -c 'done  eval sampled' stderr3)" = 10
   check "eval settings changed: no train, no greedy eval rerun" test "$(grep -cE 'done  (train|eval greedy)' stderr3)" = 0
+  # kernels: portable by default (the children pinned to CPU-independent kernels at one thread); native with
+  # the same pins set by hand retrains every run (other kernels, no reuse) and gives the same numbers
+  check "study.md names the kernels" grep -q "Kernels: portable (S2D_NO_AVX512=1" first.md
+  check "study.json names the kernels" python3 -c "import json; assert json.load(open('first.json'))['kernels'] == 'portable'"
+  check "children ran the portable paths at one thread" grep -q "1 OpenMP threads, fp32 (OpenBLAS .* kernels), AVX-512 off" st/runs/seed1/*-bridge_fkl/train.log
+  if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+    check "children ran OpenBLAS's Haswell kernels" grep -q "(OpenBLAS Haswell kernels)" st/runs/seed2/*-student_rl/train.log
+  fi
+  (cd st/runs && md5sum */*/out/models/*/model.safetensors) >portable.md5
+  S2D_NO_AVX512=1 OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=1 "$S2D" study study.yaml --out st --kernels native >stdoutn 2>stderrn
+  check "other kernels: nothing reused" grep -q "0 of 30 jobs reused" stderrn
+  check "native with the portable pins by hand: the same models, bit for bit" bash -c "cd st/runs && md5sum -c --quiet $PWD/portable.md5"
+  check "native with the portable pins by hand: the same numbers" python3 -c "
+import json; a = json.load(open('first.json')); b = json.load(open('st/study.json'))
+assert b['kernels'] == 'native' and a['arms'] == b['arms'] and a['claims'] == b['claims']"
+  expect_error "bad --kernels" "study: --kernels: 'fast': expected portable or native" "$S2D" study study.yaml --out st --kernels fast
 else
   fail "micro study failed: $(tail -5 stderr)"
 fi
@@ -119,5 +136,7 @@ sed 's/better: s2d/better: s2dd/' study.yaml >bad3.yaml
 expect_error "claim on an unknown arm" "claims\[0\].better: 's2dd' is not an arm" "$S2D" study bad3.yaml --out b3
 sed 's/^seeds: 2/seedz: 2/' study.yaml >bad4.yaml
 expect_error "unknown key" "bad4.yaml:2:1: unknown key 'seedz'" "$S2D" study bad4.yaml --out b4
+sed 's/^jobs: 2/jobs: 2\nkernels: fast/' study.yaml >bad5.yaml
+expect_error "bad kernels: value" "bad5.yaml:4:10: kernels" "$S2D" study bad5.yaml --out b5
 check "no output for a bad config" test ! -e b1/study.md
 summary

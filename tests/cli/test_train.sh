@@ -38,7 +38,7 @@ assert all(r['clip_fraction'] == 0 for r in steps if r['stage'] == 'student_rl')
   check "resolved config holds the override" grep -q "steps: 2" "$out/config.yaml"
   check "summary table on stdout" grep -q "^student_rl" "$WORK/stdout"
   check "start-up line: backend, threads per rank, layout, resolved config" \
-    grep -qE "backend cpu \(cpu\), [0-9]+ threads? per rank \(.*\), OMP_WAIT_POLICY .*; layout single \(1 rank, every role in this process\); resolved config $out/config.yaml" "$WORK/stderr"
+    grep -qE "backend cpu \(cpu: .*, fp32 \(OpenBLAS [A-Za-z0-9]+ kernels\), AVX-512 (on|off)\), [0-9]+ threads? per rank \(.*\), OMP_WAIT_POLICY .*; layout single \(1 rank, every role in this process\); resolved config $out/config.yaml" "$WORK/stderr"
   check "progress lines on stderr" grep -q "\[bridge_opd\] step 32/32 .*ETA" "$WORK/stderr"
   check "the student differs from its start" bash -c "! cmp -s '$out/models/bridge_fkl/model.safetensors' '$out/models/bridge_opd/model.safetensors'"
 else
