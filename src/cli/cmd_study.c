@@ -521,7 +521,8 @@ int cmd_study(int argc, char **argv) {
     double cpu = study_run(st, &tree, &ea, config, dir, n_seeds, ncpu);
     study_report(st, &tree, paths, seed_of, n_seeds, dir, study_now_s() - t0, cpu);
     fprintf(stderr, "[study] wrote %s/study.md, %s/study.json, %s/study.png\n", dir, dir, dir);
-    for (int i = 0; i < tree.n; i++) free(tree.v[i].stage_yaml), free(tree.v[i].config_text);
+    for (int i = 0; i < tree.n; i++)
+        free(tree.v[i].stage_yaml), free(tree.v[i].config_text), free(tree.v[i].problems[0]), free(tree.v[i].problems[1]);
     free(tree.v), free(paths);
     for (int a = 0; a < st->n_arms; a++)
         for (int i = 0; i < st->arms[a].n_sets; i++) free(st->arms[a].sets[i]);

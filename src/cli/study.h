@@ -65,6 +65,9 @@ typedef struct {
     /* results */
     bool reused;
     double greedy, sampled;
+    int n_problems;       /* of the eval set, in the order of eval_<kind>.problems */
+    double *problems[2];  /* [n_problems] per-problem accuracy of the greedy [0] and sampled [1] evals */
+    uint64_t problem_ids[2]; /* hash of the problem ids in that order: the same for every node of a study */
     double lab_total, lab_unique, prompts, rollout_tokens, trained_tokens, flops; /* flops NaN: unknown */
 } st_node;
 

@@ -60,12 +60,13 @@ static cJSON *json_array(const double *x, int n, double scale) {
 
 /* Per-seed value of a claim operand: an arm (its final accuracy) or a shared/prefix stage output. */
 static bool operand_values(const study_def *st, const node_list *tree, arm_path (*paths)[ST_MAX_SEEDS], int n_seeds,
-                           const char *name, bool greedy, double *out) {
+                           const char *name, bool greedy, double *out, int *node) {
     for (int a = 0; a < st->n_arms; a++)
         if (strcmp(st->arms[a].name, name) == 0) {
             for (int s = 0; s < n_seeds; s++) {
                 const arm_path *p = &paths[a][s];
-                out[s] = acc_of(&tree->v[p->nodes[p->n_nodes - 1]], greedy);
+                node[s] = p->nodes[p->n_nodes - 1];
+                out[s] = acc_of(&tree->v[node[s]], greedy);
             }
             return true;
         }
@@ -75,9 +76,31 @@ static bool operand_values(const study_def *st, const node_list *tree, arm_path 
         for (int i = 0; i < p->first_arm; i++)
             if (strcmp(tree->v[p->nodes[i]].output, name) == 0) found = p->nodes[i];
         if (found < 0) return false;
+        node[s] = found;
         out[s] = acc_of(&tree->v[found], greedy);
     }
     return true;
+}
+
+/* The paired difference of nodes better[s] - worse[s] over seeds and test problems (stats_paired_twoway), on
+ * the metric's per-problem accuracies; every node was scored on the same problems in the same order. */
+static stats_twoway twoway_of(const node_list *tree, const int *better, const int *worse, int n_seeds, bool greedy) {
+    const double *a[ST_MAX_SEEDS], *b[ST_MAX_SEEDS];
+    int k = greedy ? 0 : 1, m = tree->v[better[0]].n_problems;
+    for (int s = 0; s < n_seeds; s++) {
+        const st_node *x = &tree->v[better[s]], *y = &tree->v[worse[s]];
+        const st_node *first = &tree->v[better[0]];
+        if (x->n_problems != m || y->n_problems != m || x->problem_ids[k] != first->problem_ids[k] ||
+            y->problem_ids[k] != first->problem_ids[k])
+            die("study: %s and %s were not scored on the same problems in the same order", x->dir, y->dir);
+        a[s] = x->problems[k], b[s] = y->problems[k];
+    }
+    return stats_paired_twoway(a, b, n_seeds, m);
+}
+
+static void json_number_or_null(cJSON *o, const char *key, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+    else cJSON_AddNullToObject(o, key);
 }
 
 static int max_stages(const study_def *st) {
@@ -154,7 +177,7 @@ typedef struct {
     FILE *md;                  /* study.md */
     cJSON *json, *jarms;       /* study.json and its "arms" */
     int ref;                   /* the reference arm */
-    double ref_g[ST_MAX_SEEDS], ref_s[ST_MAX_SEEDS]; /* its final accuracies per seed */
+    int ref_node[ST_MAX_SEEDS]; /* its final node per seed */
 } report_ctx;
 
 /* The shared and prefix stages' accuracies. */
@@ -178,9 +201,11 @@ static void report_shared(const report_ctx *R) {
 static void report_arm(report_ctx *R, int a) {
     double g[ST_MAX_SEEDS], sm[ST_MAX_SEEDS], sft[ST_MAX_SEEDS], rl[ST_MAX_SEEDS], rlu[ST_MAX_SEEDS],
         pr[ST_MAX_SEEDS], rt[ST_MAX_SEEDS], tt[ST_MAX_SEEDS], fl[ST_MAX_SEEDS];
+    int last_node[ST_MAX_SEEDS];
     for (int s = 0; s < R->n_seeds; s++) {
         const arm_path *p = &R->paths[a][s];
-        const st_node *last = &R->tree->v[p->nodes[p->n_nodes - 1]];
+        last_node[s] = p->nodes[p->n_nodes - 1];
+        const st_node *last = &R->tree->v[last_node[s]];
         g[s] = last->greedy, sm[s] = last->sampled;
         sft[s] = rl[s] = rlu[s] = pr[s] = rt[s] = tt[s] = fl[s] = 0;
         bool used[2 * ST_MAX_STAGES + 8];
@@ -193,7 +218,7 @@ static void report_arm(report_ctx *R, int a) {
             pr[s] += nd->prompts, rt[s] += nd->rollout_tokens, tt[s] += nd->trained_tokens, fl[s] += nd->flops;
         }
     }
-    stats_paired d = stats_paired_diff(R->greedy ? g : sm, R->greedy ? R->ref_g : R->ref_s, R->n_seeds);
+    stats_twoway d = twoway_of(R->tree, last_node, R->ref_node, R->n_seeds, R->greedy);
     char bg[64], bs[64], bd[64], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32];
     fmt_ms(bg, sizeof bg, g, R->n_seeds), fmt_ms(bs, sizeof bs, sm, R->n_seeds);
     if (a == R->ref) snprintf(bd, sizeof bd, "—");
@@ -228,8 +253,9 @@ static void report_arm(report_ctx *R, int a) {
     }
     cJSON *jd = cJSON_AddObjectToObject(ja, "vs_reference");
     cJSON_AddNumberToObject(jd, "difference", 100 * d.mean);
-    if (isfinite(d.se)) cJSON_AddNumberToObject(jd, "se", 100 * d.se);
-    else cJSON_AddNullToObject(jd, "se");
+    json_number_or_null(jd, "se", 100 * d.se);
+    json_number_or_null(jd, "se_seeds", 100 * d.se_seeds);
+    json_number_or_null(jd, "se_problems", 100 * d.se_problems);
     cJSON *jl = cJSON_AddObjectToObject(ja, "labels");
     cJSON_AddItemToObject(jl, "sft", json_array(sft, R->n_seeds, 1));
     cJSON_AddItemToObject(jl, "rl_total", json_array(rl, R->n_seeds, 1));
@@ -245,12 +271,13 @@ static void report_arm(report_ctx *R, int a) {
 static stats_verdict report_claim(report_ctx *R, cJSON *jcl, int c) {
     const claim_def *cd = &R->st->claims[c];
     double b[ST_MAX_SEEDS], w[ST_MAX_SEEDS];
-    operand_values(R->st, R->tree, R->paths, R->n_seeds, cd->better, R->greedy, b);
-    operand_values(R->st, R->tree, R->paths, R->n_seeds, cd->worse, R->greedy, w);
-    stats_paired d = stats_paired_diff(b, w, R->n_seeds);
+    int bn[ST_MAX_SEEDS], wn[ST_MAX_SEEDS];
+    operand_values(R->st, R->tree, R->paths, R->n_seeds, cd->better, R->greedy, b, bn);
+    operand_values(R->st, R->tree, R->paths, R->n_seeds, cd->worse, R->greedy, w, wn);
+    stats_twoway d = twoway_of(R->tree, bn, wn, R->n_seeds, R->greedy);
     stats_verdict v = stats_verdict_of(d.mean, d.se);
-    char se[32];
-    if (isfinite(d.se)) snprintf(se, sizeof se, "%.1f", 100 * d.se);
+    char se[64];
+    if (isfinite(d.se)) snprintf(se, sizeof se, "%.1f (%.1f, %.1f)", 100 * d.se, 100 * d.se_seeds, 100 * d.se_problems);
     else snprintf(se, sizeof se, "-");
     double dd[ST_MAX_SEEDS];
     for (int s = 0; s < R->n_seeds; s++) dd[s] = b[s] - w[s];
@@ -266,10 +293,13 @@ static stats_verdict report_claim(report_ctx *R, cJSON *jcl, int c) {
     cJSON_AddStringToObject(e, "better", cd->better);
     cJSON_AddStringToObject(e, "worse", cd->worse);
     cJSON_AddNumberToObject(e, "difference", 100 * d.mean);
-    if (isfinite(d.se)) cJSON_AddNumberToObject(e, "se", 100 * d.se);
-    else cJSON_AddNullToObject(e, "se");
+    json_number_or_null(e, "se", 100 * d.se);
+    json_number_or_null(e, "se_seeds", 100 * d.se_seeds);
+    json_number_or_null(e, "se_problems", 100 * d.se_problems);
     cJSON_AddItemToObject(e, "per_seed", json_array(dd, R->n_seeds, 100));
     cJSON_AddStringToObject(e, "verdict", stats_verdict_name(v));
+    /* what the seeds' spread alone would say (the rule before the problems' part was added; docs/study.md) */
+    cJSON_AddStringToObject(e, "verdict_seeds_only", stats_verdict_name(stats_verdict_of(d.mean, d.se_seeds)));
     cJSON_AddItemToArray(jcl, e);
     return v;
 }
@@ -289,10 +319,14 @@ void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX
                "Wall time %.0f s; the child runs of this invocation used %.0f CPU seconds (runs reused from an earlier "
                "invocation not counted). Kernels: %s.\n\n", st->eval_data, st->eval_samples, st->eval_temperature, st->eval_top_p, wall,
             cpu, study_kernels_text(st));
-    fprintf(m, "Verdict rule: a claim's difference d (per seed, paired: the same seed's runs share the teacher and "
-               "the data order) has mean D and standard error SE = sd(d)/sqrt(seeds); it **holds** when D > 2 SE, is "
-               "**reversed** when D < -2 SE, and is **within noise** otherwise (undetermined with one seed). Claims "
-               "compare the %s.\n\n", metric);
+    fprintf(m, "Verdict rule: a claim's difference is paired over seeds (the same seed's runs share the teacher and "
+               "the data order) and over test problems (every model is scored on the same ones): D is its mean and "
+               "SE combines two parts, shown as SE (seeds, problems): the seeds' = sd of the per-seed differences / "
+               "sqrt(seeds), and the problems' = sd of the per-problem differences (averaged over seeds) / "
+               "sqrt(problems), which a fixed test set adds at every seed; SE^2 = seeds'^2 + problems'^2 - the "
+               "seed x problem residual counted in both, never below either part. A claim **holds** when D > 2 SE, "
+               "is **reversed** when D < -2 SE, and is **within noise** otherwise (undetermined with one seed). "
+               "Claims compare the %s.\n\n", metric);
     report_ctx R = {.st = st, .tree = tree, .paths = paths, .n_seeds = n_seeds, .greedy = greedy, .md = m};
     report_shared(&R);
     for (int a = 0; a < st->n_arms; a++)
@@ -314,14 +348,17 @@ void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX
     cJSON_AddNumberToObject(J, "eval_samples", st->eval_samples);
     cJSON_AddStringToObject(J, "reference", ref_name);
     cJSON_AddStringToObject(J, "rule", "holds: difference > 2 SE; reversed: difference < -2 SE; otherwise within "
-                                       "noise; SE = sd of the per-seed paired differences / sqrt(seeds)");
+                                       "noise; SE^2 = se_seeds^2 + se_problems^2 - residual / (seeds problems), at "
+                                       "least either part; se_seeds = sd of the per-seed paired differences / "
+                                       "sqrt(seeds); se_problems = sd of the per-problem paired differences "
+                                       "(averaged over seeds) / sqrt(problems)");
     cJSON_AddStringToObject(J, "units", "accuracies and differences in percentage points");
     cJSON_AddNumberToObject(J, "wall_s", wall);
     cJSON_AddNumberToObject(J, "cpu_s", cpu);
     R.jarms = cJSON_AddObjectToObject(J, "arms");
     for (int s = 0; s < n_seeds; s++) {
         const arm_path *p = &paths[R.ref][s];
-        R.ref_g[s] = tree->v[p->nodes[p->n_nodes - 1]].greedy, R.ref_s[s] = tree->v[p->nodes[p->n_nodes - 1]].sampled;
+        R.ref_node[s] = p->nodes[p->n_nodes - 1];
     }
     for (int a = 0; a < st->n_arms; a++) report_arm(&R, a);
     fprintf(m, "\nLabels and compute count every stage the arm's final model depends on (as policy, teacher or "
@@ -330,7 +367,7 @@ void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX
                "OUT/budget.json when the runs write one (`-` otherwise).\n");
     /* claims */
     fprintf(m, "\n## Claims (difference = better − worse, %s, percentage points)\n\n"
-               "| claim | paper | measured | SE | per seed | verdict |\n|---|---|---|---|---|---|\n", metric);
+               "| claim | paper | measured | SE (seeds, problems) | per seed | verdict |\n|---|---|---|---|---|---|\n", metric);
     cJSON *jcl = cJSON_AddArrayToObject(J, "claims");
     int n_hold = 0, n_rev = 0, n_noise = 0;
     for (int c = 0; c < st->n_claims; c++) {

@@ -128,6 +128,91 @@ static pid_t spawn(const char *exe, char *const argv[], const char *stdout_path,
 
 static const char *const job_names[3] = {"train", "eval greedy", "eval sampled"};
 
+/* eval_<kind>.samples.jsonl (s2d eval --out: one line per sample) -> eval_<kind>.problems: one line per problem,
+ * "id<TAB>correct<TAB>samples", in the order of first appearance; the samples file is removed after. */
+static bool fold_samples(const char *samples_path, const char *problems_path, s2d_err *err) {
+    FILE *f = fopen(samples_path, "r");
+    if (!f) return err_set(err, "%s: %s", samples_path, strerror(errno));
+    int n = 0, cap = 0, last = -1;
+    struct problem { char id[128]; int correct, samples; } *v = NULL;
+    char *line = NULL;
+    size_t lcap = 0;
+    long lineno = 0;
+    bool ok = true;
+    while (ok && getline(&line, &lcap, f) > 0) {
+        lineno++;
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *id = j ? cJSON_GetObjectItemCaseSensitive(j, "id") : NULL;
+        const cJSON *c = j ? cJSON_GetObjectItemCaseSensitive(j, "correct") : NULL;
+        if (!cJSON_IsString(id) || !cJSON_IsBool(c) || strlen(id->valuestring) >= sizeof v->id) {
+            ok = err_set(err, "%s:%ld: not an eval sample line (string \"id\", bool \"correct\")", samples_path, lineno);
+        } else {
+            /* samples of one problem are usually adjacent: try the last one first */
+            int k = last >= 0 && strcmp(v[last].id, id->valuestring) == 0 ? last : -1;
+            for (int i = 0; k < 0 && i < n; i++)
+                if (strcmp(v[i].id, id->valuestring) == 0) k = i;
+            if (k < 0) {
+                if (n == cap) cap = cap ? 2 * cap : 256, v = xrealloc(v, (size_t)cap * sizeof *v);
+                k = n++;
+                snprintf(v[k].id, sizeof v[k].id, "%s", id->valuestring);
+                v[k].correct = v[k].samples = 0;
+            }
+            v[k].correct += cJSON_IsTrue(c), v[k].samples++, last = k;
+        }
+        cJSON_Delete(j);
+    }
+    free(line);
+    fclose(f);
+    if (ok && n == 0) ok = err_set(err, "%s: no samples", samples_path);
+    if (ok) {
+        size_t sz = 64 * (size_t)n + 64, len = 0;
+        char *text = xmalloc(sz);
+        for (int i = 0; i < n; i++) len += (size_t)snprintf(text + len, sz - len, "%s\t%d\t%d\n", v[i].id, v[i].correct, v[i].samples);
+        ok = study_write_text(problems_path, text, err);
+        free(text);
+    }
+    free(v);
+    if (ok) unlink(samples_path);
+    return ok;
+}
+
+/* eval_<kind>.problems -> per-problem accuracies (malloc'd) and the hash of the ids in order; false when missing
+ * or unreadable. */
+static bool read_problems(const char *path, double **acc, int *n_out, uint64_t *ids_hash) {
+    char *t = study_read_text(path);
+    if (!t) return false;
+    int n = 0, cap = 0;
+    double *v = NULL;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over "id\n" of every problem */
+    bool ok = true;
+    for (char *line = t, *next; ok && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        else next = line + strlen(line);
+        char *tab = strchr(line, '\t');
+        int correct, samples;
+        if (!tab || sscanf(tab + 1, "%d\t%d", &correct, &samples) != 2 || samples < 1 || correct < 0 || correct > samples) {
+            ok = false;
+            break;
+        }
+        for (const char *c = line; c < tab; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+        h = (h ^ '\n') * 1099511628211ull;
+        if (n == cap) cap = cap ? 2 * cap : 256, v = xrealloc(v, (size_t)cap * sizeof *v);
+        v[n++] = (double)correct / samples;
+    }
+    free(t);
+    if (!ok || n == 0) {
+        free(v);
+        return false;
+    }
+    *acc = v, *n_out = n, *ids_hash = h;
+    return true;
+}
+
+static void problems_path(const char *dir, job_kind kind, char *buf, size_t n) {
+    snprintf(buf, n, "%s/eval_%s.problems", dir, kind == JOB_GREEDY ? "greedy" : "sampled");
+}
+
 static void node_label(const st_node *nd, char *buf, size_t n) {
     if (nd->shared) snprintf(buf, n, "shared %s", nd->stage);
     else snprintf(buf, n, "seed %d %s", nd->seed, nd->stage);
@@ -233,7 +318,7 @@ static void start_job(runner *R, st_job *jb) {
     char *argv[40];
     int a = 0;
     char a_cfg[PATH_MAX + 32], a_out[PATH_MAX + 32], a_model[PATH_MAX + 96], a_k[16], a_t[32], a_p[32], a_n[16],
-        a_seed[32], a_lim[16], tmp[PATH_MAX + 64];
+        a_seed[32], a_lim[16], tmp[PATH_MAX + 64], a_samples[PATH_MAX + 64];
     argv[a++] = (char *)"s2d";
     if (jb->kind == JOB_TRAIN) {
         snprintf(a_cfg, sizeof a_cfg, "%s/stage.yaml", nd->dir);
@@ -262,6 +347,9 @@ static void start_job(runner *R, st_job *jb) {
         argv[a++] = (char *)"--template", argv[a++] = (char *)R->template_name;
         argv[a++] = (char *)"--instruction", argv[a++] = (char *)R->instruction;
         argv[a++] = (char *)"--seed", argv[a++] = a_seed;
+        /* every sample, folded into per-problem accuracies when the eval is done (the two-way SE) */
+        snprintf(a_samples, sizeof a_samples, "%s/eval_%s.samples.jsonl", nd->dir, greedy ? "greedy" : "sampled");
+        argv[a++] = (char *)"--out", argv[a++] = a_samples;
         if (R->st->eval_limit > 0) {
             snprintf(a_lim, sizeof a_lim, "%d", R->st->eval_limit);
             argv[a++] = (char *)"--limit", argv[a++] = a_lim;
@@ -383,10 +471,17 @@ static void run_all(runner *R, int jobs) {
                 kill_running(R);
                 die("study: %s of %s: no accuracy in its output %s (log %s)", job_names[jb->kind], lab, tmp, jb->log);
             }
-            char stamp[PATH_MAX + 512], sp[PATH_MAX + 64];
+            char stamp[PATH_MAX + 512], sp[PATH_MAX + 64], samples[PATH_MAX + 64], probs[PATH_MAX + 64];
+            snprintf(samples, sizeof samples, "%s/eval_%s.samples.jsonl", nd->dir,
+                     jb->kind == JOB_GREEDY ? "greedy" : "sampled");
+            problems_path(nd->dir, jb->kind, probs, sizeof probs);
+            s2d_err err;
+            if (!fold_samples(samples, probs, &err)) {
+                kill_running(R);
+                die("study: %s of %s: %s (log %s)", job_names[jb->kind], lab, err.msg, jb->log);
+            }
             eval_stamp(R, jb->kind, stamp, sizeof stamp);
             stamp_path(jb->out, sp, sizeof sp);
-            s2d_err err;
             if (!study_write_text(sp, stamp, &err)) die("%s", err.msg);
             CHECK_SYS(rename(tmp, jb->out));
         }
@@ -420,8 +515,9 @@ double study_run(const study_def *st, node_list *tree_in, const study_eval_args 
                 char want[PATH_MAX + 512], sp[PATH_MAX + 64];
                 eval_stamp(&R, (job_kind)k, want, sizeof want);
                 stamp_path(jb->out, sp, sizeof sp);
-                char *got = study_read_text(sp);
-                have = have && got && strcmp(got, want) == 0 && access(jb->out, F_OK) == 0;
+                char *got = study_read_text(sp), pp[PATH_MAX + 64];
+                problems_path(tree.v[i].dir, (job_kind)k, pp, sizeof pp);
+                have = have && got && strcmp(got, want) == 0 && access(jb->out, F_OK) == 0 && access(pp, F_OK) == 0;
                 free(got);
             }
             jb->state = have ? JS_DONE : JS_WAIT;
@@ -448,6 +544,15 @@ double study_run(const study_def *st, node_list *tree_in, const study_eval_args 
         snprintf(p, sizeof p, "%s/eval_sampled.json", tree.v[i].dir);
         tree.v[i].sampled = read_eval(p);
         if (!isfinite(tree.v[i].greedy) || !isfinite(tree.v[i].sampled)) die("study: %s: unreadable eval results", tree.v[i].dir);
+        for (int k = 0; k < 2; k++) {
+            int n = 0;
+            problems_path(tree.v[i].dir, k == 0 ? JOB_GREEDY : JOB_SAMPLED, p, sizeof p);
+            if (!read_problems(p, &tree.v[i].problems[k], &n, &tree.v[i].problem_ids[k]))
+                die("study: %s: unreadable per-problem results (remove it to rerun the evaluation)", p);
+            if (k == 1 && n != tree.v[i].n_problems)
+                die("study: %s: %d problems, but %d in its greedy evaluation", p, n, tree.v[i].n_problems);
+            tree.v[i].n_problems = n;
+        }
         read_node_budget(&tree.v[i]);
     }
     free(jobsv);

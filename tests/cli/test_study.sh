@@ -49,7 +49,7 @@ if "$S2D" study study.yaml --out st >stdout 2>stderr; then
   ok
   check "study.md written and printed" cmp -s stdout st/study.md
   check "study.md states the rule" grep -q "holds\*\* when D > 2 SE" st/study.md
-  check "claims table row" grep -qE "^\| bridge_vs_direct: .* \| \+3.4 \| [-+][0-9.]+ \| [0-9.]+ \| [-+][0-9.]+ [-+][0-9.]+ \| (holds|reversed|within noise) \|" st/study.md
+  check "claims table row" grep -qE "^\| bridge_vs_direct: .* \| \+3.4 \| [-+][0-9.]+ \| [0-9.]+ \([0-9.]+, [0-9.]+\) \| [-+][0-9.]+ [-+][0-9.]+ \| (holds|reversed|within noise) \|" st/study.md
   check "claims table: the per-seed differences are study.json's" python3 - <<'EOF'
 import json
 j = json.load(open('st/study.json'))
@@ -78,10 +78,37 @@ d = [x - y for x, y in zip(a['sampled'], b['sampled'])]
 c = j['claims'][0]
 assert c['id'] == 'bridge_vs_direct' and c['verdict'] in ('holds', 'reversed', 'within noise')
 assert abs(c['difference'] - S.mean(d)) < 1e-9, (c, d)
-se = S.stdev(d) / math.sqrt(2)
+se_seeds = S.stdev(d) / math.sqrt(2)
+assert abs(c['se_seeds'] - se_seeds) < 1e-9, (c, se_seeds)
+# the problems' part, from the per-problem files of the two arms' final runs (student_rl of each seed)
+def probs(path):
+    rows = [l.split('\t') for l in open(path).read().splitlines()]
+    assert len(rows) == 40 and all(int(r[2]) == 2 for r in rows), path  # 40 test problems x 2 samples
+    return [r[0] for r in rows], [100.0 * int(r[1]) / int(r[2]) for r in rows]
+import glob, os
+def final(seed, policy):  # the student_rl run whose policy is `policy`
+    for dd in sorted(glob.glob(f'st/runs/seed{seed}/*-student_rl')):
+        if f'/{policy}\n' in open(dd + '/stage.yaml').read() or f'-{policy}/out/models/{policy}' in open(dd + '/stage.yaml').read():
+            return dd
+A = [probs(final(s, 'bridge_fkl') + '/eval_sampled.problems') for s in (1, 2)]
+B = [probs(final(s, 'direct') + '/eval_sampled.problems') for s in (1, 2)]
+assert all(x[0] == A[0][0] for x in A + B), 'same problems, same order'
+for (ida, va), acc in zip(A, a['sampled']): assert abs(S.mean(va) - acc) < 1e-9, 'per-problem mean = the accuracy'
+dd = [[x - y for x, y in zip(A[s][1], B[s][1])] for s in (0, 1)]
+m = 40
+pm = [(dd[0][i] + dd[1][i]) / 2 for i in range(m)]
+rm = [S.mean(r) for r in dd]
+g = S.mean(pm)
+se_p = S.stdev(pm) / math.sqrt(m)
+mse = sum((dd[s][i] - rm[s] - pm[i] + g) ** 2 for s in (0, 1) for i in range(m)) / (1 * (m - 1))
+se = math.sqrt(max(se_seeds ** 2 + se_p ** 2 - mse / (2 * m), se_seeds ** 2, se_p ** 2))
+assert abs(c['se_problems'] - se_p) < 1e-9, (c, se_p)
 assert abs(c['se'] - se) < 1e-9, (c, se)
 want = 'holds' if c['difference'] > 2 * se else 'reversed' if c['difference'] < -2 * se else 'within noise'
 assert c['verdict'] == want
+want0 = 'holds' if c['difference'] > 2 * se_seeds else 'reversed' if c['difference'] < -2 * se_seeds else 'within noise'
+assert c['verdict_seeds_only'] == want0
+assert abs(b['vs_reference']['se'] - se) < 1e-9
 assert abs(b['vs_reference']['difference'] + c['difference']) < 1e-9
 # labels: both arms draw 2 x 4 labelled prompts in each of two GRPO stages; only s2d uses bridge prompts
 for arm in (a, b): assert arm['labels']['rl_total'] == [16, 16], arm['labels']
@@ -90,6 +117,7 @@ assert all(x > 0 for x in a['compute']['rollout_tokens'])
 # FLOPs from every run's OUT/budget.json (flops_total), summed over the arm's stages
 assert all(isinstance(x, (int, float)) and x > 0 for x in a['compute']['flops'] + b['compute']['flops']), a['compute']
 EOF
+  check "per-problem files kept, samples folded away" test "$(ls st/runs/*/*/eval_*.problems | wc -l)" = 20 -a -z "$(ls st/runs/*/*/eval_*.samples.jsonl 2>/dev/null)"
   # a rerun reuses every finished run and gives the same report
   cp st/study.json first.json
   cp st/study.md first.md
@@ -103,6 +131,9 @@ assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
   "$S2D" study study3.yaml --out st >stdout3 2>stderr3
   check "eval settings changed: 10 sampled evals rerun" test "$(grep -c 'done  eval sampled' stderr3)" = 10
   check "eval settings changed: no train, no greedy eval rerun" test "$(grep -cE 'done  (train|eval greedy)' stderr3)" = 0
+  rm "$(ls st/runs/seed1/*-bridge_fkl/eval_greedy.problems)"
+  "$S2D" study study3.yaml --out st >stdout4 2>stderr4
+  check "a missing per-problem file reruns that eval only" test "$(grep -c 'done  ' stderr4)" = 1 -a "$(grep -c 'done  eval greedy  *seed 1 bridge_fkl' stderr4)" = 1
   # kernels: portable by default (the children pinned to CPU-independent kernels at one thread); native with
   # the same pins set by hand retrains every run (other kernels, no reuse) and gives the same numbers
   check "study.md names the kernels" grep -q "Kernels: portable (S2D_NO_AVX512=1" first.md

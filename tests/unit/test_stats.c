@@ -1,5 +1,5 @@
-/* The study statistics against closed forms: mean and sample sd, the paired difference's SE, and the verdict
- * rule at and around its 2-SE boundary. */
+/* The study statistics against closed forms: mean and sample sd, the paired difference's SE, the two-way
+ * (seeds x problems) SE, and the verdict rule at and around its 2-SE boundary. */
 #include <math.h>
 
 #include "core/stats.h"
@@ -35,6 +35,49 @@ static void test_paired(void) {
     EXPECT(isnan(one.se), "one seed: se undefined");
 }
 
+/* The two-way se against the closed forms, computed here by the textbook sums of squares on a 3 x 4 layout. */
+static void test_twoway(void) {
+    const double a0[4] = {1, 0, 0.5, 1}, a1[4] = {1, 0.5, 0.5, 0.75}, a2[4] = {0.75, 0, 1, 1};
+    const double b0[4] = {0.5, 0, 0.5, 0.75}, b1[4] = {1, 0, 0.25, 0.5}, b2[4] = {0.5, 0.25, 0.5, 1};
+    const double *a[3] = {a0, a1, a2}, *b[3] = {b0, b1, b2};
+    /* d = a - b: rows {.5 0 0 .25}, {0 .5 .25 .25}, {.25 -.25 .5 0} */
+    const double d[3][4] = {{.5, 0, 0, .25}, {0, .5, .25, .25}, {.25, -.25, .5, 0}};
+    double rm[3] = {0}, cm[4] = {0}, g = 0;
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < 4; i++) rm[s] += d[s][i] / 4, cm[i] += d[s][i] / 3, g += d[s][i] / 12;
+    double ssr = 0, ssc = 0, sse = 0;
+    for (int s = 0; s < 3; s++) ssr += (rm[s] - g) * (rm[s] - g);
+    for (int i = 0; i < 4; i++) ssc += (cm[i] - g) * (cm[i] - g);
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < 4; i++) sse += pow(d[s][i] - rm[s] - cm[i] + g, 2);
+    double se_s = sqrt(ssr / 2 / 3), se_p = sqrt(ssc / 3 / 4), mse = sse / (2 * 3);
+    double want = sqrt(fmax(se_s * se_s + se_p * se_p - mse / 12, fmax(se_s * se_s, se_p * se_p)));
+    stats_twoway t = stats_paired_twoway(a, b, 3, 4);
+    EXPECT_CLOSE(t.mean, g, 1e-12, 0, "two-way mean");
+    EXPECT_CLOSE(t.mean, 0.1875, 1e-12, 0, "two-way mean, by hand");
+    EXPECT_CLOSE(t.se_seeds, se_s, 1e-12, 0, "se over seeds");
+    EXPECT_CLOSE(t.se_problems, se_p, 1e-12, 0, "se over problems");
+    EXPECT_CLOSE(t.se, want, 1e-12, 0, "combined se");
+    EXPECT(t.se >= t.se_seeds && t.se >= t.se_problems, "never below either part");
+    /* the seed part is the paired se of the per-seed accuracies (means over problems) */
+    double ma[3], mb[3];
+    for (int s = 0; s < 3; s++) ma[s] = stats_mean(a[s], 4), mb[s] = stats_mean(b[s], 4);
+    EXPECT_CLOSE(t.se_seeds, stats_paired_diff(ma, mb, 3).se, 1e-12, 0, "se_seeds = paired se of seed means");
+    /* one shared problem offset (the test set favouring a) is invisible to the seeds but not to the problems */
+    const double c0[4] = {1, 0, 0, 0}, c1[4] = {1, 0, 0, 0}, z[4] = {0, 0, 0, 0};
+    const double *c[2] = {c0, c1}, *zz[2] = {z, z};
+    stats_twoway u = stats_paired_twoway(c, zz, 2, 4);
+    EXPECT_CLOSE(u.se_seeds, 0, 1e-15, 0, "equal seeds: no seed spread");
+    EXPECT_CLOSE(u.se_problems, sqrt(0.25 * 0.75 * 4 / 3 / 4), 1e-12, 0, "one problem of four: its spread");
+    EXPECT(stats_verdict_of(u.mean, u.se) == VERDICT_NOISE, "one lucky problem is within noise");
+    EXPECT(stats_verdict_of(u.mean, u.se_seeds) == VERDICT_HOLDS, "by the seeds alone it would hold");
+    /* one seed: no seed spread, no verdict; one problem: the seeds' se */
+    EXPECT(isnan(stats_paired_twoway(a, b, 1, 4).se), "one seed: se undefined");
+    stats_twoway one = stats_paired_twoway(a, b, 3, 1);
+    EXPECT(isnan(one.se_problems), "one problem: no problem spread");
+    EXPECT_CLOSE(one.se, one.se_seeds, 1e-15, 0, "one problem: the seeds' se");
+}
+
 static void test_verdict(void) {
     EXPECT(stats_verdict_of(0.21, 0.1) == VERDICT_HOLDS, "2.1 SE holds");
     EXPECT(stats_verdict_of(0.19, 0.1) == VERDICT_NOISE, "1.9 SE within noise");
@@ -51,6 +94,7 @@ static void test_verdict(void) {
 int main(void) {
     RUN_TEST(test_mean_sd);
     RUN_TEST(test_paired);
+    RUN_TEST(test_twoway);
     RUN_TEST(test_verdict);
     return TEST_SUMMARY();
 }
