@@ -4,11 +4,6 @@
 # checksummed by HDF5's 1.8+ format, data by a per-dataset checksum), and train --resume falls back to the
 # newest intact checkpoint with a warning naming the damaged one.
 . "$(dirname "$0")/lib.sh"
-# The random flips below sit at fixed offsets, so the checkpoint's bytes must not depend on the CPU: the portable
-# kernels (as s2d study's default). With AVX-512 kernels one flip lands where libhdf5 itself crashes freeing a
-# corrupt link table (H5G__link_release_table, under ASan): a libhdf5 limit, noted in docs/design.md's open items.
-export S2D_NO_AVX512=1
-if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell; fi
 cd "$S2D_ROOT" || exit 1
 export OMP_NUM_THREADS=1
 PY=
