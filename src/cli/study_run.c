@@ -209,9 +209,12 @@ static bool read_problems(const char *path, double **acc, int *n_out, uint64_t *
     return true;
 }
 
-static void problems_path(const char *dir, job_kind kind, char *buf, size_t n) {
-    snprintf(buf, n, "%s/eval_%s.problems", dir, kind == JOB_GREEDY ? "greedy" : "sampled");
+/* DIR/eval_<greedy|sampled><suffix>: an eval's files (.json, .problems, .samples.jsonl) */
+static void eval_file(const char *dir, job_kind kind, const char *suffix, char *buf, size_t n) {
+    snprintf(buf, n, "%s/eval_%s%s", dir, kind == JOB_GREEDY ? "greedy" : "sampled", suffix);
 }
+
+static void problems_path(const char *dir, job_kind kind, char *buf, size_t n) { eval_file(dir, kind, ".problems", buf, n); }
 
 static void node_label(const st_node *nd, char *buf, size_t n) {
     if (nd->shared) snprintf(buf, n, "shared %s", nd->stage);
@@ -348,7 +351,7 @@ static void start_job(runner *R, st_job *jb) {
         argv[a++] = (char *)"--instruction", argv[a++] = (char *)R->instruction;
         argv[a++] = (char *)"--seed", argv[a++] = a_seed;
         /* every sample, folded into per-problem accuracies when the eval is done (the two-way SE) */
-        snprintf(a_samples, sizeof a_samples, "%s/eval_%s.samples.jsonl", nd->dir, greedy ? "greedy" : "sampled");
+        eval_file(nd->dir, jb->kind, ".samples.jsonl", a_samples, sizeof a_samples);
         argv[a++] = (char *)"--out", argv[a++] = a_samples;
         if (R->st->eval_limit > 0) {
             snprintf(a_lim, sizeof a_lim, "%d", R->st->eval_limit);
@@ -472,8 +475,7 @@ static void run_all(runner *R, int jobs) {
                 die("study: %s of %s: no accuracy in its output %s (log %s)", job_names[jb->kind], lab, tmp, jb->log);
             }
             char stamp[PATH_MAX + 512], sp[PATH_MAX + 64], samples[PATH_MAX + 64], probs[PATH_MAX + 64];
-            snprintf(samples, sizeof samples, "%s/eval_%s.samples.jsonl", nd->dir,
-                     jb->kind == JOB_GREEDY ? "greedy" : "sampled");
+            eval_file(nd->dir, jb->kind, ".samples.jsonl", samples, sizeof samples);
             problems_path(nd->dir, jb->kind, probs, sizeof probs);
             s2d_err err;
             if (!fold_samples(samples, probs, &err)) {
