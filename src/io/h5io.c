@@ -224,6 +224,7 @@ hid_t h5_open_ro(const char *path, s2d_err *err) {
         return -1;
     }
     if (!check_regular(path, err)) return -1; /* HDF5 would block opening a FIFO */
+    if (h5_seal_check(path, err) < 0) return -1; /* damaged structure: libhdf5 could crash following it */
     if (H5Fis_hdf5(path) <= 0) {
         err_set(err, "%s: not an HDF5 file", path);
         return -1;

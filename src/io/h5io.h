@@ -26,8 +26,10 @@
  *
  * Integrity: every dataset has a "checksum" attribute (uint64, h5_checksum of its data as written; group
  * /models/<name> has config_json_checksum), verified by every reader here; strings are fixed-length (never in
- * the global heap) and files use the 1.8+ format, whose metadata HDF5 checksums. Files without checksum
- * attributes (written before they existed) load unchecked.
+ * the global heap) and files use the 1.8+ format, whose metadata HDF5 checksums. ckpt_save then appends a seal
+ * (h5io_seal.c: a hash of every byte outside tensor data), checked by h5_open_ro before libhdf5 parses
+ * anything, because libhdf5 can crash on damaged structures its checksums do not cover. Files without checksum
+ * attributes or a seal (written before they existed) load unchecked by them.
  *
  * Crash safety: ckpt_save writes "<path>.tmp.<pid>" (registered with s2d_tmp_register, so die() removes it),
  * sets the `complete` attribute last, closes, fsyncs and renames it to <path>. ckpt_find_latest ignores temp

@@ -140,6 +140,7 @@ bool ckpt_save(const char *path, const ckpt_state *s, s2d_err *err) {
     s2d_tmp_register(tmp);
     bool ok = save_contents(f, path, s, err);
     if (H5Fclose(f) < 0 && ok) ok = err_set(err, "%s: closing the file failed (disk full?)", tmp);
+    if (ok) ok = h5_seal(tmp, err); /* h5io_seal.c: checked before any reader lets libhdf5 parse the file */
     if (ok) {
         int fd = open(tmp, O_RDONLY);
         if (fd < 0 || fsync(fd) != 0) ok = err_set(err, "%s: fsync failed: %s", tmp, strerror(errno));

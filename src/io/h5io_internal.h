@@ -29,3 +29,7 @@ char *h5_text_dataset_read(hid_t loc, const char *name, bool *corrupt);
 bool h5_link_exists(hid_t loc, const char *name);
 bool h5_group_names(hid_t loc, char ***names, int *n);
 hid_t h5_open_ro(const char *path, s2d_err *err);
+/* h5io_seal.c: h5_seal appends the seal to a closed file; h5_seal_check returns 1 (sealed, intact), 0 (no seal:
+ * written before seals) or -1 (damaged, err set) without letting libhdf5 parse the file. */
+bool h5_seal(const char *path, s2d_err *err);
+int h5_seal_check(const char *path, s2d_err *err);

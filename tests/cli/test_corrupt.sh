@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Damaged checkpoints (issue 13): a byte flipped in a tensor, in the AdamW moments or anywhere in the file is
-# named (file + dataset) by export, never crashes inspect / export (strings are fixed-length, metadata is
-# checksummed by HDF5's 1.8+ format, data by a per-dataset checksum), and train --resume falls back to the
+# named (file + dataset) by export, never crashes inspect / export (strings are fixed-length, HDF5 structure is
+# sealed by s2d before libhdf5 reads it, data has a per-dataset checksum), and train --resume falls back to the
 # newest intact checkpoint with a warning naming the damaged one.
 . "$(dirname "$0")/lib.sh"
 cd "$S2D_ROOT" || exit 1

@@ -4,6 +4,7 @@
  *     test_h5io --write-checkpoint FILE MODEL_DIR
  * writes FILE (models "policy" = MODEL_DIR in f32 with AdamW state, "teacher" = MODEL_DIR in bf16),
  * FILE.rollouts.h5 and FILE.metrics.h5 from the closed-form inputs below (the CLI test recomputes them). */
+#include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "algo/optim.h"
 #include "core/half.h"
 #include "io/h5io.h"
+#include "io/h5io_internal.h"
 #include "model/model.h"
 #include "model/model_ckpt.h"
 #include "test.h"
@@ -254,6 +256,87 @@ static void test_find_latest_and_damage(void) {
     model_free(&m);
 }
 
+/* ---- the seal (h5io_seal.c): a damaged byte outside tensor data is refused before libhdf5 parses it ---- */
+static uint64_t le64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+static void flip_at(int fd, uint64_t off) {
+    unsigned char b;
+    CHECK(pread(fd, &b, 1, (off_t)off) == 1, "pread");
+    b ^= 0x10;
+    CHECK(pwrite(fd, &b, 1, (off_t)off) == 1, "pwrite");
+}
+static void test_seal(void) {
+    model_config cfg;
+    s2d_err err = {0};
+    CHECK_OK(model_config_preset("llama-tiny", &cfg, &err), &err);
+    model m;
+    model_create(&m, &cfg);
+    model_init_random(&m, 5);
+    char path[4200];
+    tmp_path(path, sizeof path, "seal.h5");
+    CHECK(save_tiny(path, &m, NULL, false, 1, 3), "save");
+    model_free(&m);
+    EXPECT(h5_seal_check(path, &err) == 1, "intact file: sealed and intact (%s)", err.msg);
+    struct stat st;
+    CHECK(stat(path, &st) == 0, "stat");
+    uint64_t size = (uint64_t)st.st_size;
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0, "open");
+    unsigned char foot[56];
+    CHECK(pread(fd, foot, 56, (off_t)(size - 56)) == 56, "read footer");
+    EXPECT(memcmp(foot, "S2DSEAL1", 8) == 0 && memcmp(foot + 48, "S2DSEAL1", 8) == 0, "footer magic at both ends");
+    uint64_t body_len = le64(foot + 8), end = le64(foot + 32);
+    EXPECT(end + body_len + 56 == size, "footer: HDF5 end + body + footer = file size");
+    unsigned char *body = xmalloc((size_t)body_len);
+    CHECK(pread(fd, body, (size_t)body_len, (off_t)end) == (ssize_t)body_len, "read body");
+    size_t n = (size_t)le64(body);
+    EXPECT(n >= 10, "the ranges cover the datasets (%zu)", n);
+    /* every 5th byte of HDF5 structure, every 997th of tensor data, every byte of the seal */
+    int structure_refused = 0, structure_seen = 0, data_seen = 0, seal_refused = 0;
+    size_t ri = 0;
+    for (uint64_t off = 0; off < size; off++) {
+        while (ri < n && off >= le64(body + 8 + 16 * ri) + le64(body + 16 + 16 * ri)) ri++;
+        bool in_data = ri < n && off >= le64(body + 8 + 16 * ri);
+        if (off < end && off % (in_data ? 997 : 5) != 0) continue;
+        flip_at(fd, off);
+        err.msg[0] = 0;
+        int sealed = h5_seal_check(path, &err);
+        if (off >= end) seal_refused += sealed < 0 && strstr(err.msg, path) && strstr(err.msg, "seal");
+        else if (in_data) {
+            data_seen++;
+            ckpt_state s;
+            bool loaded = sealed == 1 && ckpt_load(path, &model_ckpt_binding, &s, &err);
+            if (loaded) ckpt_state_free(&s);
+            EXPECT(sealed == 1 && (loaded || (strstr(err.msg, path) && strstr(err.msg, "corrupted"))),
+                   "tensor byte %llu: seal passes, the dataset check names it (%d: %s)", (unsigned long long)off, sealed, err.msg);
+        } else {
+            structure_seen++;
+            structure_refused += sealed < 0 && strstr(err.msg, path) && strstr(err.msg, "HDF5 structure");
+        }
+        flip_at(fd, off);
+    }
+    EXPECT(structure_seen > 1000 && structure_refused == structure_seen, "every structure flip refused by the seal (%d of %d)",
+           structure_refused, structure_seen);
+    EXPECT(data_seen > 50, "tensor bytes tried (%d)", data_seen);
+    EXPECT(seal_refused == (int)(size - end), "every seal byte flip refused (%d of %llu)", seal_refused, (unsigned long long)(size - end));
+    EXPECT(h5_seal_check(path, &err) == 1, "restored: intact again");
+    /* one byte appended: the footer no longer ends the file */
+    CHECK(pwrite(fd, "x", 1, (off_t)size) == 1, "append");
+    EXPECT(h5_seal_check(path, &err) == 0, "appended byte: no seal at the end (HDF5 decides)");
+    /* cut back to the HDF5 bytes: a file from before seals loads unchecked by the seal */
+    CHECK(ftruncate(fd, (off_t)end) == 0, "truncate");
+    EXPECT(h5_seal_check(path, &err) == 0, "unsealed file: 0");
+    ckpt_state s;
+    bool loaded = ckpt_load(path, &model_ckpt_binding, &s, &err);
+    EXPECT(loaded, "unsealed file still loads: %s", err.msg);
+    if (loaded) ckpt_state_free(&s);
+    close(fd);
+    free(body);
+}
+
 /* ---- rollout log and metrics: closed-form inputs (the CLI test recomputes the same in python) ----
  * step k (k = 0, 1, 2) has k + 2 sequences; sequence j of step k has length 3 + j + k,
  * token t of it = (100 * k + 10 * j + t) % 512, prompt_len = 2, reward = (j % 2), advantage = j - 0.5,
@@ -443,6 +526,7 @@ int main(int argc, char **argv) {
     RUN_TEST(test_round_trip_f32);
     RUN_TEST(test_round_trip_bf16);
     RUN_TEST(test_find_latest_and_damage);
+    RUN_TEST(test_seal);
     RUN_TEST(test_rollout_and_metrics);
     RUN_TEST(test_metrics_extras);
     char cmd[4200];
