@@ -143,7 +143,7 @@ static void leaf_grad(pl_learner *learner, const tc_stage *s, const pl_batch *b,
         ops_vocab_op op;
         pl_fkl_op(learner->policy->q, s, &v, T, learner->fkl_scale, true, &op);
         op.row_kl = learner->row_kl_dev ? ot_f64(learner->row_kl_dev) : ot_f64(learner->row_kl);
-        if (s->algo == ALGO_OPD && s->opd.lambda != 1.0f) /* and the reference's sampled (1 − λ)ℓref term */
+        if (s->algo == ALGO_OPD && s->opd.lambda != 1.0f && !pl_opd_exact_reference(s)) /* and the reference's sampled (1 − λ)ℓref term */
             model_vocab_backward_dlogp(learner->policy, learner->ws, &op, learner->dlogp + r0);
         else
             model_vocab_backward(learner->policy, learner->ws, &op);
@@ -335,7 +335,7 @@ void pl_learn_step(pl_learner *learner, const tc_stage *s, const pl_batch *b, lo
     for (int t = 0; t < T; t++) st->tokens += b->mask[t] != 0;
     token_layout lay = layout_of(b);
     bool logits_loss = s->teacher_dist != DIST_NONE; /* the loss reads the teacher's distribution per row */
-    bool token_loss = !logits_loss || (s->algo == ALGO_OPD && s->opd.lambda != 1.0f); /* and per-token terms */
+    bool token_loss = !logits_loss || (s->algo == ALGO_OPD && s->opd.lambda != 1.0f && !pl_opd_exact_reference(s)); /* and per-token terms */
     /* counts/displacements of the learners' row blocks (bytes), for the all-gathers */
     size_t cnt[4096], dsp[4096];
     CHECK(learner->n_learners <= 4096, "at most 4096 learners");
@@ -479,7 +479,8 @@ void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float 
     bool full = s->teacher_dist == DIST_FULL;
     ops_vocab_kind kind = s->algo == ALGO_OPD ? (full ? VOCAB_RKL_FULL : VOCAB_RKL_TOPK)
                                               : (full ? VOCAB_FKL_FULL : VOCAB_FKL_TOPK);
-    *op = (ops_vocab_op){.kind = kind, .k = s->teacher_topk, .scale = scale, .lambda = s->opd.lambda,
+    float lambda = pl_opd_exact_reference(s) ? 1.0f : s->opd.lambda; /* the rows already hold λ and the reference */
+    *op = (ops_vocab_op){.kind = kind, .k = s->teacher_topk, .scale = scale, .lambda = lambda,
                          .temperature = b->temperature,
                          .row_slot = ot_i32(b->row_slot), .full_logp = ot_f32(b->full_logp),
                          .topk_ids = ot_i32(b->topk_ids), .topk_logp = ot_f32(b->topk_logp)};
@@ -526,6 +527,28 @@ bool pl_score_teacher_dist(const model *teacher, model_ws *ws, const tc_stage *s
                            s2d_err *err) {
     if (!pl_score_fkl(teacher, ws, s, b, err)) return false;
     model_token_logprobs_temp(teacher, ws, b->temperature, logp); /* the same forward's hidden states */
+    return true;
+}
+
+bool pl_opd_exact_reference(const tc_stage *s) {
+    return s->algo == ALGO_OPD && s->teacher_dist == DIST_FULL && s->opd.lambda != 1.0f;
+}
+
+bool pl_score_opd_target(const model *teacher, model_ws *tws, const model *ref, model_ws *rws, const tc_stage *s,
+                         pl_batch *b, float *logp_teacher, float *logp_ref, float *ref_rows, s2d_err *err) {
+    CHECK(teacher->q->host_memory && ref->q->host_memory, "pl_score_opd_target: host-memory backends only");
+    if (!pl_score_teacher_dist(teacher, tws, s, b, logp_teacher, err)) return false;
+    pl_batch rb = *b;
+    rb.full_logp = ref_rows; /* the same slots, in the reference's own rows */
+    if (!pl_score_teacher_dist(ref, rws, s, &rb, logp_ref, err)) return false;
+    const int V = teacher->cfg.vocab, T = b->seq_start[b->n_seqs];
+    const float lambda = s->opd.lambda;
+    for (int t = 0; t < T; t++) {
+        if (b->row_slot[t] < 0) continue;
+        float *row = b->full_logp + (size_t)b->row_slot[t] * V;
+        const float *r = ref_rows + (size_t)b->row_slot[t] * V;
+        for (int v = 0; v < V; v++) row[v] = lambda * row[v] + (1.0f - lambda) * r[v];
+    }
     return true;
 }
 

@@ -126,6 +126,14 @@ bool pl_score_fkl(const model *teacher, model_ws *ws, const tc_stage *s, pl_batc
  * (logp [T], for the metrics and the rollout log). */
 bool pl_score_teacher_dist(const model *teacher, model_ws *ws, const tc_stage *s, pl_batch *b, float *logp,
                            s2d_err *err);
+/* opd.mode full at λ ≠ 1: the reference's part of G-OPD's per-position objective is exact too. The scorer ships
+ * one target row per position, λ log p_T + (1 − λ) log p_ref (pl_score_opd_target), and the learner's
+ * vocabulary op takes it with λ = 1 and no sampled-token term. */
+bool pl_opd_exact_reference(const tc_stage *s);
+/* pl_score_teacher_dist for the teacher and for the reference (whose rows go to ref_rows [b->n_rows, V] and its
+ * token log-probs to logp_ref [T]), then b->full_logp's rows of this view = λ·teacher + (1 − λ)·reference. */
+bool pl_score_opd_target(const model *teacher, model_ws *tws, const model *ref, model_ws *rws, const tc_stage *s,
+                         pl_batch *b, float *logp_teacher, float *logp_ref, float *ref_rows, s2d_err *err);
 /* The vocabulary op (ops.h) of stage s's forward KL on rows [0, T) of b, whose teacher data it points at (the
  * host arrays, or b->fkl_dev's device copies, uploaded here when upload is set). */
 void pl_fkl_op(ops_queue *q, const tc_stage *s, const pl_batch *b, int T, float scale, bool upload, ops_vocab_op *op);

@@ -148,6 +148,7 @@ static void place_step_buffers(stage_ctx *c, arena *a) {
     c->mb_seq = arena_alloc(a, (B + 2) * sizeof(int), 64);
     c->prompt_len = arena_alloc(a, B * sizeof(int32_t), 64);
     c->old_all = s->minibatches > 1 ? arena_floats(a, T) : NULL;
+    c->ref_rows = c->is_scorer && c->fkl_logits && pl_opd_exact_reference(s) ? arena_floats(a, T * (size_t)c->V) : NULL;
     c->times = arena_alloc(a, (size_t)(c->tp->size + 1) * sizeof(step_times), 64);
     c->time_counts = arena_alloc(a, (size_t)(c->tp->size + 1) * sizeof(size_t), 64);
 }

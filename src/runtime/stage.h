@@ -82,6 +82,7 @@ typedef struct {
     int *mseq, *mb_seq;        /* [B + 2] rebased seq_start of a micro-batch / minibatch */
     int32_t *prompt_len;       /* [B] */
     float *old_all;            /* [maxT] the fixed old policy's log-probs (minibatches > 1), else NULL */
+    float *ref_rows;           /* scorers of opd full at λ != 1: [maxT, V] the reference's rows, else NULL */
     step_times *times;         /* [ranks + 1] */
     size_t *time_counts;       /* [ranks + 1] */
     /* roles */

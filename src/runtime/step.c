@@ -194,13 +194,17 @@ bool step_score(stage_ctx *c, step_state *x, s2d_err *err) {
             pl_batch v;
             int r0;
             pl_micro_view(&c->b, c->M, (int)mb, &v, c->mseq, &r0);
-            if (s->algo == ALGO_OPD && c->fkl_logits) { /* opd full / topk: one teacher forward for both */
+            if (c->ref_rows) { /* opd full at λ != 1: the target rows λ log p_T + (1 − λ) log p_ref, exact */
+                if (!pl_score_opd_target(&c->teacher->m, c->teacher_ws, c->ref, c->ref_ws, s, &v, c->b.logp_teacher + r0,
+                                         c->b.logp_ref + r0, c->ref_rows, err))
+                    return false;
+            } else if (s->algo == ALGO_OPD && c->fkl_logits) { /* opd full / topk: one teacher forward for both */
                 if (!pl_score_teacher_dist(&c->teacher->m, c->teacher_ws, s, &v, c->b.logp_teacher + r0, err)) return false;
             } else if (s->algo == ALGO_OPD &&
                        !pl_score_logprobs(&c->teacher->m, c->teacher_ws, &v, c->b.logp_teacher + r0, err)) {
                 return false;
             }
-            if (c->ref && !pl_score_logprobs(c->ref, c->ref_ws, &v, c->b.logp_ref + r0, err)) return false;
+            if (c->ref && !c->ref_rows && !pl_score_logprobs(c->ref, c->ref_ws, &v, c->b.logp_ref + r0, err)) return false;
             if (c->fkl_logits && s->algo == ALGO_FKL && !pl_score_fkl(&c->teacher->m, c->teacher_ws, s, &v, err))
                 return false;
         }

@@ -70,7 +70,7 @@ assert all(r["grad_norm"] > 0 for r in b)
 PY
 }
 check "fast reduction trains as the deterministic one (to rounding)" close_metrics "$WORK/s1/metrics.jsonl" "$WORK/sf/metrics.jsonl"
-# opd.mode full at λ = 1.25: the teacher's distributions (TP_PAYLOAD) and the reference's log-probs reach the
+# opd.mode full at λ = 1.25: the target rows (teacher and reference, combined on the scorer: TP_PAYLOAD) reach the
 # learner; 4 ranks train the same bits as one process, and not the bits of the sampled-token mode
 OPDF=("${SHORT[@]}" --set 'pipeline[2].opd.mode=full' --set 'pipeline[2].opd.lambda=1.25')
 check "opd.mode full: single process" "$S2D" train $cfg --out "$WORK/of1" "${OPDF[@]}"

@@ -4,7 +4,8 @@
  *   fkl   lowers KL(teacher ‖ policy) on the taught rows (top-k + tail and full vocabulary);
  *   opd   with teacher = policy has zero per-token weights, so the policy does not move; opd.mode full / topk
  *         (the exact per-position reverse KL) lowers KL(policy ‖ teacher) on the batch, has no gradient for a
- *         policy that is its own teacher, and at λ ≠ 1 adds the reference's (1 − λ)ℓref term;
+ *         policy that is its own teacher, and at λ ≠ 1 takes the reference exactly in mode full (target rows
+ *         λ log p_T + (1 − λ) log p_ref) and as the sampled (1 − λ)ℓref term in mode topk;
  * and at a sampling temperature T ≠ 1 the learner's log-probs are the generator's behaviour log-probs (ρ = 1
  * on-policy), as they are at T = 1. */
 #include <math.h>
@@ -223,6 +224,42 @@ static void opd_dist_case(fkl_mode mode, float lambda) {
         EXPECT(st.grad_norm < 1e-5 && fabs(st.kl) < 1e-6, "opd %s, teacher = policy: grad norm %g, KL %g should be 0",
                name, st.grad_norm, st.kl);
         pl_learner_free(&L);
+    } else if (mode == FKL_FULL) {
+        /* λ ≠ 1, full: the scorer's target rows are λ log p_T + (1 − λ) log p_ref (here the reference is the
+         * start policy itself), so the objective Σ pθ(log pθ − target) is λ·KL(pθ ‖ p_T) at the start, the step's
+         * loss, and one step lowers it */
+        memcpy(m.params, start, m.n_params * sizeof(float));
+        float *teacher_rows = malloc((size_t)f.b.n_rows * m.cfg.vocab * sizeof(float));
+        float *ref_rows = malloc((size_t)f.b.n_rows * m.cfg.vocab * sizeof(float));
+        memcpy(teacher_rows, f.full, (size_t)f.b.n_rows * m.cfg.vocab * sizeof(float));
+        tc_stage s1 = s;
+        s1.opd.lambda = 1.0f;
+        double kl_teacher = pl_fkl_value(&m, ws, &s1, &f.b);
+        EXPECT(pl_opd_exact_reference(&s) && !pl_opd_exact_reference(&s1), "exact reference: full at λ ≠ 1 only");
+        CHECK_OK(pl_score_opd_target(&teacher, tws, &m, ws, &s, &f.b, f.lt, f.lr, ref_rows, &err), &err);
+        bool rows_ok = true;
+        for (size_t i = 0; i < (size_t)f.b.n_rows * m.cfg.vocab; i++)
+            rows_ok &= f.full[i] == lambda * teacher_rows[i] + (1.0f - lambda) * ref_rows[i];
+        EXPECT(rows_ok, "target rows = λ·teacher + (1 − λ)·reference");
+        float lr_alone[T];
+        CHECK_OK(pl_score_logprobs(&m, ws, &f.b, lr_alone, &err), &err);
+        EXPECT(memcmp(lr_alone, f.lr, sizeof lr_alone) == 0, "the reference's log-probs from the shared forward");
+        double obj0 = pl_fkl_value(&m, ws, &s, &f.b);
+        EXPECT_CLOSE(obj0, lambda * kl_teacher, 1e-5, 1e-4, "objective at the start = λ·KL(pθ ‖ p_T) (reference = start)");
+        pl_learner_init(&L, &m, T, &s);
+        pl_learn_step(&L, &s, &f.b, 0, &st);
+        EXPECT_CLOSE(st.loss, obj0, 1e-5, 1e-4, "the step's loss is the objective before the step");
+        double obj1 = pl_fkl_value(&m, ws, &s, &f.b);
+        EXPECT(obj1 < obj0 - 1e-4, "opd full λ %g: objective %.6f -> %.6f should fall", (double)lambda, obj0, obj1);
+        pl_learner_free(&L);
+        /* teacher = reference = policy: the target is the policy itself, so no gradient at any λ (the sampled
+         * (1 − λ)ℓref term of mode sampled / topk is not zero here) */
+        CHECK_OK(pl_score_opd_target(&teacher, tws, &teacher, tws, &s, &f.b, f.lt, f.lr, ref_rows, &err), &err);
+        pl_learner_init(&L, &teacher, T, &s);
+        pl_learn_step(&L, &s, &f.b, 0, &st);
+        EXPECT(st.grad_norm < 1e-5, "opd full λ %g, teacher = reference = policy: grad norm %g should be 0",
+               (double)lambda, st.grad_norm);
+        pl_learner_free(&L), free(teacher_rows), free(ref_rows);
     } else {
         /* λ ≠ 1 (the KL may rise: ExOPD extrapolates past the teacher): the reference's (1 − λ)ℓref term acts,
          * so the same step with ℓref = 0 lands elsewhere */
@@ -246,6 +283,7 @@ static void test_opd_teacher_dist_lowers_reverse_kl(void) {
     opd_dist_case(FKL_FULL, 1.0f);
     opd_dist_case(FKL_TOPK, 1.0f);
     opd_dist_case(FKL_FULL, 1.25f);
+    opd_dist_case(FKL_TOPK, 1.25f);
 }
 
 /* Micro-batches: the tree sum of the two micro-batch gradients is the whole-batch gradient (up to rounding), so
