@@ -429,7 +429,11 @@ static void prepare_nodes(const study_def *st, node_list *tree, const char *dir)
         char group[32];
         if (nd->shared) snprintf(group, sizeof group, "shared");
         else snprintf(group, sizeof group, "seed%d", nd->seed);
-        snprintf(nd->dir, sizeof nd->dir, "%s/runs/%s/%02d-%s", dir, group, i, nd->stage);
+        /* numbered within its group (shared, or its seed), so another --seeds keeps every directory's name */
+        int local = 0;
+        for (int j = 0; j < i; j++)
+            local += tree->v[j].shared == nd->shared && (nd->shared || tree->v[j].seed == nd->seed);
+        snprintf(nd->dir, sizeof nd->dir, "%s/runs/%s/%02d-%s", dir, group, local, nd->stage);
         study_mkdir_p(nd->dir);
         if (!node_config(st, tree, i, &err)) die("%s", err.msg);
         char cfgp[PATH_MAX + 32];

@@ -126,6 +126,9 @@ EOF
   check "rerun gives the same numbers" python3 -c "
 import json; a = json.load(open('first.json')); b = json.load(open('st/study.json'))
 assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
+  # fewer seeds: run directories are numbered within their seed, so every run of seed 1 is reused
+  "$S2D" study study.yaml --out st --seeds 1 >stdout1 2>stderr1
+  check "--seeds 1 after 2 seeds reuses every run" grep -qE "; ([0-9]+) of \1 jobs reused" stderr1
   # other eval settings: the training runs are reused, the evaluations are not
   sed 's/samples: 2,/samples: 3,/' study.yaml >study3.yaml
   "$S2D" study study3.yaml --out st >stdout3 2>stderr3
