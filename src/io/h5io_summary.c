@@ -206,6 +206,9 @@ bool h5_summary(const char *path, bool list_tensors, FILE *out, s2d_err *err) {
         return false;
     }
     fprintf(out, "file: %s\n", path);
+    if (strcmp(format, H5_CKPT_FORMAT) == 0) /* h5_open_ro refused a damaged seal: intact or absent here */
+        fprintf(out, "seal: %s\n", h5_seal_check(path, NULL) == 1 ? "intact (HDF5 structure checked before opening)"
+                                                                   : "none (written before seals; HDF5's checks only)");
     bool ok;
     if (strcmp(format, H5_CKPT_FORMAT) == 0) ok = summary_checkpoint(f, path, list_tensors, out, err);
     else if (strcmp(format, H5_ROLLOUT_FORMAT) == 0) ok = summary_rollouts(path, out, err);

@@ -31,6 +31,19 @@ with open(path, "r+b") as fp:
 PY
 }
 mkdir -p "$WORK/x"
+# 0. the seal: inspect reports it; cut back to the HDF5 bytes (a file from before seals) it still loads
+check "inspect: the checkpoint is sealed" bash -c "'$S2D' inspect '$new' | grep -q '^seal: intact'"
+cp "$new" "$WORK/x/u.h5"
+"$PY" - "$WORK/x/u.h5" <<'PY'
+import os, struct, sys
+p = sys.argv[1]
+with open(p, "rb") as f:
+    f.seek(-56, 2); foot = f.read()
+assert foot[:8] == foot[48:] == b"S2DSEAL1"
+os.truncate(p, struct.unpack("<Q", foot[32:40])[0])
+PY
+check "inspect: an unsealed checkpoint says so" bash -c "'$S2D' inspect '$WORK/x/u.h5' | grep -q '^seal: none'"
+check "an unsealed checkpoint exports" "$S2D" export "$WORK/x/u.h5" --model bridge_opd --out "$WORK/x/ue"
 
 # 1. a tensor: export names the file and the dataset
 cp "$new" "$WORK/x/t.h5"
