@@ -132,6 +132,11 @@ static void forward_micro(pl_learner *learner, const pl_batch *b, int mb, pl_bat
     learner->ws_holds = mb;
 }
 
+/* opd at λ ≠ 1 outside mode full: the reference acts through the sampled-token (1 − λ)ℓref term. */
+static bool sampled_reference_term(const tc_stage *s) {
+    return s->algo == ALGO_OPD && s->opd.lambda != 1.0f && !pl_opd_exact_reference(s);
+}
+
 /* Gradient of micro-batch mb into policy->grads. */
 static void leaf_grad(pl_learner *learner, const tc_stage *s, const pl_batch *b, int mb) {
     pl_batch v;
@@ -143,7 +148,7 @@ static void leaf_grad(pl_learner *learner, const tc_stage *s, const pl_batch *b,
         ops_vocab_op op;
         pl_fkl_op(learner->policy->q, s, &v, T, learner->fkl_scale, true, &op);
         op.row_kl = learner->row_kl_dev ? ot_f64(learner->row_kl_dev) : ot_f64(learner->row_kl);
-        if (s->algo == ALGO_OPD && s->opd.lambda != 1.0f && !pl_opd_exact_reference(s)) /* and the reference's sampled (1 − λ)ℓref term */
+        if (sampled_reference_term(s))
             model_vocab_backward_dlogp(learner->policy, learner->ws, &op, learner->dlogp + r0);
         else
             model_vocab_backward(learner->policy, learner->ws, &op);
@@ -335,7 +340,7 @@ void pl_learn_step(pl_learner *learner, const tc_stage *s, const pl_batch *b, lo
     for (int t = 0; t < T; t++) st->tokens += b->mask[t] != 0;
     token_layout lay = layout_of(b);
     bool logits_loss = s->teacher_dist != DIST_NONE; /* the loss reads the teacher's distribution per row */
-    bool token_loss = !logits_loss || (s->algo == ALGO_OPD && s->opd.lambda != 1.0f && !pl_opd_exact_reference(s)); /* and per-token terms */
+    bool token_loss = !logits_loss || sampled_reference_term(s); /* and per-token terms */
     /* counts/displacements of the learners' row blocks (bytes), for the all-gathers */
     size_t cnt[4096], dsp[4096];
     CHECK(learner->n_learners <= 4096, "at most 4096 learners");

@@ -59,13 +59,19 @@ static bool save_tiny(const char *path, model *m, adamw *opt, bool bf16, int sta
     return ok;
 }
 
-static void round_trip(bool bf16) {
+/* m = a random model of preset (e.g. "llama-tiny"). */
+static void preset_model(model *m, const char *preset, uint64_t seed) {
     model_config cfg;
     s2d_err err = {0};
-    CHECK_OK(model_config_preset("qwen3-tiny", &cfg, &err), &err);
+    CHECK_OK(model_config_preset(preset, &cfg, &err), &err);
+    model_create(m, &cfg);
+    model_init_random(m, seed);
+}
+
+static void round_trip(bool bf16) {
+    s2d_err err = {0};
     model m;
-    model_create(&m, &cfg);
-    model_init_random(&m, 11);
+    preset_model(&m, "qwen3-tiny", 11);
     adamw opt;
     fill_optim(&opt, &m);
     char path[4200];
@@ -165,11 +171,8 @@ static void test_find_latest_and_damage(void) {
     bool found = true;
     s2d_err err = {0};
     EXPECT(ckpt_find_latest(dir, path, sizeof path, &found, &err) && !found, "empty dir: none");
-    model_config cfg;
-    CHECK_OK(model_config_preset("llama-tiny", &cfg, &err), &err);
     model m;
-    model_create(&m, &cfg);
-    model_init_random(&m, 3);
+    preset_model(&m, "llama-tiny", 3);
     ckpt_path(path, sizeof path, dir, 0, 10);
     EXPECT(save_tiny(path, &m, NULL, false, 0, 10), "save 0/10");
     ckpt_path(path, sizeof path, dir, 1, 5);
@@ -269,12 +272,9 @@ static void flip_at(int fd, uint64_t off) {
     CHECK(pwrite(fd, &b, 1, (off_t)off) == 1, "pwrite");
 }
 static void test_seal(void) {
-    model_config cfg;
     s2d_err err = {0};
-    CHECK_OK(model_config_preset("llama-tiny", &cfg, &err), &err);
     model m;
-    model_create(&m, &cfg);
-    model_init_random(&m, 5);
+    preset_model(&m, "llama-tiny", 5);
     char path[4200];
     tmp_path(path, sizeof path, "seal.h5");
     CHECK(save_tiny(path, &m, NULL, false, 1, 3), "save");
