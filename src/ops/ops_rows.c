@@ -196,22 +196,165 @@ INLINE AVX2 void rows_block_avx2(float *y, int ldy, const float *x, weights W, s
             }
         }
     }
+    if (XR == 2 && WB == 2 && k == in) {
+        /* The common full block without a tail: the four elements' lane sums in one register, each element's
+         * 16 partial sums added in the plain loop's order (lane l of A_q below holds partial q of element l). */
+        __m256 t0 = _mm256_unpacklo_ps(lo[0][0], lo[0][1]), t1 = _mm256_unpackhi_ps(lo[0][0], lo[0][1]);
+        __m256 t2 = _mm256_unpacklo_ps(lo[1][0], lo[1][1]), t3 = _mm256_unpackhi_ps(lo[1][0], lo[1][1]);
+        __m256 u0 = _mm256_unpacklo_ps(hi[0][0], hi[0][1]), u1 = _mm256_unpackhi_ps(hi[0][0], hi[0][1]);
+        __m256 u2 = _mm256_unpacklo_ps(hi[1][0], hi[1][1]), u3 = _mm256_unpackhi_ps(hi[1][0], hi[1][1]);
+        /* [partial q | partial q + 4] of the elements (0,0) (0,1) (1,0) (1,1), q = 0..3, then q = 8..11 */
+        const __m256 A[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                             _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+        const __m256 B[4] = {_mm256_shuffle_ps(u0, u2, 0x44), _mm256_shuffle_ps(u0, u2, 0xEE),
+                             _mm256_shuffle_ps(u1, u3, 0x44), _mm256_shuffle_ps(u1, u3, 0xEE)};
+        __m128 d4 = _mm_setzero_ps();
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) d4 = _mm_add_ps(d4, _mm256_castps256_ps128(A[q]));
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) d4 = _mm_add_ps(d4, _mm256_extractf128_ps(A[q], 1));
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) d4 = _mm_add_ps(d4, _mm256_castps256_ps128(B[q]));
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) d4 = _mm_add_ps(d4, _mm256_extractf128_ps(B[q], 1));
+        float d[4];
+        _mm_storeu_ps(d, d4);
+        for (int r = 0; r < 2; r++)
+            for (int j = 0; j < 2; j++) {
+                float *dst = y + (size_t)r * ldy + j;
+                *dst = accumulate ? *dst + d[r * 2 + j] : d[r * 2 + j];
+            }
+        return;
+    }
+    /* The plain loop's tail and lane sums, for the block's XR*WB elements side by side: each element's 16 adds
+     * stay in order, but the elements' chains are independent (one after another they were most of the time). */
+    float part[4][16], d[4];
 #pragma GCC unroll 2
     for (int r = 0; r < XR; r++)
 #pragma GCC unroll 2
         for (int j = 0; j < WB; j++) {
-            float part[16];
-            _mm256_storeu_ps(part, lo[r][j]);
-            _mm256_storeu_ps(part + 8, hi[r][j]);
+            float *pe = part[r * WB + j];
+            _mm256_storeu_ps(pe, lo[r][j]);
+            _mm256_storeu_ps(pe + 8, hi[r][j]);
             const float *xt = x + (size_t)r * in;
             const size_t wr = w0 + (size_t)j * in;
             for (int kk = k; kk < in; kk++)
-                part[kk & 15] += xt[kk] * (W.w16 ? widen_bf16(W.w16[wr + kk]) : W.w32[wr + kk]);
-            float d = 0;
-            for (int l = 0; l < 16; l++) d += part[l];
-            float *dst = y + (size_t)r * ldy + j;
-            *dst = accumulate ? *dst + d : d;
+                pe[kk & 15] += xt[kk] * (W.w16 ? widen_bf16(W.w16[wr + kk]) : W.w32[wr + kk]);
         }
+    const int n_el = XR * WB;
+#pragma GCC unroll 4
+    for (int e = 0; e < n_el; e++) d[e] = 0;
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; l++)
+#pragma GCC unroll 4
+        for (int e = 0; e < n_el; e++) d[e] += part[e][l];
+#pragma GCC unroll 2
+    for (int r = 0; r < XR; r++)
+#pragma GCC unroll 2
+        for (int j = 0; j < WB; j++) {
+            float *dst = y + (size_t)r * ldy + j;
+            *dst = accumulate ? *dst + d[r * WB + j] : d[r * WB + j];
+        }
+}
+
+/* ---- AVX2, weight chunk transposed: the same bits without a lane reduction per element ----
+ * The plain loop's element is d = ((0 + part[0]) + part[1]) + ... + part[15], part[l] the products of
+ * k = l, l + 16, ... added in k order. Here lane j of a register is output o0 + j: part[l] of 8 outputs is one
+ * chain over the transposed weights, and d is 16 vector adds, so 8 outputs share every instruction. */
+
+/* Widest input the transposed chunk (on the thread's stack: 16 x in floats, 64 KB) is used for. */
+#define ROWS_T_MAX_IN 1024
+
+/* v[i] lane j <- v[j] lane i */
+INLINE AVX2 void transpose8_avx2(__m256 v[8]) {
+    __m256 t[8], u[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* XR (1-4) rows of x times the chunk's 16 transposed weight columns wt[in, 16]; n (1-16) outputs are stored. */
+INLINE AVX2 void rows_tblock_avx2(float *y, int ldy, const float *x, int in, const float *wt, int XR, int n,
+                                  bool accumulate) {
+    float d[4][16] __attribute__((aligned(32)));
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) {
+        _mm256_store_ps(d[r], _mm256_setzero_ps());
+        _mm256_store_ps(d[r] + 8, _mm256_setzero_ps());
+    }
+    for (int l = 0; l < 16; l++) {
+        __m256 a[4][2];
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+        for (int k = l; k < in; k += 16) {
+            const __m256 w0 = _mm256_load_ps(wt + (size_t)k * 16), w1 = _mm256_load_ps(wt + (size_t)k * 16 + 8);
+#pragma GCC unroll 4
+            for (int r = 0; r < XR; r++) {
+                const __m256 xb = _mm256_broadcast_ss(x + (size_t)r * in + k);
+                a[r][0] = _mm256_add_ps(a[r][0], _mm256_mul_ps(xb, w0));
+                a[r][1] = _mm256_add_ps(a[r][1], _mm256_mul_ps(xb, w1));
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) {
+            _mm256_store_ps(d[r], _mm256_add_ps(_mm256_load_ps(d[r]), a[r][0]));
+            _mm256_store_ps(d[r] + 8, _mm256_add_ps(_mm256_load_ps(d[r] + 8), a[r][1]));
+        }
+    }
+    for (int r = 0; r < XR; r++)
+        for (int j = 0; j < n; j++) {
+            float *dst = y + (size_t)r * ldy + j;
+            *dst = accumulate ? *dst + d[r][j] : d[r][j];
+        }
+}
+
+AVX2 static void rows_chunk_avx2_t(float *y, const float *x, weights W, int T, int in, int out, int o0, int o1,
+                                   bool accumulate) {
+    float wt[ROWS_T_MAX_IN * 16] __attribute__((aligned(32))); /* [in, 16]: W[o0 + j, k] at k * 16 + j, 0 past o1 */
+    const int n = o1 - o0;
+    for (int j0 = 0; j0 < 16; j0 += 8) {
+        /* 8 x 8 tiles: 8 weight rows (zeros past o1) become 8 columns of wt */
+        const int rows = S2D_MAX(0, S2D_MIN(8, n - j0));
+        int k = 0;
+        for (; k + 8 <= in; k += 8) {
+            __m256 v[8];
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                v[j] = j < rows ? load8_w(W, (size_t)(o0 + j0 + j) * in + k) : _mm256_setzero_ps();
+            transpose8_avx2(v);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) _mm256_store_ps(wt + (size_t)(k + i) * 16 + j0, v[i]);
+        }
+        for (; k < in; k++)
+            for (int j = 0; j < 8; j++) {
+                const size_t wi = (size_t)(o0 + j0 + j) * in + k;
+                wt[(size_t)k * 16 + j0 + j] = j < rows ? (W.w16 ? widen_bf16(W.w16[wi]) : W.w32[wi]) : 0.0f;
+            }
+    }
+    int t = 0;
+    for (; t + 4 <= T; t += 4) rows_tblock_avx2(y + (size_t)t * out + o0, out, x + (size_t)t * in, in, wt, 4, n, accumulate);
+    const float *xt = x + (size_t)t * in;
+    float *yt = y + (size_t)t * out + o0;
+    switch (T - t) {
+    case 3: rows_tblock_avx2(yt, out, xt, in, wt, 3, n, accumulate); break;
+    case 2: rows_tblock_avx2(yt, out, xt, in, wt, 2, n, accumulate); break;
+    case 1: rows_tblock_avx2(yt, out, xt, in, wt, 1, n, accumulate); break;
+    default: break;
+    }
 }
 
 AVX2 static void rows_chunk_avx2(float *y, const float *x, weights W, int T, int in, int out, int o0, int o1,
@@ -264,6 +407,8 @@ static void linear_rows(float *y, const float *x, weights W, int T, int in, int 
             rows_chunk_avx512_bf16(y, x, W, T, in, out, o0, o1, accumulate);
         else if (avx)
             rows_chunk_avx512_f32(y, x, W, T, in, out, o0, o1, accumulate);
+        else if (avx2 && T >= 4 && in <= ROWS_T_MAX_IN)
+            rows_chunk_avx2_t(y, x, W, T, in, out, o0, o1, accumulate);
         else if (avx2)
             rows_chunk_avx2(y, x, W, T, in, out, o0, o1, accumulate);
         else
@@ -401,6 +546,55 @@ static void decode_head_plain(float *o, const float *qr, const float *K, const f
     }
 }
 
+/* decode_head_plain's bits in AVX2 (hd a multiple of 8): the scores of 8 keys at once, lane e key j + e (8 x 8
+ * tiles of K transposed, so each lane's dot product adds its hd products in the plain loop's order), the same scalar
+ * max, expf and double sum, and the weighted sum of V rows 8 columns at a time (each column's chain over j as in
+ * the plain loop). Multiplies and adds stay separate, as the plain loop compiled as ISO C. */
+AVX2 static void decode_head_avx2(float *o, const float *qr, const float *K, const float *V, int ldk, int len, int hd,
+                                  float scale, float *sc) {
+    const __m256 vscale = _mm256_set1_ps(scale);
+    int j = 0;
+    for (; j + 8 <= len; j += 8) {
+        __m256 d = _mm256_setzero_ps();
+        for (int c0 = 0; c0 < hd; c0 += 8) {
+            __m256 kt[8];
+#pragma GCC unroll 8
+            for (int e = 0; e < 8; e++) kt[e] = _mm256_loadu_ps(K + (size_t)(j + e) * ldk + c0);
+            transpose8_avx2(kt); /* kt[i] lane e: K[j + e][c0 + i] */
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) d = _mm256_add_ps(d, _mm256_mul_ps(_mm256_broadcast_ss(qr + c0 + i), kt[i]));
+        }
+        _mm256_storeu_ps(sc + j, _mm256_mul_ps(d, vscale));
+    }
+    for (; j < len; j++) {
+        const float *kj = K + (size_t)j * ldk;
+        float d = 0;
+        for (int c = 0; c < hd; c++) d += qr[c] * kj[c];
+        sc[j] = d * scale;
+    }
+    float mx = -INFINITY;
+    for (j = 0; j < len; j++) mx = sc[j] > mx ? sc[j] : mx;
+    double sum = 0;
+    for (j = 0; j < len; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int c0 = 0; c0 < hd; c0 += 32) {
+        /* 32 columns (4 registers) per pass over the keys */
+        const int nv = S2D_MIN(4, (hd - c0) / 8);
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (j = 0; j < len; j++) {
+            const float *vj = V + (size_t)j * ldk + c0;
+            const __m256 p = _mm256_set1_ps(sc[j] * inv);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++)
+                if (v < nv) acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(p, _mm256_loadu_ps(vj + 8 * v)));
+        }
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(o + c0 + 8 * v, acc[v]);
+    }
+}
+
 void cpu_attention_decode(float *out, const float *q, const float *const *k_rows, const float *const *v_rows,
                          const int *ctx_len, int n, int nh, int nkv, int hd, float *scratch) {
     int group = nh / nkv, ldk = nkv * hd;
@@ -411,7 +605,7 @@ void cpu_attention_decode(float *out, const float *q, const float *const *k_rows
         max_ctx = S2D_MAX(max_ctx, ctx_len[r]);
         work += ctx_len[r];
     }
-    const bool avx = have_avx512() && hd % 16 == 0 && hd <= 256;
+    const bool avx = have_avx512() && hd % 16 == 0 && hd <= 256, avx2 = !have_avx512() && have_avx2() && hd % 8 == 0;
     const bool parallel = work * nh * hd >= 32768;
 #pragma omp parallel for schedule(dynamic) if (parallel)
     for (int idx = 0; idx < n * nh; idx++) {
@@ -422,6 +616,8 @@ void cpu_attention_decode(float *out, const float *q, const float *const *k_rows
         float *o = out + ((size_t)r * nh + h) * hd;
         if (avx)
             decode_head_avx512(o, qr, K, V, ldk, ctx_len[r], hd, scale, sc);
+        else if (avx2)
+            decode_head_avx2(o, qr, K, V, ldk, ctx_len[r], hd, scale, sc);
         else
             decode_head_plain(o, qr, K, V, ldk, ctx_len[r], hd, scale, sc);
     }

@@ -411,6 +411,29 @@ static void test_attention_decode_wide(void) {
     free(q), free(k), free(v), free(qs), free(o), free(scr), free(c.q), free(c.k), free(c.v), free(c.out);
 }
 
+/* Without AVX-512, cpu_attention_decode's AVX2 code (hd a multiple of 8) gives the plain loop's bits: head sizes
+ * with and without a 32-column remainder, contexts below, at and past the 8-key tiles, grouped KV heads. */
+static void test_attention_decode_avx2_is_plain(void) {
+    const int hds[4] = {8, 32, 40, 72}, ctxs[5] = {1, 7, 8, 9, 37};
+    const int nh = 4, nkv = 2, n = 5, max_ctx = 37;
+    for (int hi = 0; hi < 4; hi++) {
+        const int hd = hds[hi], qd = nh * hd, kvd = nkv * hd;
+        float *q = rand_floats((size_t)n * qd, 1), *k = rand_floats((size_t)max_ctx * kvd, 1),
+              *v = rand_floats((size_t)max_ctx * kvd, 1);
+        float *o[2] = {malloc(4 * (size_t)n * qd), malloc(4 * (size_t)n * qd)};
+        float *scr = malloc(4 * cpu_attention_decode_scratch_floats(max_ctx));
+        const float *krows[5], *vrows[5];
+        for (int r = 0; r < n; r++) krows[r] = k, vrows[r] = v;
+        for (int plain = 0; plain < 2; plain++) {
+            cpu_rows_force_plain(plain == 1);
+            cpu_attention_decode(o[plain], q, krows, vrows, ctxs, n, nh, nkv, hd, scr);
+        }
+        cpu_rows_force_plain(false);
+        EXPECT(memcmp(o[0], o[1], 4 * (size_t)n * qd) == 0, "decode attention (hd %d): AVX2 == plain loop bitwise", hd);
+        free(q), free(k), free(v), free(o[0]), free(o[1]), free(scr);
+    }
+}
+
 /* ---------------- swiglu ---------------- */
 
 typedef struct {
@@ -555,6 +578,7 @@ int main(void) {
         RUN_TEST(test_linear_rows_avx2_is_plain);
         RUN_TEST(test_attention);
         RUN_TEST(test_attention_decode_wide);
+        RUN_TEST(test_attention_decode_avx2_is_plain);
         RUN_TEST(test_swiglu);
         RUN_TEST(test_logsoftmax_gather);
     }
