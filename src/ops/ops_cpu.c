@@ -38,16 +38,36 @@ void cpu_linear_bwd(float *dx, float *dW, const float *dy, const float *x, const
     if (dW) cpu_matmul(dW, dy, x, out, in, T, true, false, true);
 }
 
+/* Rows are handled 4 at a time: their double sums are independent chains, interleaved so that they overlap
+ * (one row's chain of dim dependent adds is latency-bound); each row's sum keeps its order, so the bits are a
+ * row's alone. */
+#define RMS_ROWS 4
+
 void cpu_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int dim, float eps) {
+    const int n_groups = (rows + RMS_ROWS - 1) / RMS_ROWS;
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim;
-        float *yr = y + (size_t)r * dim;
-        double ss = 0;
-        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
-        float rs = (float)(1.0 / sqrt(ss / dim + (double)eps));
-        if (rstd) rstd[r] = rs;
-        for (int i = 0; i < dim; i++) yr[i] = w[i] * (xr[i] * rs);
+    for (int gi = 0; gi < n_groups; gi++) {
+        const int r0 = gi * RMS_ROWS, nr = S2D_MIN(RMS_ROWS, rows - r0);
+        double ss[RMS_ROWS] = {0, 0, 0, 0};
+        const float *xr[RMS_ROWS];
+        for (int q = 0; q < RMS_ROWS; q++) xr[q] = x + (size_t)(r0 + S2D_MIN(q, nr - 1)) * dim;
+        if (nr == RMS_ROWS)
+            for (int i = 0; i < dim; i++) {
+                ss[0] += (double)xr[0][i] * xr[0][i];
+                ss[1] += (double)xr[1][i] * xr[1][i];
+                ss[2] += (double)xr[2][i] * xr[2][i];
+                ss[3] += (double)xr[3][i] * xr[3][i];
+            }
+        else
+            for (int q = 0; q < nr; q++)
+                for (int i = 0; i < dim; i++) ss[q] += (double)xr[q][i] * xr[q][i];
+        for (int q = 0; q < nr; q++) {
+            float *yr = y + (size_t)(r0 + q) * dim;
+            float rs = (float)(1.0 / sqrt(ss[q] / dim + (double)eps));
+            if (rstd) rstd[r0 + q] = rs;
+#pragma omp simd
+            for (int i = 0; i < dim; i++) yr[i] = w[i] * (xr[q][i] * rs);
+        }
     }
 }
 
@@ -55,18 +75,38 @@ void cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, cons
                     int rows, int dim, bool accumulate_dx) {
     /* dx = rs * (w*dy) - rs^3/dim * x * sum(w*dy*x) */
     if (dx) {
+        const int n_groups = (rows + RMS_ROWS - 1) / RMS_ROWS;
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
-        for (int r = 0; r < rows; r++) {
-            const float *xr = x + (size_t)r * dim, *dyr = dy + (size_t)r * dim;
-            float *dxr = dx + (size_t)r * dim;
-            float rs = rstd[r];
-            double dot = 0;
-            for (int i = 0; i < dim; i++) dot += (double)w[i] * dyr[i] * xr[i];
-            float c = (float)(dot * rs * rs * rs / dim);
-            if (accumulate_dx)
-                for (int i = 0; i < dim; i++) dxr[i] += rs * w[i] * dyr[i] - c * xr[i];
+        for (int gi = 0; gi < n_groups; gi++) {
+            const int r0 = gi * RMS_ROWS, nr = S2D_MIN(RMS_ROWS, rows - r0);
+            double dot[RMS_ROWS] = {0, 0, 0, 0};
+            const float *xr[RMS_ROWS], *dyr[RMS_ROWS];
+            for (int q = 0; q < RMS_ROWS; q++) {
+                const size_t off = (size_t)(r0 + S2D_MIN(q, nr - 1)) * dim;
+                xr[q] = x + off, dyr[q] = dy + off;
+            }
+            if (nr == RMS_ROWS)
+                for (int i = 0; i < dim; i++) {
+                    dot[0] += (double)w[i] * dyr[0][i] * xr[0][i];
+                    dot[1] += (double)w[i] * dyr[1][i] * xr[1][i];
+                    dot[2] += (double)w[i] * dyr[2][i] * xr[2][i];
+                    dot[3] += (double)w[i] * dyr[3][i] * xr[3][i];
+                }
             else
-                for (int i = 0; i < dim; i++) dxr[i] = rs * w[i] * dyr[i] - c * xr[i];
+                for (int q = 0; q < nr; q++)
+                    for (int i = 0; i < dim; i++) dot[q] += (double)w[i] * dyr[q][i] * xr[q][i];
+            for (int q = 0; q < nr; q++) {
+                float *dxr = dx + (size_t)(r0 + q) * dim;
+                const float *xq = xr[q], *dyq = dyr[q];
+                float rs = rstd[r0 + q];
+                float c = (float)(dot[q] * rs * rs * rs / dim);
+                if (accumulate_dx)
+#pragma omp simd
+                    for (int i = 0; i < dim; i++) dxr[i] += rs * w[i] * dyq[i] - c * xq[i];
+                else
+#pragma omp simd
+                    for (int i = 0; i < dim; i++) dxr[i] = rs * w[i] * dyq[i] - c * xq[i];
+            }
         }
     }
     if (dw) {

@@ -2,6 +2,7 @@
  * libmvec expf (_ZGVeN16v_expf, a few ulp) where the CPU has it, scalar expf otherwise; deterministic for a
  * given machine (fixed order of every sum). */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 
 /* max of x[0..n), n >= 1 */
@@ -14,3 +15,8 @@ void vm_exp_scale(float *dst, const float *x, int n, float shift, float a);
 void vm_swiglu_fwd(float *h, const float *g, const float *u, size_t n);
 /* dgate = dh * u * s * (1 + g (1 - s)), dup = dh * g * s, s = sigmoid(g) */
 void vm_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *g, const float *u, size_t n);
+/* The portable loops' expf: glibc's own for CPUs with AVX2 and FMA, computed 8 lanes at a time (bitwise the scalar
+ * call; chosen once, after this check). Checks every stride-th float in [-88, 88] of both signs against expf. */
+bool vm_glibc_expf_check(size_t stride);
+/* Forces the scalar expf calls (true) or lets the check decide (false); tests compare the two. */
+void vm_force_scalar_expf(bool scalar);

@@ -1,6 +1,7 @@
 /* Ops: every forward against a double-precision reference written here, every backward against central finite
  * differences of loss = sum(w * op(x)) computed in double with that reference. Gradient error is
  * max|g - fd| / max|g| over the checked entries of a tensor (<= 1e-3). */
+#include <gnu/libc-version.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@
 #include "core/half.h"
 #include "core/rng.h"
 #include "ops/ops_cpu.h"
+#include "ops/ops_vmath.h"
 #include "test.h"
 
 static rng_stream R;
@@ -434,6 +436,43 @@ static void test_attention_decode_avx2_is_plain(void) {
     }
 }
 
+/* The portable loops' 8-lane expf is glibc's expf bit for bit: checked on every 97th float in [-88, 88] (of both
+ * signs; S2D_TEST_EXPF_STRIDE=1 checks all of them), then the four loops that use it give the scalar loops'
+ * bits (sums in the same order, |x| >= 80 lanes, tails). Where this libm's expf is another one the replica is
+ * not used, which the loops' comparison still checks. */
+static void test_vexpf_is_glibc(void) {
+    __builtin_cpu_init();
+    const bool can = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const char *stride_env = getenv("S2D_TEST_EXPF_STRIDE"); /* 1: all 2.2 billion floats in [-88, 88], ~25 s */
+    const bool same = vm_glibc_expf_check(stride_env ? (size_t)strtoul(stride_env, NULL, 10) : 97);
+    /* glibc's expf has been this algorithm since 2.27; a later one that changes it fails here, on purpose, so
+     * the speed loss is seen (s2d itself then keeps the scalar calls) */
+    int major = 0, minor = 0;
+    const bool glibc_227 = sscanf(gnu_get_libc_version(), "%d.%d", &major, &minor) == 2 && (major > 2 || minor >= 27);
+    EXPECT(same == (can && glibc_227), "the 8-lane expf is glibc %s's expf bitwise (AVX2 and FMA: %s)",
+           gnu_get_libc_version(), can ? "yes" : "no");
+    const int n = 203; /* 25 vectors and a tail */
+    float *x = rand_floats(n, 6), *u = rand_floats(n, 1), *dh = rand_floats(n, 1);
+    x[5] = -95.0f, x[17] = 89.0f, x[40] = -INFINITY, x[41] = -0.0f; /* special lanes in three vectors */
+    float *out[2][5];
+    double sums[2];
+    for (int scalar = 0; scalar < 2; scalar++) {
+        vm_force_scalar_expf(scalar == 1);
+        for (int k = 0; k < 5; k++) out[scalar][k] = malloc(4 * (size_t)n);
+        sums[scalar] = vm_exp_sum(out[scalar][0], x, n, 0.75f);
+        vm_exp_scale(out[scalar][1], x, n, -1.5f, 0.3f);
+        vm_swiglu_fwd(out[scalar][2], x, u, (size_t)n);
+        vm_swiglu_bwd(out[scalar][3], out[scalar][4], dh, x, u, (size_t)n);
+    }
+    vm_force_scalar_expf(false);
+    EXPECT(memcmp(&sums[0], &sums[1], sizeof(double)) == 0, "exp_sum: the same sum bitwise (%.17g, %.17g)", sums[0], sums[1]);
+    const char *names[5] = {"exp_sum", "exp_scale", "swiglu_fwd", "swiglu_bwd dgate", "swiglu_bwd dup"};
+    for (int k = 0; k < 5; k++)
+        EXPECT(memcmp(out[0][k], out[1][k], 4 * (size_t)n) == 0, "%s: vector loop == scalar loop bitwise", names[k]);
+    for (int k = 0; k < 5; k++) free(out[0][k]), free(out[1][k]);
+    free(x), free(u), free(dh);
+}
+
 /* ---------------- swiglu ---------------- */
 
 typedef struct {
@@ -579,6 +618,7 @@ int main(void) {
         RUN_TEST(test_attention);
         RUN_TEST(test_attention_decode_wide);
         RUN_TEST(test_attention_decode_avx2_is_plain);
+        RUN_TEST(test_vexpf_is_glibc);
         RUN_TEST(test_swiglu);
         RUN_TEST(test_logsoftmax_gather);
     }
