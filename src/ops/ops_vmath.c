@@ -134,17 +134,26 @@ static inline AVX2FMA __m128 expf4_replica(__m128 x) {
     return _mm256_cvtpd_ps(_mm256_mul_pd(y, _mm256_castsi256_pd(t)));
 }
 
-/* expf of 8 lanes, each bitwise glibc's */
+/* expf of 8 lanes, each bitwise glibc's: below glibc's underflow bound (-0x1.9fe368p+6) it returns +0, as glibc;
+ * the other lanes with |x| >= 80 (or nan) take the scalar call */
 static inline AVX2FMA __m256 expf8(__m256 x) {
     const __m256 ax = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
-    if (!_mm256_testz_si256(_mm256_castps_si256(_mm256_cmp_ps(ax, _mm256_set1_ps(80.0f), _CMP_NGE_UQ)),
-                            _mm256_set1_epi32(-1))) {
-        float v[8];
-        _mm256_storeu_ps(v, x);
-        for (int i = 0; i < 8; i++) v[i] = expf(v[i]);
-        return _mm256_loadu_ps(v);
+    const __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9fe368p+6f), _CMP_LT_OQ);
+    const __m256 big = _mm256_andnot_ps(zero, _mm256_cmp_ps(ax, _mm256_set1_ps(80.0f), _CMP_NLT_UQ));
+    const int special = _mm256_movemask_ps(big);
+    /* the replica on the lanes in range (the others set to 0, in range), then zeros and the scalar lanes */
+    const __m256 xs = _mm256_andnot_ps(_mm256_or_ps(big, zero), x);
+    __m256 y = _mm256_set_m128(expf4_replica(_mm256_extractf128_ps(xs, 1)), expf4_replica(_mm256_castps256_ps128(xs)));
+    y = _mm256_andnot_ps(zero, y);
+    if (special) {
+        float xv[8], yv[8];
+        _mm256_storeu_ps(xv, x);
+        _mm256_storeu_ps(yv, y);
+        for (int i = 0; i < 8; i++)
+            if (special >> i & 1) yv[i] = expf(xv[i]);
+        y = _mm256_loadu_ps(yv);
     }
-    return _mm256_set_m128(expf4_replica(_mm256_extractf128_ps(x, 1)), expf4_replica(_mm256_castps256_ps128(x)));
+    return y;
 }
 
 AVX2FMA static void expf_array_replica(float *dst, const float *x, size_t n) {
@@ -171,10 +180,10 @@ static pthread_once_t g_expf_tab_once = PTHREAD_ONCE_INIT;
 bool vm_glibc_expf_check(size_t stride) {
     if (!cpu_has_avx2_fma() || stride == 0) return false;
     pthread_once(&g_expf_tab_once, expf_tab_init);
-    /* every stride-th float in [-88, 88] of both signs, in chunks */
+    /* every stride-th float of both signs up to infinity, in chunks */
     enum { CHUNK = 4096 };
     float in[CHUNK], got[CHUNK];
-    const uint64_t top = 0x42b00000u; /* 88.0f */
+    const uint64_t top = 0x7f800000u; /* inf */
     for (int sign = 0; sign < 2; sign++) {
         size_t fill = 0;
         for (uint64_t b = 0; b <= top; b += stride) {
@@ -194,8 +203,8 @@ bool vm_glibc_expf_check(size_t stride) {
 }
 
 static void vexpf_decide(void) {
-    /* ~540 k inputs: a few ms, once per process */
-    const bool ok = vm_glibc_expf_check(4099);
+    /* ~520 k inputs: a few ms, once per process */
+    const bool ok = vm_glibc_expf_check(8191);
     if (!ok && cpu_has_avx2_fma())
         log_info("ops: this libm's expf is not glibc's FMA expf: the portable loops call it per element");
     __atomic_store_n(&g_vexpf, ok ? 1 : 0, __ATOMIC_RELEASE);
@@ -209,7 +218,7 @@ static bool use_vexpf(void) {
 
 void vm_force_scalar_expf(bool scalar) {
     pthread_once(&g_vexpf_once, vexpf_decide);
-    __atomic_store_n(&g_vexpf, !scalar && vm_glibc_expf_check(4099) ? 1 : 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_vexpf, !scalar && vm_glibc_expf_check(8191) ? 1 : 0, __ATOMIC_RELEASE);
 }
 
 AVX2FMA static double exp_sum_vexpf(float *dst, const float *x, int n, float shift) {

@@ -16,7 +16,7 @@ void vm_swiglu_fwd(float *h, const float *g, const float *u, size_t n);
 /* dgate = dh * u * s * (1 + g (1 - s)), dup = dh * g * s, s = sigmoid(g) */
 void vm_swiglu_bwd(float *dgate, float *dup, const float *dh, const float *g, const float *u, size_t n);
 /* The portable loops' expf: glibc's own for CPUs with AVX2 and FMA, computed 8 lanes at a time (bitwise the scalar
- * call; chosen once, after this check). Checks every stride-th float in [-88, 88] of both signs against expf. */
+ * call; chosen once, after this check). Checks every stride-th float (both signs, up to infinity; nan aside) against expf. */
 bool vm_glibc_expf_check(size_t stride);
 /* Forces the scalar expf calls (true) or lets the check decide (false); tests compare the two. */
 void vm_force_scalar_expf(bool scalar);
