@@ -14,7 +14,8 @@
  *
  * The AVX-512 code is chosen at run time (ops_avx512_active: the CPU, S2D_NO_AVX512); the portable fallback computes the same
  * formulas with plain loops (its bits differ from the AVX-512 path's, but are just as row-exact). On CPUs with AVX2
- * the fallback of cpu_linear_rows runs as AVX2 code with the plain loop's exact bits (cpu_rows_force_plain). */
+ * the fallbacks of cpu_linear_rows and cpu_attention_decode run as AVX2 code with the plain loops' exact bits
+ * (cpu_rows_force_plain): the same operations per element in the same order, vectorised across outputs or keys. */
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
