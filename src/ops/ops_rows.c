@@ -23,6 +23,7 @@
 
 #include "core/common.h"
 #include "ops/ops_cpu.h"
+#include "ops/ops_vmath.h"
 
 /* Weight rows per thread chunk: 16 rows x in floats stay in L2 while every x block passes over them. */
 #define ROWS_WCHUNK 16
@@ -196,36 +197,6 @@ INLINE AVX2 void rows_block_avx2(float *y, int ldy, const float *x, weights W, s
                 hi[r][j] = _mm256_add_ps(hi[r][j], _mm256_mul_ps(xhi[r], whi));
             }
         }
-    }
-    if (XR == 2 && WB == 2 && k == in) {
-        /* The common full block without a tail: the four elements' lane sums in one register, each element's
-         * 16 partial sums added in the plain loop's order (lane l of A_q below holds partial q of element l). */
-        __m256 t0 = _mm256_unpacklo_ps(lo[0][0], lo[0][1]), t1 = _mm256_unpackhi_ps(lo[0][0], lo[0][1]);
-        __m256 t2 = _mm256_unpacklo_ps(lo[1][0], lo[1][1]), t3 = _mm256_unpackhi_ps(lo[1][0], lo[1][1]);
-        __m256 u0 = _mm256_unpacklo_ps(hi[0][0], hi[0][1]), u1 = _mm256_unpackhi_ps(hi[0][0], hi[0][1]);
-        __m256 u2 = _mm256_unpacklo_ps(hi[1][0], hi[1][1]), u3 = _mm256_unpackhi_ps(hi[1][0], hi[1][1]);
-        /* [partial q | partial q + 4] of the elements (0,0) (0,1) (1,0) (1,1), q = 0..3, then q = 8..11 */
-        const __m256 A[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                             _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
-        const __m256 B[4] = {_mm256_shuffle_ps(u0, u2, 0x44), _mm256_shuffle_ps(u0, u2, 0xEE),
-                             _mm256_shuffle_ps(u1, u3, 0x44), _mm256_shuffle_ps(u1, u3, 0xEE)};
-        __m128 d4 = _mm_setzero_ps();
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) d4 = _mm_add_ps(d4, _mm256_castps256_ps128(A[q]));
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) d4 = _mm_add_ps(d4, _mm256_extractf128_ps(A[q], 1));
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) d4 = _mm_add_ps(d4, _mm256_castps256_ps128(B[q]));
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) d4 = _mm_add_ps(d4, _mm256_extractf128_ps(B[q], 1));
-        float d[4];
-        _mm_storeu_ps(d, d4);
-        for (int r = 0; r < 2; r++)
-            for (int j = 0; j < 2; j++) {
-                float *dst = y + (size_t)r * ldy + j;
-                *dst = accumulate ? *dst + d[r * 2 + j] : d[r * 2 + j];
-            }
-        return;
     }
     /* The plain loop's tail and lane sums, for the block's XR*WB elements side by side: each element's 16 adds
      * stay in order, but the elements' chains are independent (one after another they were most of the time). */
@@ -523,14 +494,18 @@ AVX512 static void decode_head_avx512(float *o, const float *qr, const float *K,
     for (int v = 0; v < nv; v++) _mm512_storeu_ps(o + 16 * v, acc[v]);
 }
 
+/* q . k * scale, the products added in order (the portable score of one key) */
+static inline float score_plain(const float *qr, const float *kj, int hd, float scale) {
+    float d = 0;
+    for (int c = 0; c < hd; c++) d += qr[c] * kj[c];
+    return d * scale;
+}
+
 static void decode_head_plain(float *o, const float *qr, const float *K, const float *V, int ldk, int len, int hd,
                               float scale, float *sc) {
     float mx = -INFINITY;
     for (int j = 0; j < len; j++) {
-        const float *kj = K + (size_t)j * ldk;
-        float d = 0;
-        for (int c = 0; c < hd; c++) d += qr[c] * kj[c];
-        sc[j] = d * scale;
+        sc[j] = score_plain(qr, K + (size_t)j * ldk, hd, scale);
         mx = sc[j] > mx ? sc[j] : mx;
     }
     double sum = 0;
@@ -548,9 +523,9 @@ static void decode_head_plain(float *o, const float *qr, const float *K, const f
 }
 
 /* decode_head_plain's bits in AVX2 (hd a multiple of 8): the scores of 8 keys at once, lane e key j + e (8 x 8
- * tiles of K transposed, so each lane's dot product adds its hd products in the plain loop's order), the same scalar
- * max, expf and double sum, and the weighted sum of V rows 8 columns at a time (each column's chain over j as in
- * the plain loop). Multiplies and adds stay separate, as the plain loop compiled as ISO C. */
+ * tiles of K transposed, so each lane's dot product adds its hd products in the plain loop's order), the same max,
+ * expf and double sum (vm_exp_sum's portable loop), and the weighted sum of V rows 8 columns at a time (each
+ * column's chain over j as in the plain loop). Multiplies and adds stay separate, as the plain loop compiled as ISO C. */
 AVX2 static void decode_head_avx2(float *o, const float *qr, const float *K, const float *V, int ldk, int len, int hd,
                                   float scale, float *sc) {
     const __m256 vscale = _mm256_set1_ps(scale);
@@ -567,20 +542,11 @@ AVX2 static void decode_head_avx2(float *o, const float *qr, const float *K, con
         }
         _mm256_storeu_ps(sc + j, _mm256_mul_ps(d, vscale));
     }
-    for (; j < len; j++) {
-        const float *kj = K + (size_t)j * ldk;
-        float d = 0;
-        for (int c = 0; c < hd; c++) d += qr[c] * kj[c];
-        sc[j] = d * scale;
-    }
+    for (; j < len; j++) sc[j] = score_plain(qr, K + (size_t)j * ldk, hd, scale);
     float mx = -INFINITY;
     for (j = 0; j < len; j++) mx = sc[j] > mx ? sc[j] : mx;
-    double sum = 0;
-    for (j = 0; j < len; j++) {
-        sc[j] = expf(sc[j] - mx);
-        sum += sc[j];
-    }
-    const float inv = (float)(1.0 / sum);
+    /* the plain loop's expf and double sum, in order (no AVX-512 here, so vm_exp_sum runs its portable loop) */
+    const float inv = (float)(1.0 / vm_exp_sum(sc, sc, len, mx));
     for (int c0 = 0; c0 < hd; c0 += 32) {
         /* 32 columns (4 registers) per pass over the keys */
         const int nv = S2D_MIN(4, (hd - c0) / 8);
