@@ -46,7 +46,7 @@ static void usage(FILE *out) {
             "                 every x86-64 CPU with AVX2 and FMA gives the same numbers; native: this CPU's fastest\n"
             "                 kernels and ncpu/J threads per child (faster; the numbers depend on the machine)\n"
             "config keys: base, seeds, seed_base, jobs, kernels, out, set, shared, prefix, start, eval {data,\n"
-            "  samples, temperature, top_p, max_new_tokens, limit, seed}, metric (sampled|greedy), reference, arms\n"
+            "  samples, plot_samples, temperature, top_p, max_new_tokens, limit, seed}, metric (sampled|greedy), reference, arms\n"
             "  [{name, stages, set, text}], claims [{id, text, paper, better, worse}]; see docs/study.md\n");
 }
 
@@ -121,6 +121,7 @@ static bool study_load(const char *path, study_def *st, s2d_err *err) {
     if (!cfg_get_str(ev, "data", &s, err)) goto done;
     snprintf(st->eval_data, sizeof st->eval_data, "%s", s);
     if (!cfg_get_int_or(ev, "samples", 4, 1, 1024, &st->eval_samples, err)) goto done;
+    if (!cfg_get_int_or(ev, "plot_samples", st->eval_samples, 1, 1024, &st->eval_plot_samples, err)) goto done;
     if (!cfg_get_double_or(ev, "temperature", 1.0, 0.01, 10, &st->eval_temperature, err)) goto done;
     if (!cfg_get_double_or(ev, "top_p", 1.0, 0.01, 1, &st->eval_top_p, err)) goto done;
     if (!cfg_get_int(ev, "max_new_tokens", 1, 1000000, &st->eval_max_new, err)) goto done;
@@ -419,6 +420,24 @@ static void build_tree(const study_def *st, const int *seed_of, int n_seeds, nod
     }
 }
 
+/* Samples per problem of each node's sampled eval: the claims and tables read the shared and prefix stages and
+ * every arm's last stage; the stages inside an arm only the plot reads, so they take eval.plot_samples (cheaper
+ * points of the curves, the same problems and eval seed). A node that ends one arm and sits inside another is
+ * an arm's last. */
+static void set_eval_samples(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX_SEEDS], int n_seeds) {
+    for (int i = 0; i < tree->n; i++) tree->v[i].eval_samples = st->eval_samples;
+    for (int a = 0; a < st->n_arms; a++)
+        for (int s = 0; s < n_seeds; s++) {
+            const arm_path *p = &paths[a][s];
+            for (int k = p->first_arm; k < p->n_nodes - 1; k++) tree->v[p->nodes[k]].eval_samples = st->eval_plot_samples;
+        }
+    for (int a = 0; a < st->n_arms; a++)
+        for (int s = 0; s < n_seeds; s++) {
+            const arm_path *p = &paths[a][s];
+            tree->v[p->nodes[p->n_nodes - 1]].eval_samples = st->eval_samples;
+        }
+}
+
 /* Each node's directory and stage.yaml (reused when unchanged and trained), validated now (dry run) so that a
  * bad arm fails before anything runs. */
 static void prepare_nodes(const study_def *st, node_list *tree, const char *dir) {
@@ -514,6 +533,7 @@ int cmd_study(int argc, char **argv) {
     node_list tree = {0};
     arm_path (*paths)[ST_MAX_SEEDS] = xcalloc((size_t)st->n_arms, sizeof *paths);
     build_tree(st, seed_of, n_seeds, &tree, paths);
+    set_eval_samples(st, &tree, paths, n_seeds);
     prepare_nodes(st, &tree, dir);
     char eval_file[PATH_MAX + 32];
     const char *eval_format;

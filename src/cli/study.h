@@ -37,6 +37,7 @@ typedef struct {
     char start[64];
     char eval_data[64];
     int eval_samples, eval_max_new, eval_limit;
+    int eval_plot_samples; /* samples per problem where no claim and no table reads the node (default eval_samples) */
     double eval_temperature, eval_top_p;
     int64_t eval_seed;
     bool metric_greedy;
@@ -64,6 +65,8 @@ typedef struct {
     char *config_text;    /* the single-stage train config */
     /* results */
     bool reused;
+    int eval_samples;     /* samples per problem of its sampled eval: st->eval_samples, or eval_plot_samples for
+                           * a stage inside an arm that is no arm's last (only the plot reads it) */
     double greedy, sampled;
     int n_problems;       /* of the eval set, in the order of eval_<kind>.problems */
     double *problems[2];  /* [n_problems] per-problem accuracy of the greedy [0] and sampled [1] evals */

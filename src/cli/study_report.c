@@ -247,6 +247,7 @@ static void report_arm(report_ctx *R, int a) {
         }
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "stage", R->tree->v[pa->nodes[k]].stage);
+        cJSON_AddNumberToObject(e, "samples", R->tree->v[pa->nodes[k]].eval_samples);
         cJSON_AddItemToObject(e, "greedy", json_array(cg, R->n_seeds, 100));
         cJSON_AddItemToObject(e, "sampled", json_array(cs, R->n_seeds, 100));
         cJSON_AddItemToArray(jc, e);
@@ -315,10 +316,12 @@ void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX
     fprintf(m, "# s2d study: %s\n\n", st->path);
     fprintf(m, "Base pipeline %s; %d seeds (%d", st->base, n_seeds, seeds[0]);
     for (int s = 1; s < n_seeds; s++) fprintf(m, ", %d", seeds[s]);
-    fprintf(m, "); test set `%s`, greedy accuracy and sampled avg@%d (temperature %g, top-p %g). Accuracies in %%. "
-               "Wall time %.0f s; the child runs of this invocation used %.0f CPU seconds (runs reused from an earlier "
-               "invocation not counted). Kernels: %s.\n\n", st->eval_data, st->eval_samples, st->eval_temperature, st->eval_top_p, wall,
-            cpu, study_kernels_text(st));
+    fprintf(m, "); test set `%s`, greedy accuracy and sampled avg@%d (temperature %g, top-p %g)", st->eval_data,
+            st->eval_samples, st->eval_temperature, st->eval_top_p);
+    if (st->eval_plot_samples != st->eval_samples)
+        fprintf(m, "; the stages inside an arm, which only the plot shows, at avg@%d", st->eval_plot_samples);
+    fprintf(m, ". Accuracies in %%. Wall time %.0f s; the child runs of this invocation used %.0f CPU seconds (runs "
+               "reused from an earlier invocation not counted). Kernels: %s.\n\n", wall, cpu, study_kernels_text(st));
     fprintf(m, "Verdict rule: a claim's difference is paired over seeds (the same seed's runs share the teacher and "
                "the data order) and over test problems (every model is scored on the same ones): D is its mean and "
                "SE combines two parts, shown as SE (seeds, problems): the seeds' = sd of the per-seed differences / "
@@ -346,6 +349,7 @@ void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX
     cJSON_AddStringToObject(J, "metric", greedy ? "greedy" : "sampled");
     cJSON_AddStringToObject(J, "kernels", study_kernels_name(st));
     cJSON_AddNumberToObject(J, "eval_samples", st->eval_samples);
+    cJSON_AddNumberToObject(J, "eval_plot_samples", st->eval_plot_samples);
     cJSON_AddStringToObject(J, "reference", ref_name);
     cJSON_AddStringToObject(J, "rule", "holds: difference > 2 SE; reversed: difference < -2 SE; otherwise within "
                                        "noise; SE^2 = se_seeds^2 + se_problems^2 - residual / (seeds problems), at "

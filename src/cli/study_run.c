@@ -334,7 +334,7 @@ static void start_job(runner *R, st_job *jb) {
     } else {
         bool greedy = jb->kind == JOB_GREEDY;
         snprintf(a_model, sizeof a_model, "%s/out/models/%s", nd->dir, nd->output);
-        snprintf(a_k, sizeof a_k, "%d", greedy ? 1 : R->st->eval_samples);
+        snprintf(a_k, sizeof a_k, "%d", greedy ? 1 : nd->eval_samples);
         snprintf(a_t, sizeof a_t, "%.17g", greedy ? 0.0 : R->st->eval_temperature);
         snprintf(a_p, sizeof a_p, "%.17g", greedy ? 1.0 : R->st->eval_top_p);
         snprintf(a_n, sizeof a_n, "%d", R->st->eval_max_new);
@@ -368,11 +368,11 @@ static void start_job(runner *R, st_job *jb) {
 }
 
 /* What an eval's result depends on besides the model: reused only when this matches (eval_<kind>.args). */
-static void eval_stamp(const runner *R, job_kind kind, char *buf, size_t n) {
+static void eval_stamp(const runner *R, const st_node *nd, job_kind kind, char *buf, size_t n) {
     bool greedy = kind == JOB_GREEDY;
     snprintf(buf, n, "data=%s format=%s template=%s instruction=\"%s\" samples=%d temperature=%.17g top_p=%.17g "
              "max_new_tokens=%d seed=%lld limit=%d kernels=%s\n", R->eval_file, R->eval_format, R->template_name, R->instruction,
-             greedy ? 1 : R->st->eval_samples, greedy ? 0.0 : R->st->eval_temperature, greedy ? 1.0 : R->st->eval_top_p,
+             greedy ? 1 : nd->eval_samples, greedy ? 0.0 : R->st->eval_temperature, greedy ? 1.0 : R->st->eval_top_p,
              R->st->eval_max_new, (long long)R->st->eval_seed, R->st->eval_limit, study_kernels_name(R->st));
 }
 
@@ -482,7 +482,7 @@ static void run_all(runner *R, int jobs) {
                 kill_running(R);
                 die("study: %s of %s: %s (log %s)", job_names[jb->kind], lab, err.msg, jb->log);
             }
-            eval_stamp(R, jb->kind, stamp, sizeof stamp);
+            eval_stamp(R, nd, jb->kind, stamp, sizeof stamp);
             stamp_path(jb->out, sp, sizeof sp);
             if (!study_write_text(sp, stamp, &err)) die("%s", err.msg);
             CHECK_SYS(rename(tmp, jb->out));
@@ -515,7 +515,7 @@ double study_run(const study_def *st, node_list *tree_in, const study_eval_args 
             if (k != JOB_TRAIN) {
                 snprintf(jb->out, sizeof jb->out, "%s/eval_%s.json", tree.v[i].dir, k == JOB_GREEDY ? "greedy" : "sampled");
                 char want[PATH_MAX + 512], sp[PATH_MAX + 64];
-                eval_stamp(&R, (job_kind)k, want, sizeof want);
+                eval_stamp(&R, &tree.v[i], (job_kind)k, want, sizeof want);
                 stamp_path(jb->out, sp, sizeof sp);
                 char *got = study_read_text(sp), pp[PATH_MAX + 64];
                 problems_path(tree.v[i].dir, (job_kind)k, pp, sizeof pp);

@@ -137,6 +137,21 @@ assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
   rm "$(ls st/runs/seed1/*-bridge_fkl/eval_greedy.problems)"
   "$S2D" study study3.yaml --out st >stdout4 2>stderr4
   check "a missing per-problem file reruns that eval only" test "$(grep -c 'done  ' stderr4)" = 1 -a "$(grep -c 'done  eval greedy  *seed 1 bridge_fkl' stderr4)" = 1
+  # eval.plot_samples: the stages inside an arm (only the plot reads them) sample fewer; the shared stage and the
+  # arms' last stages keep eval.samples, so only the inner stages' sampled evals rerun
+  sed 's/samples: 3,/samples: 3, plot_samples: 1,/' study3.yaml >studyp.yaml
+  "$S2D" study studyp.yaml --out st >stdoutp 2>stderrp
+  check "plot_samples: only the 4 inner stages' sampled evals rerun" test "$(grep -c 'done  ' stderrp)" = 4 -a "$(grep -cE 'done  eval sampled +seed [12] (bridge_fkl|direct) ' stderrp)" = 4
+  check "plot_samples: inner stages at 1 sample, the rest at 3" python3 - <<'EOF2'
+import glob, json
+for p in glob.glob('st/runs/*/*/eval_sampled.problems'):
+    want = 1 if p.split('/')[-2].split('-', 1)[1] in ('bridge_fkl', 'direct') else 3
+    assert all(int(l.split('\t')[2]) == want for l in open(p).read().splitlines()), p
+j = json.load(open('st/study.json'))
+assert j['eval_samples'] == 3 and j['eval_plot_samples'] == 1
+assert [e['samples'] for e in j['arms']['s2d']['after_stage']] == [1, 3]
+EOF2
+  check "study.md says the inner stages' sample count" grep -q "the stages inside an arm, which only the plot shows, at avg@1" st/study.md
   # kernels: portable by default (the children pinned to CPU-independent kernels at one thread); native with
   # the same pins set by hand retrains every run (other kernels, no reuse) and gives the same numbers
   check "study.md names the kernels" grep -q "Kernels: portable (S2D_NO_AVX512=1" first.md
