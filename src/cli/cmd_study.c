@@ -46,7 +46,8 @@ static void usage(FILE *out) {
             "                 every x86-64 CPU with AVX2 and FMA gives the same numbers; native: this CPU's fastest\n"
             "                 kernels and ncpu/J threads per child (faster; the numbers depend on the machine)\n"
             "config keys: base, seeds, seed_base, jobs, kernels, out, set, shared, prefix, start, eval {data,\n"
-            "  samples, plot_samples, temperature, top_p, max_new_tokens, limit, seed}, metric (sampled|greedy), reference, arms\n"
+            "  samples, plot_samples, temperature, top_p, max_new_tokens, limit, seed (seed s's models are sampled with\n"
+            "  eval seed seed + s)}, metric (sampled|greedy), reference, arms\n"
             "  [{name, stages, set, text}], claims [{id, text, paper, better, worse}]; see docs/study.md\n");
 }
 
@@ -126,7 +127,7 @@ static bool study_load(const char *path, study_def *st, s2d_err *err) {
     if (!cfg_get_double_or(ev, "top_p", 1.0, 0.01, 1, &st->eval_top_p, err)) goto done;
     if (!cfg_get_int(ev, "max_new_tokens", 1, 1000000, &st->eval_max_new, err)) goto done;
     if (!cfg_get_int_or(ev, "limit", 0, 0, INT32_MAX, &st->eval_limit, err)) goto done;
-    if (!cfg_get_i64_or(ev, "seed", 0, 0, INT64_MAX, &i64, err)) goto done;
+    if (!cfg_get_i64_or(ev, "seed", 0, 0, INT64_MAX / 2, &i64, err)) goto done;
     st->eval_seed = i64;
     static const char *const metrics[2] = {"sampled", "greedy"};
     int m;

@@ -39,7 +39,7 @@ typedef struct {
     int eval_samples, eval_max_new, eval_limit;
     int eval_plot_samples; /* samples per problem where no claim and no table reads the node (default eval_samples) */
     double eval_temperature, eval_top_p;
-    int64_t eval_seed;
+    int64_t eval_seed;     /* base of the eval seeds: seed s's models are sampled with eval_seed + s (study_eval_seed) */
     bool metric_greedy;
     bool kernels_native;  /* false (portable): children pinned to CPU-independent kernels at one thread */
     char reference[64];
@@ -48,6 +48,11 @@ typedef struct {
     int n_claims;
     claim_def claims[ST_MAX_CLAIMS];
 } study_def;
+
+/* The sampling seed of every evaluation of seed `seed`'s models: one per training seed, shared by all of that
+ * seed's arms (their paired differences share the draws), independent across seeds (one eval seed for all seeds
+ * would make the seeds' sampling noise common to them, which the seeds' SE cannot see). */
+static inline int64_t study_eval_seed(const study_def *st, int seed) { return st->eval_seed + seed; }
 
 /* ---- the tree of single-stage runs ---- */
 typedef enum { ALG_OTHER = 0, ALG_SFT, ALG_GRPO, ALG_FKL, ALG_OPD } alg_kind;

@@ -320,6 +320,8 @@ void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX
             st->eval_samples, st->eval_temperature, st->eval_top_p);
     if (st->eval_plot_samples != st->eval_samples)
         fprintf(m, "; the stages inside an arm, which only the plot shows, at avg@%d", st->eval_plot_samples);
+    fprintf(m, "; seed s's models sampled with eval seed %lld + s (every arm of a seed shares its draws, the seeds' "
+               "draws are independent)", (long long)st->eval_seed);
     fprintf(m, ". Accuracies in %%. Wall time %.0f s; the child runs of this invocation used %.0f CPU seconds (runs "
                "reused from an earlier invocation not counted). Kernels: %s.\n\n", wall, cpu, study_kernels_text(st));
     fprintf(m, "Verdict rule: a claim's difference is paired over seeds (the same seed's runs share the teacher and "
@@ -350,6 +352,8 @@ void study_report(const study_def *st, node_list *tree, arm_path (*paths)[ST_MAX
     cJSON_AddStringToObject(J, "kernels", study_kernels_name(st));
     cJSON_AddNumberToObject(J, "eval_samples", st->eval_samples);
     cJSON_AddNumberToObject(J, "eval_plot_samples", st->eval_plot_samples);
+    cJSON *jes = cJSON_AddArrayToObject(J, "eval_seeds"); /* per seed, in the order of "seeds" */
+    for (int s = 0; s < n_seeds; s++) cJSON_AddItemToArray(jes, cJSON_CreateNumber((double)study_eval_seed(st, seeds[s])));
     cJSON_AddStringToObject(J, "reference", ref_name);
     cJSON_AddStringToObject(J, "rule", "holds: difference > 2 SE; reversed: difference < -2 SE; otherwise within "
                                        "noise; SE^2 = se_seeds^2 + se_problems^2 - residual / (seeds problems), at "

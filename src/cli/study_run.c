@@ -338,7 +338,7 @@ static void start_job(runner *R, st_job *jb) {
         snprintf(a_t, sizeof a_t, "%.17g", greedy ? 0.0 : R->st->eval_temperature);
         snprintf(a_p, sizeof a_p, "%.17g", greedy ? 1.0 : R->st->eval_top_p);
         snprintf(a_n, sizeof a_n, "%d", R->st->eval_max_new);
-        snprintf(a_seed, sizeof a_seed, "%lld", (long long)R->st->eval_seed);
+        snprintf(a_seed, sizeof a_seed, "%lld", (long long)study_eval_seed(R->st, nd->seed));
         snprintf(jb->log, sizeof jb->log, "%s/eval_%s.log", nd->dir, greedy ? "greedy" : "sampled");
         snprintf(jb->out, sizeof jb->out, "%s/eval_%s.json", nd->dir, greedy ? "greedy" : "sampled");
         snprintf(tmp, sizeof tmp, "%s.tmp", jb->out);
@@ -373,7 +373,7 @@ static void eval_stamp(const runner *R, const st_node *nd, job_kind kind, char *
     snprintf(buf, n, "data=%s format=%s template=%s instruction=\"%s\" samples=%d temperature=%.17g top_p=%.17g "
              "max_new_tokens=%d seed=%lld limit=%d kernels=%s\n", R->eval_file, R->eval_format, R->template_name, R->instruction,
              greedy ? 1 : nd->eval_samples, greedy ? 0.0 : R->st->eval_temperature, greedy ? 1.0 : R->st->eval_top_p,
-             R->st->eval_max_new, (long long)R->st->eval_seed, R->st->eval_limit, study_kernels_name(R->st));
+             R->st->eval_max_new, (long long)study_eval_seed(R->st, nd->seed), R->st->eval_limit, study_kernels_name(R->st));
 }
 
 static void stamp_path(const char *json, char *buf, size_t n) {
