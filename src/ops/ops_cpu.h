@@ -41,6 +41,8 @@ void ops_set_portable(bool portable);
 /* Without AVX-512, cpu_linear_rows(_bf16) and cpu_attention_decode run AVX2 code that gives the plain loops' bits;
  * true forces the plain loops themselves (tests compare the two). Not thread-safe against running ops. */
 void cpu_rows_force_plain(bool plain);
+/* AdamW runs AVX2 code where the CPU has it, with the plain loop's bits; true forces the plain loop (tests). */
+void cpu_adamw_force_plain(bool plain);
 /* dx[T,in] (+)= dy[T,out] @ W[out,in] (accumulate_dx); dW[out,in] += dy^T @ x (always accumulates). */
 void cpu_linear_bwd(float *dx, float *dW, const float *dy, const float *x, const float *W, int T, int in, int out,
                    bool accumulate_dx);

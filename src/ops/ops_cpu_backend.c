@@ -2,6 +2,7 @@
  * ops_vocab.c, the row sampler, AdamW and the blocked sum of squares. Its queue keeps the scratch the kernels
  * need (attention blocks per thread, decode row pointers, one sampler per row, norm partials), sized by
  * ops_reserve and grown only when an op needs more than was reserved. */
+#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -253,31 +254,83 @@ static double cpu_op_sumsq(ops_queue *q, ops_tensor x, size_t n) {
     return total;
 }
 
+/* The AdamW element update's constants, fp32 as the element loop uses them. */
+typedef struct {
+    float keep, b1c, b2, b2c, bias2_sqrt, eps, step_size; /* b1c = 1 - beta1, b2c = 1 - beta2 */
+} adamw_consts;
+
+/* Elements [lo, hi) of one segment, one at a time. */
+static void adamw_range_plain(float *params, float *m, float *v, const float *grads, long lo, long hi,
+                              const adamw_consts *k) {
+    for (long i = lo; i < hi; i++) {
+        float g = grads[i];
+        float p = params[i] * k->keep;
+        float mi = m[i] + k->b1c * (g - m[i]);
+        float vi = k->b2 * v[i] + k->b2c * (g * g);
+        float denom = sqrtf(vi) / k->bias2_sqrt + k->eps;
+        params[i] = p - k->step_size * (mi / denom);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+/* The same operations in the same order, 8 elements at a time: IEEE add, mul, div and sqrt round alike in either
+ * width and nothing is fused, so the bits are adamw_range_plain's (the scalar loop is bound by its divides). */
+__attribute__((target("avx2"))) static void adamw_range_avx2(float *params, float *m, float *v, const float *grads,
+                                                              long lo, long hi, const adamw_consts *k) {
+    const __m256 keep = _mm256_set1_ps(k->keep), b1c = _mm256_set1_ps(k->b1c), b2 = _mm256_set1_ps(k->b2),
+                 b2c = _mm256_set1_ps(k->b2c), bias2_sqrt = _mm256_set1_ps(k->bias2_sqrt),
+                 eps = _mm256_set1_ps(k->eps), step = _mm256_set1_ps(k->step_size);
+    long i = lo;
+    for (; i + 8 <= hi; i += 8) {
+        const __m256 g = _mm256_loadu_ps(grads + i), m0 = _mm256_loadu_ps(m + i), v0 = _mm256_loadu_ps(v + i);
+        const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(params + i), keep);
+        const __m256 mi = _mm256_add_ps(m0, _mm256_mul_ps(b1c, _mm256_sub_ps(g, m0)));
+        const __m256 vi = _mm256_add_ps(_mm256_mul_ps(b2, v0), _mm256_mul_ps(b2c, _mm256_mul_ps(g, g)));
+        const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bias2_sqrt), eps);
+        _mm256_storeu_ps(params + i, _mm256_sub_ps(p, _mm256_mul_ps(step, _mm256_div_ps(mi, denom))));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+    }
+    adamw_range_plain(params, m, v, grads, i, hi, k);
+}
+
+/* Elements per OpenMP block of the AdamW update (blocks are independent: any thread count gives the same bits). */
+#define ADAMW_BLOCK 8192
+
+/* -1: not decided yet; 0: plain; 1: AVX2 (same bits). */
+static int g_adamw_avx2 = -1;
+
+void cpu_adamw_force_plain(bool plain) {
+    __builtin_cpu_init();
+    __atomic_store_n(&g_adamw_avx2, !plain && __builtin_cpu_supports("avx2") ? 1 : 0, __ATOMIC_RELEASE);
+}
+
 static void cpu_op_adamw(ops_queue *q, ops_tensor params_t, ops_tensor grads_t, ops_tensor m_t, ops_tensor v_t,
                          const ops_segment *segs, int n_segs, const ops_adamw_step *a) {
+    if (__atomic_load_n(&g_adamw_avx2, __ATOMIC_ACQUIRE) < 0) cpu_adamw_force_plain(false);
+    const bool avx2 = __atomic_load_n(&g_adamw_avx2, __ATOMIC_ACQUIRE) == 1;
     const double t = (double)a->step;
-    const float b1 = a->beta1, b2 = a->beta2, eps = a->eps;
+    const float b1 = a->beta1, b2 = a->beta2;
     /* Scalars in double as torch computes them in Python, then used as fp32 in the element loop. */
     const double bias1 = 1.0 - pow((double)b1, t);
     const double bias2 = 1.0 - pow((double)b2, t);
-    const float step_size = (float)((double)a->lr / bias1);
-    const float bias2_sqrt = (float)sqrt(bias2);
+    adamw_consts k = {.b1c = 1.0f - b1, .b2 = b2, .b2c = 1.0f - b2, .bias2_sqrt = (float)sqrt(bias2), .eps = a->eps,
+                      .step_size = (float)((double)a->lr / bias1)};
     float *params = F(params_t), *m = F(m_t), *v = F(v_t);
     const float *grads = F(grads_t);
     for (int s = 0; s < n_segs; s++) {
         const ops_segment *seg = &segs[s];
-        const float keep = seg->decay ? (float)(1.0 - (double)a->lr * a->weight_decay) : 1.0f;
+        k.keep = seg->decay ? (float)(1.0 - (double)a->lr * a->weight_decay) : 1.0f;
         const long lo = (long)seg->offset, hi = (long)(seg->offset + seg->numel);
-#pragma omp parallel for schedule(static)
-        for (long i = lo; i < hi; i++) {
-            float g = grads[i];
-            float p = params[i] * keep;
-            float mi = m[i] + (1.0f - b1) * (g - m[i]);
-            float vi = b2 * v[i] + (1.0f - b2) * (g * g);
-            float denom = sqrtf(vi) / bias2_sqrt + eps;
-            params[i] = p - step_size * (mi / denom);
-            m[i] = mi;
-            v[i] = vi;
+        const long nb = (hi - lo + ADAMW_BLOCK - 1) / ADAMW_BLOCK;
+#pragma omp parallel for schedule(static) if (nb > 1)
+        for (long b = 0; b < nb; b++) {
+            const long b0 = lo + b * ADAMW_BLOCK, b1e = S2D_MIN(hi, b0 + ADAMW_BLOCK);
+            if (avx2)
+                adamw_range_avx2(params, m, v, grads, b0, b1e, &k);
+            else
+                adamw_range_plain(params, m, v, grads, b0, b1e, &k);
         }
     }
 }

@@ -1414,6 +1414,13 @@ static void test_adamw(void) {
     double *rdp = dbuf(n), *gdp = dbuf(n);
     for (size_t i = 0; i < n; i++) rdp[i] = rp[i] - p0[i], gdp[i] = (double)p[i] - p0[i];
     cmp_dd("params − params0", gdp, rdp, n, 1e-4, 1e-3);
+    /* the CPU's AVX2 loop is the plain loop's bits (the same operations, 8 lanes at a time; tails of 1-7) */
+    cpu_adamw_force_plain(true);
+    run_adamw(CPU, p0, grads, st, n_steps, n, segs, n_segs, pb, mb, vb);
+    cpu_adamw_force_plain(false);
+    EXPECT(memcmp(p, pb, sizeof(float) * n) == 0 && memcmp(m, mb, sizeof(float) * n) == 0 &&
+               memcmp(v, vb, sizeof(float) * n) == 0,
+           "adamw: AVX2 == plain loop bitwise");
     for (int b = 0; b < NBQ; b++) {
         run_adamw(BQ[b], p0, grads, st, n_steps, n, segs, n_segs, pb, mb, vb);
         be_check(BQ[b], "params", pb, p, n, TOL_F32);
