@@ -287,6 +287,17 @@ INLINE AVX2 void rows_tblock_avx2(float *y, int ldy, const float *x, int in, con
             _mm256_store_ps(d[r] + 8, _mm256_add_ps(_mm256_load_ps(d[r] + 8), a[r][1]));
         }
     }
+    if (n == 16) { /* a full chunk: vector stores (the same adds when accumulating) */
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) {
+            float *dst = y + (size_t)r * ldy;
+            __m256 lo = _mm256_load_ps(d[r]), hi = _mm256_load_ps(d[r] + 8);
+            if (accumulate) lo = _mm256_add_ps(_mm256_loadu_ps(dst), lo), hi = _mm256_add_ps(_mm256_loadu_ps(dst + 8), hi);
+            _mm256_storeu_ps(dst, lo);
+            _mm256_storeu_ps(dst + 8, hi);
+        }
+        return;
+    }
     for (int r = 0; r < XR; r++)
         for (int j = 0; j < n; j++) {
             float *dst = y + (size_t)r * ldy + j;
