@@ -315,9 +315,14 @@ AVX2 static void rows_chunk_avx2_t(float *y, const float *x, weights W, int T, i
         int k = 0;
         for (; k + 8 <= in; k += 8) {
             __m256 v[8];
+            if (rows == 8) { /* every chunk but the last: no per-row test */
 #pragma GCC unroll 8
-            for (int j = 0; j < 8; j++)
-                v[j] = j < rows ? load8_w(W, (size_t)(o0 + j0 + j) * in + k) : _mm256_setzero_ps();
+                for (int j = 0; j < 8; j++) v[j] = load8_w(W, (size_t)(o0 + j0 + j) * in + k);
+            } else {
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++)
+                    v[j] = j < rows ? load8_w(W, (size_t)(o0 + j0 + j) * in + k) : _mm256_setzero_ps();
+            }
             transpose8_avx2(v);
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) _mm256_store_ps(wt + (size_t)(k + i) * 16 + j0, v[i]);
