@@ -316,6 +316,21 @@ static void tail_log(const char *path, int lines) {
     free(t);
 }
 
+/* The sampling settings of an eval job, for its arguments and its reuse stamp alike. Greedy is one sample at
+ * temperature 0 (top-p and the seed cannot change it, so they are fixed and a new eval seed reruns no greedy
+ * eval); sampled takes the node's sample count and its seed's eval seed. */
+typedef struct {
+    int samples;
+    double temperature, top_p;
+    long long seed;
+} eval_sampling;
+
+static eval_sampling eval_sampling_of(const runner *R, const st_node *nd, job_kind kind) {
+    if (kind == JOB_GREEDY) return (eval_sampling){.samples = 1, .temperature = 0.0, .top_p = 1.0, .seed = 0};
+    return (eval_sampling){.samples = nd->eval_samples, .temperature = R->st->eval_temperature,
+                           .top_p = R->st->eval_top_p, .seed = (long long)study_eval_seed(R->st, nd->seed)};
+}
+
 static void start_job(runner *R, st_job *jb) {
     st_node *nd = &R->tree->v[jb->node];
     char *argv[40];
@@ -334,11 +349,12 @@ static void start_job(runner *R, st_job *jb) {
     } else {
         bool greedy = jb->kind == JOB_GREEDY;
         snprintf(a_model, sizeof a_model, "%s/out/models/%s", nd->dir, nd->output);
-        snprintf(a_k, sizeof a_k, "%d", greedy ? 1 : nd->eval_samples);
-        snprintf(a_t, sizeof a_t, "%.17g", greedy ? 0.0 : R->st->eval_temperature);
-        snprintf(a_p, sizeof a_p, "%.17g", greedy ? 1.0 : R->st->eval_top_p);
+        const eval_sampling es = eval_sampling_of(R, nd, jb->kind);
+        snprintf(a_k, sizeof a_k, "%d", es.samples);
+        snprintf(a_t, sizeof a_t, "%.17g", es.temperature);
+        snprintf(a_p, sizeof a_p, "%.17g", es.top_p);
         snprintf(a_n, sizeof a_n, "%d", R->st->eval_max_new);
-        snprintf(a_seed, sizeof a_seed, "%lld", (long long)study_eval_seed(R->st, nd->seed));
+        snprintf(a_seed, sizeof a_seed, "%lld", es.seed);
         snprintf(jb->log, sizeof jb->log, "%s/eval_%s.log", nd->dir, greedy ? "greedy" : "sampled");
         snprintf(jb->out, sizeof jb->out, "%s/eval_%s.json", nd->dir, greedy ? "greedy" : "sampled");
         snprintf(tmp, sizeof tmp, "%s.tmp", jb->out);
@@ -369,11 +385,10 @@ static void start_job(runner *R, st_job *jb) {
 
 /* What an eval's result depends on besides the model: reused only when this matches (eval_<kind>.args). */
 static void eval_stamp(const runner *R, const st_node *nd, job_kind kind, char *buf, size_t n) {
-    bool greedy = kind == JOB_GREEDY;
+    const eval_sampling es = eval_sampling_of(R, nd, kind);
     snprintf(buf, n, "data=%s format=%s template=%s instruction=\"%s\" samples=%d temperature=%.17g top_p=%.17g "
              "max_new_tokens=%d seed=%lld limit=%d kernels=%s\n", R->eval_file, R->eval_format, R->template_name, R->instruction,
-             greedy ? 1 : nd->eval_samples, greedy ? 0.0 : R->st->eval_temperature, greedy ? 1.0 : R->st->eval_top_p,
-             R->st->eval_max_new, (long long)study_eval_seed(R->st, nd->seed), R->st->eval_limit, study_kernels_name(R->st));
+             es.samples, es.temperature, es.top_p, R->st->eval_max_new, es.seed, R->st->eval_limit, study_kernels_name(R->st));
 }
 
 static void stamp_path(const char *json, char *buf, size_t n) {

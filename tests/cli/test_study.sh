@@ -159,6 +159,11 @@ assert j['eval_samples'] == 3 and j['eval_plot_samples'] == 1
 assert [e['samples'] for e in j['arms']['s2d']['after_stage']] == [1, 3]
 EOF2
   check "study.md says the inner stages' sample count" grep -q "the stages inside an arm, which only the plot shows, at avg@1" st/study.md
+  # another eval.seed: every sampled eval reruns with seed + s, no greedy eval (the seed cannot change argmax)
+  sed 's/plot_samples: 1,/plot_samples: 1, seed: 10,/' studyp.yaml >studys.yaml
+  "$S2D" study studys.yaml --out st >stdouts 2>stderrs
+  check "eval.seed changed: the 10 sampled evals rerun, nothing else" test "$(grep -c 'done  ' stderrs)" = 10 -a "$(grep -c 'done  eval sampled' stderrs)" = 10
+  check "eval.seed changed: seed 2's evals at eval seed 12, greedy evals at seed 0" test "$(cat st/runs/seed2/*/eval_sampled.args | grep -c ' seed=12 ')" = 5 -a "$(cat st/runs/*/*/eval_greedy.args | grep -c ' seed=0 ')" = 10
   # kernels: portable by default (the children pinned to CPU-independent kernels at one thread); native with
   # the same pins set by hand retrains every run (other kernels, no reuse) and gives the same numbers
   check "study.md names the kernels" grep -q "Kernels: portable (S2D_NO_AVX512=1" first.md
