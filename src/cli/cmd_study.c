@@ -36,7 +36,7 @@ static void usage(FILE *out) {
             "  runs every arm of the study over N seeds (shared stages once, each seed's prefix once per seed),\n"
             "  evaluates every stage output on the test set (greedy accuracy and sampled avg@k) and writes\n"
             "  DIR/study.md (printed too), DIR/study.json and DIR/study.png; runs already complete in DIR with the\n"
-            "  same config are reused\n"
+            "  same config are reused (also after DIR was moved or copied)\n"
             "  --seeds N      seeds per arm (default: the config's seeds:)\n"
             "  --seed-base S  first seed (default: the config's seed_base:, else 1); seeds are S .. S+N-1\n"
             "  --out DIR      output directory (default: the config's out:, else runs/<config name>)\n"
@@ -444,6 +444,8 @@ static void set_eval_samples(const study_def *st, node_list *tree, arm_path (*pa
 static void prepare_nodes(const study_def *st, node_list *tree, const char *dir) {
     s2d_err err;
     study_mkdir_p(dir);
+    char abs_dir[PATH_MAX]; /* as node_config spells the ancestors' directories */
+    if (!realpath(dir, abs_dir)) die("study: %s: %s", dir, strerror(errno));
     for (int i = 0; i < tree->n; i++) {
         st_node *nd = &tree->v[i];
         char group[32];
@@ -463,13 +465,13 @@ static void prepare_nodes(const study_def *st, node_list *tree, const char *dir)
         snprintf(mark, sizeof mark, "%s/trained", nd->dir);
         study_trained_mark(st, want, sizeof want);
         char *got = study_read_text(mark);
-        nd->reused = old && strcmp(old, nd->config_text) == 0 && got && strcmp(got, want) == 0 &&
+        /* a study directory moved or copied elsewhere is still reused: its ancestors' model paths differ */
+        nd->reused = study_same_text_moved(old, nd->config_text, "\"", abs_dir) && got && strcmp(got, want) == 0 &&
                      (nd->parent < 0 || tree->v[nd->parent].reused);
+        if (!nd->reused) unlink(mark);
+        if ((!nd->reused || strcmp(old, nd->config_text) != 0) && !study_write_text(cfgp, nd->config_text, &err))
+            die("%s", err.msg);
         free(old), free(got);
-        if (!nd->reused) {
-            unlink(mark);
-            if (!study_write_text(cfgp, nd->config_text, &err)) die("%s", err.msg);
-        }
         train_config ntc;
         if (!train_config_load(cfgp, NULL, 0, true, &ntc, &err)) die("study: %s", err.msg);
         train_config_free(&ntc);

@@ -105,6 +105,9 @@ void study_trained_mark(const study_def *st, char *buf, size_t n);
 const char *study_kernels_text(const study_def *st);
 char *study_read_text(const char *path);                               /* NULL when unreadable */
 bool study_write_text(const char *path, const char *text, s2d_err *err); /* atomic */
+/* old == text, or old is text as written for this study in another directory (moved or copied): only the
+ * directory after `lead` differs (lead "\"" for stage.yaml's model paths, "data=" for an eval stamp). */
+bool study_same_text_moved(const char *old, const char *text, const char *lead, const char *dir);
 void study_mkdir_p(const char *path);
 double study_now_s(void);
 /* Runs every train and eval of tree not already done (reused nodes, eval results present), up to st->jobs at

@@ -133,6 +133,18 @@ assert 'sampled with eval seed 0 + s' in open('st/study.md').read()"
   check "rerun gives the same numbers" python3 -c "
 import json; a = json.load(open('first.json')); b = json.load(open('st/study.json'))
 assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
+  # a study directory copied (or moved) elsewhere is reused: only its ancestors' model paths and the eval data
+  # path differ, and its stage.yaml files and eval stamps then name the new directory
+  cp -r st moved
+  leaf=$(ls -d moved/runs/seed2/*-student_rl | tail -1)
+  sed -i 's/^seed: \([0-9]*\)/seed: 9\1/' "$leaf/stage.yaml"   # and one node edited: that node alone reruns
+  "$S2D" study study.yaml --out moved >stdoutm 2>stderrm
+  check "a copied study directory reuses every unchanged run" grep -q "27 of 30 jobs reused" stderrm
+  check "the edited node reran (train and two evals)" test "$(grep -c 'done  ' stderrm)" = 3 -a "$(grep -c "done  train  *seed 2 student_rl" stderrm)" = 1
+  check "the copy's stage.yaml files and eval stamps name the copy" test -z "$(grep -rlF -e "$(realpath st)/" -e "data=st/" moved/runs --include=stage.yaml --include='*.args')" -a -n "$(grep -rlF "\"$(realpath moved)/runs/" moved/runs --include=stage.yaml)" -a "$(cat moved/runs/*/*/eval_*.args | grep -c 'data=moved/data/')" = 20
+  check "the copy gives the same numbers" python3 -c "
+import json; a = json.load(open('first.json')); b = json.load(open('moved/study.json'))
+assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
   # fewer seeds: run directories are numbered within their seed, so every run of seed 1 is reused
   "$S2D" study study.yaml --out st --seeds 1 >stdout1 2>stderr1
   check "--seeds 1 after 2 seeds reuses every run" grep -qE "; ([0-9]+) of \1 jobs reused" stderr1
