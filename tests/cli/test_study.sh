@@ -145,6 +145,30 @@ assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
   check "the copy gives the same numbers" python3 -c "
 import json; a = json.load(open('first.json')); b = json.load(open('moved/study.json'))
 assert a['arms'] == b['arms'] and a['claims'] == b['claims']"
+  # tools/study_bases.sh: the verdicts at disjoint seed bases (here 1-2 and 3-4) and pooled, in one directory
+  bash "$S2D_ROOT/tools/study_bases.sh" "$(dirname "$S2D")" study.yaml moved 2 2 >stdoutb 2>stderrb
+  check "study_bases: a table of every claim at both bases and pooled" python3 - <<'EOF2'
+import json
+b1, b3, pooled = (json.load(open(f)) for f in ('moved/bases/base-1-2.json', 'moved/bases/base-3-2.json', 'moved/study.json'))
+first = json.load(open('first.json'))
+assert b1['claims'] == first['claims'] and b1['seeds'] == [1, 2] and b3['seeds'] == [3, 4], (b1['seeds'], b3['seeds'])
+assert pooled['seeds'] == [1, 2, 3, 4]
+rows = [l for l in open('moved/bases-2x2.md') if l.startswith('| ') and not l.startswith('| claim')]
+assert len(rows) == len(pooled['claims']) == 2, rows
+n_same = 0
+for i, row in enumerate(rows):
+    cells = [x.strip() for x in row.strip().strip('|').split('|')]
+    assert cells[0] == pooled['claims'][i]['id'], cells
+    for got, c in zip(cells[1:4], (b1['claims'][i], b3['claims'][i], pooled['claims'][i])):
+        assert got == f"{c['difference']:+.2f} ± {c['se']:.2f} {c['verdict']}", (got, c)
+    same = b1['claims'][i]['verdict'] == b3['claims'][i]['verdict']
+    n_same += same
+    assert cells[4] == ('yes' if same else 'no'), cells
+assert f'{n_same} of 2 claims get the same verdict at all 2 bases of 2 seeds.' in open('moved/bases-2x2.md').read()
+assert open('stdoutb').read() == open('moved/bases-2x2.md').read()
+EOF2
+  check "study_bases: seeds 1-2 reused, 3-4 trained once" test "$(grep -c 'done  train' stderrb)" = "$(grep -c 'done  train' stderr)"
+  expect_error "study_bases: one seed per base" "SEEDS must be at least 2" bash "$S2D_ROOT/tools/study_bases.sh" "$(dirname "$S2D")" study.yaml moved 1 2
   # fewer seeds: run directories are numbered within their seed, so every run of seed 1 is reused
   "$S2D" study study.yaml --out st --seeds 1 >stdout1 2>stderr1
   check "--seeds 1 after 2 seeds reuses every run" grep -qE "; ([0-9]+) of \1 jobs reused" stderr1
