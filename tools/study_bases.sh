@@ -17,13 +17,18 @@ case "$seeds$bases$first" in *[!0-9]*) echo "study_bases: SEEDS, BASES and FIRST
 [ "$seeds" -ge 2 ] || { echo "study_bases: SEEDS must be at least 2 (one seed has no SE)" >&2; exit 2; }
 [ "$bases" -ge 2 ] || { echo "study_bases: BASES must be at least 2" >&2; exit 2; }
 mkdir -p "$dir/bases"
+last=$((first + seeds * bases - 1))
+# the pooled study first: it trains every seed under one scheduler (no base waits for its slowest run), so the
+# bases below only make their reports; it runs again at the end (reports only) to leave DIR/study.* pooled
+echo "study_bases: pooled, seeds $first .. $last (trains what is missing)" >&2
+"$build"/s2d study "$config" --out "$dir" --seed-base "$first" --seeds $((seeds * bases)) "$@" >/dev/null
 for ((b = 0; b < bases; b++)); do
   base=$((first + b * seeds))
   echo "study_bases: seed base $base ($seeds seeds), base $((b + 1)) of $bases" >&2
   "$build"/s2d study "$config" --out "$dir" --seed-base "$base" --seeds "$seeds" "$@" >/dev/null
   cp "$dir/study.json" "$dir/bases/base-$base-$seeds.json"
 done
-echo "study_bases: pooled, seeds $first .. $((first + seeds * bases - 1))" >&2
+echo "study_bases: pooled, seeds $first .. $last (report)" >&2
 "$build"/s2d study "$config" --out "$dir" --seed-base "$first" --seeds $((seeds * bases)) "$@" >/dev/null
 python3 - "$dir" "$seeds" "$bases" "$first" <<'EOF'
 import json, sys
