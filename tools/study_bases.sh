@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Are a study's verdicts stable when the seed base changes? Runs `s2d study` at BASES disjoint seed bases of SEEDS
 # seeds each (seeds S .. S+SEEDS-1, then S+SEEDS .. S+2*SEEDS-1, ...), all in one directory so that every seed's
-# runs are kept and reused, then the pooled study over all SEEDS x BASES seeds. Prints, and writes to
+# runs are kept and reused, and the pooled study over all SEEDS x BASES seeds. Prints, and writes to
 # DIR/bases-<SEEDS>x<BASES>.md, each claim's D +- SE and verdict at every base and pooled, and how many claims get
 # the same verdict at every base. DIR/study.md, .json and .png are then the pooled study's.
 #   tools/study_bases.sh BUILD CONFIG DIR SEEDS BASES [FIRST_SEED] [s2d study options, e.g. --jobs 2]
